@@ -1,0 +1,1 @@
+//! Lifecycle helpers shared by the static binaries.

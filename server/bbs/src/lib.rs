@@ -1,0 +1,176 @@
+//! The BBS: the one store of the cluster's state.
+//!
+//! It holds tasks, desired LRPs, actual LRPs, cell presences, domains and
+//! locks. Every write of a record is a compare-and-swap on its
+//! [`ModificationTag`]: the writer names the tag it read, and the write fails
+//! with [`StoreError::Conflict`] if someone else wrote in between. Every
+//! successful write of a task or LRP is published, in commit order, on the
+//! change feed ([`Store::subscribe`]), which drives the receptor's event
+//! stream and the brain's reactions.
+//!
+//! The store never decides anything: state transitions are the callers' (see
+//! `lattice_models`), the store only makes them atomic and durable.
+//!
+//! # Layout
+//! - [`Store`]: the trait every backend implements; callers hold `Arc<dyn Store>`.
+//! - [`sqlite`]: the default, embedded backend (one file in the data dir).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use lattice_models::{ActualLrp, CellPresence, DesiredLrp, Event, ModificationTag, Task, TaskState};
+
+pub mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+/// Which kind of record an error is about; used in messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordKind {
+    Task,
+    DesiredLrp,
+    ActualLrp,
+    Cell,
+    Domain,
+    Lock,
+}
+
+impl std::fmt::Display for RecordKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RecordKind::Task => "task",
+            RecordKind::DesiredLrp => "desired LRP",
+            RecordKind::ActualLrp => "actual LRP",
+            RecordKind::Cell => "cell",
+            RecordKind::Domain => "domain",
+            RecordKind::Lock => "lock",
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No record with that key.
+    #[error("{kind} {key:?} not found")]
+    NotFound { kind: RecordKind, key: String },
+    /// A create found a record with that key already there.
+    #[error("{kind} {key:?} already exists")]
+    AlreadyExists { kind: RecordKind, key: String },
+    /// The record's modification tag is not the one the writer read: someone
+    /// else wrote it in between. Re-read and decide again.
+    #[error("{kind} {key:?} was modified concurrently; re-read it and retry")]
+    Conflict { kind: RecordKind, key: String },
+    /// A stored record could not be decoded (written by an incompatible
+    /// version, or damaged).
+    #[error("stored {kind} {key:?} is unreadable: {reason}")]
+    Corrupt {
+        kind: RecordKind,
+        key: String,
+        reason: String,
+    },
+    /// The backend failed (I/O, connection, migration).
+    #[error("store backend failed: {0}")]
+    Backend(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Which tasks to list; `None` fields match everything.
+#[derive(Debug, Clone, Default)]
+pub struct TaskFilter {
+    pub domain: Option<String>,
+    pub cell_id: Option<String>,
+    pub state: Option<TaskState>,
+}
+
+/// Which desired LRPs to list.
+#[derive(Debug, Clone, Default)]
+pub struct DesiredLrpFilter {
+    pub domain: Option<String>,
+}
+
+/// Which actual LRPs to list.
+#[derive(Debug, Clone, Default)]
+pub struct ActualLrpFilter {
+    pub process_guid: Option<String>,
+    pub domain: Option<String>,
+    pub cell_id: Option<String>,
+}
+
+/// A live subscription to the change feed. A subscriber that falls too far
+/// behind gets `RecvError::Lagged` and must re-read the state it cares about.
+pub type EventReceiver = tokio::sync::broadcast::Receiver<Event>;
+
+/// The store of the cluster's state. Implementations: [`SqliteStore`]
+/// (embedded, default); PostgreSQL for clusters of several machines.
+///
+/// # Guarantees
+/// - A call that returned `Ok` is durable: it survives a restart of the process.
+/// - `update_*`/`delete_*` apply only if the given modification tag equals the
+///   stored one; on success the stored tag's `index` is one higher and the
+///   returned record carries it. `create_*` sets a fresh `epoch` and index 0.
+/// - Events are published after commit, in commit order, one per write of a
+///   task, desired LRP or actual LRP; a write that changes nothing (same
+///   record) still bumps the tag but publishes a `*_changed` event.
+///
+/// # Assumptions
+/// Callers validate records before writing them; the store checks keys only.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    // --- domains ---------------------------------------------------------
+    /// Creates or refreshes a domain; `ttl` of `None` never expires.
+    async fn upsert_domain(&self, domain: &str, ttl: Option<Duration>) -> StoreResult<()>;
+    /// Unexpired domains, sorted.
+    async fn domains(&self) -> StoreResult<Vec<String>>;
+
+    // --- tasks -----------------------------------------------------------
+    async fn create_task(&self, task: Task) -> StoreResult<Task>;
+    async fn get_task(&self, task_guid: &str) -> StoreResult<Task>;
+    /// Sorted by `created_at`, then guid.
+    async fn list_tasks(&self, filter: &TaskFilter) -> StoreResult<Vec<Task>>;
+    /// Compare-and-swap on `task.modification_tag`.
+    async fn update_task(&self, task: Task) -> StoreResult<Task>;
+    async fn delete_task(&self, task_guid: &str, expected: &ModificationTag) -> StoreResult<()>;
+
+    // --- desired LRPs ----------------------------------------------------
+    async fn create_desired_lrp(&self, lrp: DesiredLrp) -> StoreResult<DesiredLrp>;
+    async fn get_desired_lrp(&self, process_guid: &str) -> StoreResult<DesiredLrp>;
+    /// Sorted by process guid.
+    async fn list_desired_lrps(&self, filter: &DesiredLrpFilter) -> StoreResult<Vec<DesiredLrp>>;
+    /// Compare-and-swap on `lrp.modification_tag`.
+    async fn update_desired_lrp(&self, lrp: DesiredLrp) -> StoreResult<DesiredLrp>;
+    async fn delete_desired_lrp(&self, process_guid: &str, expected: &ModificationTag) -> StoreResult<()>;
+
+    // --- actual LRPs (key: process guid + index) ------------------------
+    async fn create_actual_lrp(&self, lrp: ActualLrp) -> StoreResult<ActualLrp>;
+    async fn get_actual_lrp(&self, process_guid: &str, index: i64) -> StoreResult<ActualLrp>;
+    /// Sorted by process guid, then index.
+    async fn list_actual_lrps(&self, filter: &ActualLrpFilter) -> StoreResult<Vec<ActualLrp>>;
+    /// Compare-and-swap on `lrp.modification_tag`.
+    async fn update_actual_lrp(&self, lrp: ActualLrp) -> StoreResult<ActualLrp>;
+    async fn delete_actual_lrp(&self, process_guid: &str, index: i64, expected: &ModificationTag) -> StoreResult<()>;
+
+    // --- cells -----------------------------------------------------------
+    /// Registers or renews a cell's presence for `ttl`.
+    async fn upsert_cell(&self, presence: CellPresence, ttl: Duration) -> StoreResult<()>;
+    /// Cells whose presence has not expired, sorted by id.
+    async fn list_cells(&self) -> StoreResult<Vec<CellPresence>>;
+    async fn remove_cell(&self, cell_id: &str) -> StoreResult<()>;
+
+    // --- locks (leases) --------------------------------------------------
+    /// Takes the lock `name` for `owner` for `ttl`, or renews it if `owner`
+    /// holds it. Returns whether `owner` holds it now.
+    async fn acquire_lock(&self, name: &str, owner: &str, ttl: Duration) -> StoreResult<bool>;
+    /// Gives the lock up if `owner` holds it; otherwise does nothing.
+    async fn release_lock(&self, name: &str, owner: &str) -> StoreResult<()>;
+    /// The current, unexpired holder of the lock.
+    async fn lock_owner(&self, name: &str) -> StoreResult<Option<String>>;
+
+    // --- change feed -----------------------------------------------------
+    /// Events of writes committed after this call.
+    fn subscribe(&self) -> EventReceiver;
+}
+
+/// How callers share a store.
+pub type SharedStore = Arc<dyn Store>;

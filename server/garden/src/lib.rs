@@ -1,0 +1,239 @@
+//! Garden: the cell's lowest layer, a narrow interface to containers.
+//!
+//! The executor runs action recipes through this trait only; it never sees
+//! Docker. A container is a long-lived sandbox (created from a rootfs, with
+//! limits, port mappings and properties) in which any number of processes are
+//! run, each with streamed output and an exit status, as in Cloud Foundry's
+//! Garden. The [`docker`] backend implements it with bollard; bollard's types
+//! never leave that module.
+//!
+//! # Layout
+//! - [`Garden`], [`Process`]: the traits.
+//! - [`ContainerSpec`], [`ProcessSpec`], [`ContainerInfo`]: plain data.
+//! - [`docker`]: the Docker backend.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+
+pub mod docker;
+
+/// The label/property every container we create carries, naming its owner
+/// (a cell id), so a rep can find and reap its own containers and tests can
+/// clean up by label.
+pub const OWNER_PROPERTY: &str = "io.lattice.owner";
+
+/// An image reference parsed from a Diego rootfs URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageRef {
+    /// `registry:port/repo` or `repo`, as Docker names it.
+    pub repository: String,
+    pub tag: String,
+}
+
+impl ImageRef {
+    /// Parses `docker:///image#tag`, `docker:///org/image`, and
+    /// `docker://host:port/repo#tag`. The tag defaults to `latest`.
+    pub fn from_rootfs(rootfs: &str) -> Result<ImageRef, GardenError> {
+        let rest = rootfs
+            .strip_prefix("docker://")
+            .ok_or_else(|| GardenError::InvalidSpec(format!("rootfs {rootfs:?} is not a docker:// URL")))?;
+        let (path, tag) = match rest.split_once('#') {
+            Some((path, tag)) if !tag.is_empty() => (path, tag.to_string()),
+            Some((path, _)) => (path, "latest".to_string()),
+            None => (rest, "latest".to_string()),
+        };
+        let repository = if let Some(local) = path.strip_prefix('/') {
+            local.to_string()
+        } else {
+            // docker://host:port/repo
+            path.to_string()
+        };
+        if repository.is_empty() {
+            return Err(GardenError::InvalidSpec(format!("rootfs {rootfs:?} names no image")));
+        }
+        Ok(ImageRef { repository, tag })
+    }
+
+    /// `repository:tag`, as `docker run` takes it.
+    pub fn reference(&self) -> String {
+        format!("{}:{}", self.repository, self.tag)
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Hard memory limit; 0 means none. Swap is not allowed beyond it.
+    pub memory_mb: u64,
+    /// Relative CPU share, 1-100 (0: the default share).
+    pub cpu_weight: u64,
+    /// Disk limit; 0 means none. Enforced where the storage driver can.
+    pub disk_mb: u64,
+}
+
+/// A directory of the host visible inside the container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindMount {
+    pub host_path: String,
+    pub container_path: String,
+    pub read_only: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ContainerSpec {
+    /// Unique name of the container; the executor chooses it.
+    pub handle: String,
+    /// Diego rootfs URL, e.g. `docker:///busybox#latest`.
+    pub rootfs: String,
+    /// Environment every process in the container inherits.
+    pub env: Vec<(String, String)>,
+    pub limits: Limits,
+    /// Container ports to publish; each gets a free host port.
+    pub ports: Vec<u16>,
+    /// Labels on the container; must include [`OWNER_PROPERTY`].
+    pub properties: BTreeMap<String, String>,
+    pub privileged: bool,
+    pub bind_mounts: Vec<BindMount>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortMapping {
+    pub container_port: u16,
+    pub host_port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerInfo {
+    pub handle: String,
+    /// Address at which published ports are reachable from the host.
+    pub host_ip: String,
+    /// Address of the container on its network (for same-host traffic).
+    pub container_ip: String,
+    pub ports: Vec<PortMapping>,
+    pub properties: BTreeMap<String, String>,
+    /// Whether the container's init is still running.
+    pub running: bool,
+    /// Set when the container was killed for exceeding its memory limit.
+    pub oom_killed: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ProcessSpec {
+    pub path: String,
+    pub args: Vec<String>,
+    /// Working directory; the image's default when `None`.
+    pub dir: Option<String>,
+    /// Added to the container's environment.
+    pub env: Vec<(String, String)>,
+    /// User to run as; the image's default when `None`.
+    pub user: Option<String>,
+    /// RLIMIT_NOFILE for the process, when set.
+    pub nofile: Option<u64>,
+}
+
+/// Which output stream a chunk came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputStream {
+    Stdout,
+    Stderr,
+}
+
+/// A chunk of process output, as written (not split into lines).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputChunk {
+    pub stream: OutputStream,
+    pub bytes: Bytes,
+}
+
+/// Signals a process can be sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    Terminate,
+    Kill,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GardenError {
+    /// The spec is unusable (bad rootfs, bad handle); not worth retrying.
+    #[error("invalid container spec: {0}")]
+    InvalidSpec(String),
+    /// The image is not present and could not be pulled.
+    #[error("image {image} is not available: {reason}")]
+    ImageUnavailable { image: String, reason: String },
+    #[error("container {0} not found")]
+    ContainerNotFound(String),
+    /// A container with that handle exists already.
+    #[error("container {0} already exists")]
+    ContainerExists(String),
+    #[error("path {path} not found in container {handle}")]
+    PathNotFound { handle: String, path: String },
+    /// The backend (Docker) failed or could not be reached.
+    #[error("container backend failed: {0}")]
+    Backend(String),
+}
+
+pub type GardenResult<T> = Result<T, GardenError>;
+
+/// A running process in a container.
+#[async_trait]
+pub trait Process: Send + Sync {
+    /// Output chunks until the process closes its streams. Can be taken once;
+    /// later calls return an empty stream.
+    fn output(&mut self) -> BoxStream<'static, OutputChunk>;
+    /// Waits for the process to exit; its exit status (128+N when killed by
+    /// signal N, as a shell reports it).
+    async fn wait(&mut self) -> GardenResult<i64>;
+    /// Sends a signal to the process (not the container).
+    async fn signal(&self, signal: Signal) -> GardenResult<()>;
+}
+
+/// A container backend.
+///
+/// # Guarantees
+/// - `destroy` of a missing container succeeds (it is idempotent), and kills
+///   every process of the container.
+/// - Every container `create` makes carries its `properties` as labels, so
+///   `list` with [`OWNER_PROPERTY`] finds it even after a restart of the cell.
+#[async_trait]
+pub trait Garden: Send + Sync + 'static {
+    /// Creates and starts a container; pulls the image only when it is not
+    /// present locally.
+    async fn create(&self, spec: ContainerSpec) -> GardenResult<ContainerInfo>;
+    async fn destroy(&self, handle: &str) -> GardenResult<()>;
+    async fn info(&self, handle: &str) -> GardenResult<ContainerInfo>;
+    /// Containers whose properties include every given key/value pair.
+    async fn list(&self, properties: &BTreeMap<String, String>) -> GardenResult<Vec<ContainerInfo>>;
+    /// Unpacks a tar archive into `destination` (a directory, created if
+    /// missing) in the container.
+    async fn stream_in(&self, handle: &str, destination: &str, tar: Bytes) -> GardenResult<()>;
+    /// A tar archive of `path` (file or directory) of the container.
+    async fn stream_out(&self, handle: &str, path: &str) -> GardenResult<BoxStream<'static, GardenResult<Bytes>>>;
+    /// Starts a process in the container.
+    async fn run(&self, handle: &str, spec: ProcessSpec) -> GardenResult<Box<dyn Process>>;
+    /// Total memory (MB) and disk (MB) the backend's machine offers; the rep's
+    /// default capacity.
+    async fn machine_capacity(&self) -> GardenResult<(u64, u64)>;
+}
+
+/// How long `destroy` lets processes end after SIGTERM before SIGKILL.
+pub const DESTROY_GRACE: Duration = Duration::from_secs(2);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_rootfs() {
+        let r = ImageRef::from_rootfs("docker:///busybox").unwrap();
+        assert_eq!(r.reference(), "busybox:latest");
+        let r = ImageRef::from_rootfs("docker:///cloudfoundry/lattice-app#v1").unwrap();
+        assert_eq!(r.reference(), "cloudfoundry/lattice-app:v1");
+        let r = ImageRef::from_rootfs("docker://registry.local:5000/team/app#2").unwrap();
+        assert_eq!(r.reference(), "registry.local:5000/team/app:2");
+        assert!(ImageRef::from_rootfs("docker:///").is_err());
+        assert!(ImageRef::from_rootfs("preloaded:///x").is_err());
+    }
+}

@@ -1,0 +1,40 @@
+//! Cells: the machines (or processes) that run containers.
+
+use serde::{Deserialize, Serialize};
+
+use crate::validation::{self, ValidationError};
+
+/// What a cell can hold in total.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CellCapacity {
+    pub memory_mb: i64,
+    pub disk_mb: i64,
+    pub containers: i64,
+}
+
+/// A cell's registration, renewed by its rep while it lives. A cell whose
+/// presence expired is gone: its work is placed elsewhere.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CellPresence {
+    pub cell_id: String,
+    #[serde(default)]
+    pub zone: String,
+    /// Where the auctioneer reaches this cell's rep (`http://host:port`).
+    pub rep_address: String,
+    pub capacity: CellCapacity,
+}
+
+impl CellPresence {
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        validation::validate_guid("cell_id", &self.cell_id)?;
+        if !self.zone.is_empty() {
+            validation::validate_guid("zone", &self.zone)?;
+        }
+        validation::validate_non_negative("capacity.memory_mb", self.capacity.memory_mb)?;
+        validation::validate_non_negative("capacity.disk_mb", self.capacity.disk_mb)?;
+        validation::validate_non_negative("capacity.containers", self.capacity.containers)?;
+        Ok(())
+    }
+}

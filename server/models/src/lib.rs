@@ -1,0 +1,64 @@
+//! Wire and store models of the lattice cluster runtime.
+//!
+//! Every type here speaks the JSON of Diego's receptor API (snake_case fields,
+//! the same names), so that a Diego or Lattice user recognises the payloads.
+//! The crate does no I/O: it holds serde types, their validation, and the
+//! state machines of tasks and actual LRPs with their legal transitions.
+//!
+//! # Layout
+//! - [`action`]: the composable action tree (`run`, `download`, `serial`, ...).
+//! - [`task`]: one-off tasks and the task state machine.
+//! - [`lrp`]: desired LRPs (what the user asked for) and actual LRPs (instances).
+//! - [`cell`]: cell presence and capacity.
+//! - [`routes`]: HTTP and TCP routes of an LRP.
+//! - [`event`]: the change events served on `/v1/events`.
+//! - [`validation`]: the shared validation error and helpers.
+//! - [`api`]: the JSON error body of the receptor API.
+//! - [`parse`]: JSON parsing that names the offending field.
+
+pub mod action;
+pub mod api;
+pub mod cell;
+pub mod event;
+pub mod lrp;
+pub mod parse;
+pub mod routes;
+pub mod task;
+pub mod validation;
+
+pub use action::Action;
+pub use api::{ApiErrorBody, ApiErrorName};
+pub use cell::{CellCapacity, CellPresence};
+pub use event::Event;
+pub use lrp::{
+    ActualLrp, ActualLrpEvent, ActualLrpState, DesiredLrp, DesiredLrpCreateRequest,
+    DesiredLrpUpdateRequest, PortMapping,
+};
+pub use routes::{HttpRoute, Routes, TcpRoute};
+pub use task::{Task, TaskCreateRequest, TaskEvent, TaskState};
+pub use validation::{ModificationTag, ValidationError};
+
+/// Environment variable as Diego writes it: `{"name": "...", "value": "..."}`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvironmentVariable {
+    pub name: String,
+    pub value: String,
+}
+
+impl EnvironmentVariable {
+    pub fn new(name: impl Into<String>, value: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            value: value.into(),
+        }
+    }
+}
+
+/// Current time as nanoseconds since the Unix epoch, the unit Diego uses for
+/// `created_at` and `since`.
+pub fn unix_nanos(time: std::time::SystemTime) -> i64 {
+    time.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
