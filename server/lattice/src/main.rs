@@ -1,1 +1,124 @@
-fn main() {}
+//! `lattice`: the server bundle's binary. It parses flags and hands over to
+//! the library; exit codes: 0 ok, 1 failure, 2 usage.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use lattice::up::{Up, UpConfig};
+use lattice_receptor::Credentials;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    name = "lattice",
+    version,
+    about = "The lattice cluster runtime server bundle"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a whole one-machine cluster in this process (embedded store, local Docker).
+    Up(UpArgs),
+}
+
+#[derive(Args)]
+struct UpArgs {
+    /// Where the cluster keeps its state (the store, blobs). Default: the
+    /// platform's data dir, e.g. ~/.local/share/lattice.
+    #[arg(long, env = "LATTICE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address of the receptor API that `ltc` talks to.
+    #[arg(long, env = "LATTICE_LISTEN", default_value = "127.0.0.1:8888")]
+    listen: SocketAddr,
+    /// System domain apps are routed under: APP.DOMAIN. `localhost` resolves
+    /// without DNS on most systems.
+    #[arg(long, env = "LATTICE_DOMAIN", default_value = "localhost")]
+    domain: String,
+    /// Require HTTP basic auth with this username (with --password).
+    #[arg(long, env = "LATTICE_USERNAME", requires = "password")]
+    username: Option<String>,
+    /// Password for HTTP basic auth (with --username).
+    #[arg(
+        long,
+        env = "LATTICE_PASSWORD",
+        requires = "username",
+        hide_env_values = true
+    )]
+    password: Option<String>,
+    /// Largest request body the receptor accepts, in bytes.
+    #[arg(long, default_value_t = lattice_receptor::DEFAULT_MAX_BODY_BYTES)]
+    max_body_bytes: usize,
+    /// Log filter (tracing's EnvFilter syntax), e.g. `info` or `lattice=debug`.
+    #[arg(long, env = "LATTICE_LOG", default_value = "info")]
+    log: String,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Up(args) => {
+            init_tracing(&args.log)?;
+            let runtime =
+                tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            runtime.block_on(up(args))
+        }
+    }
+}
+
+fn init_tracing(filter: &str) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .with_context(|| format!("invalid --log filter {filter:?}"))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    Ok(())
+}
+
+async fn up(args: UpArgs) -> anyhow::Result<()> {
+    let data_dir = match args.data_dir {
+        Some(dir) => dir,
+        None => directories::ProjectDirs::from("io", "lattice", "lattice")
+            .context("cannot find a home directory for the data dir; pass --data-dir")?
+            .data_dir()
+            .to_path_buf(),
+    };
+    lattice_models::routes::validate_hostname("--domain", &args.domain)?;
+    let credentials = match (args.username, args.password) {
+        (Some(username), Some(password)) => Some(Credentials { username, password }),
+        _ => None,
+    };
+    if credentials.is_none() && !args.listen.ip().is_loopback() {
+        tracing::warn!(listen = %args.listen, "the receptor listens beyond loopback without credentials; pass --username/--password");
+    }
+    let config = UpConfig {
+        data_dir,
+        listen: args.listen,
+        domain: args.domain,
+        credentials,
+        max_body_bytes: args.max_body_bytes,
+        drain_timeout: Duration::from_secs(10),
+    };
+    let shutdown = CancellationToken::new();
+    lattice::shutdown::cancel_on_signal(shutdown.clone());
+    let up = Up::prepare(config).await?;
+    up.run(shutdown).await
+}

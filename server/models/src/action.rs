@@ -265,7 +265,10 @@ impl Action {
             | Action::Parallel(ParallelAction { actions, .. })
             | Action::Codependent(CodependentAction { actions, .. }) => {
                 if actions.is_empty() {
-                    Err(ValidationError::new("actions", "must hold at least one action"))
+                    Err(ValidationError::new(
+                        "actions",
+                        "must hold at least one action",
+                    ))
                 } else {
                     actions.iter().enumerate().try_for_each(|(i, a)| {
                         a.validate()
@@ -345,7 +348,10 @@ mod tests {
     fn one_key_objects() {
         let a = parse(json!({"run": {"path": "/bin/true"}})).unwrap();
         assert_eq!(a.kind(), "run");
-        assert_eq!(serde_json::to_value(&a).unwrap(), json!({"run": {"path": "/bin/true"}}));
+        assert_eq!(
+            serde_json::to_value(&a).unwrap(),
+            json!({"run": {"path": "/bin/true"}})
+        );
     }
 
     #[test]

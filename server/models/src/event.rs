@@ -7,6 +7,9 @@ use serde::{Deserialize, Serialize};
 use crate::lrp::{ActualLrp, DesiredLrp};
 use crate::task::Task;
 
+// The changed variants carry two records; boxing them would add an
+// allocation per event for no gain, since events are cloned and sent whole.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "data", rename_all = "snake_case")]
 pub enum Event {
@@ -79,12 +82,18 @@ impl Event {
             Event::DesiredLrpCreated { desired_lrp } | Event::DesiredLrpRemoved { desired_lrp } => {
                 Some(&desired_lrp.process_guid)
             }
-            Event::DesiredLrpChanged { desired_lrp_after, .. } => Some(&desired_lrp_after.process_guid),
+            Event::DesiredLrpChanged {
+                desired_lrp_after, ..
+            } => Some(&desired_lrp_after.process_guid),
             Event::ActualLrpCreated { actual_lrp } | Event::ActualLrpRemoved { actual_lrp } => {
                 Some(&actual_lrp.process_guid)
             }
-            Event::ActualLrpChanged { actual_lrp_after, .. } => Some(&actual_lrp_after.process_guid),
-            Event::TaskCreated { .. } | Event::TaskChanged { .. } | Event::TaskRemoved { .. } => None,
+            Event::ActualLrpChanged {
+                actual_lrp_after, ..
+            } => Some(&actual_lrp_after.process_guid),
+            Event::TaskCreated { .. } | Event::TaskChanged { .. } | Event::TaskRemoved { .. } => {
+                None
+            }
         }
     }
 }

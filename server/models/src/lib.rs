@@ -12,14 +12,17 @@
 //! - [`cell`]: cell presence and capacity.
 //! - [`routes`]: HTTP and TCP routes of an LRP.
 //! - [`event`]: the change events served on `/v1/events`.
+//! - [`log`]: log lines of containers, as `ltc logs` shows them.
 //! - [`validation`]: the shared validation error and helpers.
 //! - [`api`]: the JSON error body of the receptor API.
 //! - [`parse`]: JSON parsing that names the offending field.
 
 pub mod action;
 pub mod api;
+pub mod auction;
 pub mod cell;
 pub mod event;
+pub mod log;
 pub mod lrp;
 pub mod parse;
 pub mod routes;
@@ -30,6 +33,7 @@ pub use action::Action;
 pub use api::{ApiErrorBody, ApiErrorName};
 pub use cell::{CellCapacity, CellPresence};
 pub use event::Event;
+pub use log::{LogMessage, MessageType};
 pub use lrp::{
     ActualLrp, ActualLrpEvent, ActualLrpState, DesiredLrp, DesiredLrpCreateRequest,
     DesiredLrpUpdateRequest, PortMapping,

@@ -124,7 +124,10 @@ fn validate_instances(instances: i64) -> Result<(), ValidationError> {
 
 fn validate_annotation(annotation: &str) -> Result<(), ValidationError> {
     if annotation.len() > 10 * 1024 {
-        return Err(ValidationError::new("annotation", "must be at most 10240 bytes"));
+        return Err(ValidationError::new(
+            "annotation",
+            "must be at most 10240 bytes",
+        ));
     }
     Ok(())
 }
@@ -231,7 +234,10 @@ impl ActualLrpState {
         }
     }
 
-    pub fn transition(self, event: ActualLrpEvent) -> Result<ActualLrpState, InvalidActualLrpTransition> {
+    pub fn transition(
+        self,
+        event: ActualLrpEvent,
+    ) -> Result<ActualLrpState, InvalidActualLrpTransition> {
         use ActualLrpEvent::*;
         use ActualLrpState::*;
         let next = match (self, event) {
@@ -336,7 +342,11 @@ impl ActualLrp {
     }
 
     /// Applies `event` and stamps `since`; the caller persists with CAS.
-    pub fn apply(&mut self, event: ActualLrpEvent, now_nanos: i64) -> Result<(), InvalidActualLrpTransition> {
+    pub fn apply(
+        &mut self,
+        event: ActualLrpEvent,
+        now_nanos: i64,
+    ) -> Result<(), InvalidActualLrpTransition> {
         self.state = self.state.transition(event)?;
         self.since = now_nanos;
         if matches!(event, ActualLrpEvent::Unclaim | ActualLrpEvent::Restart) {
@@ -375,7 +385,11 @@ mod tests {
                     .iter()
                     .find(|(f, e, _)| *f == from && *e == event)
                     .map(|(_, _, to)| *to);
-                assert_eq!(from.transition(event).ok(), expected, "{from:?} --{event:?}-->");
+                assert_eq!(
+                    from.transition(event).ok(),
+                    expected,
+                    "{from:?} --{event:?}-->"
+                );
             }
         }
     }
@@ -413,7 +427,10 @@ mod tests {
             annotation: "a".into(),
         };
         let mut lrp = req.into_desired_lrp();
-        let update = DesiredLrpUpdateRequest { instances: Some(5), ..Default::default() };
+        let update = DesiredLrpUpdateRequest {
+            instances: Some(5),
+            ..Default::default()
+        };
         assert!(update.apply_to(&mut lrp));
         assert_eq!(lrp.instances, 5);
         assert_eq!(lrp.annotation, "a");

@@ -109,14 +109,23 @@ mod tests {
     #[test]
     fn bad_routes() {
         let r = Routes {
-            http: vec![HttpRoute { hostnames: vec!["ok.host".into(), "bad host".into()], port: 80 }],
+            http: vec![HttpRoute {
+                hostnames: vec!["ok.host".into(), "bad host".into()],
+                port: 80,
+            }],
             tcp: vec![],
         };
         assert_eq!(r.validate().unwrap_err().field, "cf-router[0].hostnames[1]");
         let r = Routes {
             http: vec![],
-            tcp: vec![TcpRoute { external_port: 70000, container_port: 1 }],
+            tcp: vec![TcpRoute {
+                external_port: 70000,
+                container_port: 1,
+            }],
         };
-        assert_eq!(r.validate().unwrap_err().field, "tcp-router[0].external_port");
+        assert_eq!(
+            r.validate().unwrap_err().field,
+            "tcp-router[0].external_port"
+        );
     }
 }

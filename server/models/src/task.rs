@@ -142,10 +142,9 @@ impl TaskCreateRequest {
         validation::validate_cpu_weight("cpu_weight", self.cpu_weight)?;
         validation::validate_non_negative("disk_mb", self.disk_mb)?;
         validation::validate_non_negative("memory_mb", self.memory_mb)?;
-        if !self.completion_callback_url.is_empty()
-            && !(self.completion_callback_url.starts_with("http://")
-                || self.completion_callback_url.starts_with("https://"))
-        {
+        let callback = &self.completion_callback_url;
+        let is_http = callback.starts_with("http://") || callback.starts_with("https://");
+        if !callback.is_empty() && !is_http {
             return Err(ValidationError::new(
                 "completion_callback_url",
                 format!("{:?} is not an http(s) URL", self.completion_callback_url),
@@ -238,7 +237,11 @@ impl Task {
     }
 
     /// Completes the task as failed with `reason`.
-    pub fn fail(&mut self, reason: impl Into<String>, now_nanos: i64) -> Result<(), InvalidTaskTransition> {
+    pub fn fail(
+        &mut self,
+        reason: impl Into<String>,
+        now_nanos: i64,
+    ) -> Result<(), InvalidTaskTransition> {
         self.apply(TaskEvent::Complete, now_nanos)?;
         self.failed = true;
         self.failure_reason = reason.into();
@@ -291,6 +294,9 @@ mod tests {
 
     #[test]
     fn state_wire_names() {
-        assert_eq!(serde_json::to_string(&TaskState::Resolving).unwrap(), "\"RESOLVING\"");
+        assert_eq!(
+            serde_json::to_string(&TaskState::Resolving).unwrap(),
+            "\"RESOLVING\""
+        );
     }
 }

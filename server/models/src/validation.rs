@@ -54,7 +54,10 @@ pub fn validate_guid(field: &str, value: &str) -> Result<(), ValidationError> {
         return Err(ValidationError::new(field, "must not be empty"));
     }
     if value.len() > 255 {
-        return Err(ValidationError::new(field, "must be at most 255 characters"));
+        return Err(ValidationError::new(
+            field,
+            "must be at most 255 characters",
+        ));
     }
     if let Some(bad) = value
         .chars()
@@ -90,7 +93,9 @@ pub fn validate_rootfs(field: &str, value: &str) -> Result<(), ValidationError> 
     let Some((scheme, rest)) = value.split_once("://") else {
         return Err(ValidationError::new(
             field,
-            format!("{value:?} is not a rootfs URL; expected docker:///IMAGE[#TAG] or preloaded:STACK"),
+            format!(
+                "{value:?} is not a rootfs URL; expected docker:///IMAGE[#TAG] or preloaded:STACK"
+            ),
         ));
     };
     match scheme {
@@ -122,7 +127,10 @@ pub fn validate_cpu_weight(field: &str, value: i64) -> Result<(), ValidationErro
     Ok(())
 }
 
-pub fn validate_env(field: &str, env: &[crate::EnvironmentVariable]) -> Result<(), ValidationError> {
+pub fn validate_env(
+    field: &str,
+    env: &[crate::EnvironmentVariable],
+) -> Result<(), ValidationError> {
     for (i, var) in env.iter().enumerate() {
         if var.name.is_empty() || var.name.contains('=') || var.name.contains('\0') {
             return Err(ValidationError::new(
@@ -161,7 +169,9 @@ mod tests {
 
     #[test]
     fn within_builds_paths() {
-        let e = ValidationError::new("path", "bad").within("run").within("action");
+        let e = ValidationError::new("path", "bad")
+            .within("run")
+            .within("action");
         assert_eq!(e.field, "action.run.path");
         let e = ValidationError::new("[2]", "bad").within("actions");
         assert_eq!(e.field, "actions[2]");

@@ -1,1 +1,165 @@
-//! placeholder
+//! The receptor: the cluster's public REST API (Diego's receptor API).
+//!
+//! It validates every request and is the only writer of desired state (tasks
+//! and desired LRPs); it also answers reads of actual state and serves the
+//! change feed as Server-Sent Events. It must never store anything from a
+//! rejected request, and never leak internal errors to clients (see
+//! [`error`]).
+//!
+//! # Layout
+//! - [`app`] builds the router; [`serve`] runs it on a bound listener until
+//!   a shutdown token fires.
+//! - `tasks`, `lrps`, `cluster` (cells, domains, info), `events`: handlers.
+//! - [`error`]: the error policy; `extract`: body and path parsing.
+//! - `auth`: optional HTTP basic auth.
+
+use std::sync::Arc;
+
+use axum::routing::{get, post, put};
+use axum::Router;
+use lattice_bbs::SharedStore;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+mod auth;
+mod cluster;
+pub mod error;
+mod events;
+mod extract;
+mod lrps;
+mod tasks;
+
+pub use error::ApiError;
+
+/// Default request body limit: large enough for any recipe, small enough that
+/// a runaway client cannot exhaust memory.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReceptorConfig {
+    /// When set, every request must carry these as HTTP basic auth.
+    pub credentials: Option<Credentials>,
+    pub max_body_bytes: usize,
+    /// The system domain apps are routed under (`APP.DOMAIN`).
+    pub domain: String,
+    /// Where the router listens, when this cluster has one (`host:port`).
+    pub router_address: Option<String>,
+}
+
+impl Default for ReceptorConfig {
+    fn default() -> Self {
+        Self {
+            credentials: None,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            domain: "localhost".to_string(),
+            router_address: None,
+        }
+    }
+}
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: SharedStore,
+    pub config: Arc<ReceptorConfig>,
+    /// Fires on server shutdown; ends event streams so shutdown is not held
+    /// up by clients that never disconnect.
+    pub shutdown: CancellationToken,
+}
+
+/// The receptor's router, ready to serve.
+pub fn app(store: SharedStore, config: ReceptorConfig, shutdown: CancellationToken) -> Router {
+    let state = AppState {
+        store,
+        config: Arc::new(config),
+        shutdown,
+    };
+    Router::new()
+        .route("/v1/info", get(cluster::info))
+        .route("/v1/tasks", post(tasks::create).get(tasks::list))
+        .route(
+            "/v1/tasks/{task_guid}",
+            get(tasks::get_one).delete(tasks::delete_one),
+        )
+        .route("/v1/tasks/{task_guid}/cancel", post(tasks::cancel))
+        .route("/v1/domains/{domain}/tasks", get(tasks::list_by_domain))
+        .route(
+            "/v1/desired_lrps",
+            post(lrps::create_desired).get(lrps::list_desired),
+        )
+        .route(
+            "/v1/desired_lrps/{process_guid}",
+            get(lrps::get_desired)
+                .put(lrps::update_desired)
+                .delete(lrps::delete_desired),
+        )
+        .route(
+            "/v1/domains/{domain}/desired_lrps",
+            get(lrps::list_desired_by_domain),
+        )
+        .route("/v1/actual_lrps", get(lrps::list_actual))
+        .route(
+            "/v1/actual_lrps/{process_guid}",
+            get(lrps::list_actual_by_process_guid),
+        )
+        .route(
+            "/v1/actual_lrps/{process_guid}/index/{index}",
+            get(lrps::get_actual).delete(lrps::restart_actual),
+        )
+        .route(
+            "/v1/domains/{domain}/actual_lrps",
+            get(lrps::list_actual_by_domain),
+        )
+        .route("/v1/cells", get(cluster::cells))
+        .route("/v1/domains", get(cluster::domains))
+        .route("/v1/domains/{domain}", put(cluster::upsert_domain))
+        .route("/v1/events", get(events::stream))
+        .fallback(cluster::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require,
+        ))
+        .layer(axum::middleware::from_fn(log_request))
+        .with_state(state)
+}
+
+/// Serves `app` on `listener` until `shutdown` fires, then drains open
+/// requests.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
+
+async fn log_request(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let started = std::time::Instant::now();
+    let response = next.run(req).await;
+    tracing::debug!(
+        %method,
+        %path,
+        status = response.status().as_u16(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "request"
+    );
+    response
+}
+
+/// Wall-clock time in Diego's unit (nanoseconds since the epoch).
+pub(crate) fn now_nanos() -> i64 {
+    lattice_models::unix_nanos(std::time::SystemTime::now())
+}

@@ -1,0 +1,12 @@
+//! The lattice server bundle: one binary whose roles run the whole cluster
+//! (`lattice up`) or, later, parts of it on different machines.
+//!
+//! Roles talk through the same interfaces whether they share a process or not,
+//! so the one-machine default runs the same code paths as a real cluster.
+//!
+//! # Layout
+//! - [`up`]: the all-in-one role (store + receptor, more roles as they land).
+//! - [`shutdown`]: signal handling and draining.
+
+pub mod shutdown;
+pub mod up;

@@ -1,0 +1,104 @@
+//! `lattice up`: the whole one-machine cluster in one process.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use lattice_bbs::{SharedStore, SqliteStore};
+use lattice_receptor::{Credentials, ReceptorConfig};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Everything `lattice up` needs, resolved from flags.
+#[derive(Debug, Clone)]
+pub struct UpConfig {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub domain: String,
+    pub credentials: Option<Credentials>,
+    pub max_body_bytes: usize,
+    /// How long open requests may take to finish after a shutdown signal.
+    pub drain_timeout: Duration,
+}
+
+/// The file of the embedded store inside the data dir.
+pub fn store_path(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("bbs.sqlite3")
+}
+
+/// Opens the store and binds the receptor; the caller then calls
+/// [`Up::run`]. Split in two so that errors (port in use, unreadable data
+/// dir) surface before the server reports itself ready.
+pub struct Up {
+    config: UpConfig,
+    store: SharedStore,
+    listener: TcpListener,
+}
+
+impl Up {
+    pub async fn prepare(config: UpConfig) -> anyhow::Result<Up> {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
+        let path = store_path(&config.data_dir);
+        let store = SqliteStore::open(&path)
+            .await
+            .with_context(|| format!("cannot open the store at {}", path.display()))?;
+        let listener = TcpListener::bind(config.listen).await.with_context(|| {
+            format!(
+                "cannot listen on {} (is another lattice running? try --listen)",
+                config.listen
+            )
+        })?;
+        Ok(Up {
+            config,
+            store: Arc::new(store),
+            listener,
+        })
+    }
+
+    pub fn receptor_address(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Runs every role until `shutdown` fires, then drains.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let Up {
+            config,
+            store,
+            listener,
+        } = self;
+        let tracker = TaskTracker::new();
+        let receptor_config = ReceptorConfig {
+            credentials: config.credentials.clone(),
+            max_body_bytes: config.max_body_bytes,
+            domain: config.domain.clone(),
+            router_address: None,
+        };
+        let address = listener
+            .local_addr()
+            .context("receptor listener has no address")?;
+        let app = lattice_receptor::app(store.clone(), receptor_config, shutdown.clone());
+        let receptor = tracker.spawn(lattice_receptor::serve(listener, app, shutdown.clone()));
+        tracing::info!(%address, data_dir = %config.data_dir.display(), "lattice is up");
+        tracker.close();
+
+        shutdown.cancelled().await;
+        if tokio::time::timeout(config.drain_timeout, tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(timeout = ?config.drain_timeout, "roles did not stop in time; exiting anyway");
+        }
+        if receptor.is_finished() {
+            receptor
+                .await
+                .context("receptor panicked")?
+                .context("receptor failed")?;
+        }
+        tracing::info!("lattice stopped");
+        Ok(())
+    }
+}

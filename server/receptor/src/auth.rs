@@ -1,0 +1,47 @@
+//! Optional HTTP basic auth: off unless the server was given credentials.
+
+use axum::extract::{Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use lattice_models::ApiErrorName;
+
+use crate::error::ApiError;
+use crate::AppState;
+
+pub async fn require(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let Some(expected) = &state.config.credentials else {
+        return next.run(req).await;
+    };
+    let given = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b64| {
+            base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .ok()
+        })
+        .and_then(|raw| String::from_utf8(raw).ok());
+    let wanted = format!("{}:{}", expected.username, expected.password);
+    match given {
+        Some(given) if constant_time_eq(given.as_bytes(), wanted.as_bytes()) => next.run(req).await,
+        Some(_) => ApiError::new(ApiErrorName::Unauthorized, "wrong username or password").into_response(),
+        None => ApiError::new(
+            ApiErrorName::Unauthorized,
+            "this receptor requires HTTP basic auth; set credentials with `ltc target URL --username U --password P`",
+        )
+        .into_response(),
+    }
+}
+
+/// Compares without an early exit, so response time does not reveal how much
+/// of a guessed password was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

@@ -1,0 +1,88 @@
+//! Cells, domains, server info and the JSON 404 for unknown paths.
+
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::{header::CACHE_CONTROL, HeaderMap, StatusCode, Uri};
+use axum::Json;
+use lattice_models::validation::validate_domain;
+use lattice_models::CellPresence;
+use serde::Serialize;
+
+use crate::error::ApiError;
+use crate::AppState;
+
+#[derive(Serialize)]
+pub struct Info {
+    pub version: &'static str,
+    pub domain: String,
+    pub router_address: Option<String>,
+}
+
+pub async fn info(State(state): State<AppState>) -> Json<Info> {
+    Json(Info {
+        version: env!("CARGO_PKG_VERSION"),
+        domain: state.config.domain.clone(),
+        router_address: state.config.router_address.clone(),
+    })
+}
+
+pub async fn cells(State(state): State<AppState>) -> Result<Json<Vec<CellPresence>>, ApiError> {
+    Ok(Json(state.store.list_cells().await?))
+}
+
+pub async fn domains(State(state): State<AppState>) -> Result<Json<Vec<String>>, ApiError> {
+    Ok(Json(state.store.domains().await?))
+}
+
+/// `PUT /v1/domains/:domain`, with an optional TTL from `Cache-Control: max-age=N`.
+pub async fn upsert_domain(
+    State(state): State<AppState>,
+    Path(domain): Path<String>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    validate_domain("domain", &domain)?;
+    let ttl = match headers.get(CACHE_CONTROL) {
+        None => None,
+        Some(value) => Some(parse_max_age(value.to_str().unwrap_or(""))?),
+    };
+    state.store.upsert_domain(&domain, ttl).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn parse_max_age(header: &str) -> Result<Duration, ApiError> {
+    header
+        .split(',')
+        .filter_map(|directive| directive.trim().strip_prefix("max-age="))
+        .find_map(|secs| secs.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
+        .ok_or_else(|| {
+            ApiError::invalid_request(
+                "Cache-Control",
+                format!("Cache-Control: {header:?} holds no max-age=SECONDS"),
+            )
+        })
+}
+
+pub async fn not_found(uri: Uri) -> ApiError {
+    ApiError::not_found(format!("no such endpoint: {}", uri.path()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_age() {
+        assert_eq!(
+            parse_max_age("max-age=30").unwrap(),
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            parse_max_age("public, max-age=5").unwrap(),
+            Duration::from_secs(5)
+        );
+        assert!(parse_max_age("no-cache").is_err());
+        assert!(parse_max_age("max-age=-1").is_err());
+    }
+}

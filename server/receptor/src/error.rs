@@ -1,0 +1,107 @@
+//! The receptor's error policy.
+//!
+//! Every failure a client can cause or fix becomes an [`ApiError`] with a
+//! status and a JSON body naming what is wrong (and the field, where there is
+//! one). Failures of the server itself (the store's backend) are logged with
+//! their cause and answered with a generic 500: internal details never reach
+//! clients.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use lattice_bbs::StoreError;
+use lattice_models::parse::ParseError;
+use lattice_models::{ApiErrorBody, ApiErrorName, ValidationError};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub name: ApiErrorName,
+    pub message: String,
+    pub field: Option<String>,
+}
+
+impl ApiError {
+    pub fn new(name: ApiErrorName, message: impl Into<String>) -> Self {
+        Self {
+            name,
+            message: message.into(),
+            field: None,
+        }
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ApiErrorName::ResourceNotFound, message)
+    }
+
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(ApiErrorName::ResourceConflict, message)
+    }
+
+    pub fn invalid_request(field: &str, message: impl Into<String>) -> Self {
+        Self {
+            name: ApiErrorName::InvalidRequest,
+            message: message.into(),
+            field: Some(field.to_string()),
+        }
+    }
+}
+
+impl From<ValidationError> for ApiError {
+    fn from(err: ValidationError) -> Self {
+        ApiError {
+            name: ApiErrorName::InvalidRequest,
+            message: err.to_string(),
+            field: Some(err.field),
+        }
+    }
+}
+
+impl From<ParseError> for ApiError {
+    fn from(err: ParseError) -> Self {
+        let field = (!err.path.is_empty()).then(|| err.path.clone());
+        ApiError {
+            name: ApiErrorName::InvalidJson,
+            message: err.to_string(),
+            field,
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::NotFound { .. } => ApiError::not_found(err.to_string()),
+            StoreError::AlreadyExists { .. } | StoreError::Conflict { .. } => {
+                ApiError::conflict(err.to_string())
+            }
+            StoreError::Corrupt { .. } | StoreError::Backend(_) => {
+                tracing::error!(error = %err, "store failed");
+                ApiError::new(
+                    ApiErrorName::UnknownError,
+                    "the server's store failed; see the server log",
+                )
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.name.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let unauthorized = self.name == ApiErrorName::Unauthorized;
+        let body = ApiErrorBody {
+            name: self.name,
+            message: self.message,
+            field: self.field,
+        };
+        let mut response = (status, Json(body)).into_response();
+        if unauthorized {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"lattice\""),
+            );
+        }
+        response
+    }
+}

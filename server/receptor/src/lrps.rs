@@ -1,0 +1,199 @@
+//! `/v1/desired_lrps` (what users ask for) and `/v1/actual_lrps` (what runs).
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use lattice_bbs::{ActualLrpFilter, DesiredLrpFilter, StoreError};
+use lattice_models::validation::{validate_domain, validate_guid};
+use lattice_models::{
+    ActualLrp, ActualLrpEvent, ActualLrpState, DesiredLrp, DesiredLrpCreateRequest,
+    DesiredLrpUpdateRequest,
+};
+
+use crate::error::ApiError;
+use crate::extract::{parse_index, JsonBody};
+use crate::{now_nanos, AppState};
+
+const CAS_RETRIES: usize = 8;
+
+pub async fn create_desired(
+    State(state): State<AppState>,
+    JsonBody(request): JsonBody<DesiredLrpCreateRequest>,
+) -> Result<(StatusCode, Json<DesiredLrp>), ApiError> {
+    request.validate()?;
+    let lrp = state
+        .store
+        .create_desired_lrp(request.into_desired_lrp())
+        .await?;
+    tracing::info!(process_guid = %lrp.process_guid, instances = lrp.instances, "LRP desired");
+    Ok((StatusCode::CREATED, Json(lrp)))
+}
+
+pub async fn list_desired(
+    State(state): State<AppState>,
+) -> Result<Json<Vec<DesiredLrp>>, ApiError> {
+    Ok(Json(
+        state
+            .store
+            .list_desired_lrps(&DesiredLrpFilter::default())
+            .await?,
+    ))
+}
+
+pub async fn list_desired_by_domain(
+    State(state): State<AppState>,
+    Path(domain): Path<String>,
+) -> Result<Json<Vec<DesiredLrp>>, ApiError> {
+    validate_domain("domain", &domain)?;
+    let filter = DesiredLrpFilter {
+        domain: Some(domain),
+    };
+    Ok(Json(state.store.list_desired_lrps(&filter).await?))
+}
+
+pub async fn get_desired(
+    State(state): State<AppState>,
+    Path(guid): Path<String>,
+) -> Result<Json<DesiredLrp>, ApiError> {
+    validate_guid("process_guid", &guid)?;
+    Ok(Json(state.store.get_desired_lrp(&guid).await?))
+}
+
+/// Applies the present fields of the update. With a `modification_tag` in the
+/// body the update is conditional (409 if the LRP changed since the client
+/// read it); without one, concurrent writers are retried so the last one wins.
+pub async fn update_desired(
+    State(state): State<AppState>,
+    Path(guid): Path<String>,
+    JsonBody(update): JsonBody<DesiredLrpUpdateRequest>,
+) -> Result<StatusCode, ApiError> {
+    validate_guid("process_guid", &guid)?;
+    update.validate()?;
+    for _ in 0..CAS_RETRIES {
+        let mut lrp = state.store.get_desired_lrp(&guid).await?;
+        if let Some(expected) = &update.modification_tag {
+            if *expected != lrp.modification_tag {
+                return Err(ApiError::conflict(format!(
+                    "desired LRP {guid:?} changed since modification tag {}:{}; re-read it and retry",
+                    expected.epoch, expected.index
+                )));
+            }
+        }
+        if !update.apply_to(&mut lrp) {
+            return Ok(StatusCode::NO_CONTENT);
+        }
+        match state.store.update_desired_lrp(lrp).await {
+            Ok(lrp) => {
+                tracing::info!(process_guid = %guid, instances = lrp.instances, "LRP updated");
+                return Ok(StatusCode::NO_CONTENT);
+            }
+            Err(err @ StoreError::Conflict { .. }) if update.modification_tag.is_some() => {
+                return Err(err.into())
+            }
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Err(ApiError::conflict(format!(
+        "desired LRP {guid:?} kept changing while being updated; try again"
+    )))
+}
+
+/// Removes the desired LRP; the brain then stops its instances.
+pub async fn delete_desired(
+    State(state): State<AppState>,
+    Path(guid): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    validate_guid("process_guid", &guid)?;
+    for _ in 0..CAS_RETRIES {
+        let lrp = state.store.get_desired_lrp(&guid).await?;
+        match state
+            .store
+            .delete_desired_lrp(&guid, &lrp.modification_tag)
+            .await
+        {
+            Ok(()) => {
+                tracing::info!(process_guid = %guid, "LRP removed");
+                return Ok(StatusCode::NO_CONTENT);
+            }
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Err(ApiError::conflict(format!(
+        "desired LRP {guid:?} kept changing while being removed; try again"
+    )))
+}
+
+pub async fn list_actual(State(state): State<AppState>) -> Result<Json<Vec<ActualLrp>>, ApiError> {
+    Ok(Json(
+        state
+            .store
+            .list_actual_lrps(&ActualLrpFilter::default())
+            .await?,
+    ))
+}
+
+pub async fn list_actual_by_process_guid(
+    State(state): State<AppState>,
+    Path(guid): Path<String>,
+) -> Result<Json<Vec<ActualLrp>>, ApiError> {
+    validate_guid("process_guid", &guid)?;
+    let filter = ActualLrpFilter {
+        process_guid: Some(guid),
+        ..Default::default()
+    };
+    Ok(Json(state.store.list_actual_lrps(&filter).await?))
+}
+
+pub async fn list_actual_by_domain(
+    State(state): State<AppState>,
+    Path(domain): Path<String>,
+) -> Result<Json<Vec<ActualLrp>>, ApiError> {
+    validate_domain("domain", &domain)?;
+    let filter = ActualLrpFilter {
+        domain: Some(domain),
+        ..Default::default()
+    };
+    Ok(Json(state.store.list_actual_lrps(&filter).await?))
+}
+
+pub async fn get_actual(
+    State(state): State<AppState>,
+    Path((guid, index)): Path<(String, String)>,
+) -> Result<Json<ActualLrp>, ApiError> {
+    validate_guid("process_guid", &guid)?;
+    let index = parse_index(&index)?;
+    Ok(Json(state.store.get_actual_lrp(&guid, index).await?))
+}
+
+/// Restarts one instance: it is handed back to the auction (UNCLAIMED); the
+/// cell that ran it sees it is no longer its own and destroys the container.
+pub async fn restart_actual(
+    State(state): State<AppState>,
+    Path((guid, index)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    validate_guid("process_guid", &guid)?;
+    let index = parse_index(&index)?;
+    for _ in 0..CAS_RETRIES {
+        let mut lrp = state.store.get_actual_lrp(&guid, index).await?;
+        let event = match lrp.state {
+            ActualLrpState::Unclaimed => return Ok(StatusCode::NO_CONTENT),
+            ActualLrpState::Claimed | ActualLrpState::Running => ActualLrpEvent::Unclaim,
+            ActualLrpState::Crashed => ActualLrpEvent::Restart,
+        };
+        lrp.apply(event, now_nanos())
+            .map_err(|e| ApiError::conflict(e.to_string()))?;
+        match state.store.update_actual_lrp(lrp).await {
+            Ok(_) => {
+                tracing::info!(process_guid = %guid, index, "instance restart requested");
+                return Ok(StatusCode::NO_CONTENT);
+            }
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Err(ApiError::conflict(format!(
+        "instance {index} of {guid:?} kept changing while being restarted; try again"
+    )))
+}

@@ -1,0 +1,110 @@
+//! `/v1/tasks`: create, read, cancel and delete tasks.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use lattice_bbs::{StoreError, TaskFilter};
+use lattice_models::validation::{validate_domain, validate_guid};
+use lattice_models::{ApiErrorName, Task, TaskCreateRequest, TaskState};
+
+use crate::error::ApiError;
+use crate::extract::JsonBody;
+use crate::{now_nanos, AppState};
+
+/// Reason recorded on a task cancelled through the API.
+pub const CANCELLED_REASON: &str = "task was cancelled";
+
+/// How often a read-modify-write retries when another writer got in between.
+const CAS_RETRIES: usize = 8;
+
+pub async fn create(
+    State(state): State<AppState>,
+    JsonBody(request): JsonBody<TaskCreateRequest>,
+) -> Result<(StatusCode, Json<Task>), ApiError> {
+    request.validate()?;
+    let task = state
+        .store
+        .create_task(request.into_task(now_nanos()))
+        .await?;
+    tracing::info!(task_guid = %task.task_guid, domain = %task.domain, "task desired");
+    Ok((StatusCode::CREATED, Json(task)))
+}
+
+pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<Task>>, ApiError> {
+    Ok(Json(state.store.list_tasks(&TaskFilter::default()).await?))
+}
+
+pub async fn list_by_domain(
+    State(state): State<AppState>,
+    Path(domain): Path<String>,
+) -> Result<Json<Vec<Task>>, ApiError> {
+    validate_domain("domain", &domain)?;
+    let filter = TaskFilter {
+        domain: Some(domain),
+        ..Default::default()
+    };
+    Ok(Json(state.store.list_tasks(&filter).await?))
+}
+
+pub async fn get_one(
+    State(state): State<AppState>,
+    Path(guid): Path<String>,
+) -> Result<Json<Task>, ApiError> {
+    validate_guid("task_guid", &guid)?;
+    Ok(Json(state.store.get_task(&guid).await?))
+}
+
+/// Deletes a COMPLETED task: the client has taken its result.
+pub async fn delete_one(
+    State(state): State<AppState>,
+    Path(guid): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    validate_guid("task_guid", &guid)?;
+    let task = state.store.get_task(&guid).await?;
+    if task.state != TaskState::Completed {
+        return Err(ApiError::new(
+            ApiErrorName::TaskNotDeletable,
+            format!(
+                "task {guid:?} is {}; only a COMPLETED task can be deleted (cancel it first)",
+                task.state
+            ),
+        ));
+    }
+    state
+        .store
+        .delete_task(&guid, &task.modification_tag)
+        .await?;
+    tracing::info!(task_guid = %guid, "task deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Cancels a task that has not completed: it completes failed with
+/// [`CANCELLED_REASON`]; a cell running it sees the change and stops it.
+pub async fn cancel(
+    State(state): State<AppState>,
+    Path(guid): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    validate_guid("task_guid", &guid)?;
+    for _ in 0..CAS_RETRIES {
+        let mut task = state.store.get_task(&guid).await?;
+        if task.state.is_terminal() {
+            return Err(ApiError::conflict(format!(
+                "task {guid:?} is already {}; there is nothing to cancel",
+                task.state
+            )));
+        }
+        task.fail(CANCELLED_REASON, now_nanos())
+            .map_err(|e| ApiError::conflict(e.to_string()))?;
+        match state.store.update_task(task).await {
+            Ok(_) => {
+                tracing::info!(task_guid = %guid, "task cancelled");
+                return Ok(StatusCode::NO_CONTENT);
+            }
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Err(ApiError::conflict(format!(
+        "task {guid:?} kept changing while being cancelled; try again"
+    )))
+}
