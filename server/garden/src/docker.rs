@@ -1,1 +1,1001 @@
 //! The Docker backend of Garden (bollard).
+//!
+//! A Garden container is a sandbox, not the image's program: it is created
+//! with `/.lattice/bin/lattice-init pause` as its only command (the image's
+//! entrypoint and cmd are ignored), and the executor starts the real work
+//! with [`Garden::run`]. Every process is a Docker exec of `lattice-init
+//! spawn`, which sets the limits Docker's exec API cannot, and records the
+//! process's pid so that `lattice-init signal` can reach it later. So the
+//! backend relies on nothing in the user's image: no shell, no `sleep`, no
+//! `kill`.
+//!
+//! # How a container is made
+//! 1. The image is looked up locally and pulled only when absent.
+//! 2. The container is created (labels, env, memory and CPU limits, published
+//!    ports, bind mounts), then `lattice-init` is uploaded into it with a
+//!    put-archive *before* it starts, since it is the container's PID 1.
+//! 3. It is started, then inspected for its ports and address.
+//!
+//! # Docker quirks handled here
+//! - An exec's attached stream can end before the engine records its exit:
+//!   [`Process::wait`] polls the exec until it is no longer running.
+//! - Exec cannot set rlimits or signal its process, hence `lattice-init`.
+//! - A put-archive of a directory entry over an existing directory resets its
+//!   mode (a `/tmp` would lose its sticky bit), so `stream_in` creates only a
+//!   missing destination.
+//! - A container that was stopped reports no published ports.
+//!
+//! # Caveats
+//! - `Limits::disk_mb` is not enforced: the storage drivers we meet
+//!   (overlay2 on ext4, fuse-overlayfs) cannot limit a container's size.
+//! - The bollard client is bound to the tokio runtime it first runs on; use a
+//!   `DockerGarden` within one runtime.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bollard::container::LogOutput;
+use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
+use bollard::models::{ContainerCreateBody, ContainerInspectResponse, HostConfig, PortBinding};
+use bollard::query_parameters::{
+    ContainerArchiveInfoOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
+    DownloadFromContainerOptionsBuilder, ListContainersOptionsBuilder,
+    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder, UploadToContainerOptionsBuilder,
+};
+use bollard::Docker;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::{
+    ContainerInfo, ContainerSpec, Garden, GardenError, GardenResult, ImageRef, OutputChunk,
+    OutputStream, PortMapping, Process, ProcessSpec, Signal, DESTROY_GRACE, OWNER_PROPERTY,
+};
+
+/// Where `lattice-init` lives inside every container.
+pub const INIT_PATH: &str = "/.lattice/bin/lattice-init";
+/// Where `lattice-init spawn` writes pidfiles (world-writable and sticky, as
+/// processes may run as any user).
+const RUN_DIR: &str = "/.lattice/run";
+/// File name of the init helper in [`DockerGardenConfig::lifecycle_dir`].
+pub const INIT_BINARY: &str = "lattice-init";
+
+/// CPU shares of a container of weight 100; Garden's maximum, Docker's default.
+const MAX_CPU_SHARES: u64 = 1024;
+/// Docker refuses fewer CPU shares than this.
+const MIN_CPU_SHARES: u64 = 2;
+/// Output chunks buffered between the engine and a slow reader.
+const OUTPUT_BUFFER: usize = 256;
+/// Longest pause between two polls of an exec that is finishing.
+const MAX_EXEC_POLL: Duration = Duration::from_millis(250);
+/// Inspections of `list` run at once.
+const LIST_CONCURRENCY: usize = 8;
+
+/// How to reach the engine and what to put into containers.
+#[derive(Debug, Clone)]
+pub struct DockerGardenConfig {
+    /// Directory holding the static `lattice-init` binary.
+    pub lifecycle_dir: PathBuf,
+    /// Address published ports are bound to on the host, and advertised in
+    /// [`ContainerInfo::host_ip`].
+    pub host_ip: String,
+    /// Docker network containers join; the engine's default bridge if `None`.
+    pub network: Option<String>,
+}
+
+impl DockerGardenConfig {
+    /// Ports published on 127.0.0.1, default network.
+    pub fn new(lifecycle_dir: impl Into<PathBuf>) -> DockerGardenConfig {
+        DockerGardenConfig {
+            lifecycle_dir: lifecycle_dir.into(),
+            host_ip: "127.0.0.1".to_string(),
+            network: None,
+        }
+    }
+}
+
+/// Garden on the local Docker engine.
+#[derive(Debug, Clone)]
+pub struct DockerGarden {
+    docker: Docker,
+    /// A tar of `/.lattice` (with `lattice-init`), uploaded into every
+    /// container; made once at connect.
+    init_archive: Bytes,
+    host_ip: String,
+    network: Option<String>,
+}
+
+impl DockerGarden {
+    /// Connects to the local engine (`DOCKER_HOST` or the default socket),
+    /// agreeing on an API version with it, and reads `lattice-init`.
+    ///
+    /// # Errors
+    /// [`GardenError::Backend`] when `lattice-init` cannot be read or the
+    /// engine cannot be reached.
+    pub async fn connect(config: DockerGardenConfig) -> GardenResult<DockerGarden> {
+        let init_path = config.lifecycle_dir.join(INIT_BINARY);
+        let init = std::fs::read(&init_path)
+            .map_err(|err| GardenError::Backend(format!("read {}: {err}", init_path.display())))?;
+        let init_archive = init_archive(&init).map_err(|err| {
+            GardenError::Backend(format!("archive {}: {err}", init_path.display()))
+        })?;
+        let docker = Docker::connect_with_local_defaults()
+            .map_err(|err| backend("connect to docker", err))?
+            .negotiate_version()
+            .await
+            .map_err(|err| backend("negotiate docker api version", err))?;
+        Ok(DockerGarden {
+            docker,
+            init_archive,
+            host_ip: config.host_ip,
+            network: config.network,
+        })
+    }
+
+    /// Makes sure the image is present, pulling it if not.
+    async fn ensure_image(&self, image: &ImageRef) -> GardenResult<()> {
+        let reference = image.reference();
+        match self.docker.inspect_image(&reference).await {
+            Ok(_) => return Ok(()),
+            Err(err) if status(&err) == Some(404) => {}
+            Err(err) => return Err(backend("inspect image", err)),
+        }
+        tracing::info!(image = %reference, "pulling image");
+        let options = CreateImageOptionsBuilder::default()
+            .from_image(&image.repository)
+            .tag(&image.tag)
+            .build();
+        self.docker
+            .create_image(Some(options), None, None)
+            .try_for_each(|_| async { Ok(()) })
+            .await
+            .map_err(|err| GardenError::ImageUnavailable {
+                image: reference.clone(),
+                reason: err.to_string(),
+            })?;
+        // A pull can end without error yet without the image (a registry
+        // answering oddly); creating would then fail obscurely.
+        match self.docker.inspect_image(&reference).await {
+            Ok(_) => Ok(()),
+            Err(err) => Err(GardenError::ImageUnavailable {
+                image: reference,
+                reason: format!("not present after pull: {err}"),
+            }),
+        }
+    }
+
+    fn create_body(&self, spec: &ContainerSpec, image: &ImageRef) -> ContainerCreateBody {
+        let port_key = |port: &u16| format!("{port}/tcp");
+        let port_bindings: HashMap<String, Option<Vec<PortBinding>>> = spec
+            .ports
+            .iter()
+            .map(|port| {
+                let binding = PortBinding {
+                    host_ip: Some(self.host_ip.clone()),
+                    // Empty: the engine picks a free port.
+                    host_port: Some(String::new()),
+                };
+                (port_key(port), Some(vec![binding]))
+            })
+            .collect();
+        let memory = (spec.limits.memory_mb > 0).then(|| mb_to_bytes(spec.limits.memory_mb));
+        let cpu_shares = (spec.limits.cpu_weight > 0).then(|| {
+            let shares = MAX_CPU_SHARES * spec.limits.cpu_weight.min(100) / 100;
+            shares.max(MIN_CPU_SHARES) as i64
+        });
+        let binds = spec
+            .bind_mounts
+            .iter()
+            .map(|m| {
+                let mode = if m.read_only { "ro" } else { "rw" };
+                format!("{}:{}:{mode}", m.host_path, m.container_path)
+            })
+            .collect();
+        ContainerCreateBody {
+            image: Some(image.reference()),
+            entrypoint: Some(vec![INIT_PATH.to_string(), "pause".to_string()]),
+            // With an entrypoint given, the engine drops the image's cmd.
+            cmd: None,
+            env: Some(env_strings(&spec.env)),
+            labels: Some(spec.properties.clone().into_iter().collect()),
+            exposed_ports: Some(spec.ports.iter().map(port_key).collect()),
+            stop_timeout: Some(DESTROY_GRACE.as_secs() as i64),
+            host_config: Some(HostConfig {
+                memory,
+                // Equal to the memory limit: no swap beyond it.
+                memory_swap: memory,
+                cpu_shares,
+                port_bindings: Some(port_bindings),
+                binds: Some(binds),
+                privileged: Some(spec.privileged),
+                network_mode: self.network.clone(),
+                // Our pause must be PID 1 (it reaps orphans and ends the
+                // others on stop), whatever the daemon's --init default.
+                init: Some(false),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// Creates, fills and starts the container; the caller removes it on error.
+    async fn create_started(&self, spec: &ContainerSpec, image: &ImageRef) -> GardenResult<()> {
+        let handle = &spec.handle;
+        let options = CreateContainerOptionsBuilder::default()
+            .name(handle)
+            .build();
+        match self
+            .docker
+            .create_container(Some(options), self.create_body(spec, image))
+            .await
+        {
+            Ok(_) => {}
+            Err(err) if status(&err) == Some(409) => {
+                return Err(GardenError::ContainerExists(handle.clone()))
+            }
+            Err(err) if status(&err) == Some(400) => {
+                return Err(GardenError::InvalidSpec(message(&err)))
+            }
+            Err(err) if status(&err) == Some(404) => {
+                return Err(GardenError::ImageUnavailable {
+                    image: image.reference(),
+                    reason: message(&err),
+                })
+            }
+            Err(err) => return Err(backend("create container", err)),
+        }
+        let options = UploadToContainerOptionsBuilder::default().path("/").build();
+        self.docker
+            .upload_to_container(
+                handle,
+                Some(options),
+                bollard::body_full(self.init_archive.clone()),
+            )
+            .await
+            .map_err(|err| backend("upload lattice-init", err))?;
+        self.docker
+            .start_container(handle, None)
+            .await
+            .map_err(|err| backend("start container", err))
+    }
+
+    async fn inspect(&self, handle: &str) -> GardenResult<ContainerInspectResponse> {
+        self.docker
+            .inspect_container(handle, None)
+            .await
+            .map_err(|err| not_found_or(err, handle, "inspect container"))
+    }
+
+    fn container_info(&self, inspect: ContainerInspectResponse) -> ContainerInfo {
+        let handle = inspect
+            .name
+            .unwrap_or_default()
+            .trim_start_matches('/')
+            .to_string();
+        let state = inspect.state.unwrap_or_default();
+        let settings = inspect.network_settings.unwrap_or_default();
+        let mut ports: Vec<PortMapping> = settings
+            .ports
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(key, bindings)| {
+                let container_port = key.split('/').next()?.parse().ok()?;
+                let host_port = bindings?
+                    .into_iter()
+                    .find_map(|b| b.host_port?.parse().ok())?;
+                Some(PortMapping {
+                    container_port,
+                    host_port,
+                })
+            })
+            .collect();
+        ports.sort_by_key(|p| p.container_port);
+        let networks = settings.networks.unwrap_or_default();
+        let endpoint = match &self.network {
+            Some(name) => networks.get(name),
+            None => networks
+                .values()
+                .find(|e| e.ip_address.as_deref().is_some_and(|ip| !ip.is_empty())),
+        };
+        let container_ip = endpoint
+            .and_then(|e| e.ip_address.clone())
+            .unwrap_or_default();
+        let properties = inspect
+            .config
+            .and_then(|c| c.labels)
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        ContainerInfo {
+            handle,
+            host_ip: self.host_ip.clone(),
+            container_ip,
+            ports,
+            properties,
+            running: state.running.unwrap_or(false),
+            oom_killed: state.oom_killed.unwrap_or(false),
+        }
+    }
+
+    /// Creates `destination` as an empty directory (0755, root) if it is
+    /// missing; leaves an existing one untouched.
+    async fn ensure_directory(&self, handle: &str, destination: &str) -> GardenResult<()> {
+        let options = ContainerArchiveInfoOptionsBuilder::default()
+            .path(destination)
+            .build();
+        match self
+            .docker
+            .get_container_archive_info(handle, Some(options))
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(err) if status(&err) == Some(404) => {}
+            Err(err) => return Err(backend("stat destination", err)),
+        }
+        // The engine answers 404 for a missing container too.
+        self.inspect(handle).await?;
+        let archive = directory_archive(destination).map_err(|err| {
+            GardenError::Backend(format!("archive directory {destination}: {err}"))
+        })?;
+        let options = UploadToContainerOptionsBuilder::default().path("/").build();
+        self.docker
+            .upload_to_container(handle, Some(options), bollard::body_full(archive))
+            .await
+            .map_err(|err| not_found_or(err, handle, "create destination"))
+    }
+
+    /// Maps a 404 of a path operation to the missing container or path.
+    async fn path_not_found(&self, handle: &str, path: &str) -> GardenError {
+        match self.inspect(handle).await {
+            Err(err) => err,
+            Ok(_) => GardenError::PathNotFound {
+                handle: handle.to_string(),
+                path: path.to_string(),
+            },
+        }
+    }
+
+    /// Starts an exec with attached output.
+    async fn start_exec(
+        &self,
+        handle: &str,
+        cmd: Vec<String>,
+        env: &[(String, String)],
+        user: Option<String>,
+    ) -> GardenResult<(
+        String,
+        BoxStream<'static, Result<LogOutput, bollard::errors::Error>>,
+    )> {
+        let options = CreateExecOptions {
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            attach_stdin: Some(false),
+            tty: Some(false),
+            env: (!env.is_empty()).then(|| env_strings(env)),
+            cmd: Some(cmd),
+            user,
+            ..Default::default()
+        };
+        let exec = self
+            .docker
+            .create_exec(handle, options)
+            .await
+            .map_err(|err| not_found_or(err, handle, "create exec"))?;
+        let options = StartExecOptions {
+            detach: false,
+            tty: false,
+            output_capacity: None,
+        };
+        match self.docker.start_exec(&exec.id, Some(options)).await {
+            Ok(StartExecResults::Attached { output, .. }) => Ok((exec.id, output)),
+            Ok(StartExecResults::Detached) => {
+                Err(GardenError::Backend("exec started detached".to_string()))
+            }
+            Err(err) => Err(not_found_or(err, handle, "start exec")),
+        }
+    }
+}
+
+#[async_trait]
+impl Garden for DockerGarden {
+    async fn create(&self, spec: ContainerSpec) -> GardenResult<ContainerInfo> {
+        validate(&spec)?;
+        let image = ImageRef::from_rootfs(&spec.rootfs)?;
+        self.ensure_image(&image).await?;
+        if let Err(err) = self.create_started(&spec, &image).await {
+            // A half-made container would hold its name and leak; one that
+            // exists already is someone else's.
+            if !matches!(err, GardenError::ContainerExists(_)) {
+                if let Err(cleanup) = self.destroy(&spec.handle).await {
+                    tracing::warn!(handle = %spec.handle, error = %cleanup, "removing a half-created container failed");
+                }
+            }
+            return Err(err);
+        }
+        tracing::debug!(handle = %spec.handle, image = %image.reference(), "container created");
+        self.info(&spec.handle).await
+    }
+
+    /// Stops the container (SIGTERM to every process, SIGKILL after
+    /// [`DESTROY_GRACE`]), then removes it with its volumes.
+    async fn destroy(&self, handle: &str) -> GardenResult<()> {
+        let grace = DESTROY_GRACE.as_secs().max(1) as i32;
+        let options = StopContainerOptionsBuilder::default().t(grace).build();
+        match self.docker.stop_container(handle, Some(options)).await {
+            Ok(()) => {}
+            Err(err) if status(&err) == Some(404) => return Ok(()),
+            // Removal below kills it anyway.
+            Err(err) => tracing::warn!(handle, error = %err, "stopping container failed"),
+        }
+        let options = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
+        match self.docker.remove_container(handle, Some(options)).await {
+            Ok(()) => {
+                tracing::debug!(handle, "container destroyed");
+                Ok(())
+            }
+            Err(err) if status(&err) == Some(404) => Ok(()),
+            // "removal already in progress": another destroy got there first.
+            Err(err) if status(&err) == Some(409) => Ok(()),
+            Err(err) => Err(backend("remove container", err)),
+        }
+    }
+
+    async fn info(&self, handle: &str) -> GardenResult<ContainerInfo> {
+        Ok(self.container_info(self.inspect(handle).await?))
+    }
+
+    /// Only containers carrying [`OWNER_PROPERTY`] are seen, so an engine's
+    /// other containers never show up, even for an empty filter.
+    async fn list(
+        &self,
+        properties: &BTreeMap<String, String>,
+    ) -> GardenResult<Vec<ContainerInfo>> {
+        let mut labels = vec![OWNER_PROPERTY.to_string()];
+        labels.extend(properties.iter().map(|(k, v)| format!("{k}={v}")));
+        let filters = HashMap::from([("label", labels)]);
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let summaries = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|err| backend("list containers", err))?;
+        let infos: Vec<GardenResult<ContainerInfo>> =
+            futures::stream::iter(summaries.into_iter().filter_map(|s| s.id))
+                .map(|id| async move { self.info(&id).await })
+                .buffered(LIST_CONCURRENCY)
+                .collect()
+                .await;
+        let mut containers = Vec::with_capacity(infos.len());
+        for info in infos {
+            match info {
+                Ok(info) => containers.push(info),
+                // Destroyed between listing and inspecting.
+                Err(GardenError::ContainerNotFound(_)) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        containers.sort_by(|a, b| a.handle.cmp(&b.handle));
+        Ok(containers)
+    }
+
+    async fn stream_in(&self, handle: &str, destination: &str, tar: Bytes) -> GardenResult<()> {
+        if !destination.starts_with('/') {
+            return Err(GardenError::InvalidSpec(format!(
+                "destination {destination:?} is not absolute"
+            )));
+        }
+        self.ensure_directory(handle, destination).await?;
+        let options = UploadToContainerOptionsBuilder::default()
+            .path(destination)
+            .build();
+        match self
+            .docker
+            .upload_to_container(handle, Some(options), bollard::body_full(tar))
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(err) if status(&err) == Some(404) => {
+                Err(self.path_not_found(handle, destination).await)
+            }
+            Err(err) if status(&err) == Some(400) => Err(GardenError::InvalidSpec(message(&err))),
+            Err(err) => Err(backend("stream in", err)),
+        }
+    }
+
+    async fn stream_out(
+        &self,
+        handle: &str,
+        path: &str,
+    ) -> GardenResult<BoxStream<'static, GardenResult<Bytes>>> {
+        // The archive's own errors only show in its body; ask first so a
+        // missing path is a typed error.
+        let options = ContainerArchiveInfoOptionsBuilder::default()
+            .path(path)
+            .build();
+        match self
+            .docker
+            .get_container_archive_info(handle, Some(options))
+            .await
+        {
+            Ok(_) => {}
+            Err(err) if status(&err) == Some(404) => {
+                return Err(self.path_not_found(handle, path).await)
+            }
+            Err(err) => return Err(backend("stat path", err)),
+        }
+        let options = DownloadFromContainerOptionsBuilder::default()
+            .path(path)
+            .build();
+        Ok(self
+            .docker
+            .download_from_container(handle, Some(options))
+            .map_err(|err| backend("stream out", err))
+            .boxed())
+    }
+
+    async fn run(&self, handle: &str, spec: ProcessSpec) -> GardenResult<Box<dyn Process>> {
+        if spec.path.is_empty() {
+            return Err(GardenError::InvalidSpec(
+                "process path is empty".to_string(),
+            ));
+        }
+        validate_env(&spec.env)?;
+        let pidfile = format!("{RUN_DIR}/{}.pid", uuid::Uuid::new_v4().simple());
+        let mut cmd = vec![
+            INIT_PATH.to_string(),
+            "spawn".to_string(),
+            "--pidfile".to_string(),
+            pidfile.clone(),
+        ];
+        if let Some(nofile) = spec.nofile {
+            cmd.extend(["--nofile".to_string(), nofile.to_string()]);
+        }
+        if let Some(dir) = &spec.dir {
+            cmd.extend(["--dir".to_string(), dir.clone()]);
+        }
+        cmd.push("--".to_string());
+        cmd.push(spec.path.clone());
+        cmd.extend(spec.args.iter().cloned());
+
+        let (exec_id, output) = self
+            .start_exec(handle, cmd, &spec.env, spec.user.clone())
+            .await?;
+        tracing::debug!(handle, exec_id, path = %spec.path, "process started");
+        let (sender, receiver) = mpsc::channel(OUTPUT_BUFFER);
+        let pump = tokio::spawn(pump_output(output, sender, exec_id.clone()));
+        Ok(Box::new(DockerProcess {
+            garden: self.clone(),
+            handle: handle.to_string(),
+            exec_id,
+            pidfile,
+            output: Some(receiver),
+            pump: Some(pump),
+            exit_status: None,
+        }))
+    }
+
+    /// Memory from the engine (`MemTotal`); disk: the size of the file
+    /// system holding the engine's data when it is on this machine, else of
+    /// `/`.
+    async fn machine_capacity(&self) -> GardenResult<(u64, u64)> {
+        let info = self
+            .docker
+            .info()
+            .await
+            .map_err(|err| backend("docker info", err))?;
+        let memory_mb = info.mem_total.unwrap_or(0).max(0) as u64 / (1024 * 1024);
+        let root = info
+            .docker_root_dir
+            .map(PathBuf::from)
+            .filter(|dir| dir.is_dir())
+            .unwrap_or_else(|| PathBuf::from("/"));
+        let disk_mb = disk_size_mb(&root)?;
+        Ok((memory_mb, disk_mb))
+    }
+}
+
+/// A process started by [`DockerGarden::run`]: a Docker exec of
+/// `lattice-init spawn`.
+struct DockerProcess {
+    garden: DockerGarden,
+    handle: String,
+    exec_id: String,
+    /// Inside the container; holds the process's pid for `signal`.
+    pidfile: String,
+    /// Until [`Process::output`] takes it.
+    output: Option<mpsc::Receiver<OutputChunk>>,
+    /// Forwards the exec's output; ends when the process's streams close.
+    pump: Option<JoinHandle<()>>,
+    exit_status: Option<i64>,
+}
+
+#[async_trait]
+impl Process for DockerProcess {
+    fn output(&mut self) -> BoxStream<'static, OutputChunk> {
+        match self.output.take() {
+            Some(receiver) => futures::stream::unfold(receiver, |mut rx| async move {
+                rx.recv().await.map(|chunk| (chunk, rx))
+            })
+            .boxed(),
+            None => futures::stream::empty().boxed(),
+        }
+    }
+
+    /// # Caveats
+    /// - Output not taken with [`Process::output`] before `wait` is
+    ///   discarded, so an unread process cannot block on a full pipe.
+    /// - Returns once the process's output streams have closed and it has
+    ///   exited: a child left running with the streams open holds it up.
+    ///
+    /// # Errors
+    /// [`GardenError::ContainerNotFound`] when the container was destroyed
+    /// and its processes with it.
+    ///
+    /// # Assumptions
+    /// Safe to cancel and call again; later calls return the same status.
+    async fn wait(&mut self) -> GardenResult<i64> {
+        if let Some(status) = self.exit_status {
+            return Ok(status);
+        }
+        self.output = None;
+        if let Some(pump) = self.pump.as_mut() {
+            // Awaited by reference, so a cancelled wait leaves it in place.
+            if let Err(err) = pump.await {
+                tracing::warn!(handle = %self.handle, exec_id = %self.exec_id, error = %err, "output pump failed");
+            }
+            self.pump = None;
+        }
+        let status = exec_exit_status(&self.garden.docker, &self.exec_id, &self.handle).await?;
+        self.exit_status = Some(status);
+        Ok(status)
+    }
+
+    /// Signals the process's group: the process and the children it started.
+    /// A process that exited already is not an error.
+    async fn signal(&self, signal: Signal) -> GardenResult<()> {
+        let running = self
+            .garden
+            .docker
+            .inspect_exec(&self.exec_id)
+            .await
+            .map_err(|err| not_found_or(err, &self.handle, "inspect exec"))?
+            .running
+            .unwrap_or(false);
+        if !running {
+            return Ok(());
+        }
+        let name = match signal {
+            Signal::Terminate => "TERM",
+            Signal::Kill => "KILL",
+        };
+        let cmd = vec![
+            INIT_PATH.to_string(),
+            "signal".to_string(),
+            self.pidfile.clone(),
+            name.to_string(),
+        ];
+        // As root, whatever user the process runs as.
+        let (exec_id, output) = self
+            .garden
+            .start_exec(&self.handle, cmd, &[], Some("0".to_string()))
+            .await?;
+        let messages: Vec<u8> = output
+            .try_fold(Vec::new(), |mut all, chunk| async move {
+                all.extend_from_slice(&chunk.into_bytes());
+                Ok(all)
+            })
+            .await
+            .map_err(|err| backend("read signal output", err))?;
+        let status = exec_exit_status(&self.garden.docker, &exec_id, &self.handle).await?;
+        if status != 0 {
+            return Err(GardenError::Backend(format!(
+                "signal {name} to process in {} failed ({status}): {}",
+                self.handle,
+                String::from_utf8_lossy(&messages).trim()
+            )));
+        }
+        tracing::debug!(handle = %self.handle, exec_id = %self.exec_id, signal = name, "process signalled");
+        Ok(())
+    }
+}
+
+/// Forwards an exec's output to `sender` until the stream ends. Once the
+/// receiver is gone it keeps reading (and drops the chunks), so the process
+/// never blocks on a full pipe.
+async fn pump_output(
+    mut output: BoxStream<'static, Result<LogOutput, bollard::errors::Error>>,
+    sender: mpsc::Sender<OutputChunk>,
+    exec_id: String,
+) {
+    let mut sender = Some(sender);
+    while let Some(item) = output.next().await {
+        let chunk = match item {
+            Ok(LogOutput::StdErr { message }) => OutputChunk {
+                stream: OutputStream::Stderr,
+                bytes: message,
+            },
+            Ok(LogOutput::StdOut { message } | LogOutput::Console { message }) => OutputChunk {
+                stream: OutputStream::Stdout,
+                bytes: message,
+            },
+            Ok(LogOutput::StdIn { .. }) => continue,
+            Err(err) => {
+                tracing::warn!(exec_id, error = %err, "reading process output failed");
+                return;
+            }
+        };
+        if let Some(tx) = &sender {
+            if tx.send(chunk).await.is_err() {
+                sender = None;
+            }
+        }
+    }
+}
+
+/// The exit status of a finished exec. The engine may record the exit a
+/// moment after the output stream ends, so this polls while it says running.
+async fn exec_exit_status(docker: &Docker, exec_id: &str, handle: &str) -> GardenResult<i64> {
+    let mut pause = Duration::from_millis(5);
+    loop {
+        let inspect = docker
+            .inspect_exec(exec_id)
+            .await
+            .map_err(|err| not_found_or(err, handle, "inspect exec"))?;
+        if !inspect.running.unwrap_or(false) {
+            return inspect.exit_code.ok_or_else(|| {
+                GardenError::Backend(format!("exec {exec_id} ended without an exit code"))
+            });
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(MAX_EXEC_POLL);
+    }
+}
+
+fn validate(spec: &ContainerSpec) -> GardenResult<()> {
+    // Docker's rule for container names.
+    let mut chars = spec.handle.chars();
+    let valid_handle = spec.handle.len() >= 2
+        && chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if !valid_handle {
+        return Err(GardenError::InvalidSpec(format!(
+            "handle {:?} must be 2+ characters of [a-zA-Z0-9_.-], starting alphanumeric",
+            spec.handle
+        )));
+    }
+    if !spec.properties.contains_key(OWNER_PROPERTY) {
+        return Err(GardenError::InvalidSpec(format!(
+            "properties lack {OWNER_PROPERTY}"
+        )));
+    }
+    if spec.ports.contains(&0) {
+        return Err(GardenError::InvalidSpec(
+            "port 0 cannot be published".to_string(),
+        ));
+    }
+    if let Some(mount) = spec
+        .bind_mounts
+        .iter()
+        .find(|m| !m.host_path.starts_with('/') || !m.container_path.starts_with('/'))
+    {
+        return Err(GardenError::InvalidSpec(format!(
+            "bind mount {}:{} needs absolute paths",
+            mount.host_path, mount.container_path
+        )));
+    }
+    validate_env(&spec.env)
+}
+
+fn validate_env(env: &[(String, String)]) -> GardenResult<()> {
+    match env
+        .iter()
+        .find(|(key, _)| key.is_empty() || key.contains('='))
+    {
+        Some((key, _)) => Err(GardenError::InvalidSpec(format!(
+            "bad environment variable name {key:?}"
+        ))),
+        None => Ok(()),
+    }
+}
+
+fn env_strings(env: &[(String, String)]) -> Vec<String> {
+    env.iter()
+        .map(|(key, value)| format!("{key}={value}"))
+        .collect()
+}
+
+fn mb_to_bytes(mb: u64) -> i64 {
+    i64::try_from(mb.saturating_mul(1024 * 1024)).unwrap_or(i64::MAX)
+}
+
+fn disk_size_mb(path: &Path) -> GardenResult<u64> {
+    let stat = rustix::fs::statvfs(path)
+        .map_err(|errno| GardenError::Backend(format!("statvfs {}: {errno}", path.display())))?;
+    Ok(stat.f_blocks.saturating_mul(stat.f_frsize) / (1024 * 1024))
+}
+
+/// `/.lattice/{bin/lattice-init, run/}`, to unpack at `/`.
+fn init_archive(init: &[u8]) -> std::io::Result<Bytes> {
+    let mut tar = tar::Builder::new(Vec::new());
+    append_dir(&mut tar, ".lattice/", 0o755)?;
+    append_dir(&mut tar, ".lattice/bin/", 0o755)?;
+    append_dir(&mut tar, ".lattice/run/", 0o1777)?;
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_mode(0o755);
+    header.set_size(init.len() as u64);
+    tar.append_data(&mut header, ".lattice/bin/lattice-init", init)?;
+    Ok(tar.into_inner()?.into())
+}
+
+/// A tar holding only the directory `path` (relative to `/`); the engine
+/// creates its missing parents.
+fn directory_archive(path: &str) -> std::io::Result<Bytes> {
+    let mut tar = tar::Builder::new(Vec::new());
+    let relative = path.trim_matches('/');
+    if !relative.is_empty() {
+        append_dir(&mut tar, &format!("{relative}/"), 0o755)?;
+    }
+    Ok(tar.into_inner()?.into())
+}
+
+fn append_dir(tar: &mut tar::Builder<Vec<u8>>, path: &str, mode: u32) -> std::io::Result<()> {
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Directory);
+    header.set_mode(mode);
+    header.set_size(0);
+    tar.append_data(&mut header, path, std::io::empty())
+}
+
+fn status(err: &bollard::errors::Error) -> Option<u16> {
+    match err {
+        bollard::errors::Error::DockerResponseServerError { status_code, .. } => Some(*status_code),
+        _ => None,
+    }
+}
+
+fn message(err: &bollard::errors::Error) -> String {
+    match err {
+        bollard::errors::Error::DockerResponseServerError { message, .. } => message.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn backend(context: &str, err: bollard::errors::Error) -> GardenError {
+    GardenError::Backend(format!("{context}: {err}"))
+}
+
+/// 404 means the container (or exec) is gone; anything else is the backend's.
+fn not_found_or(err: bollard::errors::Error, handle: &str, context: &str) -> GardenError {
+    if status(&err) == Some(404) {
+        GardenError::ContainerNotFound(handle.to_string())
+    } else if status(&err) == Some(409) {
+        // "container is not running" (or paused): its processes are gone.
+        GardenError::Backend(format!(
+            "{context}: container {handle} is not running: {}",
+            message(&err)
+        ))
+    } else {
+        backend(context, err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{BindMount, Limits};
+
+    fn spec(handle: &str) -> ContainerSpec {
+        ContainerSpec {
+            handle: handle.to_string(),
+            rootfs: "docker:///busybox".to_string(),
+            properties: BTreeMap::from([(OWNER_PROPERTY.to_string(), "test".to_string())]),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn validates_handles_like_docker() {
+        assert!(validate(&spec("cell-1_guid.0")).is_ok());
+        for bad in ["", "a", "-ab", "a/b", "a b", "é1"] {
+            assert!(validate(&spec(bad)).is_err(), "{bad:?} must be refused");
+        }
+    }
+
+    #[test]
+    fn refuses_specs_docker_would_misread() {
+        let mut s = spec("ok");
+        s.properties.clear();
+        assert!(validate(&s).is_err(), "owner property is required");
+        let mut s = spec("ok");
+        s.ports = vec![0];
+        assert!(validate(&s).is_err());
+        let mut s = spec("ok");
+        s.env = vec![("A=B".to_string(), "c".to_string())];
+        assert!(validate(&s).is_err());
+        let mut s = spec("ok");
+        s.bind_mounts = vec![BindMount {
+            host_path: "relative".to_string(),
+            container_path: "/x".to_string(),
+            read_only: true,
+        }];
+        assert!(validate(&s).is_err());
+    }
+
+    #[test]
+    fn maps_limits_ports_and_mounts() {
+        let garden = DockerGarden {
+            docker: Docker::connect_with_local_defaults()
+                .expect("building a client opens no socket"),
+            init_archive: Bytes::new(),
+            host_ip: "127.0.0.1".to_string(),
+            network: None,
+        };
+        let mut s = spec("ok");
+        s.limits = Limits {
+            memory_mb: 64,
+            cpu_weight: 50,
+            disk_mb: 0,
+        };
+        s.ports = vec![8080];
+        s.bind_mounts = vec![BindMount {
+            host_path: "/h".to_string(),
+            container_path: "/c".to_string(),
+            read_only: true,
+        }];
+        let image = ImageRef::from_rootfs(&s.rootfs).expect("valid rootfs");
+        let body = garden.create_body(&s, &image);
+        let host = body.host_config.expect("always set");
+        assert_eq!(host.memory, Some(64 * 1024 * 1024));
+        assert_eq!(host.memory_swap, host.memory);
+        assert_eq!(host.cpu_shares, Some(512));
+        assert_eq!(host.binds, Some(vec!["/h:/c:ro".to_string()]));
+        let bindings = host.port_bindings.expect("always set");
+        let binding = &bindings["8080/tcp"].as_ref().expect("one binding")[0];
+        assert_eq!(binding.host_ip.as_deref(), Some("127.0.0.1"));
+        assert_eq!(
+            body.entrypoint,
+            Some(vec![INIT_PATH.to_string(), "pause".to_string()])
+        );
+
+        s.limits = Limits {
+            memory_mb: 0,
+            cpu_weight: 1,
+            disk_mb: 0,
+        };
+        let host = garden
+            .create_body(&s, &image)
+            .host_config
+            .expect("always set");
+        assert_eq!(host.memory, None, "0 means no limit");
+        assert_eq!(host.cpu_shares, Some(10));
+    }
+
+    #[test]
+    fn directory_archive_holds_only_the_directory() {
+        let archive = directory_archive("/tmp/a/b/").expect("in memory");
+        let mut tar = tar::Archive::new(archive.as_ref());
+        let names: Vec<String> = tar
+            .entries()
+            .expect("valid tar")
+            .map(|e| {
+                e.expect("valid entry")
+                    .path()
+                    .expect("utf-8")
+                    .display()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(names, vec!["tmp/a/b/"]);
+    }
+}

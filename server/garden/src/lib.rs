@@ -38,9 +38,9 @@ impl ImageRef {
     /// Parses `docker:///image#tag`, `docker:///org/image`, and
     /// `docker://host:port/repo#tag`. The tag defaults to `latest`.
     pub fn from_rootfs(rootfs: &str) -> Result<ImageRef, GardenError> {
-        let rest = rootfs
-            .strip_prefix("docker://")
-            .ok_or_else(|| GardenError::InvalidSpec(format!("rootfs {rootfs:?} is not a docker:// URL")))?;
+        let rest = rootfs.strip_prefix("docker://").ok_or_else(|| {
+            GardenError::InvalidSpec(format!("rootfs {rootfs:?} is not a docker:// URL"))
+        })?;
         let (path, tag) = match rest.split_once('#') {
             Some((path, tag)) if !tag.is_empty() => (path, tag.to_string()),
             Some((path, _)) => (path, "latest".to_string()),
@@ -53,7 +53,9 @@ impl ImageRef {
             path.to_string()
         };
         if repository.is_empty() {
-            return Err(GardenError::InvalidSpec(format!("rootfs {rootfs:?} names no image")));
+            return Err(GardenError::InvalidSpec(format!(
+                "rootfs {rootfs:?} names no image"
+            )));
         }
         Ok(ImageRef { repository, tag })
     }
@@ -205,12 +207,17 @@ pub trait Garden: Send + Sync + 'static {
     async fn destroy(&self, handle: &str) -> GardenResult<()>;
     async fn info(&self, handle: &str) -> GardenResult<ContainerInfo>;
     /// Containers whose properties include every given key/value pair.
-    async fn list(&self, properties: &BTreeMap<String, String>) -> GardenResult<Vec<ContainerInfo>>;
+    async fn list(&self, properties: &BTreeMap<String, String>)
+        -> GardenResult<Vec<ContainerInfo>>;
     /// Unpacks a tar archive into `destination` (a directory, created if
     /// missing) in the container.
     async fn stream_in(&self, handle: &str, destination: &str, tar: Bytes) -> GardenResult<()>;
     /// A tar archive of `path` (file or directory) of the container.
-    async fn stream_out(&self, handle: &str, path: &str) -> GardenResult<BoxStream<'static, GardenResult<Bytes>>>;
+    async fn stream_out(
+        &self,
+        handle: &str,
+        path: &str,
+    ) -> GardenResult<BoxStream<'static, GardenResult<Bytes>>>;
     /// Starts a process in the container.
     async fn run(&self, handle: &str, spec: ProcessSpec) -> GardenResult<Box<dyn Process>>;
     /// Total memory (MB) and disk (MB) the backend's machine offers; the rep's

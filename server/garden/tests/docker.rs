@@ -1,0 +1,509 @@
+//! The Docker backend against the real engine of this machine, with the
+//! locally built busybox image. Every test owns its containers through an
+//! `OwnerGuard`, which removes them by label even when the test fails.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use lattice_garden::docker::{DockerGarden, DockerGardenConfig};
+use lattice_garden::{
+    BindMount, ContainerSpec, Garden, GardenError, Limits, OutputStream, Process, ProcessSpec,
+    Signal,
+};
+use lattice_testkit::docker::OwnerGuard;
+use lattice_testkit::{images, lifecycles};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn garden() -> DockerGarden {
+    let config = DockerGardenConfig::new(lifecycles::build_static());
+    DockerGarden::connect(config)
+        .await
+        .expect("the engine is reachable")
+}
+
+async fn spec(guard: &OwnerGuard, name: &str) -> ContainerSpec {
+    ContainerSpec {
+        handle: format!("{}-{name}", guard.owner()),
+        rootfs: images::busybox_image().await,
+        properties: guard.properties(),
+        ..Default::default()
+    }
+}
+
+fn sh(script: &str) -> ProcessSpec {
+    ProcessSpec {
+        path: "sh".to_string(),
+        args: vec!["-c".to_string(), script.to_string()],
+        ..Default::default()
+    }
+}
+
+/// Output of a finished process, by stream, and its exit status.
+struct Finished {
+    stdout: String,
+    stderr: String,
+    status: i64,
+}
+
+async fn finish(mut process: Box<dyn Process>) -> Finished {
+    let chunks: Vec<_> = process.output().collect().await;
+    let status = process.wait().await.expect("process ends");
+    let text = |stream| {
+        let bytes: Vec<u8> = chunks
+            .iter()
+            .filter(|c| c.stream == stream)
+            .flat_map(|c| c.bytes.to_vec())
+            .collect();
+        String::from_utf8(bytes).expect("test output is utf-8")
+    };
+    Finished {
+        stdout: text(OutputStream::Stdout),
+        stderr: text(OutputStream::Stderr),
+        status,
+    }
+}
+
+async fn run(garden: &DockerGarden, handle: &str, spec: ProcessSpec) -> Finished {
+    finish(garden.run(handle, spec).await.expect("process starts")).await
+}
+
+fn tar_of(files: &[(&str, &[u8])]) -> Bytes {
+    let mut tar = tar::Builder::new(Vec::new());
+    for (path, data) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_mode(0o644);
+        header.set_size(data.len() as u64);
+        tar.append_data(&mut header, path, *data)
+            .expect("in memory");
+    }
+    tar.into_inner().expect("in memory").into()
+}
+
+#[tokio::test]
+async fn creates_and_destroys_a_container() {
+    let guard = OwnerGuard::new("garden-create");
+    let garden = garden().await;
+    let mut spec = spec(&guard, "c").await;
+    spec.properties
+        .insert("role".to_string(), "test".to_string());
+    let info = garden.create(spec.clone()).await.expect("created");
+    assert_eq!(info.handle, spec.handle);
+    assert!(info.running);
+    assert!(!info.oom_killed);
+    assert_eq!(info.properties, spec.properties);
+    assert!(
+        !info.container_ip.is_empty(),
+        "on the default bridge it has an address"
+    );
+
+    let again = garden.create(spec.clone()).await;
+    assert!(
+        matches!(again, Err(GardenError::ContainerExists(_))),
+        "{again:?}"
+    );
+
+    garden.destroy(&spec.handle).await.expect("destroyed");
+    let gone = garden.info(&spec.handle).await;
+    assert!(
+        matches!(gone, Err(GardenError::ContainerNotFound(_))),
+        "{gone:?}"
+    );
+    garden
+        .destroy(&spec.handle)
+        .await
+        .expect("destroying a missing container is ok");
+}
+
+#[tokio::test]
+async fn refuses_a_container_without_owner() {
+    let guard = OwnerGuard::new("garden-noowner");
+    let garden = garden().await;
+    let mut spec = spec(&guard, "c").await;
+    spec.properties.clear();
+    let result = garden.create(spec).await;
+    assert!(
+        matches!(result, Err(GardenError::InvalidSpec(_))),
+        "{result:?}"
+    );
+}
+
+#[tokio::test]
+async fn missing_image_is_unavailable() {
+    let guard = OwnerGuard::new("garden-noimage");
+    let garden = garden().await;
+    let mut spec = spec(&guard, "c").await;
+    spec.rootfs = "docker:///lattice-test/no-such-image#v0".to_string();
+    let result = garden.create(spec.clone()).await;
+    assert!(
+        matches!(result, Err(GardenError::ImageUnavailable { .. })),
+        "{result:?}"
+    );
+    assert!(matches!(
+        garden.info(&spec.handle).await,
+        Err(GardenError::ContainerNotFound(_))
+    ));
+}
+
+#[tokio::test]
+async fn runs_processes_with_output_and_exit_status() {
+    let guard = OwnerGuard::new("garden-run");
+    let garden = garden().await;
+    let info = garden
+        .create(spec(&guard, "c").await)
+        .await
+        .expect("created");
+
+    let done = run(&garden, &info.handle, sh("echo out; echo err >&2; exit 3")).await;
+    assert_eq!(done.stdout, "out\n");
+    assert_eq!(done.stderr, "err\n");
+    assert_eq!(done.status, 3);
+
+    let done = run(
+        &garden,
+        &info.handle,
+        ProcessSpec {
+            path: "true".to_string(),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(done.status, 0);
+
+    let done = run(
+        &garden,
+        &info.handle,
+        ProcessSpec {
+            path: "/no/such/program".to_string(),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(done.status, 127, "as a shell reports it");
+    assert!(done.stderr.contains("/no/such/program"), "{}", done.stderr);
+
+    // Output not taken is dropped, and the process still finishes.
+    let mut process = garden
+        .run(&info.handle, sh("seq 1 100000"))
+        .await
+        .expect("started");
+    assert_eq!(process.wait().await.expect("ends"), 0);
+    assert_eq!(process.wait().await.expect("same answer"), 0);
+    assert_eq!(process.output().count().await, 0, "taken by wait");
+
+    // Pidfiles of finished processes are swept: only this one's is left.
+    let done = run(&garden, &info.handle, sh("ls /.lattice/run | wc -l")).await;
+    assert_eq!(done.stdout.trim(), "1");
+}
+
+#[tokio::test]
+async fn applies_env_dir_user_and_nofile() {
+    let guard = OwnerGuard::new("garden-env");
+    let garden = garden().await;
+    let mut spec = spec(&guard, "c").await;
+    spec.env = vec![
+        ("FROM_CONTAINER".to_string(), "c1".to_string()),
+        ("SHARED".to_string(), "container".to_string()),
+    ];
+    let info = garden.create(spec).await.expect("created");
+
+    let process = ProcessSpec {
+        env: vec![
+            ("FROM_PROCESS".to_string(), "p1".to_string()),
+            ("SHARED".to_string(), "process".to_string()),
+        ],
+        dir: Some("/tmp/work/sub".to_string()),
+        user: Some("nobody".to_string()),
+        nofile: Some(123),
+        ..sh("echo $FROM_CONTAINER $FROM_PROCESS $SHARED; pwd; id -u; ulimit -n; ulimit -Hn")
+    };
+    let done = run(&garden, &info.handle, process).await;
+    assert_eq!(
+        done.stdout, "c1 p1 process\n/tmp/work/sub\n65534\n123\n123\n",
+        "stderr: {}",
+        done.stderr
+    );
+    assert_eq!(done.status, 0);
+
+    // The image's defaults otherwise: root, in /.
+    let done = run(&garden, &info.handle, sh("pwd; id -u")).await;
+    assert_eq!(done.stdout, "/\n0\n");
+}
+
+#[tokio::test]
+async fn signals_reach_the_process_and_its_children() {
+    let guard = OwnerGuard::new("garden-signal");
+    let garden = garden().await;
+    let info = garden
+        .create(spec(&guard, "c").await)
+        .await
+        .expect("created");
+
+    let process = garden
+        .run(
+            &info.handle,
+            ProcessSpec {
+                path: "sleep".to_string(),
+                args: vec!["1000".to_string()],
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("started");
+    process.signal(Signal::Terminate).await.expect("signalled");
+    assert_eq!(finish(process).await.status, 128 + 15);
+
+    // The shell waits for its child: TERM must reach the sleep too, or
+    // the output stream (held open by the sleep) would never end.
+    let process = garden
+        .run(&info.handle, sh("sleep 1000; echo not reached"))
+        .await
+        .expect("started");
+    process.signal(Signal::Kill).await.expect("signalled");
+    let done = finish(process).await;
+    assert_eq!(done.status, 128 + 9);
+    assert_eq!(done.stdout, "");
+
+    // Signalling a finished process is not an error.
+    let mut process = garden
+        .run(&info.handle, sh("exit 0"))
+        .await
+        .expect("started");
+    assert_eq!(process.wait().await.expect("ends"), 0);
+    process
+        .signal(Signal::Kill)
+        .await
+        .expect("nothing to signal");
+}
+
+#[tokio::test]
+async fn streams_files_in_and_out() {
+    let guard = OwnerGuard::new("garden-stream");
+    let garden = garden().await;
+    let info = garden
+        .create(spec(&guard, "c").await)
+        .await
+        .expect("created");
+
+    let archive = tar_of(&[
+        ("hello.txt", b"hello from the host\n"),
+        ("sub/other.txt", b"x"),
+    ]);
+    garden
+        .stream_in(&info.handle, "/tmp/in/deep", archive)
+        .await
+        .expect("streamed in");
+    let done = run(
+        &garden,
+        &info.handle,
+        sh("cat /tmp/in/deep/hello.txt; cat /tmp/in/deep/sub/other.txt"),
+    )
+    .await;
+    assert_eq!(done.stdout, "hello from the host\nx");
+
+    // An existing directory keeps its mode.
+    garden
+        .stream_in(&info.handle, "/tmp", tar_of(&[("t.txt", b"t")]))
+        .await
+        .expect("streamed in");
+    let done = run(&garden, &info.handle, sh("stat -c %a /tmp; cat /tmp/t.txt")).await;
+    assert_eq!(done.stdout, "1777\nt");
+
+    let done = run(
+        &garden,
+        &info.handle,
+        sh("echo written inside > /tmp/out.txt"),
+    )
+    .await;
+    assert_eq!(done.status, 0);
+    let archive: Vec<u8> = garden
+        .stream_out(&info.handle, "/tmp/out.txt")
+        .await
+        .expect("found")
+        .map(|chunk| chunk.expect("streamed").to_vec())
+        .concat()
+        .await;
+    let mut tar = tar::Archive::new(archive.as_slice());
+    let mut entry = tar
+        .entries()
+        .expect("a tar")
+        .next()
+        .expect("one entry")
+        .expect("readable");
+    assert_eq!(entry.path().expect("utf-8").to_str(), Some("out.txt"));
+    let mut content = String::new();
+    entry.read_to_string(&mut content).expect("readable");
+    assert_eq!(content, "written inside\n");
+
+    let missing = garden
+        .stream_out(&info.handle, "/no/such/file")
+        .await
+        .map(|_| ());
+    assert!(
+        matches!(missing, Err(GardenError::PathNotFound { .. })),
+        "{missing:?}"
+    );
+    let missing = garden
+        .stream_out("lattice-no-such-container", "/tmp")
+        .await
+        .map(|_| ());
+    assert!(
+        matches!(missing, Err(GardenError::ContainerNotFound(_))),
+        "{missing:?}"
+    );
+}
+
+#[tokio::test]
+async fn published_port_is_reachable_from_the_host() {
+    let guard = OwnerGuard::new("garden-port");
+    let garden = garden().await;
+    let mut spec = spec(&guard, "c").await;
+    spec.ports = vec![8080];
+    let info = garden.create(spec).await.expect("created");
+    assert_eq!(info.ports.len(), 1);
+    assert_eq!(info.ports[0].container_port, 8080);
+    assert_eq!(info.host_ip, "127.0.0.1");
+
+    let server = garden
+        .run(&info.handle, sh("mkdir -p /www && echo hello web > /www/index.html && exec httpd -f -p 8080 -h /www"))
+        .await
+        .expect("started");
+    let address = format!("{}:{}", info.host_ip, info.ports[0].host_port);
+    // The port is published before httpd listens; ask until it answers.
+    let mut response = String::new();
+    for _ in 0..100 {
+        response.clear();
+        if let Ok(mut stream) = tokio::net::TcpStream::connect(&address).await {
+            let _ = stream.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").await;
+            let _ = stream.read_to_string(&mut response).await;
+            if response.contains("hello web") {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        response.starts_with("HTTP/1.") && response.contains("hello web"),
+        "{response:?}"
+    );
+    server.signal(Signal::Kill).await.expect("signalled");
+}
+
+#[tokio::test]
+async fn memory_limit_kills_a_greedy_process() {
+    let guard = OwnerGuard::new("garden-oom");
+    let garden = garden().await;
+    let mut spec = spec(&guard, "c").await;
+    spec.limits = Limits {
+        memory_mb: 32,
+        ..Default::default()
+    };
+    let info = garden.create(spec).await.expect("created");
+
+    let done = run(
+        &garden,
+        &info.handle,
+        sh("x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo ${#x}"),
+    )
+    .await;
+    let after = garden.info(&info.handle).await.expect("still there");
+    assert!(
+        done.status == 137 || after.oom_killed,
+        "status {} oom_killed {}",
+        done.status,
+        after.oom_killed
+    );
+    assert_ne!(
+        done.stdout, "200000000\n",
+        "the process must not get its 200 MB"
+    );
+}
+
+#[tokio::test]
+async fn lists_containers_by_properties() {
+    let guard = OwnerGuard::new("garden-list");
+    let garden = garden().await;
+    let plain = spec(&guard, "a").await;
+    let mut tagged = spec(&guard, "b").await;
+    tagged
+        .properties
+        .insert("role".to_string(), "web".to_string());
+    garden.create(plain.clone()).await.expect("created");
+    garden.create(tagged.clone()).await.expect("created");
+
+    let all = garden.list(&guard.properties()).await.expect("listed");
+    let handles: Vec<&str> = all.iter().map(|c| c.handle.as_str()).collect();
+    assert_eq!(handles, vec![plain.handle.as_str(), tagged.handle.as_str()]);
+
+    let mut filter = guard.properties();
+    filter.insert("role".to_string(), "web".to_string());
+    let web = garden.list(&filter).await.expect("listed");
+    assert_eq!(web.len(), 1);
+    assert_eq!(web[0].handle, tagged.handle);
+
+    let none = garden
+        .list(&BTreeMap::from([(
+            "io.lattice.owner".to_string(),
+            "nobody-owns-this".to_string(),
+        )]))
+        .await
+        .expect("listed");
+    assert!(none.is_empty());
+}
+
+#[tokio::test]
+async fn destroy_ends_running_processes() {
+    let guard = OwnerGuard::new("garden-destroy");
+    let garden = garden().await;
+    let info = garden
+        .create(spec(&guard, "c").await)
+        .await
+        .expect("created");
+    let mut process = garden
+        .run(&info.handle, sh("sleep 1000"))
+        .await
+        .expect("started");
+    garden.destroy(&info.handle).await.expect("destroyed");
+    // Either the exit was recorded before removal, or the container is gone.
+    match process.wait().await {
+        Ok(status) => assert_ne!(status, 0),
+        Err(err) => assert!(matches!(err, GardenError::ContainerNotFound(_)), "{err:?}"),
+    }
+    let result = garden.run(&info.handle, sh("true")).await.map(|_| ());
+    assert!(
+        matches!(result, Err(GardenError::ContainerNotFound(_))),
+        "{result:?}"
+    );
+}
+
+#[tokio::test]
+async fn bind_mounts_and_capacity() {
+    let guard = OwnerGuard::new("garden-bind");
+    let garden = garden().await;
+    let host_dir = tempfile::tempdir().expect("temp dir is writable");
+    std::fs::write(host_dir.path().join("from-host.txt"), "shared\n")
+        .expect("temp dir is writable");
+    let mut spec = spec(&guard, "c").await;
+    spec.bind_mounts = vec![BindMount {
+        host_path: host_dir.path().display().to_string(),
+        container_path: "/mnt/host".to_string(),
+        read_only: true,
+    }];
+    let info = garden.create(spec).await.expect("created");
+    let done = run(
+        &garden,
+        &info.handle,
+        sh("cat /mnt/host/from-host.txt; touch /mnt/host/x"),
+    )
+    .await;
+    assert_eq!(done.stdout, "shared\n");
+    assert_ne!(done.status, 0, "the mount is read-only");
+
+    let (memory_mb, disk_mb) = garden.machine_capacity().await.expect("capacity");
+    assert!(
+        memory_mb > 0 && disk_mb > 0,
+        "{memory_mb} MB memory, {disk_mb} MB disk"
+    );
+}

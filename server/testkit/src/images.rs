@@ -1,0 +1,292 @@
+//! Test images, built locally: this machine reaches no registry, so every
+//! image a test runs is imported from a root filesystem made here.
+//!
+//! The busybox image holds a static busybox with a link per applet (`sh`,
+//! `echo`, `cat`, `sleep`, `nc`, `httpd`, ...), `/tmp`, and an `/etc/passwd`
+//! naming `root` and `nobody`. Callers can add files to [`busybox_rootfs`]
+//! (the project's static binaries, say) and import the result under their
+//! own tag with [`import_rootfs`].
+
+use std::path::Path;
+use std::process::Command;
+
+use bollard::query_parameters::CreateImageOptionsBuilder;
+use bollard::Docker;
+use futures::TryStreamExt;
+use tokio::sync::OnceCell;
+
+/// The busybox binary to put in images: Debian's `busybox-static` package.
+pub const HOST_BUSYBOX: &str = "/bin/busybox";
+
+/// Docker reference of the busybox test image.
+pub const BUSYBOX_IMAGE: &str = "lattice-test/busybox:latest";
+
+/// Diego rootfs URL of the busybox test image.
+pub const BUSYBOX_ROOTFS: &str = "docker:///lattice-test/busybox#latest";
+
+const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Why a test image could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    /// The host's busybox is missing, dynamically linked, or would not list
+    /// its applets.
+    #[error("{HOST_BUSYBOX} is unusable ({0}); install Debian's busybox-static")]
+    Busybox(String),
+    /// Writing the root filesystem archive failed.
+    #[error("build the root filesystem: {0}")]
+    Archive(#[from] std::io::Error),
+    /// The engine refused the import.
+    #[error("import image {tag}: {source}")]
+    Import {
+        tag: String,
+        source: bollard::errors::Error,
+    },
+}
+
+/// The rootfs URL of the busybox test image, importing the image first when
+/// the engine lacks it.
+///
+/// # Guarantees
+/// - Idempotent: an existing tag is reused; several processes importing at
+///   once make identical images, the last tag wins.
+///
+/// # Panics
+/// When the image can neither be found nor imported: no container test can
+/// run then, and the message says what to install.
+pub async fn busybox_image() -> String {
+    static IMPORTED: OnceCell<()> = OnceCell::const_new();
+    IMPORTED
+        .get_or_init(|| async {
+            let docker = crate::docker::connect().await;
+            ensure_busybox_image(&docker)
+                .await
+                .unwrap_or_else(|err| panic!("cannot make the busybox test image: {err}"));
+        })
+        .await;
+    BUSYBOX_ROOTFS.to_string()
+}
+
+/// Imports the busybox image under [`BUSYBOX_IMAGE`] unless it exists.
+///
+/// # Errors
+/// See [`ImageError`].
+pub async fn ensure_busybox_image(docker: &Docker) -> Result<(), ImageError> {
+    if image_exists(docker, BUSYBOX_IMAGE).await {
+        return Ok(());
+    }
+    let rootfs = busybox_rootfs()?.into_inner()?;
+    import_rootfs(
+        docker,
+        BUSYBOX_IMAGE,
+        rootfs,
+        &[&format!("ENV PATH={PATH}"), r#"CMD ["sh"]"#],
+    )
+    .await
+}
+
+/// Whether the engine holds an image of that reference. Any failure to
+/// inspect counts as absent, so the caller tries to make it.
+pub async fn image_exists(docker: &Docker, reference: &str) -> bool {
+    docker.inspect_image(reference).await.is_ok()
+}
+
+/// An unfinished tar of the busybox root filesystem; append more entries,
+/// then call `into_inner` and pass the bytes to [`import_rootfs`].
+///
+/// # Errors
+/// When the host's busybox is unusable or cannot be read.
+pub fn busybox_rootfs() -> Result<tar::Builder<Vec<u8>>, ImageError> {
+    let busybox =
+        std::fs::read(HOST_BUSYBOX).map_err(|err| ImageError::Busybox(err.to_string()))?;
+    if has_interpreter(&busybox) {
+        return Err(ImageError::Busybox("it is dynamically linked".to_string()));
+    }
+    let applets = list_applets(Path::new(HOST_BUSYBOX))?;
+
+    let mut tar = tar::Builder::new(Vec::new());
+    for (dir, mode) in [
+        ("bin", 0o755),
+        ("sbin", 0o755),
+        ("usr", 0o755),
+        ("usr/bin", 0o755),
+        ("usr/sbin", 0o755),
+        ("etc", 0o755),
+        ("root", 0o700),
+        ("home", 0o755),
+        ("tmp", 0o1777),
+        ("var", 0o755),
+        ("var/tmp", 0o1777),
+    ] {
+        append_dir(&mut tar, dir, mode)?;
+    }
+    append_file(&mut tar, "bin/busybox", 0o755, &busybox)?;
+    for applet in applets.iter().filter(|a| a.as_str() != "busybox") {
+        append_symlink(&mut tar, &format!("bin/{applet}"), "busybox")?;
+    }
+    // Scripts name `#!/usr/bin/env`.
+    append_symlink(&mut tar, "usr/bin/env", "../../bin/busybox")?;
+    let passwd =
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n";
+    append_file(&mut tar, "etc/passwd", 0o644, passwd.as_bytes())?;
+    append_file(
+        &mut tar,
+        "etc/group",
+        0o644,
+        b"root:x:0:\nnogroup:x:65534:\n",
+    )?;
+    Ok(tar)
+}
+
+/// Imports a root filesystem tar as image `tag` (`repo:tag`), applying
+/// Dockerfile-style `changes` (`ENV ...`, `CMD [...]`).
+///
+/// # Errors
+/// When the engine refuses the import.
+pub async fn import_rootfs(
+    docker: &Docker,
+    tag: &str,
+    rootfs: Vec<u8>,
+    changes: &[&str],
+) -> Result<(), ImageError> {
+    let (repo, version) = tag.rsplit_once(':').unwrap_or((tag, "latest"));
+    let options = CreateImageOptionsBuilder::default()
+        .from_src("-")
+        .repo(repo)
+        .tag(version)
+        .changes(changes.iter().map(|c| c.to_string()).collect())
+        .build();
+    docker
+        .create_image(Some(options), Some(bollard::body_full(rootfs.into())), None)
+        .try_collect::<Vec<_>>()
+        .await
+        .map_err(|source| ImageError::Import {
+            tag: tag.to_string(),
+            source,
+        })?;
+    Ok(())
+}
+
+fn list_applets(busybox: &Path) -> Result<Vec<String>, ImageError> {
+    let output = Command::new(busybox)
+        .arg("--list")
+        .output()
+        .map_err(|err| ImageError::Busybox(err.to_string()))?;
+    if !output.status.success() {
+        return Err(ImageError::Busybox(format!(
+            "--list exited with {}",
+            output.status
+        )));
+    }
+    let list = String::from_utf8_lossy(&output.stdout);
+    Ok(list
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect())
+}
+
+/// Whether an ELF file names a program interpreter (the dynamic loader),
+/// that is, whether it needs libraries an image from scratch does not hold.
+fn has_interpreter(elf: &[u8]) -> bool {
+    const PT_INTERP: u32 = 3;
+    let u16_at = |at: usize| {
+        elf.get(at..at + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+    };
+    let u32_at = |at: usize| {
+        elf.get(at..at + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let u64_at = |at: usize| {
+        elf.get(at..at + 8)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map(u64::from_le_bytes)
+    };
+    // Only 64-bit little-endian ELF is read; anything else is taken as
+    // dynamic, so the caller refuses it rather than build a broken image.
+    if elf.get(..6) != Some(b"\x7fELF\x02\x01".as_slice()) {
+        return true;
+    }
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38))
+    else {
+        return true;
+    };
+    (0..usize::from(phnum)).any(|i| {
+        let at = usize::try_from(phoff)
+            .unwrap_or(usize::MAX)
+            .saturating_add(i.saturating_mul(usize::from(phentsize)));
+        u32_at(at).is_none_or(|p_type| p_type == PT_INTERP)
+    })
+}
+
+fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(kind);
+    header.set_mode(mode);
+    header.set_size(size);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(0);
+    header
+}
+
+fn append_dir(tar: &mut tar::Builder<Vec<u8>>, path: &str, mode: u32) -> std::io::Result<()> {
+    let mut header = header(tar::EntryType::Directory, mode, 0);
+    tar.append_data(&mut header, format!("{path}/"), std::io::empty())
+}
+
+fn append_file(
+    tar: &mut tar::Builder<Vec<u8>>,
+    path: &str,
+    mode: u32,
+    data: &[u8],
+) -> std::io::Result<()> {
+    let mut header = header(tar::EntryType::Regular, mode, data.len() as u64);
+    tar.append_data(&mut header, path, data)
+}
+
+fn append_symlink(
+    tar: &mut tar::Builder<Vec<u8>>,
+    path: &str,
+    target: &str,
+) -> std::io::Result<()> {
+    let mut header = header(tar::EntryType::Symlink, 0o777, 0);
+    tar.append_link(&mut header, path, target)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_busybox_is_static_and_lists_applets() {
+        let busybox =
+            std::fs::read(HOST_BUSYBOX).expect("busybox-static is installed on test machines");
+        assert!(!has_interpreter(&busybox));
+        let applets = list_applets(Path::new(HOST_BUSYBOX)).expect("busybox runs");
+        for needed in [
+            "sh", "echo", "cat", "sleep", "nc", "httpd", "head", "tr", "wc",
+        ] {
+            assert!(
+                applets.iter().any(|a| a == needed),
+                "busybox lacks {needed}"
+            );
+        }
+    }
+
+    #[test]
+    fn dynamic_executables_are_recognised() {
+        let exe = std::env::current_exe().expect("a test knows its own path");
+        let exe = std::fs::read(exe).expect("a test can read its own binary");
+        assert!(
+            has_interpreter(&exe),
+            "test binaries are dynamically linked"
+        );
+        assert!(
+            has_interpreter(b"#!/bin/sh\n"),
+            "not ELF counts as unusable"
+        );
+    }
+}

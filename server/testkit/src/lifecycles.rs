@@ -1,0 +1,137 @@
+//! Builds the static lifecycle binaries that go into containers.
+//!
+//! The binaries run inside images that may hold no libc at all, so they are
+//! linked statically (`+crt-static` on the gnu target) into a target
+//! directory of their own: the workspace's usual flags stay untouched, and
+//! the static build is reused across test runs.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// Why the static build failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The lock file or the target directory could not be made or locked.
+    #[error("prepare {path}: {source}")]
+    Prepare {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// `cargo` could not be started.
+    #[error("run {cargo}: {source}")]
+    Spawn {
+        cargo: String,
+        source: std::io::Error,
+    },
+    /// `cargo build` failed; its stderr is kept.
+    #[error("cargo build of lattice-lifecycles failed ({status}):\n{stderr}")]
+    Cargo {
+        status: std::process::ExitStatus,
+        stderr: String,
+    },
+    /// The build succeeded but did not leave the expected binary.
+    #[error("the build left no {0}")]
+    Missing(PathBuf),
+}
+
+/// The Rust target the static binaries are built for: this machine's
+/// architecture, gnu libc linked in.
+pub fn target_triple() -> String {
+    format!("{}-unknown-linux-gnu", std::env::consts::ARCH)
+}
+
+/// The directory holding the static lifecycle binaries (`lattice-init`, ...),
+/// built on first use.
+///
+/// # Guarantees
+/// - Builds at most once per process; parallel test processes serialise on a
+///   file lock in the target directory, so none reads a half-written binary.
+///
+/// # Panics
+/// When the build fails: a test cannot run without its binaries, and the
+/// panic message carries cargo's stderr.
+pub fn build_static() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        build_static_into(&static_target_dir())
+            .unwrap_or_else(|err| panic!("building the static lifecycle binaries failed: {err}"))
+    })
+    .clone()
+}
+
+/// Where the static build goes: `$LATTICE_LIFECYCLES_TARGET_DIR`, else
+/// `lifecycles-static` inside `$CARGO_TARGET_DIR` (so each developer's
+/// target directory keeps its own warm copy), else inside the workspace's
+/// `target/`.
+pub fn static_target_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("LATTICE_LIFECYCLES_TARGET_DIR") {
+        return PathBuf::from(dir);
+    }
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => PathBuf::from(dir).join("lifecycles-static"),
+        None => workspace_root().join("target").join("lifecycles-static"),
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    // This crate lives at <workspace>/server/testkit.
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Builds `lattice-lifecycles` statically into `target_dir` and returns the
+/// directory holding its binaries.
+///
+/// # Errors
+/// When the lock cannot be taken, cargo fails, or `lattice-init` is missing
+/// after the build.
+pub fn build_static_into(target_dir: &Path) -> Result<PathBuf, BuildError> {
+    let prepare = |source| BuildError::Prepare {
+        path: target_dir.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(target_dir).map_err(prepare)?;
+    let lock = File::create(target_dir.join("lattice-build.lock")).map_err(prepare)?;
+    // Held until `lock` is dropped at the end of this function.
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
+        .map_err(|errno| prepare(errno.into()))?;
+
+    let triple = target_triple();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let output = Command::new(&cargo)
+        .current_dir(workspace_root())
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "lattice-lifecycles",
+            "--release",
+            "--target",
+            &triple,
+        ])
+        .arg("--target-dir")
+        .arg(target_dir)
+        // With an explicit --target these flags reach only the target crates,
+        // not build scripts, which could not link statically.
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        // Would take precedence over RUSTFLAGS.
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .output()
+        .map_err(|source| BuildError::Spawn {
+            cargo: cargo.clone(),
+            source,
+        })?;
+    if !output.status.success() {
+        return Err(BuildError::Cargo {
+            status: output.status,
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        });
+    }
+    let dir = target_dir.join(triple).join("release");
+    let init = dir.join("lattice-init");
+    if !init.is_file() {
+        return Err(BuildError::Missing(init));
+    }
+    Ok(dir)
+}
