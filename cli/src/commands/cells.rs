@@ -1,0 +1,102 @@
+//! `ltc cells`: the cells of the cluster and their capacity.
+
+use std::io::Write;
+
+use anyhow::Context as _;
+use lattice_models::CellPresence;
+
+use crate::output::{self, or_dash};
+use crate::Context;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Print the cells as the receptor's JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn run(args: &Args, ctx: &Context, out: &mut dyn Write) -> anyhow::Result<()> {
+    let cells = ctx.client()?.cells().await.context("cannot list cells")?;
+    if args.json {
+        return output::write_json(out, &cells);
+    }
+    if cells.is_empty() {
+        writeln!(
+            out,
+            "No cells. Is a cell running (`lattice up` starts one)?"
+        )?;
+        return Ok(());
+    }
+    output::write_table(out, &table(&cells))?;
+    Ok(())
+}
+
+fn table(cells: &[CellPresence]) -> comfy_table::Table {
+    let mut table = output::table(&["Cell", "Zone", "Memory (MB)", "Disk (MB)", "Containers"]);
+    for cell in cells {
+        table.add_row(vec![
+            cell.cell_id.clone(),
+            or_dash(&cell.zone),
+            cell.capacity.memory_mb.to_string(),
+            cell.capacity.disk_mb.to_string(),
+            cell.capacity.containers.to_string(),
+        ]);
+    }
+    table
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use lattice_models::CellCapacity;
+
+    use super::*;
+    use crate::testing::{output, TestReceptor};
+
+    #[tokio::test]
+    async fn no_cells() {
+        let receptor = TestReceptor::start().await;
+        let mut out = Vec::new();
+        run(&Args { json: false }, &receptor.context(&[]), &mut out)
+            .await
+            .unwrap();
+        assert!(output(out).starts_with("No cells."));
+    }
+
+    #[tokio::test]
+    async fn lists_cells_with_their_capacity() {
+        let receptor = TestReceptor::start().await;
+        let cell = CellPresence {
+            cell_id: "cell-1".into(),
+            zone: "z1".into(),
+            rep_address: "http://127.0.0.1:1".into(),
+            capacity: CellCapacity {
+                memory_mb: 4096,
+                disk_mb: 20480,
+                containers: 250,
+            },
+        };
+        receptor
+            .store
+            .upsert_cell(cell.clone(), Duration::from_secs(60))
+            .await
+            .unwrap();
+
+        let mut out = Vec::new();
+        run(&Args { json: false }, &receptor.context(&[]), &mut out)
+            .await
+            .unwrap();
+        let table = output(out);
+        for expected in ["cell-1", "z1", "4096", "20480", "250"] {
+            assert!(table.contains(expected), "{expected} missing from\n{table}");
+        }
+
+        let mut out = Vec::new();
+        run(&Args { json: true }, &receptor.context(&[]), &mut out)
+            .await
+            .unwrap();
+        let cells: Vec<CellPresence> = serde_json::from_slice(&out).unwrap();
+        assert_eq!(cells, [cell]);
+    }
+}
