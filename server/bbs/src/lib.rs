@@ -14,14 +14,18 @@
 //! # Layout
 //! - [`Store`]: the trait every backend implements; callers hold `Arc<dyn Store>`.
 //! - [`sqlite`]: the default, embedded backend (one file in the data dir).
+//! - [`suite`]: the contract test suite every backend runs, with sample records.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use lattice_models::{ActualLrp, CellPresence, DesiredLrp, Event, ModificationTag, Task, TaskState};
+use lattice_models::{
+    ActualLrp, CellPresence, DesiredLrp, Event, ModificationTag, Task, TaskState,
+};
 
 pub mod sqlite;
+pub mod suite;
 
 pub use sqlite::SqliteStore;
 
@@ -140,7 +144,11 @@ pub trait Store: Send + Sync + 'static {
     async fn list_desired_lrps(&self, filter: &DesiredLrpFilter) -> StoreResult<Vec<DesiredLrp>>;
     /// Compare-and-swap on `lrp.modification_tag`.
     async fn update_desired_lrp(&self, lrp: DesiredLrp) -> StoreResult<DesiredLrp>;
-    async fn delete_desired_lrp(&self, process_guid: &str, expected: &ModificationTag) -> StoreResult<()>;
+    async fn delete_desired_lrp(
+        &self,
+        process_guid: &str,
+        expected: &ModificationTag,
+    ) -> StoreResult<()>;
 
     // --- actual LRPs (key: process guid + index) ------------------------
     async fn create_actual_lrp(&self, lrp: ActualLrp) -> StoreResult<ActualLrp>;
@@ -149,13 +157,20 @@ pub trait Store: Send + Sync + 'static {
     async fn list_actual_lrps(&self, filter: &ActualLrpFilter) -> StoreResult<Vec<ActualLrp>>;
     /// Compare-and-swap on `lrp.modification_tag`.
     async fn update_actual_lrp(&self, lrp: ActualLrp) -> StoreResult<ActualLrp>;
-    async fn delete_actual_lrp(&self, process_guid: &str, index: i64, expected: &ModificationTag) -> StoreResult<()>;
+    async fn delete_actual_lrp(
+        &self,
+        process_guid: &str,
+        index: i64,
+        expected: &ModificationTag,
+    ) -> StoreResult<()>;
 
     // --- cells -----------------------------------------------------------
     /// Registers or renews a cell's presence for `ttl`.
     async fn upsert_cell(&self, presence: CellPresence, ttl: Duration) -> StoreResult<()>;
     /// Cells whose presence has not expired, sorted by id.
     async fn list_cells(&self) -> StoreResult<Vec<CellPresence>>;
+    /// Forgets a cell's presence at once; removing an absent cell is not an
+    /// error.
     async fn remove_cell(&self, cell_id: &str) -> StoreResult<()>;
 
     // --- locks (leases) --------------------------------------------------
