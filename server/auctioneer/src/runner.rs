@@ -11,9 +11,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lattice_bbs::{SharedStore, StoreError, TaskFilter};
-use lattice_models::auction::{AuctionRequest, CellState, Resource, TaskStart};
-use lattice_models::{Event, TaskState};
+use lattice_bbs::{ActualLrpFilter, DesiredLrpFilter, SharedStore, StoreError, TaskFilter};
+use lattice_models::auction::{
+    AuctionRequest, CellState, LrpKey, LrpStartRequest, Resource, TaskStart,
+};
+use lattice_models::{ActualLrpState, Event, TaskState};
 use lattice_rep::http::RepClient;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -55,7 +57,10 @@ impl AuctioneerConfig {
 pub struct RoundReport {
     pub tasks_placed: usize,
     pub tasks_failed: usize,
-    pub tasks_returned: usize,
+    pub lrps_placed: usize,
+    pub lrps_failed: usize,
+    /// Work a cell refused or could not be reached for; auctioned again.
+    pub returned: usize,
 }
 
 pub struct Auctioneer {
@@ -64,8 +69,8 @@ pub struct Auctioneer {
     config: AuctioneerConfig,
     /// Wakes the loop early (the converger calls it after creating work).
     wake: Arc<Notify>,
-    /// Tasks sent to a cell and when; not re-sent until `resend_after`.
-    sent: HashMap<String, Instant>,
+    /// Work sent to a cell and when; not re-sent until `resend_after`.
+    sent: HashMap<SentKey, Instant>,
 }
 
 impl Auctioneer {
@@ -145,35 +150,20 @@ impl Auctioneer {
     pub async fn round(&mut self) -> Result<RoundReport, StoreError> {
         let now = Instant::now();
         let resend_after = self.config.resend_after;
-        self.sent.retain(|_, at| now.duration_since(*at) < resend_after);
-        let pending = self
-            .store
-            .list_tasks(&TaskFilter {
-                state: Some(TaskState::Pending),
-                ..Default::default()
-            })
-            .await?;
-        let tasks: Vec<TaskStart> = pending
-            .iter()
-            .filter(|t| !self.sent.contains_key(&t.task_guid))
-            .map(|t| TaskStart {
-                task_guid: t.task_guid.clone(),
-                domain: t.domain.clone(),
-                resource: Resource::for_container(t.memory_mb, t.disk_mb),
-                rootfs: t.rootfs.clone(),
-            })
-            .collect();
-        if tasks.is_empty() {
+        self.sent
+            .retain(|_, at| now.duration_since(*at) < resend_after);
+        let request = self.pending_work().await?;
+        if request.tasks.is_empty() && request.lrps.is_empty() {
             return Ok(RoundReport::default());
         }
         let cells = self.cell_states().await?;
-        let request = AuctionRequest {
-            lrps: Vec::new(),
-            tasks,
-        };
         let results = crate::auction(&cells, &request);
-        let mut report = RoundReport::default();
-        let cells_by_id: HashMap<String, String> = self
+        let mut report = RoundReport {
+            tasks_placed: results.tasks_placed.len(),
+            lrps_placed: results.lrps_placed.len(),
+            ..Default::default()
+        };
+        let addresses: HashMap<String, String> = self
             .store
             .list_cells()
             .await?
@@ -181,46 +171,148 @@ impl Auctioneer {
             .map(|c| (c.cell_id, c.rep_address))
             .collect();
         for (cell_id, work) in results.work_by_cell() {
-            let Some(address) = cells_by_id.get(&cell_id) else {
-                continue;
+            let keys: Vec<SentKey> = work
+                .tasks
+                .iter()
+                .map(|t| SentKey::Task(t.task_guid.clone()))
+                .chain(work.lrps.iter().map(|l| SentKey::Lrp(l.key())))
+                .collect();
+            for key in &keys {
+                self.sent.insert(key.clone(), now);
+            }
+            let returned: Vec<SentKey> = match addresses.get(&cell_id) {
+                None => keys,
+                Some(address) => match self.reps.perform(address, &work).await {
+                    Ok(rejected) => rejected
+                        .tasks
+                        .iter()
+                        .map(|t| SentKey::Task(t.task_guid.clone()))
+                        .chain(rejected.lrps.iter().map(|l| SentKey::Lrp(l.key())))
+                        .collect(),
+                    Err(err) => {
+                        tracing::warn!(%cell_id, error = %err, "cell did not take its work; it goes to the next auction");
+                        keys
+                    }
+                },
             };
-            for task in &work.tasks {
-                self.sent.insert(task.task_guid.clone(), now);
-            }
-            report.tasks_placed += work.tasks.len();
-            match self.reps.perform(address, &work).await {
-                Ok(rejected) => {
-                    // Returned work stays PENDING and goes to the next round.
-                    for task in &rejected.tasks {
-                        self.sent.remove(&task.task_guid);
-                    }
-                    report.tasks_returned += rejected.tasks.len();
-                    report.tasks_placed -= rejected.tasks.len();
-                }
-                Err(err) => {
-                    tracing::warn!(%cell_id, error = %err, "cell did not take its work; it goes to the next auction");
-                    for task in &work.tasks {
-                        self.sent.remove(&task.task_guid);
-                    }
-                    report.tasks_placed -= work.tasks.len();
-                    report.tasks_returned += work.tasks.len();
+            // Returned work stays pending and goes to the next round.
+            for key in &returned {
+                self.sent.remove(key);
+                match key {
+                    SentKey::Task(_) => report.tasks_placed -= 1,
+                    SentKey::Lrp(_) => report.lrps_placed -= 1,
                 }
             }
+            report.returned += returned.len();
         }
         for failure in &results.tasks_failed {
-            self.fail_task(&failure.task.task_guid, &failure.error.to_string()).await;
+            self.fail_task(&failure.task.task_guid, &failure.error.to_string())
+                .await;
             report.tasks_failed += 1;
+        }
+        for failure in &results.lrps_failed {
+            let instance = &failure.instance;
+            self.mark_placement_error(
+                &instance.process_guid,
+                instance.index,
+                &failure.error.to_string(),
+            )
+            .await;
+            report.lrps_failed += 1;
         }
         if report != RoundReport::default() {
             tracing::info!(
-                placed = report.tasks_placed,
-                failed = report.tasks_failed,
-                returned = report.tasks_returned,
+                tasks_placed = report.tasks_placed,
+                tasks_failed = report.tasks_failed,
+                lrps_placed = report.lrps_placed,
+                lrps_failed = report.lrps_failed,
+                returned = report.returned,
                 cells = cells.len(),
                 "auction done"
             );
         }
         Ok(report)
+    }
+
+    /// PENDING tasks and UNCLAIMED instances not already sent to a cell.
+    async fn pending_work(&self) -> Result<AuctionRequest, StoreError> {
+        let pending = self
+            .store
+            .list_tasks(&TaskFilter {
+                state: Some(TaskState::Pending),
+                ..Default::default()
+            })
+            .await?;
+        let tasks = pending
+            .iter()
+            .filter(|t| !self.sent.contains_key(&SentKey::Task(t.task_guid.clone())))
+            .map(|t| TaskStart {
+                task_guid: t.task_guid.clone(),
+                domain: t.domain.clone(),
+                resource: Resource::for_container(t.memory_mb, t.disk_mb),
+                rootfs: t.rootfs.clone(),
+            })
+            .collect();
+        let unclaimed: Vec<_> = self
+            .store
+            .list_actual_lrps(&ActualLrpFilter::default())
+            .await?
+            .into_iter()
+            .filter(|a| a.state == ActualLrpState::Unclaimed)
+            .filter(|a| {
+                !self
+                    .sent
+                    .contains_key(&SentKey::Lrp(LrpKey::new(a.process_guid.clone(), a.index)))
+            })
+            .collect();
+        let mut lrps = Vec::new();
+        if !unclaimed.is_empty() {
+            let desired: HashMap<String, _> = self
+                .store
+                .list_desired_lrps(&DesiredLrpFilter::default())
+                .await?
+                .into_iter()
+                .map(|d| (d.process_guid.clone(), d))
+                .collect();
+            let mut by_process: HashMap<String, Vec<i64>> = HashMap::new();
+            for actual in &unclaimed {
+                // An instance whose LRP is gone is the converger's to retire.
+                if desired.contains_key(&actual.process_guid) {
+                    by_process
+                        .entry(actual.process_guid.clone())
+                        .or_default()
+                        .push(actual.index);
+                }
+            }
+            let mut guids: Vec<_> = by_process.keys().cloned().collect();
+            guids.sort();
+            for guid in guids {
+                let d = &desired[&guid];
+                lrps.push(LrpStartRequest {
+                    process_guid: guid.clone(),
+                    domain: d.domain.clone(),
+                    indices: by_process.remove(&guid).unwrap_or_default(),
+                    resource: Resource::for_container(d.memory_mb, d.disk_mb),
+                    rootfs: d.rootfs.clone(),
+                });
+            }
+        }
+        Ok(AuctionRequest { lrps, tasks })
+    }
+
+    /// Records why an instance could not be placed, for `ltc status`; it
+    /// stays UNCLAIMED and is auctioned again later.
+    async fn mark_placement_error(&self, process_guid: &str, index: i64, error: &str) {
+        let Ok(mut actual) = self.store.get_actual_lrp(process_guid, index).await else {
+            return;
+        };
+        if actual.state != ActualLrpState::Unclaimed || actual.placement_error == error {
+            return;
+        }
+        actual.placement_error = error.to_string();
+        if let Err(err) = self.store.update_actual_lrp(actual).await {
+            tracing::info!(process_guid, index, error = %err, "instance changed while recording its placement error");
+        }
     }
 
     /// Asks every live cell for its state; a cell that does not answer
@@ -253,11 +345,26 @@ impl Auctioneer {
         }
         match self.store.update_task(task).await {
             Ok(_) => tracing::info!(task_guid, reason, "task could not be placed"),
-            Err(err) => tracing::info!(task_guid, error = %err, "task changed while failing placement; next round decides"),
+            Err(err) => {
+                tracing::info!(task_guid, error = %err, "task changed while failing placement; next round decides")
+            }
         }
     }
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum SentKey {
+    Task(String),
+    Lrp(LrpKey),
+}
+
 fn wants_auction(event: &Event) -> bool {
-    matches!(event, Event::TaskCreated { .. })
+    match event {
+        Event::TaskCreated { .. } => true,
+        Event::ActualLrpCreated { actual_lrp } => actual_lrp.state == ActualLrpState::Unclaimed,
+        Event::ActualLrpChanged {
+            actual_lrp_after, ..
+        } => actual_lrp_after.state == ActualLrpState::Unclaimed,
+        _ => false,
+    }
 }

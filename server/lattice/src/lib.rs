@@ -5,8 +5,10 @@
 //! so the one-machine default runs the same code paths as a real cluster.
 //!
 //! # Layout
-//! - [`up`]: the all-in-one role (store + receptor, more roles as they land).
+//! - [`up`]: the all-in-one role: store, receptor, auctioneer, and a cell.
+//! - [`cell`]: the cell role (Docker garden, executor, rep).
 //! - [`shutdown`]: signal handling and draining.
 
+pub mod cell;
 pub mod shutdown;
 pub mod up;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use lattice::cell::CellConfig;
 use lattice::up::{Up, UpConfig};
 use lattice_receptor::Credentials;
 use tokio_util::sync::CancellationToken;
@@ -56,6 +57,32 @@ struct UpArgs {
     /// Largest request body the receptor accepts, in bytes.
     #[arg(long, default_value_t = lattice_receptor::DEFAULT_MAX_BODY_BYTES)]
     max_body_bytes: usize,
+    /// Run no cell here: only the store, receptor and brain.
+    #[arg(long)]
+    no_cell: bool,
+    /// Directory with the static lifecycle binaries placed into containers
+    /// (`lattice-init`). Default: `lifecycles/` beside the `lattice` binary.
+    #[arg(long, env = "LATTICE_LIFECYCLE_DIR")]
+    lifecycle_dir: Option<PathBuf>,
+    /// This machine's cell id; keep it stable across restarts so the cell
+    /// finds its own containers again. Default: `cell-HOSTNAME`.
+    #[arg(long, env = "LATTICE_CELL_ID")]
+    cell_id: Option<String>,
+    /// The cell's availability zone.
+    #[arg(long, default_value = "z1")]
+    zone: String,
+    /// Address of the rep's interface that the auctioneer calls.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    rep_listen: SocketAddr,
+    /// Memory the cell offers, in MB. Default: the machine's.
+    #[arg(long)]
+    cell_memory_mb: Option<i64>,
+    /// Disk the cell offers, in MB. Default: the machine's free disk.
+    #[arg(long)]
+    cell_disk_mb: Option<i64>,
+    /// Containers the cell runs at most.
+    #[arg(long, default_value_t = 256)]
+    cell_containers: i64,
     /// Log filter (tracing's EnvFilter syntax), e.g. `info` or `lattice=debug`.
     #[arg(long, env = "LATTICE_LOG", default_value = "info")]
     log: String,
@@ -109,7 +136,33 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     if credentials.is_none() && !args.listen.ip().is_loopback() {
         tracing::warn!(listen = %args.listen, "the receptor listens beyond loopback without credentials; pass --username/--password");
     }
+    let cell = if args.no_cell {
+        None
+    } else {
+        let cell_id = args.cell_id.unwrap_or_else(lattice::cell::default_cell_id);
+        lattice_models::validation::validate_guid("--cell-id", &cell_id)?;
+        let lifecycle_dir = match args.lifecycle_dir {
+            Some(dir) => dir,
+            None => std::env::current_exe()
+                .context("cannot locate the lattice binary; pass --lifecycle-dir")?
+                .parent()
+                .map(|dir| dir.join("lifecycles"))
+                .context("the lattice binary has no directory; pass --lifecycle-dir")?,
+        };
+        Some(CellConfig {
+            cell_id,
+            zone: args.zone,
+            lifecycle_dir,
+            rep_listen: args.rep_listen,
+            memory_mb: args.cell_memory_mb,
+            disk_mb: args.cell_disk_mb,
+            containers: args.cell_containers,
+            cache_dir: data_dir.join("cache"),
+            presence_ttl: Duration::from_secs(30),
+        })
+    };
     let config = UpConfig {
+        cell,
         data_dir,
         listen: args.listen,
         domain: args.domain,

@@ -6,11 +6,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use lattice_auctioneer::runner::{Auctioneer, AuctioneerConfig};
 use lattice_bbs::{SharedStore, SqliteStore};
 use lattice_receptor::{Credentials, ReceptorConfig};
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+use crate::cell::{Cell, CellConfig};
 
 /// Everything `lattice up` needs, resolved from flags.
 #[derive(Debug, Clone)]
@@ -20,8 +24,10 @@ pub struct UpConfig {
     pub domain: String,
     pub credentials: Option<Credentials>,
     pub max_body_bytes: usize,
-    /// How long open requests may take to finish after a shutdown signal.
+    /// How long roles may take to finish after a shutdown signal.
     pub drain_timeout: Duration,
+    /// The cell of this machine; `None` runs the brain and receptor only.
+    pub cell: Option<CellConfig>,
 }
 
 /// The file of the embedded store inside the data dir.
@@ -29,13 +35,14 @@ pub fn store_path(data_dir: &std::path::Path) -> PathBuf {
     data_dir.join("bbs.sqlite3")
 }
 
-/// Opens the store and binds the receptor; the caller then calls
-/// [`Up::run`]. Split in two so that errors (port in use, unreadable data
-/// dir) surface before the server reports itself ready.
+/// Opens the store, prepares the cell and binds the receptor; the caller
+/// then calls [`Up::run`]. Split in two so that errors (port in use,
+/// unreadable data dir, no Docker) surface before the server says it is up.
 pub struct Up {
     config: UpConfig,
     store: SharedStore,
     listener: TcpListener,
+    cell: Option<Cell>,
 }
 
 impl Up {
@@ -43,19 +50,26 @@ impl Up {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
         let path = store_path(&config.data_dir);
-        let store = SqliteStore::open(&path)
-            .await
-            .with_context(|| format!("cannot open the store at {}", path.display()))?;
+        let store: SharedStore = Arc::new(
+            SqliteStore::open(&path)
+                .await
+                .with_context(|| format!("cannot open the store at {}", path.display()))?,
+        );
         let listener = TcpListener::bind(config.listen).await.with_context(|| {
             format!(
                 "cannot listen on {} (is another lattice running? try --listen)",
                 config.listen
             )
         })?;
+        let cell = match &config.cell {
+            Some(cell) => Some(Cell::prepare(cell.clone(), store.clone()).await?),
+            None => None,
+        };
         Ok(Up {
             config,
-            store: Arc::new(store),
+            store,
             listener,
+            cell,
         })
     }
 
@@ -69,19 +83,38 @@ impl Up {
             config,
             store,
             listener,
+            cell,
         } = self;
         let tracker = TaskTracker::new();
+        let address = listener
+            .local_addr()
+            .context("receptor listener has no address")?;
         let receptor_config = ReceptorConfig {
             credentials: config.credentials.clone(),
             max_body_bytes: config.max_body_bytes,
             domain: config.domain.clone(),
             router_address: None,
         };
-        let address = listener
-            .local_addr()
-            .context("receptor listener has no address")?;
         let app = lattice_receptor::app(store.clone(), receptor_config, shutdown.clone());
-        let receptor = tracker.spawn(lattice_receptor::serve(listener, app, shutdown.clone()));
+        tracker.spawn(lattice_receptor::serve(listener, app, shutdown.clone()));
+
+        let brain_id = format!("brain-{}", uuid::Uuid::new_v4());
+        let wake_auctioneer = Arc::new(Notify::new());
+        let auctioneer = Auctioneer::new(
+            store.clone(),
+            AuctioneerConfig::new(brain_id),
+            wake_auctioneer,
+        );
+        tracker.spawn(auctioneer.run(shutdown.clone()));
+
+        if let Some(cell) = cell {
+            let shutdown = shutdown.clone();
+            tracker.spawn(async move {
+                if let Err(err) = cell.run(shutdown).await {
+                    tracing::error!(error = %format!("{err:#}"), "cell failed");
+                }
+            });
+        }
         tracing::info!(%address, data_dir = %config.data_dir.display(), "lattice is up");
         tracker.close();
 
@@ -91,12 +124,6 @@ impl Up {
             .is_err()
         {
             tracing::warn!(timeout = ?config.drain_timeout, "roles did not stop in time; exiting anyway");
-        }
-        if receptor.is_finished() {
-            receptor
-                .await
-                .context("receptor panicked")?
-                .context("receptor failed")?;
         }
         tracing::info!("lattice stopped");
         Ok(())

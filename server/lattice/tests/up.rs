@@ -1,11 +1,20 @@
 //! End-to-end tests of the `lattice up` binary: it starts, serves, stops
 //! cleanly on SIGTERM, and keeps desired state across restarts.
 
+mod common;
+
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+
+/// One cell id per data dir, so parallel tests do not share containers.
+fn cell_id(data_dir: &Path) -> String {
+    let name = data_dir.file_name().and_then(|n| n.to_str()).unwrap_or("x");
+    let cleaned: String = name.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+    format!("up-test-{cleaned}")
+}
 
 fn free_port() -> u16 {
     // Bind port 0 and release it; the server binds it right after.
@@ -30,6 +39,9 @@ impl Lattice {
             ])
             .arg("--data-dir")
             .arg(data_dir)
+            .arg("--lifecycle-dir")
+            .arg(common::lifecycle_dir())
+            .args(["--cell-id", &cell_id(data_dir)])
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()

@@ -1,0 +1,146 @@
+//! The cell role: Docker garden + executor + rep, with the rep's HTTP
+//! interface on its own listener (the auctioneer reaches it the same way
+//! whether it runs in this process or on another machine).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use lattice_bbs::SharedStore;
+use lattice_executor::{Executor, ExecutorConfig, LogMessage, LogSink};
+use lattice_garden::docker::{DockerGarden, DockerGardenConfig};
+use lattice_garden::Garden;
+use lattice_models::CellCapacity;
+use lattice_rep::{Rep, RepConfig};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone)]
+pub struct CellConfig {
+    pub cell_id: String,
+    pub zone: String,
+    /// Directory with the static lifecycle binaries (`lattice-init`, ...).
+    pub lifecycle_dir: PathBuf,
+    /// Where the rep's HTTP interface listens.
+    pub rep_listen: SocketAddr,
+    /// Capacity overrides; `None` takes the machine's.
+    pub memory_mb: Option<i64>,
+    pub disk_mb: Option<i64>,
+    pub containers: i64,
+    pub cache_dir: PathBuf,
+    pub presence_ttl: Duration,
+}
+
+/// Writes container output to the server's log until the log hub exists.
+struct TracingSink;
+
+impl LogSink for TracingSink {
+    fn emit(&self, message: LogMessage) {
+        tracing::info!(
+            target: "lattice::app",
+            log_guid = %message.log_guid,
+            source = %message.source_type,
+            instance = %message.source_instance,
+            "{}",
+            message.message
+        );
+    }
+}
+
+pub struct Cell {
+    rep: Arc<Rep>,
+    listener: TcpListener,
+}
+
+impl Cell {
+    /// Connects to Docker, reconciles the cell's containers with the BBS and
+    /// registers the cell.
+    pub async fn prepare(config: CellConfig, store: SharedStore) -> anyhow::Result<Cell> {
+        let garden = DockerGarden::connect(DockerGardenConfig::new(&config.lifecycle_dir))
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot start the cell (is Docker running, and does {} hold the static lifecycle binaries? \
+                     build them with installers/build-lifecycles.sh, or pass --no-cell)",
+                    config.lifecycle_dir.display()
+                )
+            })?;
+        let (machine_memory_mb, machine_disk_mb) = garden
+            .machine_capacity()
+            .await
+            .context("cannot read the machine's capacity from Docker")?;
+        let capacity = CellCapacity {
+            memory_mb: config.memory_mb.unwrap_or(machine_memory_mb as i64),
+            disk_mb: config.disk_mb.unwrap_or(machine_disk_mb as i64),
+            containers: config.containers,
+        };
+        let listener = TcpListener::bind(config.rep_listen)
+            .await
+            .with_context(|| format!("cannot listen for the rep on {}", config.rep_listen))?;
+        let rep_address = format!(
+            "http://{}",
+            listener
+                .local_addr()
+                .context("rep listener has no address")?
+        );
+        let executor = Executor::new(
+            Arc::new(garden),
+            Arc::new(TracingSink),
+            ExecutorConfig::new(config.cell_id.clone(), config.cache_dir.clone()),
+        );
+        let rep = Rep::new(
+            RepConfig {
+                zone: config.zone.clone(),
+                presence_ttl: config.presence_ttl,
+                ..RepConfig::new(config.cell_id.clone(), capacity, rep_address)
+            },
+            store,
+            executor,
+        );
+        rep.reconcile()
+            .await
+            .context("cannot reconcile the cell with the store")?;
+        tracing::info!(cell_id = %config.cell_id, ?capacity, "cell registered");
+        Ok(Cell { rep, listener })
+    }
+
+    /// Serves the rep and runs its loops until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let app = lattice_rep::http::router(self.rep.clone());
+        let serve_shutdown = shutdown.clone();
+        let server = tokio::spawn(async move {
+            axum::serve(self.listener, app)
+                .with_graceful_shutdown(async move { serve_shutdown.cancelled().await })
+                .await
+        });
+        self.rep.run(shutdown).await;
+        server
+            .await
+            .context("rep server panicked")?
+            .context("rep server failed")?;
+        Ok(())
+    }
+}
+
+/// A stable default cell id: the host's name, made a valid guid.
+pub fn default_cell_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let cleaned: String = host
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    if cleaned.is_empty() {
+        "cell-0".to_string()
+    } else {
+        format!("cell-{cleaned}")
+    }
+}

@@ -1,0 +1,154 @@
+//! An in-process one-machine cluster (`lattice up`'s own code) on ephemeral
+//! ports, with a real store, the real Docker engine and a cell whose id is a
+//! fresh owner label, so everything it creates is removed afterwards.
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use lattice::cell::CellConfig;
+use lattice::up::{Up, UpConfig};
+use lattice_client::Client;
+use lattice_testkit::docker::OwnerGuard;
+use tokio_util::sync::CancellationToken;
+
+pub struct Cluster {
+    pub client: Client,
+    pub base: String,
+    pub cell_id: String,
+    shutdown: CancellationToken,
+    running: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    _data: tempfile::TempDir,
+    // Declared last: dropped after the cluster stops, removing leftovers.
+    guard: OwnerGuard,
+}
+
+pub struct ClusterOptions {
+    pub memory_mb: i64,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        Self { memory_mb: 4096 }
+    }
+}
+
+/// The static lifecycle binaries, built once per test run;
+/// `LATTICE_TEST_LIFECYCLE_DIR` points at prebuilt ones instead.
+pub fn lifecycle_dir() -> PathBuf {
+    match std::env::var_os("LATTICE_TEST_LIFECYCLE_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => lattice_testkit::lifecycles::build_static(),
+    }
+}
+
+pub fn up_config(data_dir: &Path, cell_id: &str, options: &ClusterOptions) -> UpConfig {
+    UpConfig {
+        data_dir: data_dir.to_path_buf(),
+        listen: "127.0.0.1:0".parse().expect("valid address"),
+        domain: "localhost".to_string(),
+        credentials: None,
+        max_body_bytes: lattice_receptor::DEFAULT_MAX_BODY_BYTES,
+        drain_timeout: Duration::from_secs(20),
+        cell: Some(CellConfig {
+            cell_id: cell_id.to_string(),
+            zone: "z1".to_string(),
+            lifecycle_dir: lifecycle_dir(),
+            rep_listen: "127.0.0.1:0".parse().expect("valid address"),
+            memory_mb: Some(options.memory_mb),
+            disk_mb: Some(100_000),
+            containers: 64,
+            cache_dir: data_dir.join("cache"),
+            presence_ttl: Duration::from_secs(10),
+        }),
+    }
+}
+
+impl Cluster {
+    pub async fn start() -> Cluster {
+        Self::start_with(ClusterOptions::default()).await
+    }
+
+    pub async fn start_with(options: ClusterOptions) -> Cluster {
+        let guard = OwnerGuard::new("test-cell");
+        let data = tempfile::tempdir().expect("temp dir");
+        let config = up_config(data.path(), guard.owner(), &options);
+        let up = Up::prepare(config).await.expect("cluster starts");
+        let address = up.receptor_address().expect("receptor address");
+        let base = format!("http://{address}");
+        let shutdown = CancellationToken::new();
+        let running = tokio::spawn(up.run(shutdown.clone()));
+        let client = Client::new(&base, None).expect("client");
+        Cluster {
+            client,
+            base,
+            cell_id: guard.owner().to_string(),
+            shutdown,
+            running: Some(running),
+            _data: data,
+            guard,
+        }
+    }
+
+    /// Stops the cluster as SIGTERM would, and waits for it.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(running) = self.running.take() {
+            running
+                .await
+                .expect("cluster task")
+                .expect("cluster stops cleanly");
+        }
+    }
+
+    /// Containers of this cluster's cell that exist now.
+    pub async fn containers(&self) -> Vec<String> {
+        containers_of(&self.cell_id).await
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+pub async fn containers_of(owner: &str) -> Vec<String> {
+    let docker = lattice_testkit::docker::connect().await;
+    let filters = std::collections::HashMap::from([(
+        "label".to_string(),
+        vec![format!("{}={owner}", lattice_garden::OWNER_PROPERTY)],
+    )]);
+    let options = bollard::query_parameters::ListContainersOptionsBuilder::default()
+        .all(true)
+        .filters(&filters)
+        .build();
+    docker
+        .list_containers(Some(options))
+        .await
+        .expect("list containers")
+        .into_iter()
+        .flat_map(|c| c.names.unwrap_or_default())
+        .collect()
+}
+
+/// Polls `check` until it returns `Some`, or panics naming `what`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,438 @@
+//! The rep: a cell's agent.
+//!
+//! It keeps the cell's presence in the BBS, answers the auctioneer with the
+//! cell's free capacity ([`Rep::state`]), performs the work it wins
+//! ([`Rep::perform`]), and keeps the BBS in step with the containers that
+//! really exist on the cell. It runs work through the executor and never
+//! touches Docker itself.
+//!
+//! # Guarantees
+//! - A task runs at most once: the rep only runs a task after claiming it
+//!   with compare-and-swap (PENDING -> CLAIMED, so two cells can never both
+//!   win), and a task it finds CLAIMED or RUNNING on itself after a restart is
+//!   completed failed, never started again.
+//! - Capacity is never over-committed: work that does not fit in what is
+//!   left is handed back to the auctioneer as failed.
+//!
+//! # Layout
+//! - [`Rep`]: state, perform, and the background loops ([`Rep::run`]).
+//! - `tasks`: running one task from claim to completion.
+//! - [`http`]: the rep's HTTP interface and the client the auctioneer uses.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use lattice_bbs::{SharedStore, StoreError, TaskFilter};
+use lattice_executor::Executor;
+use lattice_models::auction::{CellState, LrpKey, Resource, Work};
+use lattice_models::{ActualLrpState, CellCapacity, CellPresence, Event, TaskState};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub mod http;
+mod lrps;
+mod tasks;
+
+/// Container label naming the task a container runs.
+pub const TASK_GUID_PROPERTY: &str = "io.lattice.task-guid";
+/// Container labels naming the LRP instance a container runs.
+pub const PROCESS_GUID_PROPERTY: &str = "io.lattice.process-guid";
+pub const INDEX_PROPERTY: &str = "io.lattice.index";
+pub const INSTANCE_GUID_PROPERTY: &str = "io.lattice.instance-guid";
+
+/// Crash reason of an instance whose cell restarted or stopped under it.
+pub const CELL_STOPPED_CRASH_REASON: &str = "cell stopped";
+
+/// Failure reason of a task whose cell restarted while it ran.
+pub const CELL_RESTARTED_REASON: &str = "cell restarted before the task completed";
+/// Failure reason of a task whose cell shut down while it ran.
+pub const CELL_STOPPED_REASON: &str = "cell shut down before the task completed";
+
+#[derive(Debug, Clone)]
+pub struct RepConfig {
+    pub cell_id: String,
+    pub zone: String,
+    /// What the cell offers to the auction.
+    pub capacity: CellCapacity,
+    /// Where the auctioneer reaches this rep's HTTP interface.
+    pub rep_address: String,
+    /// How long the cell's presence lasts without renewal; renewed every third.
+    pub presence_ttl: Duration,
+    /// How often running work is compared with the BBS, to heal missed events.
+    pub sync_interval: Duration,
+    /// How often a starting instance's monitor runs until it first passes.
+    pub starting_monitor_interval: Duration,
+    /// How often a running instance's monitor runs.
+    pub running_monitor_interval: Duration,
+}
+
+impl RepConfig {
+    /// Defaults for everything but identity and capacity.
+    pub fn new(
+        cell_id: impl Into<String>,
+        capacity: CellCapacity,
+        rep_address: impl Into<String>,
+    ) -> RepConfig {
+        RepConfig {
+            cell_id: cell_id.into(),
+            zone: String::new(),
+            capacity,
+            rep_address: rep_address.into(),
+            presence_ttl: Duration::from_secs(30),
+            sync_interval: Duration::from_secs(5),
+            starting_monitor_interval: Duration::from_millis(200),
+            running_monitor_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What a cell holds resources for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum WorkKey {
+    Task(String),
+    Lrp(LrpKey),
+}
+
+/// Work the cell holds resources for.
+struct Allocation {
+    resource: Resource,
+    cancel: CancellationToken,
+    /// For an LRP instance: the instance guid it runs under, once claimed.
+    instance_guid: Option<String>,
+}
+
+pub struct Rep {
+    config: RepConfig,
+    store: SharedStore,
+    executor: Executor,
+    /// A std mutex: held only for map updates, never across an `.await`.
+    work: Mutex<HashMap<WorkKey, Allocation>>,
+    tracker: TaskTracker,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RepError {
+    #[error("cannot reach the store: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot list the cell's containers: {0}")]
+    Garden(#[from] lattice_garden::GardenError),
+}
+
+impl Rep {
+    pub fn new(config: RepConfig, store: SharedStore, executor: Executor) -> Arc<Rep> {
+        Arc::new(Rep {
+            config,
+            store,
+            executor,
+            work: Mutex::new(HashMap::new()),
+            tracker: TaskTracker::new(),
+        })
+    }
+
+    pub fn cell_id(&self) -> &str {
+        &self.config.cell_id
+    }
+
+    fn presence(&self) -> CellPresence {
+        CellPresence {
+            cell_id: self.config.cell_id.clone(),
+            zone: self.config.zone.clone(),
+            rep_address: self.config.rep_address.clone(),
+            capacity: self.config.capacity,
+        }
+    }
+
+    /// Brings the BBS and the cell's containers into agreement after a
+    /// (re)start, then registers the cell. Call before [`Rep::run`] and
+    /// before the rep answers auctions.
+    ///
+    /// A task the BBS says is CLAIMED or RUNNING here belonged to a previous
+    /// run of this rep: its outcome is unknown, so it is completed failed
+    /// (never run again) and its container destroyed.
+    pub async fn reconcile(&self) -> Result<(), RepError> {
+        let filter = TaskFilter {
+            cell_id: Some(self.config.cell_id.clone()),
+            ..Default::default()
+        };
+        for task in self.store.list_tasks(&filter).await? {
+            if matches!(task.state, TaskState::Claimed | TaskState::Running) {
+                tasks::complete(
+                    &self.store,
+                    &task.task_guid,
+                    &self.config.cell_id,
+                    tasks::Outcome::failed(CELL_RESTARTED_REASON),
+                )
+                .await;
+            }
+        }
+        let filter = lattice_bbs::ActualLrpFilter {
+            cell_id: Some(self.config.cell_id.clone()),
+            ..Default::default()
+        };
+        for lrp in self.store.list_actual_lrps(&filter).await? {
+            if matches!(lrp.state, ActualLrpState::Claimed | ActualLrpState::Running) {
+                lrps::give_back(
+                    &self.store,
+                    &lrp.process_guid,
+                    lrp.index,
+                    &lrp.instance_guid,
+                )
+                .await;
+            }
+        }
+        for container in self.executor.list_owned().await? {
+            tracing::info!(handle = %container.handle, "destroying a container left by a previous run");
+            if let Err(err) = self.executor.destroy(&container.handle).await {
+                tracing::warn!(handle = %container.handle, error = %err, "cannot destroy leftover container");
+            }
+        }
+        self.store
+            .upsert_cell(self.presence(), self.config.presence_ttl)
+            .await?;
+        Ok(())
+    }
+
+    /// What the cell holds and has free, for the auction.
+    pub fn state(&self) -> CellState {
+        let total = Resource::from(self.config.capacity);
+        let work = self.work.lock().expect("rep work map poisoned");
+        let used = work.values().fold(Resource::ZERO, |acc, a| {
+            acc.checked_add(&a.resource).unwrap_or(acc)
+        });
+        let available = Resource {
+            memory_mb: (total.memory_mb - used.memory_mb).max(0),
+            disk_mb: (total.disk_mb - used.disk_mb).max(0),
+            containers: (total.containers - used.containers).max(0),
+        };
+        let mut task_guids = Vec::new();
+        let mut lrps = Vec::new();
+        for key in work.keys() {
+            match key {
+                WorkKey::Task(guid) => task_guids.push(guid.clone()),
+                WorkKey::Lrp(key) => lrps.push(key.clone()),
+            }
+        }
+        task_guids.sort();
+        lrps.sort();
+        CellState {
+            cell_id: self.config.cell_id.clone(),
+            zone: self.config.zone.clone(),
+            total,
+            available,
+            lrps,
+            tasks: task_guids,
+            evacuating: false,
+        }
+    }
+
+    /// Starts the work the cell won; returns what it could not take (no
+    /// room left, or already running), for the auctioneer to place again.
+    pub fn perform(self: &Arc<Self>, work: Work) -> Work {
+        let mut rejected = Work::default();
+        for lrp in work.lrps {
+            let key = WorkKey::Lrp(lrp.key());
+            let Some(cancel) = self.reserve(&key, lrp.resource) else {
+                rejected.lrps.push(lrp);
+                continue;
+            };
+            let rep = self.clone();
+            self.tracker.spawn(async move {
+                lrps::run(&rep, &lrp.process_guid, lrp.index, cancel).await;
+                rep.release(&key);
+            });
+        }
+        for task in work.tasks {
+            let key = WorkKey::Task(task.task_guid.clone());
+            let Some(cancel) = self.reserve(&key, task.resource) else {
+                rejected.tasks.push(task);
+                continue;
+            };
+            let rep = self.clone();
+            self.tracker.spawn(async move {
+                tasks::run(&rep, &task.task_guid, cancel).await;
+                rep.release(&key);
+            });
+        }
+        rejected
+    }
+
+    /// Holds `need` for `key` if it fits; the token cancels the work.
+    fn reserve(&self, key: &WorkKey, need: Resource) -> Option<CancellationToken> {
+        let state = self.state();
+        let mut work = self.work.lock().expect("rep work map poisoned");
+        let fits =
+            state.available.contains(&need) || is_unlimited(&state.total, &need, &state.available);
+        if work.contains_key(key) || !fits {
+            return None;
+        }
+        let cancel = CancellationToken::new();
+        work.insert(
+            key.clone(),
+            Allocation {
+                resource: need,
+                cancel: cancel.clone(),
+                instance_guid: None,
+            },
+        );
+        Some(cancel)
+    }
+
+    fn release(&self, key: &WorkKey) {
+        self.work.lock().expect("rep work map poisoned").remove(key);
+    }
+
+    fn cancel(&self, key: &WorkKey) {
+        if let Some(allocation) = self.work.lock().expect("rep work map poisoned").get(key) {
+            allocation.cancel.cancel();
+        }
+    }
+
+    fn cancel_task(&self, task_guid: &str) {
+        self.cancel(&WorkKey::Task(task_guid.to_string()));
+    }
+
+    /// Records the instance guid an LRP allocation runs under, so events
+    /// about another instance guid stop it.
+    fn set_instance_guid(&self, key: &LrpKey, instance_guid: &str) {
+        if let Some(allocation) = self
+            .work
+            .lock()
+            .expect("rep work map poisoned")
+            .get_mut(&WorkKey::Lrp(key.clone()))
+        {
+            allocation.instance_guid = Some(instance_guid.to_string());
+        }
+    }
+
+    fn running_keys(&self) -> Vec<WorkKey> {
+        self.work
+            .lock()
+            .expect("rep work map poisoned")
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    fn instance_guid_of(&self, key: &LrpKey) -> Option<String> {
+        self.work
+            .lock()
+            .expect("rep work map poisoned")
+            .get(&WorkKey::Lrp(key.clone()))
+            .and_then(|a| a.instance_guid.clone())
+    }
+
+    /// Renews presence, reacts to changes of the tasks it runs (a cancel
+    /// stops the container), and re-checks them periodically, until
+    /// `shutdown`; then stops its work and deregisters the cell.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut events = self.store.subscribe();
+        let mut presence = tokio::time::interval(self.config.presence_ttl / 3);
+        let mut sync = tokio::time::interval(self.config.sync_interval);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = presence.tick() => {
+                    if let Err(err) = self.store.upsert_cell(self.presence(), self.config.presence_ttl).await {
+                        tracing::warn!(cell_id = %self.config.cell_id, error = %err, "cannot renew cell presence");
+                    }
+                }
+                _ = sync.tick() => self.sync_work().await,
+                event = events.recv() => match event {
+                    Ok(event) => self.on_event(&event),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => self.sync_work().await,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                },
+            }
+        }
+        self.stop().await;
+    }
+
+    fn on_event(&self, event: &Event) {
+        match event {
+            Event::TaskChanged { task_after, .. }
+                if task_after.state.is_terminal() && task_after.cell_id == self.config.cell_id =>
+            {
+                self.cancel_task(&task_after.task_guid)
+            }
+            Event::TaskRemoved { task } => self.cancel_task(&task.task_guid),
+            Event::ActualLrpChanged {
+                actual_lrp_after: lrp,
+                ..
+            } => {
+                let key = LrpKey::new(lrp.process_guid.clone(), lrp.index);
+                if let Some(mine) = self.instance_guid_of(&key) {
+                    if lrp.instance_guid != mine || lrp.cell_id != self.config.cell_id {
+                        self.cancel(&WorkKey::Lrp(key));
+                    }
+                }
+            }
+            Event::ActualLrpRemoved { actual_lrp: lrp } => {
+                self.cancel(&WorkKey::Lrp(LrpKey::new(
+                    lrp.process_guid.clone(),
+                    lrp.index,
+                )));
+            }
+            _ => {}
+        }
+    }
+
+    /// Stops work that the BBS says is over (cancelled, deleted, retired) or
+    /// no longer this cell's: a missed event must not leave any running.
+    async fn sync_work(&self) {
+        for key in self.running_keys() {
+            let guid = match key {
+                WorkKey::Task(guid) => guid,
+                WorkKey::Lrp(key) => {
+                    let Some(mine) = self.instance_guid_of(&key) else {
+                        continue;
+                    };
+                    match self
+                        .store
+                        .get_actual_lrp(&key.process_guid, key.index)
+                        .await
+                    {
+                        Ok(lrp)
+                            if lrp.instance_guid == mine && lrp.cell_id == self.config.cell_id => {}
+                        Ok(_) | Err(StoreError::NotFound { .. }) => self.cancel(&WorkKey::Lrp(key)),
+                        Err(err) => {
+                            tracing::warn!(process_guid = %key.process_guid, index = key.index, error = %err, "cannot check instance")
+                        }
+                    }
+                    continue;
+                }
+            };
+            match self.store.get_task(&guid).await {
+                Ok(task) if task.state.is_terminal() => self.cancel_task(&guid),
+                Ok(task) if !task.cell_id.is_empty() && task.cell_id != self.config.cell_id => {
+                    self.cancel_task(&guid)
+                }
+                Ok(_) => {}
+                Err(StoreError::NotFound { .. }) => self.cancel_task(&guid),
+                Err(err) => tracing::warn!(task_guid = %guid, error = %err, "cannot check task"),
+            }
+        }
+    }
+
+    /// Stops all work (tasks complete failed: a task never survives its
+    /// cell; instances go back to the auction) and removes the presence.
+    async fn stop(&self) {
+        for key in self.running_keys() {
+            self.cancel(&key);
+        }
+        self.tracker.close();
+        self.tracker.wait().await;
+        if let Err(err) = self.store.remove_cell(&self.config.cell_id).await {
+            tracing::warn!(cell_id = %self.config.cell_id, error = %err, "cannot deregister cell");
+        }
+        tracing::info!(cell_id = %self.config.cell_id, "rep stopped");
+    }
+}
+
+/// A dimension of 0 in the cell's total means the cell does not limit it.
+fn is_unlimited(total: &Resource, need: &Resource, available: &Resource) -> bool {
+    let fits = |t: i64, n: i64, a: i64| t == 0 || n <= a;
+    fits(total.memory_mb, need.memory_mb, available.memory_mb)
+        && fits(total.disk_mb, need.disk_mb, available.disk_mb)
+        && fits(total.containers, need.containers, available.containers)
+}

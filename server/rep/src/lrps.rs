@@ -1,0 +1,475 @@
+//! One LRP instance on this cell: claim, container, setup, action, monitor,
+//! RUNNING, and its end (crash, or stop because it is no longer ours).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lattice_bbs::{SharedStore, StoreError};
+use lattice_executor::{ActionError, ContainerRequest, Limits, RunContext};
+use lattice_garden::{ContainerInfo, OWNER_PROPERTY};
+use lattice_models::auction::LrpKey;
+use lattice_models::log::{SOURCE_APP, SOURCE_HEALTH};
+use lattice_models::{ActualLrp, ActualLrpEvent, ActualLrpState, DesiredLrp, PortMapping};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::{Rep, INDEX_PROPERTY, INSTANCE_GUID_PROPERTY, PROCESS_GUID_PROPERTY};
+
+const CAS_RETRIES: usize = 8;
+
+/// An instance that ran at least this long starts its crash count afresh
+/// (Diego's rule).
+pub const CRASH_RESET_AFTER: Duration = Duration::from_secs(5 * 60);
+
+fn now() -> i64 {
+    lattice_models::unix_nanos(std::time::SystemTime::now())
+}
+
+/// How an instance ended on this cell.
+enum Ended {
+    /// The process exited, the monitor failed, or it never became healthy.
+    Crashed { reason: String, ran_for: Duration },
+    /// The instance is no longer ours (retired, restarted, cell stopping).
+    Stopped,
+}
+
+/// Claims and runs the instance until it ends; never returns an error: a
+/// failure becomes the instance's crash reason.
+pub(crate) async fn run(rep: &Arc<Rep>, process_guid: &str, index: i64, cancel: CancellationToken) {
+    let cell_id = rep.config.cell_id.clone();
+    let instance_guid = uuid::Uuid::new_v4().to_string();
+    let key = LrpKey::new(process_guid, index);
+    if !claim(&rep.store, process_guid, index, &cell_id, &instance_guid).await {
+        return;
+    }
+    rep.set_instance_guid(&key, &instance_guid);
+    let desired = match rep.store.get_desired_lrp(process_guid).await {
+        Ok(desired) => desired,
+        Err(err) => {
+            tracing::info!(process_guid, index, error = %err, "desired LRP is gone; giving the instance back");
+            give_back(&rep.store, process_guid, index, &instance_guid).await;
+            return;
+        }
+    };
+    let handle = format!("lattice-lrp-{instance_guid}");
+    let ended = run_instance(rep, &desired, index, &handle, &instance_guid, &cancel).await;
+    match ended {
+        Ended::Crashed { reason, ran_for } => {
+            tracing::info!(process_guid, index, %reason, "instance crashed");
+            crash(
+                &rep.store,
+                process_guid,
+                index,
+                &instance_guid,
+                &reason,
+                ran_for,
+            )
+            .await;
+        }
+        Ended::Stopped => give_back(&rep.store, process_guid, index, &instance_guid).await,
+    }
+    if let Err(err) = rep.executor.destroy(&handle).await {
+        tracing::warn!(process_guid, index, %handle, error = %err, "cannot destroy instance container");
+    }
+}
+
+async fn claim(
+    store: &SharedStore,
+    process_guid: &str,
+    index: i64,
+    cell_id: &str,
+    instance_guid: &str,
+) -> bool {
+    let mut lrp = match store.get_actual_lrp(process_guid, index).await {
+        Ok(lrp) => lrp,
+        Err(err) => {
+            tracing::info!(process_guid, index, error = %err, "instance to claim is gone");
+            return false;
+        }
+    };
+    if lrp.state != ActualLrpState::Unclaimed || lrp.apply(ActualLrpEvent::Claim, now()).is_err() {
+        tracing::info!(process_guid, index, state = %lrp.state, "instance is not unclaimed; not claiming it");
+        return false;
+    }
+    lrp.cell_id = cell_id.to_string();
+    lrp.instance_guid = instance_guid.to_string();
+    match store.update_actual_lrp(lrp).await {
+        Ok(_) => {
+            tracing::info!(
+                process_guid,
+                index,
+                cell_id,
+                instance_guid,
+                "instance claimed"
+            );
+            true
+        }
+        Err(err) => {
+            tracing::info!(process_guid, index, error = %err, "lost the claim on the instance");
+            false
+        }
+    }
+}
+
+fn container_request(
+    rep: &Rep,
+    desired: &DesiredLrp,
+    index: i64,
+    handle: &str,
+    instance_guid: &str,
+) -> ContainerRequest {
+    ContainerRequest {
+        handle: handle.to_string(),
+        rootfs: desired.rootfs.clone(),
+        env: Vec::new(),
+        limits: Limits {
+            memory_mb: desired.memory_mb.max(0) as u64,
+            cpu_weight: desired.cpu_weight.max(0) as u64,
+            disk_mb: desired.disk_mb.max(0) as u64,
+        },
+        ports: desired
+            .ports
+            .iter()
+            .filter_map(|p| u16::try_from(*p).ok())
+            .collect(),
+        properties: BTreeMap::from([
+            (OWNER_PROPERTY.to_string(), rep.config.cell_id.clone()),
+            (
+                PROCESS_GUID_PROPERTY.to_string(),
+                desired.process_guid.clone(),
+            ),
+            (INDEX_PROPERTY.to_string(), index.to_string()),
+            (
+                INSTANCE_GUID_PROPERTY.to_string(),
+                instance_guid.to_string(),
+            ),
+        ]),
+        privileged: desired.privileged,
+        bind_mounts: Vec::new(),
+    }
+}
+
+/// The environment Diego gives every instance, then the user's.
+fn instance_env(
+    desired: &DesiredLrp,
+    index: i64,
+    instance_guid: &str,
+    info: &ContainerInfo,
+) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("INSTANCE_INDEX".to_string(), index.to_string()),
+        ("INSTANCE_GUID".to_string(), instance_guid.to_string()),
+        ("CF_INSTANCE_INDEX".to_string(), index.to_string()),
+        ("CF_INSTANCE_GUID".to_string(), instance_guid.to_string()),
+        ("CF_INSTANCE_IP".to_string(), info.host_ip.clone()),
+    ];
+    if let Some(first) = desired.ports.first() {
+        env.push(("PORT".to_string(), first.to_string()));
+        if let Some(mapping) = info
+            .ports
+            .iter()
+            .find(|m| u32::from(m.container_port) == *first)
+        {
+            env.push((
+                "CF_INSTANCE_PORT".to_string(),
+                mapping.host_port.to_string(),
+            ));
+            env.push((
+                "CF_INSTANCE_ADDR".to_string(),
+                format!("{}:{}", info.host_ip, mapping.host_port),
+            ));
+        }
+    }
+    env.extend(
+        desired
+            .env
+            .iter()
+            .map(|v| (v.name.clone(), v.value.clone())),
+    );
+    env
+}
+
+async fn run_instance(
+    rep: &Arc<Rep>,
+    desired: &DesiredLrp,
+    index: i64,
+    handle: &str,
+    instance_guid: &str,
+    cancel: &CancellationToken,
+) -> Ended {
+    let no_time = Duration::ZERO;
+    let request = container_request(rep, desired, index, handle, instance_guid);
+    let info = match rep.executor.create_container(request).await {
+        Ok(info) => info,
+        Err(err) => {
+            return Ended::Crashed {
+                reason: format!("failed to create container: {err}"),
+                ran_for: no_time,
+            }
+        }
+    };
+    let env = instance_env(desired, index, instance_guid, &info);
+    let context = |source: &str| RunContext {
+        log_guid: desired.log_guid.clone(),
+        log_source: source.to_string(),
+        instance: index.to_string(),
+        env: env.clone(),
+    };
+    let app_source = if desired.log_source.is_empty() {
+        SOURCE_APP
+    } else {
+        desired.log_source.as_str()
+    };
+
+    if let Some(setup) = &desired.setup {
+        match rep
+            .executor
+            .run(handle, setup, &context(app_source), cancel.child_token())
+            .await
+        {
+            Ok(()) => {}
+            Err(ActionError::Cancelled) => return Ended::Stopped,
+            Err(err) => {
+                return Ended::Crashed {
+                    reason: format!("setup failed: {err}"),
+                    ran_for: no_time,
+                }
+            }
+        }
+    }
+
+    let action_cancel = cancel.child_token();
+    let action = {
+        let executor = rep.executor.clone();
+        let handle = handle.to_string();
+        let action = desired.action.clone();
+        let context = context(app_source);
+        let token = action_cancel.clone();
+        tokio::spawn(async move { executor.run(&handle, &action, &context, token).await })
+    };
+    let mut action = std::pin::pin!(action);
+    let started = Instant::now();
+    let deadline = (desired.start_timeout > 0)
+        .then(|| started + Duration::from_secs(desired.start_timeout as u64));
+    let mut running_since: Option<Instant> = None;
+    let health_context = context(SOURCE_HEALTH);
+
+    loop {
+        let interval = if running_since.is_some() {
+            rep.config.running_monitor_interval
+        } else {
+            rep.config.starting_monitor_interval
+        };
+        tokio::select! {
+            result = &mut action => return action_ended(result, cancel, running_since),
+            _ = tokio::time::sleep(interval) => {}
+        }
+        if running_since.is_none() && deadline.is_some_and(|d| Instant::now() >= d) {
+            action_cancel.cancel();
+            let _ = (&mut action).await;
+            return Ended::Crashed {
+                reason: format!(
+                    "instance did not become healthy within the start timeout of {} s",
+                    desired.start_timeout
+                ),
+                ran_for: no_time,
+            };
+        }
+        let health = match &desired.monitor {
+            None => Ok(()),
+            Some(monitor) => {
+                let monitor_cancel = cancel.child_token();
+                let check = {
+                    let executor = rep.executor.clone();
+                    let handle = handle.to_string();
+                    let monitor = monitor.clone();
+                    let context = health_context.clone();
+                    let token = monitor_cancel.clone();
+                    tokio::spawn(
+                        async move { executor.run(&handle, &monitor, &context, token).await },
+                    )
+                };
+                let mut check = std::pin::pin!(check);
+                tokio::select! {
+                    result = &mut action => {
+                        monitor_cancel.cancel();
+                        let _ = (&mut check).await;
+                        return action_ended(result, cancel, running_since);
+                    }
+                    result = &mut check => result.unwrap_or_else(|_| Err(ActionError::Cancelled)),
+                }
+            }
+        };
+        match (health, running_since) {
+            (Ok(()), None) => {
+                if !mark_running(&rep.store, desired, index, instance_guid, &info).await {
+                    action_cancel.cancel();
+                    let _ = (&mut action).await;
+                    return Ended::Stopped;
+                }
+                running_since = Some(Instant::now());
+            }
+            (Ok(()), Some(_)) => {}
+            (Err(ActionError::Cancelled), _) => {
+                action_cancel.cancel();
+                let _ = (&mut action).await;
+                return Ended::Stopped;
+            }
+            // Still starting: keep checking until the deadline.
+            (Err(_), None) => {}
+            (Err(err), Some(since)) => {
+                action_cancel.cancel();
+                let _ = (&mut action).await;
+                return Ended::Crashed {
+                    reason: format!("instance became unhealthy: {err}"),
+                    ran_for: since.elapsed(),
+                };
+            }
+        }
+    }
+}
+
+fn action_ended(
+    result: Result<Result<(), ActionError>, tokio::task::JoinError>,
+    cancel: &CancellationToken,
+    running_since: Option<Instant>,
+) -> Ended {
+    if cancel.is_cancelled() {
+        return Ended::Stopped;
+    }
+    let reason = match result {
+        Ok(Ok(())) => "Exited with status 0".to_string(),
+        Ok(Err(ActionError::Cancelled)) => return Ended::Stopped,
+        Ok(Err(err)) => err.to_string(),
+        Err(err) => format!("instance supervisor failed: {err}"),
+    };
+    Ended::Crashed {
+        reason,
+        ran_for: running_since.map(|s| s.elapsed()).unwrap_or_default(),
+    }
+}
+
+/// CLAIMED -> RUNNING with where it is reachable; false if the instance is
+/// no longer ours.
+async fn mark_running(
+    store: &SharedStore,
+    desired: &DesiredLrp,
+    index: i64,
+    instance_guid: &str,
+    info: &ContainerInfo,
+) -> bool {
+    let process_guid = desired.process_guid.as_str();
+    for _ in 0..CAS_RETRIES {
+        let Ok(mut lrp) = store.get_actual_lrp(process_guid, index).await else {
+            return false;
+        };
+        if lrp.instance_guid != instance_guid || lrp.state != ActualLrpState::Claimed {
+            return false;
+        }
+        if lrp.apply(ActualLrpEvent::Start, now()).is_err() {
+            return false;
+        }
+        lrp.address = info.host_ip.clone();
+        lrp.ports = info
+            .ports
+            .iter()
+            .map(|m| PortMapping {
+                container_port: u32::from(m.container_port),
+                host_port: u32::from(m.host_port),
+            })
+            .collect();
+        match store.update_actual_lrp(lrp).await {
+            Ok(_) => {
+                tracing::info!(process_guid, index, instance_guid, "instance is running");
+                return true;
+            }
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(err) => {
+                tracing::warn!(process_guid, index, error = %err, "cannot mark instance running");
+                return false;
+            }
+        }
+    }
+    false
+}
+
+/// Records a crash of our instance: CRASHED with the reason and the crash
+/// count; the converger decides when it starts again.
+async fn crash(
+    store: &SharedStore,
+    process_guid: &str,
+    index: i64,
+    instance_guid: &str,
+    reason: &str,
+    ran_for: Duration,
+) {
+    update_ours(store, process_guid, index, instance_guid, |lrp| {
+        lrp.apply(ActualLrpEvent::Crash, now()).ok()?;
+        lrp.crash_count = crash_count_after_crash(lrp.crash_count, ran_for);
+        lrp.crash_reason = reason.to_string();
+        Some(())
+    })
+    .await;
+}
+
+/// Diego's rule: an instance that ran for 5 minutes starts counting anew.
+pub fn crash_count_after_crash(previous: i64, ran_for: Duration) -> i64 {
+    if ran_for >= CRASH_RESET_AFTER {
+        1
+    } else {
+        previous + 1
+    }
+}
+
+/// Hands an instance this cell can no longer run back to the auction.
+pub(crate) async fn give_back(
+    store: &SharedStore,
+    process_guid: &str,
+    index: i64,
+    instance_guid: &str,
+) {
+    update_ours(store, process_guid, index, instance_guid, |lrp| {
+        lrp.apply(ActualLrpEvent::Unclaim, now()).ok()
+    })
+    .await;
+}
+
+/// Applies `change` to the instance if it is still ours (same instance
+/// guid), with compare-and-swap.
+async fn update_ours(
+    store: &SharedStore,
+    process_guid: &str,
+    index: i64,
+    instance_guid: &str,
+    change: impl Fn(&mut ActualLrp) -> Option<()>,
+) {
+    for _ in 0..CAS_RETRIES {
+        let Ok(mut lrp) = store.get_actual_lrp(process_guid, index).await else {
+            return;
+        };
+        if lrp.instance_guid != instance_guid || change(&mut lrp).is_none() {
+            return;
+        }
+        match store.update_actual_lrp(lrp).await {
+            Ok(_) => return,
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(err) => {
+                tracing::warn!(process_guid, index, error = %err, "cannot update instance");
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crash_count_resets_after_five_minutes() {
+        assert_eq!(crash_count_after_crash(0, Duration::ZERO), 1);
+        assert_eq!(crash_count_after_crash(3, Duration::from_secs(299)), 4);
+        assert_eq!(crash_count_after_crash(7, Duration::from_secs(300)), 1);
+    }
+}
