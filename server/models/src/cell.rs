@@ -16,7 +16,6 @@ pub struct CellCapacity {
 /// A cell's registration, renewed by its rep while it lives. A cell whose
 /// presence expired is gone: its work is placed elsewhere.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct CellPresence {
     pub cell_id: String,
     #[serde(default)]
@@ -37,4 +36,21 @@ impl CellPresence {
         validation::validate_non_negative("capacity.containers", self.capacity.containers)?;
         Ok(())
     }
+}
+
+/// `GET /v1/cells`: a live cell and what it holds now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CellResponse {
+    #[serde(flatten)]
+    pub presence: CellPresence,
+    /// Memory, disk and containers held by the tasks and instances the BBS
+    /// places on this cell (claimed or running).
+    #[serde(default)]
+    pub allocated: CellCapacity,
+    /// LRP instances claimed or running on the cell.
+    #[serde(default)]
+    pub instances: i64,
+    /// Tasks claimed or running on the cell.
+    #[serde(default)]
+    pub tasks: i64,
 }

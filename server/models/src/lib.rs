@@ -22,6 +22,7 @@ pub mod api;
 pub mod auction;
 pub mod cell;
 pub mod event;
+pub mod lifecycle;
 pub mod log;
 pub mod lrp;
 pub mod parse;
@@ -31,7 +32,7 @@ pub mod validation;
 
 pub use action::Action;
 pub use api::{ApiErrorBody, ApiErrorName};
-pub use cell::{CellCapacity, CellPresence};
+pub use cell::{CellCapacity, CellPresence, CellResponse};
 pub use event::Event;
 pub use log::{LogMessage, MessageType};
 pub use lrp::{

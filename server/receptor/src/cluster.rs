@@ -6,7 +6,10 @@ use axum::extract::{Path, State};
 use axum::http::{header::CACHE_CONTROL, HeaderMap, StatusCode, Uri};
 use axum::Json;
 use lattice_models::validation::validate_domain;
-use lattice_models::CellPresence;
+use std::collections::HashMap;
+
+use lattice_bbs::{ActualLrpFilter, DesiredLrpFilter, TaskFilter};
+use lattice_models::{ActualLrpState, CellCapacity, CellResponse, DesiredLrp, TaskState};
 use serde::Serialize;
 
 use crate::error::ApiError;
@@ -27,8 +30,66 @@ pub async fn info(State(state): State<AppState>) -> Json<Info> {
     })
 }
 
-pub async fn cells(State(state): State<AppState>) -> Result<Json<Vec<CellPresence>>, ApiError> {
-    Ok(Json(state.store.list_cells().await?))
+/// Live cells with what the BBS places on each (claimed or running work).
+pub async fn cells(State(state): State<AppState>) -> Result<Json<Vec<CellResponse>>, ApiError> {
+    let cells = state.store.list_cells().await?;
+    let tasks = state.store.list_tasks(&TaskFilter::default()).await?;
+    let actual = state
+        .store
+        .list_actual_lrps(&ActualLrpFilter::default())
+        .await?;
+    let desired: HashMap<String, DesiredLrp> = state
+        .store
+        .list_desired_lrps(&DesiredLrpFilter::default())
+        .await?
+        .into_iter()
+        .map(|d| (d.process_guid.clone(), d))
+        .collect();
+    let mut responses: Vec<CellResponse> = cells
+        .iter()
+        .map(|presence| CellResponse {
+            presence: presence.clone(),
+            allocated: CellCapacity::default(),
+            instances: 0,
+            tasks: 0,
+        })
+        .collect();
+    let position: HashMap<String, usize> = responses
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.presence.cell_id.clone(), i))
+        .collect();
+    for task in tasks
+        .iter()
+        .filter(|t| matches!(t.state, TaskState::Claimed | TaskState::Running))
+    {
+        if let Some(&i) = position.get(&task.cell_id) {
+            let cell = &mut responses[i];
+            cell.tasks += 1;
+            add(&mut cell.allocated, task.memory_mb, task.disk_mb);
+        }
+    }
+    for lrp in actual
+        .iter()
+        .filter(|a| matches!(a.state, ActualLrpState::Claimed | ActualLrpState::Running))
+    {
+        if let Some(&i) = position.get(&lrp.cell_id) {
+            let cell = &mut responses[i];
+            cell.instances += 1;
+            let (memory, disk) = desired
+                .get(&lrp.process_guid)
+                .map(|d| (d.memory_mb, d.disk_mb))
+                .unwrap_or_default();
+            add(&mut cell.allocated, memory, disk);
+        }
+    }
+    Ok(Json(responses))
+}
+
+fn add(allocated: &mut CellCapacity, memory_mb: i64, disk_mb: i64) {
+    allocated.memory_mb += memory_mb;
+    allocated.disk_mb += disk_mb;
+    allocated.containers += 1;
 }
 
 pub async fn domains(State(state): State<AppState>) -> Result<Json<Vec<String>>, ApiError> {

@@ -303,6 +303,32 @@ async fn cells_and_domains() {
     let (_, cells) = server.get("/v1/cells").await;
     assert_eq!(cells[0]["cell_id"], "cell-a");
     assert_eq!(cells[0]["capacity"]["memory_mb"], 1024);
+    assert_eq!(cells[0]["allocated"]["containers"], 0);
+
+    // Work claimed by the cell counts against it: a running task (64 MB)
+    // and a claimed instance of a 128 MB LRP.
+    server.post("/v1/tasks", task_json("t1")).await;
+    let now = lattice_models::unix_nanos(std::time::SystemTime::now());
+    let mut task = server.store.get_task("t1").await.unwrap();
+    task.apply(lattice_models::TaskEvent::Claim, now).unwrap();
+    task.cell_id = "cell-a".into();
+    server.store.update_task(task).await.unwrap();
+    let mut lrp = lrp_json("web", 1);
+    lrp["memory_mb"] = json!(128);
+    server.post("/v1/desired_lrps", lrp).await;
+    let mut instance = lattice_models::ActualLrp::unclaimed("web", "apps", 0, now);
+    instance
+        .apply(lattice_models::ActualLrpEvent::Claim, now)
+        .unwrap();
+    instance.cell_id = "cell-a".into();
+    server.store.create_actual_lrp(instance).await.unwrap();
+    let (_, cells) = server.get("/v1/cells").await;
+    assert_eq!(
+        cells[0]["allocated"],
+        json!({"memory_mb": 192, "disk_mb": 0, "containers": 2})
+    );
+    assert_eq!(cells[0]["tasks"], 1);
+    assert_eq!(cells[0]["instances"], 1);
 
     let resp = server
         .http

@@ -65,6 +65,9 @@ pub struct RepConfig {
     pub starting_monitor_interval: Duration,
     /// How often a running instance's monitor runs.
     pub running_monitor_interval: Duration,
+    /// How long a RUNNING instance that is being stopped keeps serving, so
+    /// that routers drop it before its process stops.
+    pub drain_delay: Duration,
 }
 
 impl RepConfig {
@@ -83,6 +86,7 @@ impl RepConfig {
             sync_interval: Duration::from_secs(5),
             starting_monitor_interval: Duration::from_millis(200),
             running_monitor_interval: Duration::from_secs(10),
+            drain_delay: Duration::from_secs(1),
         }
     }
 }

@@ -239,7 +239,9 @@ async fn run_instance(
         }
     }
 
-    let action_cancel = cancel.child_token();
+    // Not a child of `cancel`: a stopping instance keeps serving for the
+    // drain delay, so routers drop it before its process stops.
+    let action_cancel = CancellationToken::new();
     let action = {
         let executor = rep.executor.clone();
         let handle = handle.to_string();
@@ -263,6 +265,14 @@ async fn run_instance(
         };
         tokio::select! {
             result = &mut action => return action_ended(result, cancel, running_since),
+            _ = cancel.cancelled() => {
+                if running_since.is_some() {
+                    tokio::time::sleep(rep.config.drain_delay).await;
+                }
+                action_cancel.cancel();
+                let _ = (&mut action).await;
+                return Ended::Stopped;
+            }
             _ = tokio::time::sleep(interval) => {}
         }
         if running_since.is_none() && deadline.is_some_and(|d| Instant::now() >= d) {
@@ -279,7 +289,7 @@ async fn run_instance(
         let health = match &desired.monitor {
             None => Ok(()),
             Some(monitor) => {
-                let monitor_cancel = cancel.child_token();
+                let monitor_cancel = CancellationToken::new();
                 let check = {
                     let executor = rep.executor.clone();
                     let handle = handle.to_string();
@@ -296,6 +306,16 @@ async fn run_instance(
                         monitor_cancel.cancel();
                         let _ = (&mut check).await;
                         return action_ended(result, cancel, running_since);
+                    }
+                    _ = cancel.cancelled() => {
+                        monitor_cancel.cancel();
+                        let _ = (&mut check).await;
+                        if running_since.is_some() {
+                            tokio::time::sleep(rep.config.drain_delay).await;
+                        }
+                        action_cancel.cancel();
+                        let _ = (&mut action).await;
+                        return Ended::Stopped;
                     }
                     result = &mut check => result.unwrap_or_else(|_| Err(ActionError::Cancelled)),
                 }
