@@ -101,7 +101,10 @@ impl Auctioneer {
                 _ = scan.tick() => pending_work = true,
                 _ = self.wake.notified() => pending_work = true,
                 event = events.recv() => match event {
-                    Ok(event) => pending_work |= wants_auction(&event),
+                    Ok(event) => {
+                        self.forget_delivered(&event);
+                        pending_work |= wants_auction(&event);
+                    }
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => pending_work = true,
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
                 },
@@ -125,6 +128,36 @@ impl Auctioneer {
             }
         }
         tracing::info!("auctioneer stopped");
+    }
+
+    /// Work that a cell claimed, or that is waiting again (an instance
+    /// restarted after a crash, a restart request), needs no memory of
+    /// having been sent: the next auction must see it at once.
+    fn forget_delivered(&mut self, event: &Event) {
+        match event {
+            Event::ActualLrpChanged {
+                actual_lrp_after: lrp,
+                ..
+            } => {
+                self.sent.remove(&SentKey::Lrp(LrpKey::new(
+                    lrp.process_guid.clone(),
+                    lrp.index,
+                )));
+            }
+            Event::ActualLrpRemoved { actual_lrp: lrp } => {
+                self.sent.remove(&SentKey::Lrp(LrpKey::new(
+                    lrp.process_guid.clone(),
+                    lrp.index,
+                )));
+            }
+            Event::TaskChanged {
+                task_after: task, ..
+            }
+            | Event::TaskRemoved { task } => {
+                self.sent.remove(&SentKey::Task(task.task_guid.clone()));
+            }
+            _ => {}
+        }
     }
 
     async fn hold_lock(&self, was_active: bool) -> bool {

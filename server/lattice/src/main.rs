@@ -83,6 +83,13 @@ struct UpArgs {
     /// Containers the cell runs at most.
     #[arg(long, default_value_t = 256)]
     cell_containers: i64,
+    /// Time between the converger's periodic passes; it also reacts to
+    /// changes at once.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    converge_interval: Duration,
+    /// How long a completed task is kept (for `ltc task`) before it expires.
+    #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
+    task_ttl: Duration,
     /// Log filter (tracing's EnvFilter syntax), e.g. `info` or `lattice=debug`.
     #[arg(long, env = "LATTICE_LOG", default_value = "info")]
     log: String,
@@ -163,6 +170,11 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     };
     let config = UpConfig {
         cell,
+        converge_interval: args.converge_interval,
+        policy: lattice_converger::Policy {
+            completed_ttl: args.task_ttl,
+            ..Default::default()
+        },
         data_dir,
         listen: args.listen,
         domain: args.domain,

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use lattice_auctioneer::runner::{Auctioneer, AuctioneerConfig};
 use lattice_bbs::{SharedStore, SqliteStore};
+use lattice_converger::{Converger, ConvergerConfig, Policy};
 use lattice_receptor::{Credentials, ReceptorConfig};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -28,6 +29,11 @@ pub struct UpConfig {
     pub drain_timeout: Duration,
     /// The cell of this machine; `None` runs the brain and receptor only.
     pub cell: Option<CellConfig>,
+    /// Time between the converger's periodic passes (it also reacts to
+    /// events at once).
+    pub converge_interval: Duration,
+    /// Crash restarts, expiry of completed tasks, re-auction timeouts.
+    pub policy: Policy,
 }
 
 /// The file of the embedded store inside the data dir.
@@ -102,10 +108,18 @@ impl Up {
         let wake_auctioneer = Arc::new(Notify::new());
         let auctioneer = Auctioneer::new(
             store.clone(),
-            AuctioneerConfig::new(brain_id),
-            wake_auctioneer,
+            AuctioneerConfig::new(brain_id.clone()),
+            wake_auctioneer.clone(),
         );
         tracker.spawn(auctioneer.run(shutdown.clone()));
+        let converger_config = ConvergerConfig {
+            interval: config.converge_interval,
+            policy: config.policy.clone(),
+            ..ConvergerConfig::new(brain_id, wake_auctioneer)
+        };
+        let converger = Converger::new(store.clone(), converger_config)
+            .context("cannot start the converger")?;
+        tracker.spawn(converger.run(shutdown.clone()));
 
         if let Some(cell) = cell {
             let shutdown = shutdown.clone();

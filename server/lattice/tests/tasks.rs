@@ -208,7 +208,11 @@ async fn memory_limit_is_enforced() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_task_no_cell_can_hold_fails_with_insufficient_resources() {
-    let cluster = Cluster::start_with(ClusterOptions { memory_mb: 512 }).await;
+    let cluster = Cluster::start_with(ClusterOptions {
+        memory_mb: 512,
+        ..Default::default()
+    })
+    .await;
     let mut req = request("too-big", sh("true")).await;
     req.memory_mb = 100_000;
     cluster.client.create_task(&req).await.unwrap();

@@ -27,11 +27,15 @@ pub struct Cluster {
 
 pub struct ClusterOptions {
     pub memory_mb: i64,
+    pub policy: lattice_converger::Policy,
 }
 
 impl Default for ClusterOptions {
     fn default() -> Self {
-        Self { memory_mb: 4096 }
+        Self {
+            memory_mb: 4096,
+            policy: lattice_converger::Policy::default(),
+        }
     }
 }
 
@@ -63,6 +67,8 @@ pub fn up_config(data_dir: &Path, cell_id: &str, options: &ClusterOptions) -> Up
             cache_dir: data_dir.join("cache"),
             presence_ttl: Duration::from_secs(10),
         }),
+        converge_interval: Duration::from_secs(1),
+        policy: options.policy.clone(),
     }
 }
 

@@ -1,0 +1,362 @@
+//! Performs a [`Convergence`] on the store.
+//!
+//! Every write is a compare-and-swap on the record the decision was made on.
+//! On a conflict the record is read again: if the action still applies to
+//! what is stored now it is retried, otherwise it is skipped and the next
+//! pass decides again. An error on one action is logged and counted; the
+//! other actions still run.
+//!
+//! # Guarantees
+//! - A task is never made runnable again: a lost task is only ever completed
+//!   (failed), and only while it is still CLAIMED or RUNNING on the vanished
+//!   cell.
+//! - An instance is only retired if, read again just before, its desired LRP
+//!   is gone or no longer wants its index; an instance is only created for an
+//!   index the desired LRP (read again) still wants.
+//!
+//! # Assumptions
+//! Safe to cancel at any `.await`: each action is one atomic write.
+
+use std::collections::HashMap;
+
+use lattice_bbs::{Store, StoreError};
+use lattice_models::{ActualLrp, ActualLrpEvent, ActualLrpState, TaskState};
+
+use crate::decide::{self, Convergence, LostTask, MissingInstance, Policy};
+
+/// How often one action is retried after compare-and-swap conflicts.
+const CAS_ATTEMPTS: usize = 3;
+
+/// What [`apply`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// UNCLAIMED actual LRPs created.
+    pub started: usize,
+    /// Actual LRPs deleted.
+    pub retired: usize,
+    /// CRASHED actual LRPs moved back to UNCLAIMED.
+    pub restarted: usize,
+    /// Actual LRPs of vanished cells moved back to UNCLAIMED.
+    pub unclaimed: usize,
+    /// UNCLAIMED actual LRPs the auctioneer is asked to place again.
+    pub reauctioned: usize,
+    /// Tasks of vanished cells completed failed.
+    pub tasks_failed: usize,
+    /// PENDING tasks the auctioneer is asked to place again.
+    pub tasks_kicked: usize,
+    /// Completed tasks deleted.
+    pub tasks_expired: usize,
+    /// Actions dropped because their record changed since the snapshot.
+    pub skipped: usize,
+    /// Actions that failed on a store error.
+    pub errors: usize,
+}
+
+impl Applied {
+    /// Whether the auctioneer has new or renewed work to place.
+    pub fn wants_auction(&self) -> bool {
+        self.started + self.restarted + self.unclaimed + self.reauctioned + self.tasks_kicked > 0
+    }
+
+    fn count(&mut self, outcome: Outcome, done: impl FnOnce(&mut Applied)) {
+        match outcome {
+            Outcome::Done => done(self),
+            Outcome::Skipped => self.skipped += 1,
+            Outcome::Failed => self.errors += 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Done,
+    Skipped,
+    Failed,
+}
+
+/// Performs every action of `convergence` as of `now_nanos`; `policy` is the
+/// one the convergence was decided with (expiry is re-checked against it).
+pub async fn apply(
+    store: &dyn Store,
+    convergence: &Convergence,
+    now_nanos: i64,
+    policy: &Policy,
+) -> Applied {
+    let mut applied = Applied::default();
+    let mut desired = DesiredCache::default();
+
+    for missing in &convergence.start_missing {
+        let outcome = start(store, &mut desired, missing, now_nanos).await;
+        applied.count(outcome, |a| a.started += 1);
+    }
+    for extra in &convergence.retire_extra {
+        let outcome = retire(store, &mut desired, extra).await;
+        applied.count(outcome, |a| a.retired += 1);
+    }
+    for lrp in &convergence.restart_crashed {
+        let same_crash = |stored: &ActualLrp| {
+            stored.state == ActualLrpState::Crashed
+                && stored.since == lrp.since
+                && stored.crash_count == lrp.crash_count
+        };
+        let outcome = transition(store, lrp, ActualLrpEvent::Restart, now_nanos, same_crash).await;
+        applied.count(outcome, |a| a.restarted += 1);
+    }
+    for lrp in &convergence.unclaim_lost {
+        let still_lost = |stored: &ActualLrp| {
+            matches!(
+                stored.state,
+                ActualLrpState::Claimed | ActualLrpState::Running
+            ) && stored.cell_id == lrp.cell_id
+        };
+        let outcome = transition(store, lrp, ActualLrpEvent::Unclaim, now_nanos, still_lost).await;
+        applied.count(outcome, |a| a.unclaimed += 1);
+    }
+    for lrp in &convergence.reauction_stuck {
+        // Debug: a cluster without room repeats this every pass.
+        tracing::debug!(
+            process_guid = %lrp.process_guid,
+            index = lrp.index,
+            placement_error = %lrp.placement_error,
+            "instance unclaimed for too long; asking the auctioneer again"
+        );
+    }
+    applied.reauctioned = convergence.reauction_stuck.len();
+
+    for lost in &convergence.fail_lost_tasks {
+        let outcome = fail_lost_task(store, lost, now_nanos).await;
+        applied.count(outcome, |a| a.tasks_failed += 1);
+    }
+    for task_guid in &convergence.kick_pending {
+        tracing::debug!(%task_guid, "task pending for too long; asking the auctioneer again");
+    }
+    applied.tasks_kicked = convergence.kick_pending.len();
+    for task_guid in &convergence.expire {
+        let outcome = expire_task(store, task_guid, now_nanos, policy).await;
+        applied.count(outcome, |a| a.tasks_expired += 1);
+    }
+    applied
+}
+
+/// Instances wanted per process guid, read once per pass: `None` when the
+/// desired LRP is gone.
+#[derive(Default)]
+struct DesiredCache {
+    records: HashMap<String, Option<(i64, String)>>,
+}
+
+impl DesiredCache {
+    /// `(instances, domain)` of the desired LRP as stored now.
+    async fn get(
+        &mut self,
+        store: &dyn Store,
+        process_guid: &str,
+    ) -> Result<Option<(i64, String)>, StoreError> {
+        if let Some(known) = self.records.get(process_guid) {
+            return Ok(known.clone());
+        }
+        let found = match store.get_desired_lrp(process_guid).await {
+            Ok(lrp) => Some((lrp.instances, lrp.domain)),
+            Err(StoreError::NotFound { .. }) => None,
+            Err(err) => return Err(err),
+        };
+        self.records.insert(process_guid.to_string(), found.clone());
+        Ok(found)
+    }
+}
+
+async fn start(
+    store: &dyn Store,
+    desired: &mut DesiredCache,
+    missing: &MissingInstance,
+    now: i64,
+) -> Outcome {
+    let process_guid = missing.process_guid.as_str();
+    let index = missing.index;
+    let domain = match desired.get(store, process_guid).await {
+        Ok(Some((instances, domain))) if index < instances => domain,
+        Ok(_) => return Outcome::Skipped,
+        Err(err) => {
+            tracing::warn!(process_guid, index, error = %err, "cannot read desired LRP; not starting instance");
+            return Outcome::Failed;
+        }
+    };
+    match store
+        .create_actual_lrp(ActualLrp::unclaimed(process_guid, &domain, index, now))
+        .await
+    {
+        Ok(_) => {
+            tracing::info!(
+                process_guid,
+                index,
+                "instance missing; created it unclaimed"
+            );
+            Outcome::Done
+        }
+        // Someone else created it since the snapshot: nothing is missing.
+        Err(StoreError::AlreadyExists { .. }) => Outcome::Skipped,
+        Err(err) => {
+            tracing::warn!(process_guid, index, error = %err, "cannot create missing instance");
+            Outcome::Failed
+        }
+    }
+}
+
+async fn retire(store: &dyn Store, desired: &mut DesiredCache, extra: &ActualLrp) -> Outcome {
+    let process_guid = extra.process_guid.as_str();
+    let index = extra.index;
+    match desired.get(store, process_guid).await {
+        // Scaled up since the snapshot: the instance is wanted again.
+        Ok(Some((instances, _))) if (0..instances).contains(&index) => return Outcome::Skipped,
+        Ok(_) => {}
+        Err(err) => {
+            tracing::warn!(process_guid, index, error = %err, "cannot read desired LRP; not retiring instance");
+            return Outcome::Failed;
+        }
+    }
+    let mut tag = extra.modification_tag.clone();
+    for _ in 0..CAS_ATTEMPTS {
+        match store.delete_actual_lrp(process_guid, index, &tag).await {
+            Ok(()) => {
+                tracing::info!(process_guid, index, cell_id = %extra.cell_id, "instance not desired; retired it");
+                return Outcome::Done;
+            }
+            Err(StoreError::NotFound { .. }) => return Outcome::Skipped,
+            // The instance changed (claimed, started, crashed), but its
+            // index is still unwanted: retire what is there now.
+            Err(StoreError::Conflict { .. }) => {
+                match store.get_actual_lrp(process_guid, index).await {
+                    Ok(fresh) => tag = fresh.modification_tag,
+                    Err(StoreError::NotFound { .. }) => return Outcome::Skipped,
+                    Err(err) => {
+                        tracing::warn!(process_guid, index, error = %err, "cannot re-read instance to retire");
+                        return Outcome::Failed;
+                    }
+                }
+            }
+            Err(err) => {
+                tracing::warn!(process_guid, index, error = %err, "cannot retire instance");
+                return Outcome::Failed;
+            }
+        }
+    }
+    Outcome::Skipped
+}
+
+/// Applies `event` to the stored instance while `still_applies` holds for it.
+async fn transition(
+    store: &dyn Store,
+    decided: &ActualLrp,
+    event: ActualLrpEvent,
+    now: i64,
+    still_applies: impl Fn(&ActualLrp) -> bool,
+) -> Outcome {
+    let process_guid = decided.process_guid.as_str();
+    let index = decided.index;
+    let cell_id = decided.cell_id.as_str();
+    let mut current = decided.clone();
+    for _ in 0..CAS_ATTEMPTS {
+        if !still_applies(&current) {
+            return Outcome::Skipped;
+        }
+        let mut next = current.clone();
+        if next.apply(event, now).is_err() {
+            return Outcome::Skipped;
+        }
+        match store.update_actual_lrp(next).await {
+            Ok(_) => {
+                tracing::info!(
+                    process_guid,
+                    index,
+                    cell_id,
+                    crash_count = decided.crash_count,
+                    ?event,
+                    "instance back to unclaimed"
+                );
+                return Outcome::Done;
+            }
+            Err(StoreError::NotFound { .. }) => return Outcome::Skipped,
+            Err(StoreError::Conflict { .. }) => {
+                match store.get_actual_lrp(process_guid, index).await {
+                    Ok(fresh) => current = fresh,
+                    Err(StoreError::NotFound { .. }) => return Outcome::Skipped,
+                    Err(err) => {
+                        tracing::warn!(process_guid, index, error = %err, "cannot re-read instance");
+                        return Outcome::Failed;
+                    }
+                }
+            }
+            Err(err) => {
+                tracing::warn!(process_guid, index, cell_id, ?event, error = %err, "cannot update instance");
+                return Outcome::Failed;
+            }
+        }
+    }
+    Outcome::Skipped
+}
+
+async fn fail_lost_task(store: &dyn Store, lost: &LostTask, now: i64) -> Outcome {
+    let task_guid = lost.task_guid.as_str();
+    let cell_id = lost.cell_id.as_str();
+    for _ in 0..CAS_ATTEMPTS {
+        let mut task = match store.get_task(task_guid).await {
+            Ok(task) => task,
+            Err(StoreError::NotFound { .. }) => return Outcome::Skipped,
+            Err(err) => {
+                tracing::warn!(task_guid, error = %err, "cannot read lost task");
+                return Outcome::Failed;
+            }
+        };
+        let still_lost = matches!(task.state, TaskState::Claimed | TaskState::Running)
+            && task.cell_id == lost.cell_id;
+        if !still_lost || task.fail(lost.reason.clone(), now).is_err() {
+            return Outcome::Skipped;
+        }
+        match store.update_task(task).await {
+            Ok(_) => {
+                tracing::warn!(task_guid, cell_id, reason = %lost.reason, "task's cell vanished; completed it failed");
+                return Outcome::Done;
+            }
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(StoreError::NotFound { .. }) => return Outcome::Skipped,
+            Err(err) => {
+                tracing::warn!(task_guid, cell_id, error = %err, "cannot fail lost task");
+                return Outcome::Failed;
+            }
+        }
+    }
+    Outcome::Skipped
+}
+
+async fn expire_task(store: &dyn Store, task_guid: &str, now: i64, policy: &Policy) -> Outcome {
+    for _ in 0..CAS_ATTEMPTS {
+        let task = match store.get_task(task_guid).await {
+            Ok(task) => task,
+            Err(StoreError::NotFound { .. }) => return Outcome::Skipped,
+            Err(err) => {
+                tracing::warn!(task_guid, error = %err, "cannot read task to expire");
+                return Outcome::Failed;
+            }
+        };
+        if !decide::should_expire(&task, now, policy) {
+            return Outcome::Skipped;
+        }
+        match store.delete_task(task_guid, &task.modification_tag).await {
+            Ok(()) => {
+                tracing::info!(
+                    task_guid,
+                    failed = task.failed,
+                    "completed task expired; deleted it"
+                );
+                return Outcome::Done;
+            }
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(StoreError::NotFound { .. }) => return Outcome::Skipped,
+            Err(err) => {
+                tracing::warn!(task_guid, error = %err, "cannot delete expired task");
+                return Outcome::Failed;
+            }
+        }
+    }
+    Outcome::Skipped
+}

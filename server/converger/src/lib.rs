@@ -1,0 +1,467 @@
+//! The converger: the brain's janitor. It compares what is desired with what
+//! the store says is actual, and acts: starts missing LRP instances, retires
+//! extra ones, restarts crashed ones with Diego's back-off, puts the work of
+//! vanished cells back up for auction (instances) or fails it (tasks, which
+//! run at most once), asks the auctioneer again about work stuck unplaced,
+//! delivers task completion callbacks and expires completed tasks.
+//!
+//! It must never run a task twice, never retire an instance its desired LRP
+//! still wants, and never end on an error: every problem is logged and the
+//! next pass heals what this one missed. Only the holder of the
+//! [`LOCK_NAME`] lock acts; a standby keeps trying to take it.
+//!
+//! # Layout
+//! - [`decide`]: [`decide::converge`], the pure decisions on a [`Snapshot`],
+//!   and the crash policy.
+//! - [`apply`]: performs the decisions with compare-and-swap.
+//! - [`callbacks`]: task completion callbacks (COMPLETED -> RESOLVING ->
+//!   deleted).
+//! - [`Converger`]: one pass ([`Converger::converge_once`]) and the loop
+//!   ([`Converger::run`]).
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use lattice_bbs::{
+    ActualLrpFilter, DesiredLrpFilter, EventReceiver, SharedStore, StoreError, TaskFilter,
+};
+use lattice_models::{ActualLrpState, Event, TaskState};
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::Notify;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub mod apply;
+pub mod callbacks;
+pub mod decide;
+
+pub use apply::Applied;
+pub use callbacks::{CallbackConfig, CallbackCounts, Resolution, Resolver};
+pub use decide::{
+    converge, crash_count_after_crash, Convergence, Policy, Snapshot, CELL_DISAPPEARED_REASON,
+};
+
+/// Name of the BBS lock only the active converger holds.
+pub const LOCK_NAME: &str = "converger";
+
+#[derive(Debug, Clone)]
+pub struct ConvergerConfig {
+    /// Lock owner id: unique per brain process.
+    pub owner: String,
+    /// Time between periodic passes; they heal whatever events were missed.
+    pub interval: Duration,
+    /// Lease of the converger lock; renewed every third of it.
+    pub lock_ttl: Duration,
+    pub policy: Policy,
+    /// Notified (one permit) when a pass made work for the auctioneer:
+    /// instances created or unclaimed, or stuck work to place again.
+    pub on_work: Arc<Notify>,
+    pub callbacks: CallbackConfig,
+    /// After a relevant event, how long to gather more before a pass, so a
+    /// burst of changes costs one pass.
+    pub debounce: Duration,
+}
+
+impl ConvergerConfig {
+    /// Diego's defaults: a pass every 30 s, a 15 s lease.
+    pub fn new(owner: impl Into<String>, on_work: Arc<Notify>) -> Self {
+        ConvergerConfig {
+            owner: owner.into(),
+            interval: Duration::from_secs(30),
+            lock_ttl: Duration::from_secs(15),
+            policy: Policy::default(),
+            on_work,
+            callbacks: CallbackConfig::default(),
+            debounce: Duration::from_millis(75),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConvergerError {
+    /// The state to converge could not be read; nothing was done.
+    #[error("cannot read the state to converge: {0}")]
+    Snapshot(#[from] StoreError),
+    /// The HTTP client for completion callbacks could not be built.
+    #[error("cannot build the callback http client: {0}")]
+    HttpClient(#[from] reqwest::Error),
+}
+
+/// What one pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    pub applied: Applied,
+    /// CRASHED instances left alone for good (crashed too often).
+    pub gave_up: usize,
+    pub callbacks: CallbackCounts,
+}
+
+pub struct Converger {
+    store: SharedStore,
+    config: ConvergerConfig,
+    resolver: Resolver,
+    /// Resolutions started from the loop, awaited on shutdown.
+    tracker: TaskTracker,
+    /// Instances already reported as given up, `(process_guid, index,
+    /// since)`, so each is logged once rather than every pass.
+    gave_up: Mutex<HashSet<(String, i64, i64)>>,
+}
+
+impl Converger {
+    /// # Errors
+    /// [`ConvergerError::HttpClient`] if the callback client cannot be built.
+    pub fn new(store: SharedStore, config: ConvergerConfig) -> Result<Self, ConvergerError> {
+        let resolver = Resolver::new(
+            store.clone(),
+            config.callbacks.clone(),
+            config.policy.clone(),
+        )?;
+        Ok(Converger {
+            store,
+            config,
+            resolver,
+            tracker: TaskTracker::new(),
+            gave_up: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// One pass: snapshot, decide, apply, and deliver the callbacks that are
+    /// due (awaited). Does not take the lock: the caller decides who
+    /// converges.
+    ///
+    /// # Errors
+    /// [`ConvergerError::Snapshot`] if the store cannot be read; failures of
+    /// single actions are counted in the report instead.
+    pub async fn converge_once(&self) -> Result<Report, ConvergerError> {
+        let (mut report, convergence) = self.decide_and_apply().await?;
+        let never = CancellationToken::new();
+        let resolutions = futures::future::join_all(
+            convergence
+                .resolve
+                .iter()
+                .map(|guid| self.resolver.resolve(guid, &never)),
+        )
+        .await;
+        for resolution in resolutions {
+            report.callbacks.add(resolution);
+        }
+        Ok(report)
+    }
+
+    /// Converges while holding the lock, until `shutdown`; a standby keeps
+    /// trying to take the lock. Errors are logged; the loop never ends on one.
+    /// On shutdown, callbacks in flight hand their tasks back, and the lock
+    /// is released.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut events = Some(self.store.subscribe());
+        let mut renew = tokio::time::interval(self.config.lock_ttl / 3);
+        renew.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut periodic = tokio::time::interval(self.config.interval);
+        periodic.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut active = false;
+        let mut next_pass: Option<Instant> = None;
+        loop {
+            let wake = next_pass;
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = renew.tick() => {
+                    let was_active = active;
+                    active = self.hold_lock(active).await;
+                    if active && !was_active {
+                        next_pass = Some(Instant::now());
+                    }
+                }
+                _ = periodic.tick() => next_pass = Some(Instant::now()),
+                event = next_event(&mut events) => match event {
+                    Ok(event) => {
+                        if active {
+                            self.on_event(&event, &shutdown, &mut next_pass);
+                        }
+                    }
+                    // Missed events: a pass finds whatever they were about.
+                    Err(RecvError::Lagged(missed)) => {
+                        tracing::debug!(missed, "converger fell behind the change feed");
+                        soon(&mut next_pass, self.config.debounce);
+                    }
+                    Err(RecvError::Closed) => {
+                        tracing::warn!("change feed closed; converging on the interval only");
+                        events = None;
+                    }
+                },
+                _ = sleep_until(wake) => {
+                    next_pass = None;
+                    if active {
+                        next_pass = self.pass(&shutdown).await;
+                    }
+                }
+            }
+        }
+        self.tracker.close();
+        self.tracker.wait().await;
+        if active {
+            if let Err(err) = self.store.release_lock(LOCK_NAME, &self.config.owner).await {
+                tracing::warn!(owner = %self.config.owner, error = %err, "cannot release the converger lock");
+            }
+        }
+        tracing::info!(owner = %self.config.owner, "converger stopped");
+    }
+
+    /// Takes or renews the lock; whether this process holds it now.
+    async fn hold_lock(&self, was_active: bool) -> bool {
+        let owner = self.config.owner.as_str();
+        match self
+            .store
+            .acquire_lock(LOCK_NAME, owner, self.config.lock_ttl)
+            .await
+        {
+            Ok(true) => {
+                if !was_active {
+                    tracing::info!(owner, "took the converger lock; converging");
+                }
+                true
+            }
+            Ok(false) => {
+                if was_active {
+                    tracing::warn!(owner, "lost the converger lock; standing by");
+                }
+                false
+            }
+            // Unsure whether the lease still holds: stop acting until it is
+            // renewed, rather than risk two active convergers.
+            Err(err) => {
+                tracing::warn!(owner, error = %err, "cannot renew the converger lock; standing by");
+                false
+            }
+        }
+    }
+
+    fn on_event(
+        &self,
+        event: &Event,
+        shutdown: &CancellationToken,
+        next_pass: &mut Option<Instant>,
+    ) {
+        if let Some(task_guid) = completed_with_callback(event) {
+            self.spawn_resolve(task_guid.to_string(), shutdown);
+        }
+        if wants_pass(event) {
+            soon(next_pass, self.config.debounce);
+        }
+    }
+
+    /// One pass of the loop; callbacks are started in the background. Returns
+    /// when to look again before the next tick, if a crashed instance
+    /// becomes restartable sooner.
+    async fn pass(&self, shutdown: &CancellationToken) -> Option<Instant> {
+        match self.decide_and_apply().await {
+            Ok((report, convergence)) => {
+                for task_guid in convergence.resolve {
+                    self.spawn_resolve(task_guid, shutdown);
+                }
+                if report.applied != Applied::default() {
+                    tracing::info!(?report, "convergence pass acted");
+                }
+                convergence.next_restart_at.map(|at| {
+                    let wait = at.saturating_sub(now());
+                    Instant::now() + Duration::from_nanos(u64::try_from(wait).unwrap_or(0))
+                })
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "convergence pass failed; will retry");
+                None
+            }
+        }
+    }
+
+    fn spawn_resolve(&self, task_guid: String, shutdown: &CancellationToken) {
+        let resolver = self.resolver.clone();
+        let cancel = shutdown.child_token();
+        self.tracker.spawn(async move {
+            resolver.resolve(&task_guid, &cancel).await;
+        });
+    }
+
+    async fn decide_and_apply(&self) -> Result<(Report, Convergence), ConvergerError> {
+        let snapshot = self.snapshot().await?;
+        let now = now();
+        let convergence = decide::converge(&snapshot, now, &self.config.policy);
+        self.log_gave_up(&convergence);
+        let applied =
+            apply::apply(self.store.as_ref(), &convergence, now, &self.config.policy).await;
+        if applied.wants_auction() {
+            // One stored permit: the auctioneer looks once even if it is busy
+            // right now, and many passes do not queue many rounds.
+            self.config.on_work.notify_one();
+        }
+        let report = Report {
+            applied,
+            gave_up: convergence.gave_up.len(),
+            callbacks: CallbackCounts::default(),
+        };
+        Ok((report, convergence))
+    }
+
+    /// Reads everything the decisions need.
+    ///
+    /// The order matters: cells are read last. A cell registers before it
+    /// claims anything, so every cell named by a claim read earlier is
+    /// either in the cell list or truly gone. Read the other way round, a
+    /// cell that registered and claimed between the two reads would look
+    /// vanished and its fresh work would be taken away.
+    async fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        let desired = self
+            .store
+            .list_desired_lrps(&DesiredLrpFilter::default())
+            .await?;
+        let actual = self
+            .store
+            .list_actual_lrps(&ActualLrpFilter::default())
+            .await?;
+        let tasks = self.store.list_tasks(&TaskFilter::default()).await?;
+        let cells = self.store.list_cells().await?;
+        Ok(Snapshot {
+            desired,
+            actual,
+            tasks,
+            cells,
+        })
+    }
+
+    fn log_gave_up(&self, convergence: &Convergence) {
+        let current: HashSet<(String, i64, i64)> = convergence
+            .gave_up
+            .iter()
+            .map(|l| (l.process_guid.clone(), l.index, l.since))
+            .collect();
+        // A poisoned set only means a pass panicked mid-update; the set is
+        // still a valid set, at worst one line is logged twice.
+        let mut reported = self.gave_up.lock().unwrap_or_else(|e| e.into_inner());
+        for lrp in &convergence.gave_up {
+            if !reported.contains(&(lrp.process_guid.clone(), lrp.index, lrp.since)) {
+                tracing::warn!(
+                    process_guid = %lrp.process_guid,
+                    index = lrp.index,
+                    cell_id = %lrp.cell_id,
+                    crash_count = lrp.crash_count,
+                    crash_reason = %lrp.crash_reason,
+                    "instance crashed too often; no longer restarting it"
+                );
+            }
+        }
+        *reported = current;
+    }
+}
+
+/// Events after which a pass should look soon rather than at the next tick.
+/// Completed tasks are not among them: their callback is started directly.
+fn wants_pass(event: &Event) -> bool {
+    match event {
+        Event::DesiredLrpCreated { .. }
+        | Event::DesiredLrpChanged { .. }
+        | Event::DesiredLrpRemoved { .. }
+        | Event::ActualLrpRemoved { .. } => true,
+        Event::ActualLrpChanged {
+            actual_lrp_before,
+            actual_lrp_after,
+        } => {
+            actual_lrp_after.state == ActualLrpState::Crashed
+                && actual_lrp_before.state != ActualLrpState::Crashed
+        }
+        _ => false,
+    }
+}
+
+/// The task that has just completed and has a callback. A task handed back
+/// by a failed callback (RESOLVING -> COMPLETED) is not one: reacting to it
+/// would retry in a tight loop; the periodic pass retries it.
+fn completed_with_callback(event: &Event) -> Option<&str> {
+    match event {
+        Event::TaskChanged {
+            task_before,
+            task_after,
+        } if task_after.state == TaskState::Completed
+            && !task_before.state.is_terminal()
+            && !task_after.completion_callback_url.is_empty() =>
+        {
+            Some(&task_after.task_guid)
+        }
+        _ => None,
+    }
+}
+
+/// Schedules a pass within `debounce`, never later than one already due.
+fn soon(next_pass: &mut Option<Instant>, debounce: Duration) {
+    let at = Instant::now() + debounce;
+    *next_pass = Some(next_pass.map_or(at, |due| due.min(at)));
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn next_event(events: &mut Option<EventReceiver>) -> Result<Event, RecvError> {
+    match events {
+        Some(events) => events.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn now() -> i64 {
+    lattice_models::unix_nanos(SystemTime::now())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lattice_bbs::suite;
+
+    fn changed(before: TaskState, after: TaskState, callback: &str) -> Event {
+        let mut task_before = suite::task("t", "apps", 1);
+        task_before.state = before;
+        task_before.completion_callback_url = callback.to_string();
+        let mut task_after = task_before.clone();
+        task_after.state = after;
+        Event::TaskChanged {
+            task_before,
+            task_after,
+        }
+    }
+
+    #[test]
+    fn a_fresh_completion_with_a_callback_is_resolved_at_once() {
+        let event = changed(TaskState::Running, TaskState::Completed, "http://x.test/");
+        assert_eq!(completed_with_callback(&event), Some("t"));
+    }
+
+    #[test]
+    fn a_handed_back_task_waits_for_the_periodic_pass() {
+        let event = changed(TaskState::Resolving, TaskState::Completed, "http://x.test/");
+        assert_eq!(completed_with_callback(&event), None);
+        let event = changed(TaskState::Running, TaskState::Completed, "");
+        assert_eq!(completed_with_callback(&event), None);
+    }
+
+    #[test]
+    fn only_a_new_crash_of_an_instance_wants_a_pass() {
+        let before = suite::actual_lrp("web", "apps", 0);
+        let mut crashed = before.clone();
+        crashed.state = ActualLrpState::Crashed;
+        let crash = Event::ActualLrpChanged {
+            actual_lrp_before: before.clone(),
+            actual_lrp_after: crashed.clone(),
+        };
+        let recrash = Event::ActualLrpChanged {
+            actual_lrp_before: crashed.clone(),
+            actual_lrp_after: crashed,
+        };
+        let created = Event::ActualLrpCreated { actual_lrp: before };
+        assert!(wants_pass(&crash));
+        assert!(!wants_pass(&recrash));
+        assert!(!wants_pass(&created));
+    }
+}
