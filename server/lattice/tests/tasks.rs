@@ -243,3 +243,43 @@ async fn missing_image_fails_the_task_clearly() {
     no_containers_left(&cluster).await;
     cluster.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn completion_callback_receives_the_task_and_it_is_deleted() {
+    let cluster = Cluster::start().await;
+    let (sender, mut received) = tokio::sync::mpsc::unbounded_channel::<serde_json::Value>();
+    let app = axum::Router::new().route(
+        "/done",
+        axum::routing::post(move |axum::Json(task): axum::Json<serde_json::Value>| {
+            let sender = sender.clone();
+            async move {
+                let _ = sender.send(task);
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let callback = format!("http://{}/done", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let mut req = request("called-back", sh("echo -n hi > /tmp/result")).await;
+    req.completion_callback_url = callback;
+    cluster.client.create_task(&req).await.unwrap();
+    let task = tokio::time::timeout(WAIT, received.recv())
+        .await
+        .expect("callback in time")
+        .expect("callback body");
+    assert_eq!(task["task_guid"], "called-back");
+    assert_eq!(task["failed"], false);
+    assert_eq!(task["result"], "hi");
+    eventually("the resolved task to be deleted", WAIT, || async {
+        cluster
+            .client
+            .task("called-back")
+            .await
+            .is_err()
+            .then_some(())
+    })
+    .await;
+    cluster.stop().await;
+}

@@ -1,0 +1,245 @@
+//! LRPs end to end on the real Docker engine: desired instances are started,
+//! kept running through crashes, scaled, and removed without leftovers.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{eventually, Cluster, ClusterOptions};
+use lattice_models::{ActualLrp, ActualLrpState, DesiredLrpCreateRequest, DesiredLrpUpdateRequest};
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// An app of busybox httpd answering its instance index on $PORT, healthy
+/// once it serves.
+async fn web_app(guid: &str, instances: i64) -> DesiredLrpCreateRequest {
+    let rootfs = lattice_testkit::images::busybox_image().await;
+    serde_json::from_value(json!({
+        "process_guid": guid,
+        "domain": "tests",
+        "rootfs": rootfs,
+        "instances": instances,
+        "memory_mb": 32,
+        "ports": [8080],
+        "start_timeout": 30,
+        "action": {"run": {"path": "/bin/sh", "args": ["-c",
+            "echo $INSTANCE_INDEX > /tmp/index.html; exec httpd -f -p $PORT -h /tmp"]}},
+        "monitor": {"run": {"path": "/bin/wget", "args": ["-q", "-O", "/dev/null", "http://127.0.0.1:8080/index.html"]}},
+    }))
+    .expect("valid request")
+}
+
+async fn instances(cluster: &Cluster, guid: &str) -> Vec<ActualLrp> {
+    cluster
+        .client
+        .actual_lrps_by_process_guid(guid)
+        .await
+        .expect("actual LRPs")
+}
+
+async fn all_running(cluster: &Cluster, guid: &str, count: usize) -> Vec<ActualLrp> {
+    eventually(
+        &format!("{count} running instances of {guid}"),
+        WAIT,
+        || async {
+            let lrps = instances(cluster, guid).await;
+            let running =
+                lrps.len() == count && lrps.iter().all(|l| l.state == ActualLrpState::Running);
+            running.then_some(lrps)
+        },
+    )
+    .await
+}
+
+async fn containers_settle(cluster: &Cluster, count: usize) {
+    eventually(&format!("{count} containers"), WAIT, || async {
+        (cluster.containers().await.len() == count).then_some(())
+    })
+    .await;
+}
+
+async fn answer(lrp: &ActualLrp) -> String {
+    let port = lrp.ports[0].host_port;
+    reqwest::get(format!("http://{}:{port}/index.html", lrp.address))
+        .await
+        .expect("instance answers")
+        .text()
+        .await
+        .expect("body")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn instances_run_and_replace_a_killed_one() {
+    let cluster = Cluster::start().await;
+    cluster
+        .client
+        .create_desired_lrp(&web_app("web", 3).await)
+        .await
+        .unwrap();
+    let lrps = all_running(&cluster, "web", 3).await;
+    for lrp in &lrps {
+        assert_eq!(lrp.cell_id, cluster.cell_id);
+        assert_eq!(answer(lrp).await.trim(), lrp.index.to_string());
+    }
+    containers_settle(&cluster, 3).await;
+
+    // Kill instance 1's container behind the cluster's back.
+    let victim = lrps.iter().find(|l| l.index == 1).expect("index 1");
+    let docker = lattice_testkit::docker::connect().await;
+    let name = format!("lattice-lrp-{}", victim.instance_guid);
+    docker
+        .kill_container(
+            &name,
+            None::<bollard::query_parameters::KillContainerOptions>,
+        )
+        .await
+        .expect("docker kill");
+    let replaced = eventually("a replacement for instance 1", WAIT, || async {
+        let lrp = cluster.client.actual_lrp("web", 1).await.ok()?;
+        let fresh =
+            lrp.state == ActualLrpState::Running && lrp.instance_guid != victim.instance_guid;
+        fresh.then_some(lrp)
+    })
+    .await;
+    assert_eq!(replaced.crash_count, 1);
+    assert_eq!(answer(&replaced).await.trim(), "1");
+    containers_settle(&cluster, 3).await;
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scale_up_and_down_then_remove_leaves_nothing() {
+    let cluster = Cluster::start().await;
+    cluster
+        .client
+        .create_desired_lrp(&web_app("scaled", 3).await)
+        .await
+        .unwrap();
+    all_running(&cluster, "scaled", 3).await;
+    for target in [1usize, 4] {
+        let update = DesiredLrpUpdateRequest {
+            instances: Some(target as i64),
+            ..Default::default()
+        };
+        cluster
+            .client
+            .update_desired_lrp("scaled", &update)
+            .await
+            .unwrap();
+        let lrps = all_running(&cluster, "scaled", target).await;
+        let mut indices: Vec<i64> = lrps.iter().map(|l| l.index).collect();
+        indices.sort();
+        assert_eq!(indices, (0..target as i64).collect::<Vec<_>>());
+        containers_settle(&cluster, target).await;
+    }
+    cluster.client.delete_desired_lrp("scaled").await.unwrap();
+    eventually("instances to go", WAIT, || async {
+        instances(&cluster, "scaled").await.is_empty().then_some(())
+    })
+    .await;
+    containers_settle(&cluster, 0).await;
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crashing_app_is_restarted_by_the_crash_policy_then_given_up() {
+    let policy = lattice_converger::Policy {
+        immediate_restarts: 2,
+        crash_backoff_min: Duration::from_millis(300),
+        crash_backoff_max: Duration::from_millis(600),
+        max_restart_attempts: 4,
+        ..Default::default()
+    };
+    let cluster = Cluster::start_with(ClusterOptions {
+        policy,
+        ..Default::default()
+    })
+    .await;
+    let mut app = web_app("crasher", 1).await;
+    app.action =
+        serde_json::from_value(json!({"run": {"path": "/bin/sh", "args": ["-c", "exit 9"]}}))
+            .unwrap();
+    app.monitor = None;
+    cluster.client.create_desired_lrp(&app).await.unwrap();
+
+    // Crashes 1 and 2 restart at once, 3 after a back-off; at 4 it stops.
+    let given_up = eventually("the instance to be given up", WAIT, || async {
+        let lrp = cluster.client.actual_lrp("crasher", 0).await.ok()?;
+        (lrp.state == ActualLrpState::Crashed && lrp.crash_count >= 4).then_some(lrp)
+    })
+    .await;
+    assert_eq!(given_up.crash_reason, "Exited with status 9");
+    // It stays crashed: no further restarts after the limit.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let later = cluster.client.actual_lrp("crasher", 0).await.unwrap();
+    assert_eq!(later.state, ActualLrpState::Crashed);
+    assert_eq!(later.crash_count, 4);
+    containers_settle(&cluster, 0).await;
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_monitor_that_never_passes_crashes_after_the_start_timeout() {
+    let cluster = Cluster::start().await;
+    let mut app = web_app("unhealthy", 1).await;
+    app.start_timeout = 1;
+    app.monitor = Some(
+        serde_json::from_value(json!({"run": {"path": "/bin/sh", "args": ["-c", "exit 1"]}}))
+            .unwrap(),
+    );
+    cluster.client.create_desired_lrp(&app).await.unwrap();
+    let crashed = eventually("the instance to crash", WAIT, || async {
+        let lrp = cluster.client.actual_lrp("unhealthy", 0).await.ok()?;
+        (lrp.crash_count >= 1).then_some(lrp)
+    })
+    .await;
+    assert!(
+        crashed.crash_reason.contains("start timeout of 1 s"),
+        "{}",
+        crashed.crash_reason
+    );
+    cluster
+        .client
+        .delete_desired_lrp("unhealthy")
+        .await
+        .unwrap();
+    containers_settle(&cluster, 0).await;
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restarting_the_whole_server_keeps_the_instance_count() {
+    let guard = lattice_testkit::docker::OwnerGuard::new("restart-cell");
+    let data = tempfile::tempdir().unwrap();
+    let options = ClusterOptions::default();
+    for round in 0..2 {
+        let config = common::up_config(data.path(), guard.owner(), &options);
+        let up = lattice::up::Up::prepare(config)
+            .await
+            .expect("cluster starts");
+        let base = format!("http://{}", up.receptor_address().unwrap());
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let running = tokio::spawn(up.run(shutdown.clone()));
+        let client = lattice_client::Client::new(&base, None).unwrap();
+        if round == 0 {
+            client
+                .create_desired_lrp(&web_app("durable", 2).await)
+                .await
+                .unwrap();
+        }
+        eventually("2 running instances", WAIT, || async {
+            let lrps = client.actual_lrps_by_process_guid("durable").await.ok()?;
+            let ok = lrps.len() == 2 && lrps.iter().all(|l| l.state == ActualLrpState::Running);
+            ok.then_some(())
+        })
+        .await;
+        eventually("exactly 2 containers", WAIT, || async {
+            (common::containers_of(guard.owner()).await.len() == 2).then_some(())
+        })
+        .await;
+        shutdown.cancel();
+        running.await.unwrap().unwrap();
+    }
+    assert!(common::containers_of(guard.owner()).await.is_empty());
+}
