@@ -12,8 +12,13 @@
 //! # How a container is made
 //! 1. The image is looked up locally and pulled only when absent.
 //! 2. The container is created (labels, env, memory and CPU limits, published
-//!    ports, bind mounts), then `lattice-init` is uploaded into it with a
-//!    put-archive *before* it starts, since it is the container's PID 1.
+//!    ports, bind mounts), then `/.lattice` is uploaded into it with a
+//!    put-archive *before* it starts, since `lattice-init` is its PID 1:
+//!    every lifecycle binary at `/.lattice/bin/` (mode 0755), and the
+//!    image's config as JSON at `/.lattice/image-config.json`
+//!    ([`lattice_models::lifecycle::ImageConfig`], for the Docker app
+//!    lifecycle's `builder` and `launcher`, since the container's own
+//!    command is `lattice-init pause`).
 //! 3. It is started, then inspected for its ports and address.
 //!
 //! # Docker quirks handled here
@@ -33,12 +38,15 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bollard::container::LogOutput;
 use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
-use bollard::models::{ContainerCreateBody, ContainerInspectResponse, HostConfig, PortBinding};
+use bollard::models::{
+    ContainerCreateBody, ContainerInspectResponse, HostConfig, ImageInspect, PortBinding,
+};
 use bollard::query_parameters::{
     ContainerArchiveInfoOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
     DownloadFromContainerOptionsBuilder, ListContainersOptionsBuilder,
@@ -48,6 +56,7 @@ use bollard::Docker;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
+use lattice_models::lifecycle::{parse_exposed_ports, ImageConfig};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -63,6 +72,12 @@ pub const INIT_PATH: &str = "/.lattice/bin/lattice-init";
 const RUN_DIR: &str = "/.lattice/run";
 /// File name of the init helper in [`DockerGardenConfig::lifecycle_dir`].
 pub const INIT_BINARY: &str = "lattice-init";
+/// Where the lifecycle binaries live inside every container, relative to
+/// `/` as the upload archive names them.
+const BIN_DIR: &str = ".lattice/bin";
+/// Where the image's config goes, relative to `/`; the absolute path is
+/// [`lattice_models::lifecycle::IMAGE_CONFIG_PATH`].
+const IMAGE_CONFIG_FILE: &str = ".lattice/image-config.json";
 
 /// CPU shares of a container of weight 100; Garden's maximum, Docker's default.
 const MAX_CPU_SHARES: u64 = 1024;
@@ -78,7 +93,10 @@ const LIST_CONCURRENCY: usize = 8;
 /// How to reach the engine and what to put into containers.
 #[derive(Debug, Clone)]
 pub struct DockerGardenConfig {
-    /// Directory holding the static `lattice-init` binary.
+    /// Directory of the static lifecycle binaries: `lattice-init` (required),
+    /// `builder`, `launcher`, `healthcheck`. Every regular file in it (or
+    /// link to one; subdirectories are skipped) is read at connect and put
+    /// into every container at `/.lattice/bin/`.
     pub lifecycle_dir: PathBuf,
     /// Address published ports are bound to on the host, and advertised in
     /// [`ContainerInfo::host_ip`].
@@ -102,27 +120,21 @@ impl DockerGardenConfig {
 #[derive(Debug, Clone)]
 pub struct DockerGarden {
     docker: Docker,
-    /// A tar of `/.lattice` (with `lattice-init`), uploaded into every
-    /// container; made once at connect.
-    init_archive: Bytes,
+    /// The lifecycle binaries, read once at connect, shared by clones.
+    lifecycles: Arc<[LifecycleFile]>,
     host_ip: String,
     network: Option<String>,
 }
 
 impl DockerGarden {
     /// Connects to the local engine (`DOCKER_HOST` or the default socket),
-    /// agreeing on an API version with it, and reads `lattice-init`.
+    /// agreeing on an API version with it, and reads the lifecycle binaries.
     ///
     /// # Errors
-    /// [`GardenError::Backend`] when `lattice-init` cannot be read or the
-    /// engine cannot be reached.
+    /// [`GardenError::Backend`] when the lifecycle directory cannot be read
+    /// or lacks `lattice-init`, or the engine cannot be reached.
     pub async fn connect(config: DockerGardenConfig) -> GardenResult<DockerGarden> {
-        let init_path = config.lifecycle_dir.join(INIT_BINARY);
-        let init = std::fs::read(&init_path)
-            .map_err(|err| GardenError::Backend(format!("read {}: {err}", init_path.display())))?;
-        let init_archive = init_archive(&init).map_err(|err| {
-            GardenError::Backend(format!("archive {}: {err}", init_path.display()))
-        })?;
+        let lifecycles = read_lifecycles(&config.lifecycle_dir)?.into();
         let docker = Docker::connect_with_local_defaults()
             .map_err(|err| backend("connect to docker", err))?
             .negotiate_version()
@@ -130,17 +142,17 @@ impl DockerGarden {
             .map_err(|err| backend("negotiate docker api version", err))?;
         Ok(DockerGarden {
             docker,
-            init_archive,
+            lifecycles,
             host_ip: config.host_ip,
             network: config.network,
         })
     }
 
-    /// Makes sure the image is present, pulling it if not.
-    async fn ensure_image(&self, image: &ImageRef) -> GardenResult<()> {
+    /// Makes sure the image is present, pulling it if not; its inspection.
+    async fn ensure_image(&self, image: &ImageRef) -> GardenResult<ImageInspect> {
         let reference = image.reference();
         match self.docker.inspect_image(&reference).await {
-            Ok(_) => return Ok(()),
+            Ok(inspect) => return Ok(inspect),
             Err(err) if status(&err) == Some(404) => {}
             Err(err) => return Err(backend("inspect image", err)),
         }
@@ -160,7 +172,7 @@ impl DockerGarden {
         // A pull can end without error yet without the image (a registry
         // answering oddly); creating would then fail obscurely.
         match self.docker.inspect_image(&reference).await {
-            Ok(_) => Ok(()),
+            Ok(inspect) => Ok(inspect),
             Err(err) => Err(GardenError::ImageUnavailable {
                 image: reference,
                 reason: format!("not present after pull: {err}"),
@@ -222,8 +234,14 @@ impl DockerGarden {
         }
     }
 
-    /// Creates, fills and starts the container; the caller removes it on error.
-    async fn create_started(&self, spec: &ContainerSpec, image: &ImageRef) -> GardenResult<()> {
+    /// Creates, fills (with `archive`, unpacked at `/`) and starts the
+    /// container; the caller removes it on error.
+    async fn create_started(
+        &self,
+        spec: &ContainerSpec,
+        image: &ImageRef,
+        archive: Bytes,
+    ) -> GardenResult<()> {
         let handle = &spec.handle;
         let options = CreateContainerOptionsBuilder::default()
             .name(handle)
@@ -250,13 +268,9 @@ impl DockerGarden {
         }
         let options = UploadToContainerOptionsBuilder::default().path("/").build();
         self.docker
-            .upload_to_container(
-                handle,
-                Some(options),
-                bollard::body_full(self.init_archive.clone()),
-            )
+            .upload_to_container(handle, Some(options), bollard::body_full(archive))
             .await
-            .map_err(|err| backend("upload lattice-init", err))?;
+            .map_err(|err| backend("upload lifecycles", err))?;
         self.docker
             .start_container(handle, None)
             .await
@@ -405,8 +419,12 @@ impl Garden for DockerGarden {
     async fn create(&self, spec: ContainerSpec) -> GardenResult<ContainerInfo> {
         validate(&spec)?;
         let image = ImageRef::from_rootfs(&spec.rootfs)?;
-        self.ensure_image(&image).await?;
-        if let Err(err) = self.create_started(&spec, &image).await {
+        let inspect = self.ensure_image(&image).await?;
+        // Made per create: a memory copy of a few MB, far below the upload's
+        // cost, and nothing to keep in step with the engine's images.
+        let archive = lattice_archive(&self.lifecycles, &image_config(&inspect))
+            .map_err(|err| GardenError::Backend(format!("archive lifecycles: {err}")))?;
+        if let Err(err) = self.create_started(&spec, &image, archive).await {
             // A half-made container would hold its name and leak; one that
             // exists already is someone else's.
             if !matches!(err, GardenError::ContainerExists(_)) {
@@ -824,18 +842,96 @@ fn disk_size_mb(path: &Path) -> GardenResult<u64> {
     Ok(stat.f_blocks.saturating_mul(stat.f_frsize) / (1024 * 1024))
 }
 
-/// `/.lattice/{bin/lattice-init, run/}`, to unpack at `/`.
-fn init_archive(init: &[u8]) -> std::io::Result<Bytes> {
-    let mut tar = tar::Builder::new(Vec::new());
+/// A file of [`DockerGardenConfig::lifecycle_dir`].
+#[derive(Debug)]
+struct LifecycleFile {
+    name: String,
+    data: Bytes,
+}
+
+/// Every regular file of `dir` (following links), by name.
+fn read_lifecycles(dir: &Path) -> GardenResult<Vec<LifecycleFile>> {
+    let read_error = |path: &Path, err: std::io::Error| {
+        GardenError::Backend(format!("read {}: {err}", path.display()))
+    };
+    let entries = std::fs::read_dir(dir).map_err(|err| read_error(dir, err))?;
+    let mut files = Vec::new();
+    for entry in entries {
+        let path = entry.map_err(|err| read_error(dir, err))?.path();
+        // `metadata` follows links, so a directory of links to the
+        // binaries serves as well.
+        if !std::fs::metadata(&path).is_ok_and(|meta| meta.is_file()) {
+            continue;
+        }
+        let Some(name) = path.file_name().and_then(|n| n.to_str()).map(String::from) else {
+            tracing::warn!(path = %path.display(), "skipping a lifecycle file whose name is not UTF-8");
+            continue;
+        };
+        let data = std::fs::read(&path).map_err(|err| read_error(&path, err))?;
+        files.push(LifecycleFile {
+            name,
+            data: data.into(),
+        });
+    }
+    if !files.iter().any(|f| f.name == INIT_BINARY) {
+        return Err(GardenError::Backend(format!(
+            "lifecycle directory {} holds no {INIT_BINARY}",
+            dir.display()
+        )));
+    }
+    files.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(files)
+}
+
+/// The lifecycle's view of an image's config; empty fields where the image
+/// sets none.
+fn image_config(inspect: &ImageInspect) -> ImageConfig {
+    let Some(config) = &inspect.config else {
+        return ImageConfig::default();
+    };
+    ImageConfig {
+        entrypoint: config.entrypoint.clone().unwrap_or_default(),
+        cmd: config.cmd.clone().unwrap_or_default(),
+        env: config.env.clone().unwrap_or_default(),
+        working_dir: config.working_dir.clone().unwrap_or_default(),
+        user: config.user.clone().unwrap_or_default(),
+        exposed_ports: parse_exposed_ports(
+            config.exposed_ports.iter().flatten().map(String::as_str),
+        ),
+    }
+}
+
+/// `/.lattice/{bin/*, run/, image-config.json}`, to unpack at `/`.
+fn lattice_archive(lifecycles: &[LifecycleFile], config: &ImageConfig) -> std::io::Result<Bytes> {
+    let config = serde_json::to_vec(config)?;
+    let size: usize = lifecycles.iter().map(|f| f.data.len() + 1024).sum();
+    let mut tar = tar::Builder::new(Vec::with_capacity(size + config.len() + 8 * 1024));
     append_dir(&mut tar, ".lattice/", 0o755)?;
-    append_dir(&mut tar, ".lattice/bin/", 0o755)?;
+    append_dir(&mut tar, &format!("{BIN_DIR}/"), 0o755)?;
     append_dir(&mut tar, ".lattice/run/", 0o1777)?;
+    for file in lifecycles {
+        append_file(
+            &mut tar,
+            &format!("{BIN_DIR}/{}", file.name),
+            0o755,
+            &file.data,
+        )?;
+    }
+    append_file(&mut tar, IMAGE_CONFIG_FILE, 0o644, &config)?;
+    Ok(tar.into_inner()?.into())
+}
+
+fn append_file(
+    tar: &mut tar::Builder<Vec<u8>>,
+    path: &str,
+    mode: u32,
+    data: &[u8],
+) -> std::io::Result<()> {
     let mut header = tar::Header::new_gnu();
     header.set_entry_type(tar::EntryType::Regular);
-    header.set_mode(0o755);
-    header.set_size(init.len() as u64);
-    tar.append_data(&mut header, ".lattice/bin/lattice-init", init)?;
-    Ok(tar.into_inner()?.into())
+    header.set_mode(mode);
+    header.set_size(data.len() as u64);
+    tar.append_data(&mut header, path, data)
 }
 
 /// A tar holding only the directory `path` (relative to `/`); the engine
@@ -937,7 +1033,7 @@ mod tests {
         let garden = DockerGarden {
             docker: Docker::connect_with_local_defaults()
                 .expect("building a client opens no socket"),
-            init_archive: Bytes::new(),
+            lifecycles: Arc::from(Vec::new()),
             host_ip: "127.0.0.1".to_string(),
             network: None,
         };
@@ -979,6 +1075,107 @@ mod tests {
             .expect("always set");
         assert_eq!(host.memory, None, "0 means no limit");
         assert_eq!(host.cpu_shares, Some(10));
+    }
+
+    #[test]
+    fn image_config_from_inspection() {
+        let inspect = ImageInspect {
+            config: Some(bollard::models::ImageConfig {
+                entrypoint: Some(vec!["httpd".to_string()]),
+                cmd: Some(vec!["-f".to_string()]),
+                env: Some(vec!["A=1".to_string()]),
+                working_dir: Some("/www".to_string()),
+                user: None,
+                exposed_ports: Some(vec![
+                    "9090/tcp".to_string(),
+                    "53/udp".to_string(),
+                    "8080/tcp".to_string(),
+                ]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            image_config(&inspect),
+            ImageConfig {
+                entrypoint: vec!["httpd".to_string()],
+                cmd: vec!["-f".to_string()],
+                env: vec!["A=1".to_string()],
+                working_dir: "/www".to_string(),
+                user: String::new(),
+                exposed_ports: vec![8080, 9090],
+            }
+        );
+        assert_eq!(
+            image_config(&ImageInspect::default()),
+            ImageConfig::default()
+        );
+    }
+
+    #[test]
+    fn lattice_archive_holds_lifecycles_and_config() {
+        let lifecycles = [
+            LifecycleFile {
+                name: "builder".to_string(),
+                data: Bytes::from_static(b"b"),
+            },
+            LifecycleFile {
+                name: "lattice-init".to_string(),
+                data: Bytes::from_static(b"init"),
+            },
+        ];
+        let config = ImageConfig {
+            cmd: vec!["sh".to_string()],
+            ..Default::default()
+        };
+        let archive = lattice_archive(&lifecycles, &config).expect("in memory");
+        let mut tar = tar::Archive::new(archive.as_ref());
+        let mut entries = Vec::new();
+        for entry in tar.entries().expect("valid tar") {
+            let mut entry = entry.expect("valid entry");
+            let path = entry.path().expect("utf-8").display().to_string();
+            let mode = entry.header().mode().expect("set");
+            let mut data = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut data).expect("in memory");
+            entries.push((path, mode, data));
+        }
+        let names: Vec<(&str, u32)> = entries.iter().map(|(p, m, _)| (p.as_str(), *m)).collect();
+        assert_eq!(
+            names,
+            vec![
+                (".lattice/", 0o755),
+                (".lattice/bin/", 0o755),
+                (".lattice/run/", 0o1777),
+                (".lattice/bin/builder", 0o755),
+                (".lattice/bin/lattice-init", 0o755),
+                (".lattice/image-config.json", 0o644),
+            ]
+        );
+        assert_eq!(entries[4].2, b"init");
+        let written: ImageConfig = serde_json::from_slice(&entries[5].2).expect("json");
+        assert_eq!(written, config);
+    }
+
+    #[test]
+    fn reads_every_regular_file_and_requires_lattice_init() {
+        let dir = tempfile::tempdir().expect("temp dir is writable");
+        std::fs::write(dir.path().join("builder"), "b").expect("writable");
+        std::fs::create_dir(dir.path().join("deps")).expect("writable");
+        let err = read_lifecycles(dir.path()).expect_err("no lattice-init");
+        assert!(err.to_string().contains("holds no lattice-init"), "{err}");
+
+        let elsewhere = tempfile::tempdir().expect("temp dir is writable");
+        let init = elsewhere.path().join("init-binary");
+        std::fs::write(&init, "init").expect("writable");
+        std::os::unix::fs::symlink(&init, dir.path().join("lattice-init")).expect("writable");
+        let files = read_lifecycles(dir.path()).expect("complete");
+        let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(
+            names,
+            vec!["builder", "lattice-init"],
+            "links followed, dirs skipped"
+        );
+        assert_eq!(files[1].data.as_ref(), b"init");
     }
 
     #[test]

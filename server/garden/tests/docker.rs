@@ -507,3 +507,121 @@ async fn bind_mounts_and_capacity() {
         "{memory_mb} MB memory, {disk_mb} MB disk"
     );
 }
+
+/// An image setting every field of the config the Docker app lifecycle reads.
+const CONFIG_IMAGE: &str = "lattice-test/garden-image-config:v1";
+const CONFIG_IMAGE_CHANGES: &[&str] = &[
+    "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "ENV A=1 B=x=y",
+    "WORKDIR /srv",
+    "EXPOSE 9090 8080/tcp 53/udp",
+    "USER nobody",
+    r#"ENTRYPOINT ["/bin/sh", "-c"]"#,
+    r#"CMD ["echo hi"]"#,
+];
+
+/// The whole content of the one file `stream_out` of `path` archives.
+async fn read_file(garden: &DockerGarden, handle: &str, path: &str) -> Vec<u8> {
+    let archive: Vec<u8> = garden
+        .stream_out(handle, path)
+        .await
+        .expect("found")
+        .map(|chunk| chunk.expect("streamed").to_vec())
+        .concat()
+        .await;
+    let mut tar = tar::Archive::new(archive.as_slice());
+    let mut entry = tar
+        .entries()
+        .expect("a tar")
+        .next()
+        .expect("one entry")
+        .expect("readable");
+    let mut content = Vec::new();
+    entry.read_to_end(&mut content).expect("readable");
+    content
+}
+
+#[tokio::test]
+async fn injects_every_lifecycle_binary_and_the_image_config() {
+    use lattice_models::lifecycle::ImageConfig;
+
+    let engine = lattice_testkit::docker::connect().await;
+    images::ensure_image(&engine, CONFIG_IMAGE, CONFIG_IMAGE_CHANGES, || {
+        Ok(images::busybox_rootfs()?.into_inner()?)
+    })
+    .await
+    .expect("image imported");
+    let guard = OwnerGuard::new("garden-inject");
+    let garden = garden().await;
+    let mut spec = spec(&guard, "c").await;
+    spec.rootfs = "docker:///lattice-test/garden-image-config#v1".to_string();
+    let info = garden.create(spec).await.expect("created");
+
+    let config: ImageConfig = serde_json::from_slice(
+        &read_file(&garden, &info.handle, "/.lattice/image-config.json").await,
+    )
+    .expect("the config is JSON");
+    assert_eq!(
+        config,
+        ImageConfig {
+            entrypoint: vec!["/bin/sh".to_string(), "-c".to_string()],
+            cmd: vec!["echo hi".to_string()],
+            env: vec![
+                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
+                "A=1".to_string(),
+                "B=x=y".to_string(),
+            ],
+            working_dir: "/srv".to_string(),
+            user: "nobody".to_string(),
+            exposed_ports: vec![8080, 9090],
+        }
+    );
+
+    // As the image's user (nobody): the files are readable and executable
+    // by anyone.
+    let listing = run(
+        &garden,
+        &info.handle,
+        sh("id -u; cd /.lattice/bin && stat -c '%n %a %s' * && stat -c %a ../image-config.json"),
+    )
+    .await;
+    assert_eq!(listing.status, 0, "{}", listing.stderr);
+    let lifecycle_dir = lifecycles::build_static();
+    let mut expected = vec!["65534".to_string()];
+    let mut names: Vec<String> = lattice_testkit::lifecycles::BINARIES
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    names.sort();
+    for name in &names {
+        let size = std::fs::metadata(lifecycle_dir.join(name))
+            .expect("built")
+            .len();
+        expected.push(format!("{name} 755 {size}"));
+    }
+    expected.push("644".to_string());
+    assert_eq!(listing.stdout.lines().collect::<Vec<_>>(), expected);
+}
+
+#[tokio::test]
+async fn an_image_without_config_fields_gets_an_empty_config() {
+    use lattice_models::lifecycle::ImageConfig;
+
+    const BARE_IMAGE: &str = "lattice-test/garden-bare:v1";
+    let engine = lattice_testkit::docker::connect().await;
+    images::ensure_image(&engine, BARE_IMAGE, &[], || {
+        Ok(images::busybox_rootfs()?.into_inner()?)
+    })
+    .await
+    .expect("image imported");
+    let guard = OwnerGuard::new("garden-bare");
+    let garden = garden().await;
+    let mut spec = spec(&guard, "c").await;
+    spec.rootfs = "docker:///lattice-test/garden-bare#v1".to_string();
+    let info = garden.create(spec).await.expect("created");
+    let config: ImageConfig = serde_json::from_slice(
+        &read_file(&garden, &info.handle, "/.lattice/image-config.json").await,
+    )
+    .expect("the config is JSON");
+    assert_eq!(config, ImageConfig::default());
+}

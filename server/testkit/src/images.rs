@@ -5,7 +5,13 @@
 //! `echo`, `cat`, `sleep`, `nc`, `httpd`, ...), `/tmp`, and an `/etc/passwd`
 //! naming `root` and `nobody`. Callers can add files to [`busybox_rootfs`]
 //! (the project's static binaries, say) and import the result under their
-//! own tag with [`import_rootfs`].
+//! own tag with [`import_rootfs`]; [`scratch_rootfs`] starts an image with
+//! no libc and no shell.
+//!
+//! The Docker app image ([`docker_app_image`]) is busybox with an image
+//! config the Docker app lifecycle reads: entrypoint, cmd, env, working
+//! directory and an exposed port; its start command serves `/www` over HTTP
+//! on port 8080.
 
 use std::path::Path;
 use std::process::Command;
@@ -23,6 +29,31 @@ pub const BUSYBOX_IMAGE: &str = "lattice-test/busybox:latest";
 
 /// Diego rootfs URL of the busybox test image.
 pub const BUSYBOX_ROOTFS: &str = "docker:///lattice-test/busybox#latest";
+
+/// Docker reference of the Docker app test image. The version is part of
+/// the tag: an existing tag is reused, so a changed definition needs a new
+/// one.
+pub const DOCKER_APP_IMAGE: &str = "lattice-test/docker-app:v1";
+
+/// Diego rootfs URL of the Docker app test image.
+pub const DOCKER_APP_ROOTFS: &str = "docker:///lattice-test/docker-app#v1";
+
+/// The port the Docker app image exposes and serves on.
+pub const DOCKER_APP_PORT: u16 = 8080;
+
+/// The body the Docker app serves at `/` (and `/index.html`).
+pub const DOCKER_APP_INDEX: &str = "hello from lattice-test/docker-app\n";
+
+/// The image config of [`DOCKER_APP_IMAGE`], as `docker import --change`
+/// takes it. Start command: `httpd -f -p 8080 -h /www`.
+pub const DOCKER_APP_CHANGES: &[&str] = &[
+    "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "ENV GREETING=hello",
+    "WORKDIR /www",
+    "EXPOSE 8080/tcp 9999/udp",
+    r#"ENTRYPOINT ["httpd", "-f"]"#,
+    r#"CMD ["-p", "8080", "-h", "/www"]"#,
+];
 
 const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -85,6 +116,54 @@ pub async fn ensure_busybox_image(docker: &Docker) -> Result<(), ImageError> {
     .await
 }
 
+/// The rootfs URL of the Docker app test image (see [`DOCKER_APP_CHANGES`]),
+/// importing it first when the engine lacks it.
+///
+/// # Guarantees
+/// As [`busybox_image`].
+///
+/// # Panics
+/// When the image can neither be found nor imported.
+pub async fn docker_app_image() -> String {
+    static IMPORTED: OnceCell<()> = OnceCell::const_new();
+    IMPORTED
+        .get_or_init(|| async {
+            let docker = crate::docker::connect().await;
+            ensure_image(&docker, DOCKER_APP_IMAGE, DOCKER_APP_CHANGES, || {
+                let mut tar = busybox_rootfs()?;
+                add_dir(&mut tar, "www", 0o755)?;
+                add_file(
+                    &mut tar,
+                    "www/index.html",
+                    0o644,
+                    DOCKER_APP_INDEX.as_bytes(),
+                )?;
+                Ok(tar.into_inner()?)
+            })
+            .await
+            .unwrap_or_else(|err| panic!("cannot make the docker app test image: {err}"));
+        })
+        .await;
+    DOCKER_APP_ROOTFS.to_string()
+}
+
+/// Imports the root filesystem `rootfs()` makes as `tag` with `changes`,
+/// unless the engine holds `tag` already (then `rootfs` is not called).
+///
+/// # Errors
+/// What `rootfs` returns, or the engine's refusal of the import.
+pub async fn ensure_image(
+    docker: &Docker,
+    tag: &str,
+    changes: &[&str],
+    rootfs: impl FnOnce() -> Result<Vec<u8>, ImageError>,
+) -> Result<(), ImageError> {
+    if image_exists(docker, tag).await {
+        return Ok(());
+    }
+    import_rootfs(docker, tag, rootfs()?, changes).await
+}
+
 /// Whether the engine holds an image of that reference. Any failure to
 /// inspect counts as absent, so the caller tries to make it.
 pub async fn image_exists(docker: &Docker, reference: &str) -> bool {
@@ -136,6 +215,44 @@ pub fn busybox_rootfs() -> Result<tar::Builder<Vec<u8>>, ImageError> {
         b"root:x:0:\nnogroup:x:65534:\n",
     )?;
     Ok(tar)
+}
+
+/// An unfinished tar of a root filesystem holding only `/tmp` and
+/// `/etc/passwd` (root, nobody): no libc, no shell, no program at all. Add
+/// static binaries to it to prove they need nothing else.
+///
+/// # Errors
+/// Only if writing to memory fails.
+pub fn scratch_rootfs() -> Result<tar::Builder<Vec<u8>>, ImageError> {
+    let mut tar = tar::Builder::new(Vec::new());
+    append_dir(&mut tar, "tmp", 0o1777)?;
+    append_dir(&mut tar, "etc", 0o755)?;
+    let passwd = "root:x:0:0:root:/:/nonexistent\nnobody:x:65534:65534:nobody:/:/nonexistent\n";
+    append_file(&mut tar, "etc/passwd", 0o644, passwd.as_bytes())?;
+    Ok(tar)
+}
+
+/// Adds a regular file (owned by root) to a root filesystem tar; `path` is
+/// relative to `/`. Its directory must have been added before.
+///
+/// # Errors
+/// Only if writing to memory fails.
+pub fn add_file(
+    tar: &mut tar::Builder<Vec<u8>>,
+    path: &str,
+    mode: u32,
+    data: &[u8],
+) -> std::io::Result<()> {
+    append_file(tar, path, mode, data)
+}
+
+/// Adds a directory (owned by root) to a root filesystem tar; `path` is
+/// relative to `/`, without a trailing `/`.
+///
+/// # Errors
+/// Only if writing to memory fails.
+pub fn add_dir(tar: &mut tar::Builder<Vec<u8>>, path: &str, mode: u32) -> std::io::Result<()> {
+    append_dir(tar, path, mode)
 }
 
 /// Imports a root filesystem tar as image `tag` (`repo:tag`), applying

@@ -3,9 +3,12 @@
 //! The binaries run inside images that may hold no libc at all, so they are
 //! linked statically (`+crt-static` on the gnu target) into a target
 //! directory of their own: the workspace's usual flags stay untouched, and
-//! the static build is reused across test runs.
+//! the static build is reused across test runs. The binaries are then
+//! copied into a directory holding nothing else, since Garden uploads every
+//! file of its lifecycle directory into each container.
 
 use std::fs::File;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -34,7 +37,17 @@ pub enum BuildError {
     /// The build succeeded but did not leave the expected binary.
     #[error("the build left no {0}")]
     Missing(PathBuf),
+    /// Copying a binary into the lifecycle directory failed.
+    #[error("install {path}: {source}")]
+    Install {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
+
+/// The binaries of `lattice-lifecycles`, every one of which goes into
+/// containers at `/.lattice/bin/`.
+pub const BINARIES: &[&str] = &["lattice-init", "builder", "launcher", "healthcheck"];
 
 /// The Rust target the static binaries are built for: this machine's
 /// architecture, gnu libc linked in.
@@ -42,8 +55,9 @@ pub fn target_triple() -> String {
     format!("{}-unknown-linux-gnu", std::env::consts::ARCH)
 }
 
-/// The directory holding the static lifecycle binaries (`lattice-init`, ...),
-/// built on first use.
+/// The directory holding the static lifecycle binaries ([`BINARIES`]) and
+/// nothing else, built on first use: the `lifecycle_dir` for a
+/// `DockerGarden`.
 ///
 /// # Guarantees
 /// - Builds at most once per process; parallel test processes serialise on a
@@ -80,12 +94,16 @@ fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// Builds `lattice-lifecycles` statically into `target_dir` and returns the
-/// directory holding its binaries.
+/// Builds `lattice-lifecycles` statically into `target_dir` and returns
+/// `target_dir/lifecycles`, which holds its binaries and nothing else.
+///
+/// # Guarantees
+/// - A binary is replaced only when it changed, by a rename, so a reader in
+///   another process sees the old file or the new one, never a partial one.
 ///
 /// # Errors
-/// When the lock cannot be taken, cargo fails, or `lattice-init` is missing
-/// after the build.
+/// When the lock cannot be taken, cargo fails, a binary of [`BINARIES`] is
+/// missing after the build, or cannot be copied.
 pub fn build_static_into(target_dir: &Path) -> Result<PathBuf, BuildError> {
     let prepare = |source| BuildError::Prepare {
         path: target_dir.to_path_buf(),
@@ -128,10 +146,79 @@ pub fn build_static_into(target_dir: &Path) -> Result<PathBuf, BuildError> {
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
         });
     }
-    let dir = target_dir.join(triple).join("release");
-    let init = dir.join("lattice-init");
-    if !init.is_file() {
-        return Err(BuildError::Missing(init));
+    let release = target_dir.join(triple).join("release");
+    let dir = target_dir.join("lifecycles");
+    std::fs::create_dir_all(&dir).map_err(|source| BuildError::Install {
+        path: dir.clone(),
+        source,
+    })?;
+    for name in BINARIES {
+        let built = release.join(name);
+        if !built.is_file() {
+            return Err(BuildError::Missing(built));
+        }
+        // The temporary file lives beside, not in, the directory Garden
+        // reads whole.
+        install(
+            &built,
+            &dir.join(name),
+            &target_dir.join(format!(".{name}.tmp")),
+        )?;
     }
     Ok(dir)
+}
+
+/// Copies `from` to `to` through `tmp` and a rename, unless `to` holds the
+/// same bytes already.
+fn install(from: &Path, to: &Path, tmp: &Path) -> Result<(), BuildError> {
+    let failed = |source| BuildError::Install {
+        path: to.to_path_buf(),
+        source,
+    };
+    let data = std::fs::read(from).map_err(failed)?;
+    if std::fs::read(to).is_ok_and(|existing| existing == data) {
+        return Ok(());
+    }
+    std::fs::write(tmp, &data).map_err(failed)?;
+    std::fs::set_permissions(tmp, std::fs::Permissions::from_mode(0o755)).map_err(failed)?;
+    std::fs::rename(tmp, to).map_err(failed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn install_replaces_only_changed_binaries() {
+        let dir =
+            std::env::temp_dir().join(format!("lattice-install-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(dir.join("out")).expect("temp dir is writable");
+        let (from, to, tmp) = (dir.join("built"), dir.join("out/bin"), dir.join(".bin.tmp"));
+        std::fs::write(&from, "v1").expect("writable");
+        install(&from, &to, &tmp).expect("installs");
+        assert_eq!(std::fs::read(&to).expect("installed"), b"v1");
+        let mode = std::fs::metadata(&to)
+            .expect("installed")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o755);
+        assert!(!tmp.exists(), "renamed away");
+
+        // Unchanged: the file is kept (same inode), so readers are not disturbed.
+        let inode = |path: &Path| {
+            std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(path).expect("exists"))
+        };
+        let before = inode(&to);
+        install(&from, &to, &tmp).expect("installs");
+        assert_eq!(inode(&to), before);
+
+        std::fs::write(&from, "v2").expect("writable");
+        install(&from, &to, &tmp).expect("installs");
+        assert_eq!(std::fs::read(&to).expect("installed"), b"v2");
+        let entries: Vec<_> = std::fs::read_dir(dir.join("out"))
+            .expect("exists")
+            .collect();
+        assert_eq!(entries.len(), 1, "nothing but the binary in the directory");
+        std::fs::remove_dir_all(&dir).expect("created above");
+    }
 }
