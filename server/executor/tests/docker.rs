@@ -4,7 +4,7 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{tgz, TestServer};
 use lattice_executor::{
@@ -191,7 +191,6 @@ async fn assert_no_sleep_left(h: &Harness) {
 #[tokio::test]
 async fn timeout_kills_the_process() {
     let h = harness(Limits::default()).await;
-    let start = Instant::now();
     let action = Action::Timeout(TimeoutAction {
         action: Box::new(Action::run("/bin/sleep", &["100"])),
         timeout_ms: 1000,
@@ -201,11 +200,6 @@ async fn timeout_kills_the_process() {
     assert!(
         matches!(err, ActionError::TimedOut { timeout_ms: 1000 }),
         "{err}"
-    );
-    assert!(
-        start.elapsed() < Duration::from_secs(20),
-        "took {:?}",
-        start.elapsed()
     );
     assert_no_sleep_left(&h).await;
 }
@@ -219,24 +213,15 @@ async fn cancellation_stops_a_running_process() {
         tokio::time::sleep(Duration::from_secs(1)).await;
         trigger.cancel();
     });
-    let start = Instant::now();
     let err = h
         .run_with(&Action::run("/bin/sleep", &["100"]), cancel)
         .await
         .unwrap_err();
     assert!(err.is_cancelled(), "{err}");
-    assert!(
-        start.elapsed() < Duration::from_secs(20),
-        "took {:?}",
-        start.elapsed()
-    );
     assert_no_sleep_left(&h).await;
 }
 
 #[tokio::test]
-#[ignore = "DockerGarden takes oom_killed from Docker's State.OOMKilled, which stays false \
-            when a process other than the container's init is OOM-killed (the cgroup's \
-            oom_kill counter says 1); run with --ignored once the backend reads the cgroup"]
 async fn out_of_memory_is_named() {
     let h = harness(Limits {
         memory_mb: 32,

@@ -331,7 +331,15 @@ impl DockerGarden {
             ports,
             properties,
             running: state.running.unwrap_or(false),
-            oom_killed: state.oom_killed.unwrap_or(false),
+            // Docker only sets OOMKilled when the container's init died of
+            // it; a process we exec'd that the kernel killed for memory
+            // shows in the cgroup's own counter.
+            oom_killed: state.oom_killed.unwrap_or(false)
+                || state
+                    .pid
+                    .filter(|pid| *pid > 0)
+                    .and_then(cgroup_oom_kills)
+                    .is_some_and(|kills| kills > 0),
         }
     }
 
@@ -830,6 +838,30 @@ fn env_strings(env: &[(String, String)]) -> Vec<String> {
     env.iter()
         .map(|(key, value)| format!("{key}={value}"))
         .collect()
+}
+
+/// How many processes the kernel killed for memory in the memory cgroup of
+/// `pid`, from cgroup v1's `memory.oom_control` or v2's `memory.events`.
+/// `None` when it cannot be read (the cell does not see the engine's host,
+/// or an old kernel without the counter).
+fn cgroup_oom_kills(pid: i64) -> Option<u64> {
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let mut files = Vec::new();
+    for line in cgroups.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        if controllers.split(',').any(|c| c == "memory") {
+            files.push(format!("/sys/fs/cgroup/memory{path}/memory.oom_control"));
+        } else if controllers.is_empty() {
+            files.push(format!("/sys/fs/cgroup{path}/memory.events"));
+        }
+    }
+    files.iter().find_map(|file| {
+        let contents = std::fs::read_to_string(file).ok()?;
+        contents
+            .lines()
+            .find_map(|line| line.strip_prefix("oom_kill ")?.trim().parse().ok())
+    })
 }
 
 fn mb_to_bytes(mb: u64) -> i64 {
