@@ -60,8 +60,10 @@ struct UpArgs {
     /// Run no cell here: only the store, receptor and brain.
     #[arg(long)]
     no_cell: bool,
-    /// Directory with the static lifecycle binaries placed into containers
-    /// (`lattice-init`). Default: `lifecycles/` beside the `lattice` binary.
+    /// Directory with the static lifecycle binaries placed into every
+    /// container (`lattice-init`, `builder`, `launcher`, `healthcheck`), as
+    /// `installers/build-lifecycles.sh` makes them. Default: `lifecycles/`
+    /// beside the `lattice` binary.
     #[arg(long, env = "LATTICE_LIFECYCLE_DIR")]
     lifecycle_dir: Option<PathBuf>,
     /// This machine's cell id; keep it stable across restarts so the cell
