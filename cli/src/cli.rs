@@ -5,14 +5,16 @@ use clap::{Parser, Subcommand};
 
 use crate::commands;
 
-/// ltc drives a lattice cluster: it submits tasks, lists work and cells, and
-/// shows what the cluster is doing.
+/// ltc drives a lattice cluster: it runs apps (long-running processes) from
+/// Docker images, submits tasks, lists work and cells, and shows what the
+/// cluster is doing.
 ///
 /// The receptor to talk to is saved by `ltc target URL`; LTC_TARGET,
 /// LTC_USERNAME and LTC_PASSWORD override it for one command, and
 /// LTC_CONFIG_DIR moves the config file.
 ///
-/// Exit codes: 0 success, 1 failure, 2 usage error.
+/// Exit codes: 0 success, 1 failure, 2 usage error, 3 placement failed (an
+/// app was not running in time).
 #[derive(Debug, Parser)]
 #[command(name = "ltc", version, propagate_version = true, max_term_width = 100)]
 pub struct Cli {
@@ -20,8 +22,30 @@ pub struct Cli {
     pub command: Command,
 }
 
+// One value per process, parsed once: boxing `create`'s many flags would
+// only add an indirection.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Create an app from a Docker image and wait until it runs.
+    Create(commands::create::Args),
+    /// Change the number of instances of an app and wait until they run.
+    Scale(commands::scale::Args),
+    /// Show an app and its instances.
+    Status(commands::status::Args),
+    /// List apps and tasks.
+    List(commands::list::Args),
+    /// Remove apps (their instances are stopped).
+    #[command(visible_alias = "rm")]
+    Remove(commands::remove::Args),
+    /// Change an app's instances or routes.
+    Update(commands::update::Args),
+    /// Set an app's HTTP routes (Lattice's older form: PORT:HOST,...).
+    UpdateRoutes(commands::update_routes::Args),
+    /// Create an app from a JSON file (a DesiredLrpCreateRequest).
+    SubmitLrp(commands::submit_lrp::Args),
+    /// Show the cells and the instances on each.
+    Visualize(commands::visualize::Args),
     /// Show or set the receptor ltc talks to.
     Target(commands::target::Args),
     /// Show the versions of ltc and of the receptor.

@@ -8,13 +8,18 @@
 //! - [`commands`]: one file per command, each with a `run` that writes to a
 //!   given output so that tests can capture it.
 //! - [`config`]: the saved target and credentials, and their overrides.
-//! - `output`: tables and time formatting shared by the commands.
+//! - `output`: tables, colours and time formatting shared by the commands.
+//! - `progress`: the spinner of every long wait.
+//! - `image`, `routes`: what users type (images, route and monitor flags)
+//!   turned into the API's shapes, and back.
+//! - `wait`: waiting for an app's instances, and why they are not running.
 //!
 //! # Exit codes
 //! 0 success; 1 failure (the message and its causes go to stderr); 2 usage
-//! error (from clap).
+//! error (from clap); 3 placement failed: an app's instances (or its staging
+//! task) were not running in time, as Lattice's `ltc create` reported.
 
-use std::io::Write;
+use std::io::{IsTerminal as _, Write};
 
 use anyhow::Context as _;
 use lattice_client::Client;
@@ -22,7 +27,13 @@ use lattice_client::Client;
 pub mod cli;
 pub mod commands;
 pub mod config;
+mod image;
 mod output;
+mod progress;
+mod routes;
+mod wait;
+
+pub use wait::PlacementFailed;
 
 use cli::{Cli, Command};
 use config::{ConfigFile, SavedConfig, Target};
@@ -31,6 +42,18 @@ use config::{ConfigFile, SavedConfig, Target};
 pub const EXIT_FAILURE: u8 = 1;
 /// Exit code of a command line that clap refused.
 pub const EXIT_USAGE: u8 = 2;
+/// Exit code of a command whose work was not placed or not running in time
+/// ([`PlacementFailed`]).
+pub const EXIT_PLACEMENT: u8 = 3;
+
+/// The exit code for a command that failed with `err`.
+pub fn exit_code(err: &anyhow::Error) -> u8 {
+    if err.chain().any(|cause| cause.is::<PlacementFailed>()) {
+        EXIT_PLACEMENT
+    } else {
+        EXIT_FAILURE
+    }
+}
 
 /// What every command may need: the config file and the target in force.
 #[derive(Debug, Clone)]
@@ -38,6 +61,9 @@ pub struct Context {
     pub config_file: ConfigFile,
     pub saved: SavedConfig,
     pub target: Target,
+    /// Whether tables and blocks may be coloured: stdout is a terminal and
+    /// `NO_COLOR` (no-color.org) is unset.
+    pub color: bool,
 }
 
 impl Context {
@@ -46,10 +72,12 @@ impl Context {
         let config_file = ConfigFile::locate(env)?;
         let saved = config_file.load()?;
         let target = config::resolve(&saved, env)?;
+        let color = std::io::stdout().is_terminal() && env("NO_COLOR").is_none();
         Ok(Context {
             config_file,
             saved,
             target,
+            color,
         })
     }
 
@@ -80,6 +108,15 @@ pub async fn run(
         Command::CancelTask(args) => commands::cancel_task::run(&args, &ctx()?, out).await,
         Command::DeleteTask(args) => commands::delete_task::run(&args, &ctx()?, out).await,
         Command::Cells(args) => commands::cells::run(&args, &ctx()?, out).await,
+        Command::Create(args) => commands::create::run(&args, &ctx()?, env, out).await,
+        Command::Scale(args) => commands::scale::run(&args, &ctx()?, out).await,
+        Command::Status(args) => commands::status::run(&args, &ctx()?, out).await,
+        Command::List(args) => commands::list::run(&args, &ctx()?, out).await,
+        Command::Remove(args) => commands::remove::run(&args, &ctx()?, out).await,
+        Command::Update(args) => commands::update::run(&args, &ctx()?, out).await,
+        Command::UpdateRoutes(args) => commands::update_routes::run(&args, &ctx()?, out).await,
+        Command::SubmitLrp(args) => commands::submit_lrp::run(&args, &ctx()?, out).await,
+        Command::Visualize(args) => commands::visualize::run(&args, &ctx()?, out).await,
     }?;
     out.flush().context("cannot write the output")
 }
@@ -115,5 +152,18 @@ mod tests {
             .context("cannot read")
             .unwrap_err();
         assert!(!is_broken_pipe(&err));
+    }
+
+    #[test]
+    fn placement_failures_have_their_own_exit_code() {
+        let failed = PlacementFailed {
+            summary: "web is not running".into(),
+            details: vec![],
+        };
+        let err = Err::<(), _>(failed)
+            .context("cannot create web")
+            .unwrap_err();
+        assert_eq!(exit_code(&err), EXIT_PLACEMENT);
+        assert_eq!(exit_code(&anyhow::anyhow!("other")), EXIT_FAILURE);
     }
 }

@@ -14,7 +14,7 @@ fn main() -> ExitCode {
         Err(err) if ltc::is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
-            ExitCode::from(ltc::EXIT_FAILURE)
+            ExitCode::from(ltc::exit_code(&err))
         }
     }
 }

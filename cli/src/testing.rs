@@ -1,10 +1,17 @@
 //! Test support: a real receptor in process, on port 0, over a SQLite store
-//! in a temporary directory, and a [`Context`] that targets it.
+//! in a temporary directory, and a [`Context`] that targets it; and a
+//! [`FakeCell`] that plays the cell (and the brain) through the store, so
+//! that the waits of `ltc create` and `ltc scale` see real state changes.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
-use lattice_bbs::{SharedStore, SqliteStore};
+use lattice_bbs::{ActualLrpFilter, DesiredLrpFilter, SharedStore, SqliteStore, TaskFilter};
+use lattice_models::{
+    unix_nanos, ActualLrp, ActualLrpEvent, ActualLrpState, DesiredLrp, PortMapping, TaskEvent,
+    TaskState,
+};
 use lattice_receptor::ReceptorConfig;
 use tokio_util::sync::CancellationToken;
 
@@ -64,7 +71,12 @@ impl TestReceptor {
             ENV_CONFIG_DIR.to_string(),
             self.dir.path().join("ltc").display().to_string(),
         );
-        Context::load(&move |name| env.get(name).cloned()).expect("the test config loads")
+        let mut ctx =
+            Context::load(&move |name| env.get(name).cloned()).expect("the test config loads");
+        // Whether the test runner's stdout is a terminal must not change
+        // what the tests see.
+        ctx.color = false;
+        ctx
     }
 }
 
@@ -90,4 +102,229 @@ pub(crate) fn task_json(guid: &str) -> String {
   "memory_mb": 64
 }}"#
     )
+}
+
+/// What the fake cell does with a staging task.
+#[derive(Debug, Clone)]
+pub(crate) enum StagingBehaviour {
+    /// Completes it with this result (the builder's JSON).
+    Succeed(String),
+    /// Completes it failed with this reason.
+    Fail(String),
+}
+
+/// What the fake cell does with an app's instances.
+#[derive(Debug, Clone)]
+pub(crate) enum LrpBehaviour {
+    /// Claims and starts them: RUNNING on `cell-1` at `127.0.0.1:61000+index`.
+    Run,
+    /// Leaves them UNCLAIMED with this placement error, as an auction that
+    /// found no room does.
+    PlacementError(String),
+    /// Claims them and crashes them once with this reason.
+    Crash(String),
+}
+
+/// A task that plays the cell and the brain through the store: it completes
+/// pending tasks, creates each desired LRP's missing instances, runs them
+/// (or not) as told, and removes instances beyond the desired count. Stops
+/// when dropped.
+pub(crate) struct FakeCell {
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// How often the fake cell looks at the store; short, so tests are quick.
+const FAKE_CELL_TICK: Duration = Duration::from_millis(20);
+
+impl FakeCell {
+    pub fn start(
+        receptor: &TestReceptor,
+        staging: StagingBehaviour,
+        lrps: LrpBehaviour,
+    ) -> FakeCell {
+        let store = receptor.store.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                complete_tasks(&store, &staging).await;
+                converge_lrps(&store, &lrps).await;
+                tokio::time::sleep(FAKE_CELL_TICK).await;
+            }
+        });
+        FakeCell { task }
+    }
+}
+
+impl Drop for FakeCell {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn now() -> i64 {
+    unix_nanos(SystemTime::now())
+}
+
+// The fake cell is the only writer of tasks' states and of actual LRPs in
+// these tests (ltc only creates, cancels and deletes), so its compare-and-swap
+// writes cannot conflict; a failure is a bug worth a panic, which the test
+// then reports as a timeout with this message in its output.
+const ONLY_WRITER: &str = "the fake cell is the only writer of this record";
+
+async fn complete_tasks(store: &SharedStore, staging: &StagingBehaviour) {
+    let filter = TaskFilter {
+        state: Some(TaskState::Pending),
+        ..Default::default()
+    };
+    let pending = store.list_tasks(&filter).await.expect(ONLY_WRITER);
+    for mut task in pending {
+        task.apply(TaskEvent::Claim, now()).expect(ONLY_WRITER);
+        task.cell_id = "cell-1".to_string();
+        // ltc may cancel (complete) it in between; then leave it alone.
+        let Ok(mut task) = store.update_task(task).await else {
+            continue;
+        };
+        task.apply(TaskEvent::Start, now()).expect(ONLY_WRITER);
+        let Ok(mut task) = store.update_task(task).await else {
+            continue;
+        };
+        match staging {
+            StagingBehaviour::Succeed(result) => {
+                task.apply(TaskEvent::Complete, now()).expect(ONLY_WRITER);
+                task.result = result.clone();
+            }
+            StagingBehaviour::Fail(reason) => {
+                task.fail(reason.clone(), now()).expect(ONLY_WRITER);
+            }
+        }
+        let _ = store.update_task(task).await;
+    }
+}
+
+async fn converge_lrps(store: &SharedStore, behaviour: &LrpBehaviour) {
+    let desired = store
+        .list_desired_lrps(&DesiredLrpFilter::default())
+        .await
+        .expect(ONLY_WRITER);
+    let actuals = store
+        .list_actual_lrps(&ActualLrpFilter::default())
+        .await
+        .expect(ONLY_WRITER);
+    for actual in &actuals {
+        let wanted = desired
+            .iter()
+            .any(|d| d.process_guid == actual.process_guid && actual.index < d.instances);
+        if !wanted {
+            store
+                .delete_actual_lrp(&actual.process_guid, actual.index, &actual.modification_tag)
+                .await
+                .expect(ONLY_WRITER);
+        }
+    }
+    for lrp in &desired {
+        for index in 0..lrp.instances {
+            let existing = actuals
+                .iter()
+                .find(|a| a.process_guid == lrp.process_guid && a.index == index);
+            match existing {
+                None => {
+                    let mut fresh =
+                        ActualLrp::unclaimed(&lrp.process_guid, &lrp.domain, index, now());
+                    if let LrpBehaviour::PlacementError(reason) = behaviour {
+                        fresh.placement_error = reason.clone();
+                    }
+                    store.create_actual_lrp(fresh).await.expect(ONLY_WRITER);
+                }
+                Some(actual) if actual.state == ActualLrpState::Unclaimed => {
+                    place(store, lrp, actual.clone(), behaviour).await;
+                }
+                Some(_) => {}
+            }
+        }
+    }
+}
+
+async fn place(
+    store: &SharedStore,
+    lrp: &DesiredLrp,
+    mut actual: ActualLrp,
+    behaviour: &LrpBehaviour,
+) {
+    if matches!(behaviour, LrpBehaviour::PlacementError(_)) {
+        return;
+    }
+    actual
+        .apply(ActualLrpEvent::Claim, now())
+        .expect(ONLY_WRITER);
+    actual.cell_id = "cell-1".to_string();
+    actual.instance_guid = format!("{}-{}-guid", lrp.process_guid, actual.index);
+    actual.address = "127.0.0.1".to_string();
+    actual.ports = vec![PortMapping {
+        container_port: lrp.ports.first().copied().unwrap_or(8080),
+        host_port: 61000 + u32::try_from(actual.index).expect("test indexes are small"),
+    }];
+    let mut actual = store.update_actual_lrp(actual).await.expect(ONLY_WRITER);
+    match behaviour {
+        LrpBehaviour::Crash(reason) => {
+            actual
+                .apply(ActualLrpEvent::Crash, now())
+                .expect(ONLY_WRITER);
+            actual.crash_count += 1;
+            actual.crash_reason = reason.clone();
+        }
+        _ => actual
+            .apply(ActualLrpEvent::Start, now())
+            .expect(ONLY_WRITER),
+    }
+    store.update_actual_lrp(actual).await.expect(ONLY_WRITER);
+}
+
+/// Seeds one instance of `process_guid` in `state` on `cell` (empty for
+/// none), as the cell side would leave it; for the read-only commands.
+pub(crate) async fn seed_actual(
+    store: &SharedStore,
+    process_guid: &str,
+    index: i64,
+    state: ActualLrpState,
+    cell: &str,
+) -> ActualLrp {
+    let mut actual = ActualLrp::unclaimed(process_guid, "lattice", index, now());
+    let created = store
+        .create_actual_lrp(actual.clone())
+        .await
+        .expect("a fresh key is free");
+    actual.modification_tag = created.modification_tag;
+    actual.state = state;
+    actual.cell_id = cell.to_string();
+    if state == ActualLrpState::Running || state == ActualLrpState::Claimed {
+        actual.instance_guid = format!("{process_guid}-{index}-guid");
+        actual.address = "10.0.0.5".to_string();
+        actual.ports = vec![PortMapping {
+            container_port: 8080,
+            host_port: 61000 + u32::try_from(index).expect("test indexes are small"),
+        }];
+    }
+    store
+        .update_actual_lrp(actual)
+        .await
+        .expect("nobody else writes it")
+}
+
+/// The request `ltc create APP busybox` would send, for tests that need an
+/// app without staging one.
+pub(crate) fn app_request(app: &str, instances: i64) -> lattice_models::DesiredLrpCreateRequest {
+    let json = serde_json::json!({
+        "process_guid": app,
+        "domain": "lattice",
+        "rootfs": "docker:///busybox",
+        "instances": instances,
+        "action": {"run": {"path": "/.lattice/bin/launcher"}},
+        "memory_mb": 128,
+        "disk_mb": 256,
+        "ports": [8080],
+        "env": [{"name": "MODE", "value": "test"}],
+        "routes": {"cf-router": [{"hostnames": [format!("{app}.localhost")], "port": 8080}]},
+        "log_guid": app,
+        "log_source": "APP"
+    });
+    serde_json::from_value(json).expect("the test request is well-formed")
 }

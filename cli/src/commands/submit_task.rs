@@ -33,7 +33,7 @@ pub async fn run(args: &Args, ctx: &Context, out: &mut dyn Write) -> anyhow::Res
     Ok(())
 }
 
-fn read_input(file: &PathBuf) -> anyhow::Result<(String, Vec<u8>)> {
+pub(crate) fn read_input(file: &PathBuf) -> anyhow::Result<(String, Vec<u8>)> {
     if file.as_os_str() == "-" {
         let mut bytes = Vec::new();
         std::io::stdin()

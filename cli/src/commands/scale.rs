@@ -1,0 +1,159 @@
+//! `ltc scale APP N`: change the number of instances and wait until exactly
+//! the first N are RUNNING and the others are gone.
+
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use lattice_models::lrp::MAX_INSTANCES;
+use lattice_models::DesiredLrpUpdateRequest;
+
+use crate::progress::Spinner;
+use crate::wait;
+use crate::Context;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The app's name.
+    pub app: String,
+
+    /// How many instances it should run.
+    #[arg(value_parser = clap::value_parser!(i64).range(0..=MAX_INSTANCES))]
+    pub instances: i64,
+
+    /// How long to wait for the instances; past it ltc exits with 3 (the
+    /// new count stays desired).
+    #[arg(long, default_value = "2m", value_parser = crate::output::parse_rate)]
+    pub timeout: Duration,
+}
+
+pub async fn run(args: &Args, ctx: &Context, out: &mut dyn Write) -> anyhow::Result<()> {
+    let app = &args.app;
+    let client = ctx.client()?;
+    let update = DesiredLrpUpdateRequest {
+        instances: Some(args.instances),
+        ..Default::default()
+    };
+    client
+        .update_desired_lrp(app, &update)
+        .await
+        .with_context(|| format!("cannot scale {app}"))?;
+    let spinner = Spinner::new(format!("Scaling {app} to {}...", args.instances));
+    wait::wait_for_instances(&client, app, args.instances, args.timeout, &spinner).await?;
+    drop(spinner);
+    match args.instances {
+        0 => writeln!(out, "{app} is scaled to 0 instances.")?,
+        1 => writeln!(out, "{app} is now running 1 instance.")?,
+        n => writeln!(out, "{app} is now running {n} instances.")?,
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use lattice_bbs::ActualLrpFilter;
+
+    use super::*;
+    use crate::testing::{
+        app_request, output, FakeCell, LrpBehaviour, StagingBehaviour, TestReceptor,
+    };
+
+    fn args(app: &str, instances: i64, timeout: Duration) -> Args {
+        Args {
+            app: app.into(),
+            instances,
+            timeout,
+        }
+    }
+
+    async fn instances(receptor: &TestReceptor) -> Vec<i64> {
+        let filter = ActualLrpFilter::default();
+        let actuals = receptor.store.list_actual_lrps(&filter).await.unwrap();
+        actuals.iter().map(|a| a.index).collect()
+    }
+
+    #[tokio::test]
+    async fn scales_up_and_down_and_waits() {
+        let receptor = TestReceptor::start().await;
+        let ctx = receptor.context(&[]);
+        ctx.client()
+            .unwrap()
+            .create_desired_lrp(&app_request("web", 1))
+            .await
+            .unwrap();
+        let _cell = FakeCell::start(
+            &receptor,
+            StagingBehaviour::Fail("unused".into()),
+            LrpBehaviour::Run,
+        );
+        let long = Duration::from_secs(20);
+
+        let mut out = Vec::new();
+        run(&args("web", 3, long), &ctx, &mut out).await.unwrap();
+        assert_eq!(output(out), "web is now running 3 instances.\n");
+        assert_eq!(instances(&receptor).await, [0, 1, 2]);
+
+        let mut out = Vec::new();
+        run(&args("web", 1, long), &ctx, &mut out).await.unwrap();
+        assert_eq!(output(out), "web is now running 1 instance.\n");
+        assert_eq!(
+            instances(&receptor).await,
+            [0],
+            "waited for the extras to go"
+        );
+
+        let mut out = Vec::new();
+        run(&args("web", 0, long), &ctx, &mut out).await.unwrap();
+        assert_eq!(output(out), "web is scaled to 0 instances.\n");
+        assert!(instances(&receptor).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn instances_that_cannot_be_placed_exit_with_3() {
+        let receptor = TestReceptor::start().await;
+        let ctx = receptor.context(&[]);
+        ctx.client()
+            .unwrap()
+            .create_desired_lrp(&app_request("web", 0))
+            .await
+            .unwrap();
+        let _cell = FakeCell::start(
+            &receptor,
+            StagingBehaviour::Fail("unused".into()),
+            LrpBehaviour::PlacementError("no cell in zone z9".into()),
+        );
+        let err = run(
+            &args("web", 2, Duration::from_millis(400)),
+            &ctx,
+            &mut Vec::new(),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(crate::exit_code(&err), crate::EXIT_PLACEMENT);
+        let message = format!("{err:#}");
+        assert!(message.contains("0 of 2 instances RUNNING"), "{message}");
+        assert!(
+            message.contains("instance 1: UNCLAIMED, placement failed: no cell in zone z9"),
+            "{message}"
+        );
+        let lrp = receptor.store.get_desired_lrp("web").await.unwrap();
+        assert_eq!(lrp.instances, 2, "the new count stays desired");
+    }
+
+    #[tokio::test]
+    async fn an_unknown_app_is_an_error() {
+        let receptor = TestReceptor::start().await;
+        let err = run(
+            &args("nope", 2, Duration::from_secs(1)),
+            &receptor.context(&[]),
+            &mut Vec::new(),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(
+            format!("{err:#}"),
+            "cannot scale nope: desired LRP \"nope\" not found"
+        );
+        assert_eq!(crate::exit_code(&err), crate::EXIT_FAILURE);
+    }
+}

@@ -1,0 +1,281 @@
+//! Waiting for an app's instances to be RUNNING (`ltc create`, `ltc scale`),
+//! and the error that says why they are not when the time is up.
+//!
+//! The wait polls `GET /v1/actual_lrps/APP`: a poll sees the whole state at
+//! once, needs no catching up after a missed event, and its cost (one small
+//! request every [`POLL_INTERVAL`]) does not matter for one user's command.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use lattice_client::{Client, ClientError};
+use lattice_models::{ActualLrp, ActualLrpState};
+use tokio::time::Instant;
+
+use crate::progress::Spinner;
+
+/// How often the wait looks at the instances.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
+
+/// What ltc waited for did not happen in time, or could not be placed;
+/// `ltc` exits with [`crate::EXIT_PLACEMENT`] for it, as Lattice's `ltc
+/// create` had a distinct code for "placement failed".
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{summary}{}", render_details(.details))]
+pub struct PlacementFailed {
+    /// One line: what did not happen, and how far it got.
+    pub summary: String,
+    /// One line per instance (or task) that is not where it should be.
+    pub details: Vec<String>,
+}
+
+fn render_details(details: &[String]) -> String {
+    details.iter().map(|line| format!("\n  {line}")).collect()
+}
+
+/// How far an app is from `desired` RUNNING instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    pub desired: i64,
+    /// RUNNING instances with an index below `desired`.
+    pub running: i64,
+    /// Instances at or above `desired` that are still to be stopped.
+    pub extra: i64,
+}
+
+impl Progress {
+    pub fn of(actuals: &[ActualLrp], desired: i64) -> Progress {
+        let running = actuals
+            .iter()
+            .filter(|a| a.index < desired && a.state == ActualLrpState::Running)
+            .count();
+        let extra = actuals.iter().filter(|a| a.index >= desired).count();
+        Progress {
+            desired,
+            running: i64::try_from(running).unwrap_or(i64::MAX),
+            extra: i64::try_from(extra).unwrap_or(i64::MAX),
+        }
+    }
+
+    /// Every wanted index RUNNING and none beyond them left.
+    pub fn is_done(&self) -> bool {
+        self.running >= self.desired && self.extra == 0
+    }
+
+    fn message(&self, app: &str) -> String {
+        let mut message = format!(
+            "Waiting for {app}: {}/{} instances running",
+            self.running, self.desired
+        );
+        if self.extra > 0 {
+            message.push_str(&format!(", {} to stop", self.extra));
+        }
+        message
+    }
+}
+
+/// Polls the instances of `app` until `desired` of them are RUNNING and no
+/// instance beyond them is left, or `timeout` has passed.
+///
+/// # Errors
+/// [`PlacementFailed`] when the time is up, explaining each instance that is
+/// not RUNNING (placement error, crashes and their reason, state); a client
+/// error other than a lost connection (which is retried until the time is
+/// up, so that a restarting receptor does not fail a long wait).
+pub async fn wait_for_instances(
+    client: &Client,
+    app: &str,
+    desired: i64,
+    timeout: Duration,
+    spinner: &Spinner,
+) -> anyhow::Result<Vec<ActualLrp>> {
+    let deadline = Instant::now() + timeout;
+    let mut last = Vec::new();
+    loop {
+        match client.actual_lrps_by_process_guid(app).await {
+            Ok(actuals) => {
+                let progress = Progress::of(&actuals, desired);
+                spinner.set_message(progress.message(app));
+                if progress.is_done() {
+                    return Ok(actuals);
+                }
+                last = actuals;
+            }
+            Err(err) if is_transient(&err) => {
+                spinner.set_message(format!("Waiting for {app}: {err}; retrying"));
+            }
+            Err(err) => {
+                return Err(err).with_context(|| format!("cannot read the instances of {app:?}"))
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(not_running(app, desired, timeout, &last).into());
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+/// A lost connection or a timed-out request, which may heal by itself.
+pub fn is_transient(err: &ClientError) -> bool {
+    matches!(
+        err,
+        ClientError::Unreachable { .. } | ClientError::Transport { .. }
+    )
+}
+
+/// Why `app` does not have `desired` RUNNING instances after `waited`.
+pub fn not_running(
+    app: &str,
+    desired: i64,
+    waited: Duration,
+    actuals: &[ActualLrp],
+) -> PlacementFailed {
+    let progress = Progress::of(actuals, desired);
+    let mut summary = format!(
+        "{app} is not running after {}: {} of {desired} instances RUNNING",
+        humantime::format_duration(waited),
+        progress.running
+    );
+    if progress.extra > 0 {
+        summary.push_str(&format!(", {} more still to stop", progress.extra));
+    }
+    let states = state_counts(actuals);
+    if !states.is_empty() {
+        summary.push_str(&format!(" (states: {states})"));
+    }
+    let mut details = Vec::new();
+    for index in 0..desired {
+        match actuals.iter().find(|a| a.index == index) {
+            None => details.push(format!(
+                "instance {index}: not created yet (is the brain of the cluster running?)"
+            )),
+            Some(actual) if actual.state == ActualLrpState::Running => {}
+            Some(actual) => details.push(format!("instance {index}: {}", describe(actual))),
+        }
+    }
+    for actual in actuals.iter().filter(|a| a.index >= desired) {
+        details.push(format!(
+            "instance {}: {}, waiting to be stopped",
+            actual.index,
+            describe(actual)
+        ));
+    }
+    details.push(format!(
+        "{app} stays desired: see `ltc status {app}`, or remove it with `ltc remove {app}`"
+    ));
+    PlacementFailed { summary, details }
+}
+
+/// `2 RUNNING, 1 UNCLAIMED`, in the order of the state machine.
+fn state_counts(actuals: &[ActualLrp]) -> String {
+    let mut counts: BTreeMap<usize, (ActualLrpState, usize)> = BTreeMap::new();
+    for actual in actuals {
+        let order = ActualLrpState::ALL
+            .iter()
+            .position(|s| *s == actual.state)
+            .unwrap_or(usize::MAX);
+        counts.entry(order).or_insert((actual.state, 0)).1 += 1;
+    }
+    counts
+        .values()
+        .map(|(state, n)| format!("{n} {state}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// One instance's state and what went wrong with it, for a person.
+pub fn describe(actual: &ActualLrp) -> String {
+    let mut line = match actual.state {
+        ActualLrpState::Unclaimed if !actual.placement_error.is_empty() => {
+            format!("UNCLAIMED, placement failed: {}", actual.placement_error)
+        }
+        ActualLrpState::Unclaimed => "UNCLAIMED, waiting for a cell".to_string(),
+        ActualLrpState::Claimed => format!("CLAIMED by cell {}, starting", actual.cell_id),
+        ActualLrpState::Running => format!("RUNNING on cell {}", actual.cell_id),
+        ActualLrpState::Crashed => "CRASHED".to_string(),
+    };
+    if actual.crash_count > 0 {
+        let plural = if actual.crash_count == 1 { "" } else { "es" };
+        line.push_str(&format!(" ({} crash{plural}", actual.crash_count));
+        if !actual.crash_reason.is_empty() {
+            line.push_str(&format!(", last: {}", actual.crash_reason));
+        }
+        line.push(')');
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn actual(index: i64, state: ActualLrpState) -> ActualLrp {
+        let mut a = ActualLrp::unclaimed("web", "lattice", index, 1);
+        a.state = state;
+        if state != ActualLrpState::Unclaimed {
+            a.cell_id = "cell-1".into();
+        }
+        a
+    }
+
+    #[test]
+    fn progress_counts_wanted_running_and_extra() {
+        let actuals = [
+            actual(0, ActualLrpState::Running),
+            actual(1, ActualLrpState::Claimed),
+            actual(2, ActualLrpState::Running),
+        ];
+        let p = Progress::of(&actuals, 2);
+        assert_eq!((p.running, p.extra, p.is_done()), (1, 1, false));
+        let p = Progress::of(&actuals[..1], 1);
+        assert!(p.is_done());
+        assert!(Progress::of(&[], 0).is_done());
+        assert!(!Progress::of(&actuals, 0).is_done(), "extras must stop");
+    }
+
+    #[test]
+    fn the_failure_explains_every_instance() {
+        let mut unplaced = actual(1, ActualLrpState::Unclaimed);
+        unplaced.placement_error = "insufficient resources: memory".into();
+        let mut crashed = actual(2, ActualLrpState::Crashed);
+        crashed.crash_count = 3;
+        crashed.crash_reason = "exited with status 1".into();
+        let actuals = [actual(0, ActualLrpState::Running), unplaced, crashed];
+        let err = not_running("web", 4, Duration::from_secs(120), &actuals);
+        assert_eq!(
+            err.to_string(),
+            "web is not running after 2m: 1 of 4 instances RUNNING \
+             (states: 1 UNCLAIMED, 1 RUNNING, 1 CRASHED)\n  \
+             instance 1: UNCLAIMED, placement failed: insufficient resources: memory\n  \
+             instance 2: CRASHED (3 crashes, last: exited with status 1)\n  \
+             instance 3: not created yet (is the brain of the cluster running?)\n  \
+             web stays desired: see `ltc status web`, or remove it with `ltc remove web`"
+        );
+    }
+
+    #[test]
+    fn extras_are_named() {
+        let mut claimed = actual(0, ActualLrpState::Claimed);
+        claimed.crash_count = 1;
+        let err = not_running(
+            "web",
+            1,
+            Duration::from_secs(1),
+            &[claimed, actual(1, ActualLrpState::Running)],
+        );
+        assert!(
+            err.summary
+                .contains("0 of 1 instances RUNNING, 1 more still to stop"),
+            "{err}"
+        );
+        assert_eq!(
+            err.details[0],
+            "instance 0: CLAIMED by cell cell-1, starting (1 crash)"
+        );
+        assert_eq!(
+            err.details[1],
+            "instance 1: RUNNING on cell cell-1, waiting to be stopped"
+        );
+    }
+}
