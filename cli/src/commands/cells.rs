@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use anyhow::Context as _;
-use lattice_models::CellPresence;
+use lattice_models::CellResponse;
 
 use crate::output::{self, or_dash};
 use crate::Context;
@@ -31,25 +31,45 @@ pub async fn run(args: &Args, ctx: &Context, out: &mut dyn Write) -> anyhow::Res
     Ok(())
 }
 
-fn table(cells: &[CellPresence]) -> comfy_table::Table {
-    let mut table = output::table(&["Cell", "Zone", "Memory (MB)", "Disk (MB)", "Containers"]);
+fn table(cells: &[CellResponse]) -> comfy_table::Table {
+    let mut table = output::table(&[
+        "Cell",
+        "Zone",
+        "Memory free/total (MB)",
+        "Disk free/total (MB)",
+        "Containers free/total",
+        "Instances",
+        "Tasks",
+    ]);
     for cell in cells {
+        let total = cell.presence.capacity;
+        let used = cell.allocated;
         table.add_row(vec![
-            cell.cell_id.clone(),
-            or_dash(&cell.zone),
-            cell.capacity.memory_mb.to_string(),
-            cell.capacity.disk_mb.to_string(),
-            cell.capacity.containers.to_string(),
+            cell.presence.cell_id.clone(),
+            or_dash(&cell.presence.zone),
+            free_of(total.memory_mb, used.memory_mb),
+            free_of(total.disk_mb, used.disk_mb),
+            free_of(total.containers, used.containers),
+            cell.instances.to_string(),
+            cell.tasks.to_string(),
         ]);
     }
     table
+}
+
+/// `free/total`; a total of 0 means the cell does not limit it.
+fn free_of(total: i64, used: i64) -> String {
+    if total == 0 {
+        return "unlimited".to_string();
+    }
+    format!("{}/{total}", (total - used).max(0))
 }
 
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
-    use lattice_models::CellCapacity;
+    use lattice_models::{CellCapacity, CellPresence};
 
     use super::*;
     use crate::testing::{output, TestReceptor};
@@ -88,7 +108,7 @@ mod tests {
             .await
             .unwrap();
         let table = output(out);
-        for expected in ["cell-1", "z1", "4096", "20480", "250"] {
+        for expected in ["cell-1", "z1", "4096/4096", "20480/20480", "250/250"] {
             assert!(table.contains(expected), "{expected} missing from\n{table}");
         }
 
@@ -96,7 +116,8 @@ mod tests {
         run(&Args { json: true }, &receptor.context(&[]), &mut out)
             .await
             .unwrap();
-        let cells: Vec<CellPresence> = serde_json::from_slice(&out).unwrap();
-        assert_eq!(cells, [cell]);
+        let cells: Vec<CellResponse> = serde_json::from_slice(&out).unwrap();
+        assert_eq!(cells[0].presence, cell);
+        assert_eq!(cells[0].instances, 0);
     }
 }

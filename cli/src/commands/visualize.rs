@@ -45,7 +45,13 @@ pub async fn run(args: &Args, ctx: &Context, out: &mut dyn Write) -> anyhow::Res
 }
 
 async fn show(client: &Client, color: bool, out: &mut dyn Write) -> anyhow::Result<()> {
-    let cells = client.cells().await.context("cannot list cells")?;
+    let cells: Vec<_> = client
+        .cells()
+        .await
+        .context("cannot list cells")?
+        .into_iter()
+        .map(|cell| cell.presence)
+        .collect();
     let actuals = client
         .actual_lrps()
         .await

@@ -21,7 +21,7 @@ use std::time::Duration;
 use eventsource_stream::{EventStreamError, Eventsource};
 use futures::stream::{BoxStream, StreamExt};
 use lattice_models::{
-    ActualLrp, ApiErrorBody, CellPresence, DesiredLrp, DesiredLrpCreateRequest,
+    ActualLrp, ApiErrorBody, CellResponse, DesiredLrp, DesiredLrpCreateRequest,
     DesiredLrpUpdateRequest, Event, Task, TaskCreateRequest,
 };
 use reqwest::header::{ACCEPT, CACHE_CONTROL};
@@ -269,7 +269,7 @@ impl Client {
     // --- cells and domains -------------------------------------------------
 
     /// `GET /v1/cells`.
-    pub async fn cells(&self) -> Result<Vec<CellPresence>, ClientError> {
+    pub async fn cells(&self) -> Result<Vec<CellResponse>, ClientError> {
         self.get_json(&["v1", "cells"]).await
     }
 
