@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use lattice_bbs::SharedStore;
-use lattice_executor::{Executor, ExecutorConfig, LogMessage, LogSink};
+use lattice_executor::{Executor, ExecutorConfig, LogSink};
 use lattice_garden::docker::{DockerGarden, DockerGardenConfig};
 use lattice_garden::Garden;
 use lattice_models::CellCapacity;
@@ -33,22 +33,6 @@ pub struct CellConfig {
     pub presence_ttl: Duration,
 }
 
-/// Writes container output to the server's log until the log hub exists.
-struct TracingSink;
-
-impl LogSink for TracingSink {
-    fn emit(&self, message: LogMessage) {
-        tracing::info!(
-            target: "lattice::app",
-            log_guid = %message.log_guid,
-            source = %message.source_type,
-            instance = %message.source_instance,
-            "{}",
-            message.message
-        );
-    }
-}
-
 pub struct Cell {
     rep: Arc<Rep>,
     listener: TcpListener,
@@ -57,7 +41,13 @@ pub struct Cell {
 impl Cell {
     /// Connects to Docker, reconciles the cell's containers with the BBS and
     /// registers the cell.
-    pub async fn prepare(config: CellConfig, store: SharedStore) -> anyhow::Result<Cell> {
+    /// Container output and the cell's own lines about its work go to
+    /// `logs` (the log hub).
+    pub async fn prepare(
+        config: CellConfig,
+        store: SharedStore,
+        logs: Arc<dyn LogSink>,
+    ) -> anyhow::Result<Cell> {
         let garden = DockerGarden::connect(DockerGardenConfig::new(&config.lifecycle_dir))
             .await
             .with_context(|| {
@@ -87,7 +77,7 @@ impl Cell {
         );
         let executor = Executor::new(
             Arc::new(garden),
-            Arc::new(TracingSink),
+            logs.clone(),
             ExecutorConfig::new(config.cell_id.clone(), config.cache_dir.clone()),
         );
         let rep = Rep::new(
@@ -98,6 +88,7 @@ impl Cell {
             },
             store,
             executor,
+            logs,
         );
         rep.reconcile()
             .await

@@ -8,8 +8,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use std::sync::Arc;
+
 use lattice::cell::CellConfig;
 use lattice::up::{Up, UpConfig};
+use lattice_logs::debug::TracingLayer;
+use lattice_logs::{HubConfig, HubSink, LogHub};
 use lattice_receptor::Credentials;
 use tokio_util::sync::CancellationToken;
 
@@ -111,25 +115,39 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Up(args) => {
-            init_tracing(&args.log)?;
+            let hub = Arc::new(LogHub::new(HubConfig::default()));
+            init_tracing(&args.log, hub.clone())?;
             let runtime =
                 tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-            runtime.block_on(up(args))
+            runtime.block_on(up(args, hub))
         }
     }
 }
 
-fn init_tracing(filter: &str) -> anyhow::Result<()> {
+/// Logs go to stderr (filtered by `--log`) and, at info and above, to the
+/// log hub for `ltc debug-logs`.
+fn init_tracing(filter: &str, hub: Arc<LogHub>) -> anyhow::Result<()> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .with_context(|| format!("invalid --log filter {filter:?}"))?;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .init();
+        .with_ansi(std::env::var_os("NO_COLOR").is_none())
+        .with_filter(filter);
+    let debug_logs = TracingLayer::new(Arc::new(HubSink::new(hub)))
+        .with_filter(tracing_subscriber::filter::LevelFilter::INFO);
+    tracing_subscriber::registry()
+        .with(stderr)
+        .with(debug_logs)
+        .try_init()
+        .context("cannot set up logging")?;
     Ok(())
 }
 
-async fn up(args: UpArgs) -> anyhow::Result<()> {
+async fn up(args: UpArgs, hub: Arc<LogHub>) -> anyhow::Result<()> {
     let data_dir = match args.data_dir {
         Some(dir) => dir,
         None => directories::ProjectDirs::from("io", "lattice", "lattice")
@@ -171,6 +189,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         })
     };
     let config = UpConfig {
+        hub,
         cell,
         converge_interval: args.converge_interval,
         policy: lattice_converger::Policy {

@@ -9,6 +9,7 @@ use anyhow::Context;
 use lattice_auctioneer::runner::{Auctioneer, AuctioneerConfig};
 use lattice_bbs::{SharedStore, SqliteStore};
 use lattice_converger::{Converger, ConvergerConfig, Policy};
+use lattice_logs::{HubSink, LogHub};
 use lattice_receptor::{Credentials, ReceptorConfig};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -18,7 +19,7 @@ use tokio_util::task::TaskTracker;
 use crate::cell::{Cell, CellConfig};
 
 /// Everything `lattice up` needs, resolved from flags.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct UpConfig {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
@@ -34,6 +35,8 @@ pub struct UpConfig {
     pub converge_interval: Duration,
     /// Crash restarts, expiry of completed tasks, re-auction timeouts.
     pub policy: Policy,
+    /// Where app, cell and server logs are kept and served (`ltc logs`).
+    pub hub: Arc<LogHub>,
 }
 
 /// The file of the embedded store inside the data dir.
@@ -68,7 +71,10 @@ impl Up {
             )
         })?;
         let cell = match &config.cell {
-            Some(cell) => Some(Cell::prepare(cell.clone(), store.clone()).await?),
+            Some(cell) => {
+                let sink = Arc::new(HubSink::new(config.hub.clone()));
+                Some(Cell::prepare(cell.clone(), store.clone(), sink).await?)
+            }
             None => None,
         };
         Ok(Up {
@@ -101,7 +107,13 @@ impl Up {
             domain: config.domain.clone(),
             router_address: None,
         };
-        let app = lattice_receptor::app(store.clone(), receptor_config, shutdown.clone());
+        let logs = lattice_logs::http::router(config.hub.clone(), shutdown.clone());
+        let app = lattice_receptor::app_with_routes(
+            store.clone(),
+            receptor_config,
+            shutdown.clone(),
+            logs,
+        );
         tracker.spawn(lattice_receptor::serve(listener, app, shutdown.clone()));
 
         let brain_id = format!("brain-{}", uuid::Uuid::new_v4());

@@ -75,12 +75,23 @@ pub struct AppState {
 
 /// The receptor's router, ready to serve.
 pub fn app(store: SharedStore, config: ReceptorConfig, shutdown: CancellationToken) -> Router {
+    app_with_routes(store, config, shutdown, Router::new())
+}
+
+/// The receptor's router with `extra` routes served beside the API, behind
+/// the same authentication (e.g. the log hub's `/v1/logs`).
+pub fn app_with_routes(
+    store: SharedStore,
+    config: ReceptorConfig,
+    shutdown: CancellationToken,
+    extra: Router,
+) -> Router {
     let state = AppState {
         store,
         config: Arc::new(config),
         shutdown,
     };
-    Router::new()
+    let api = Router::new()
         .route("/v1/info", get(cluster::info))
         .route("/v1/tasks", post(tasks::create).get(tasks::list))
         .route(
@@ -121,12 +132,10 @@ pub fn app(store: SharedStore, config: ReceptorConfig, shutdown: CancellationTok
         .route("/v1/domains/{domain}", put(cluster::upsert_domain))
         .route("/v1/events", get(events::stream))
         .fallback(cluster::not_found)
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            auth::require,
-        ))
+        .with_state(state.clone());
+    api.merge(extra)
+        .layer(axum::middleware::from_fn_with_state(state, auth::require))
         .layer(axum::middleware::from_fn(log_request))
-        .with_state(state)
 }
 
 /// Serves `app` on `listener` until `shutdown` fires, then drains open

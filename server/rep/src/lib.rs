@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lattice_bbs::{SharedStore, StoreError, TaskFilter};
-use lattice_executor::Executor;
+use lattice_executor::{Executor, LogMessage, LogSink, MessageType};
 use lattice_models::auction::{CellState, LrpKey, Resource, Work};
 use lattice_models::{ActualLrpState, CellCapacity, CellPresence, Event, TaskState};
 use tokio_util::sync::CancellationToken;
@@ -110,6 +110,8 @@ pub struct Rep {
     config: RepConfig,
     store: SharedStore,
     executor: Executor,
+    /// Where the cell's own lines about the work it runs go (source CELL).
+    logs: Arc<dyn LogSink>,
     /// A std mutex: held only for map updates, never across an `.await`.
     work: Mutex<HashMap<WorkKey, Allocation>>,
     tracker: TaskTracker,
@@ -124,11 +126,17 @@ pub enum RepError {
 }
 
 impl Rep {
-    pub fn new(config: RepConfig, store: SharedStore, executor: Executor) -> Arc<Rep> {
+    pub fn new(
+        config: RepConfig,
+        store: SharedStore,
+        executor: Executor,
+        logs: Arc<dyn LogSink>,
+    ) -> Arc<Rep> {
         Arc::new(Rep {
             config,
             store,
             executor,
+            logs,
             work: Mutex::new(HashMap::new()),
             tracker: TaskTracker::new(),
         })
@@ -136,6 +144,22 @@ impl Rep {
 
     pub fn cell_id(&self) -> &str {
         &self.config.cell_id
+    }
+
+    /// Writes a CELL line to the work's log stream (`ltc logs`), e.g.
+    /// "Creating container"; nothing when the work has no log guid.
+    fn cell_log(&self, log_guid: &str, instance: &str, message: impl Into<String>) {
+        if log_guid.is_empty() {
+            return;
+        }
+        self.logs.emit(LogMessage {
+            log_guid: log_guid.to_string(),
+            source_type: lattice_models::log::SOURCE_CELL.to_string(),
+            source_instance: instance.to_string(),
+            message: message.into(),
+            message_type: MessageType::Out,
+            timestamp: lattice_models::unix_nanos(std::time::SystemTime::now()),
+        });
     }
 
     fn presence(&self) -> CellPresence {

@@ -209,6 +209,12 @@ async fn run_instance(
             }
         }
     };
+    let instance = index.to_string();
+    rep.cell_log(
+        &desired.log_guid,
+        &instance,
+        "Successfully created container",
+    );
     let env = instance_env(desired, index, instance_guid, &info);
     let context = |source: &str| RunContext {
         log_guid: desired.log_guid.clone(),
@@ -251,6 +257,13 @@ async fn run_instance(
         tokio::spawn(async move { executor.run(&handle, &action, &context, token).await })
     };
     let mut action = std::pin::pin!(action);
+    if desired.monitor.is_some() {
+        rep.cell_log(
+            &desired.log_guid,
+            &instance,
+            "Starting health monitoring of container",
+        );
+    }
     let started = Instant::now();
     let deadline = (desired.start_timeout > 0)
         .then(|| started + Duration::from_secs(desired.start_timeout as u64));
@@ -323,6 +336,9 @@ async fn run_instance(
         };
         match (health, running_since) {
             (Ok(()), None) => {
+                if desired.monitor.is_some() {
+                    rep.cell_log(&desired.log_guid, &instance, "Container became healthy");
+                }
                 if !mark_running(&rep.store, desired, index, instance_guid, &info).await {
                     action_cancel.cancel();
                     let _ = (&mut action).await;

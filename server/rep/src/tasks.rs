@@ -63,7 +63,21 @@ pub(crate) async fn run(rep: &Arc<Rep>, task_guid: &str, cancel: CancellationTok
         None => return,
     };
     let handle = container_handle(task_guid);
+    rep.cell_log(
+        &task.log_guid,
+        "",
+        format!("Creating container for task {task_guid} on cell {cell_id}"),
+    );
     let outcome = run_claimed(rep, &task, &handle, cancel).await;
+    if outcome.failed {
+        rep.cell_log(
+            &task.log_guid,
+            "",
+            format!("Task failed: {}", outcome.failure_reason),
+        );
+    } else {
+        rep.cell_log(&task.log_guid, "", "Task succeeded");
+    }
     complete(&rep.store, task_guid, cell_id, outcome).await;
     if let Err(err) = rep.executor.destroy(&handle).await {
         tracing::warn!(task_guid, %handle, error = %err, "cannot destroy task container");

@@ -69,6 +69,7 @@ pub fn up_config(data_dir: &Path, cell_id: &str, options: &ClusterOptions) -> Up
         }),
         converge_interval: Duration::from_secs(1),
         policy: options.policy.clone(),
+        hub: std::sync::Arc::new(lattice_logs::LogHub::new(lattice_logs::HubConfig::default())),
     }
 }
 
