@@ -7,8 +7,10 @@
 //! # Layout
 //! - [`up`]: the all-in-one role: store, receptor, auctioneer, and a cell.
 //! - [`cell`]: the cell role (Docker garden, executor, rep).
+//! - [`router`]: the router role (route emitter, HTTP and TCP routers).
 //! - [`shutdown`]: signal handling and draining.
 
 pub mod cell;
+pub mod router;
 pub mod shutdown;
 pub mod up;

@@ -43,6 +43,13 @@ struct UpArgs {
     /// Address of the receptor API that `ltc` talks to.
     #[arg(long, env = "LATTICE_LISTEN", default_value = "127.0.0.1:8888")]
     listen: SocketAddr,
+    /// Where the router listens for app traffic (`http://APP.DOMAIN:PORT`);
+    /// TCP routes listen on the same address.
+    #[arg(long, env = "LATTICE_ROUTER_LISTEN", default_value = "127.0.0.1:8080")]
+    router_listen: SocketAddr,
+    /// Run no router here.
+    #[arg(long)]
+    no_router: bool,
     /// System domain apps are routed under: APP.DOMAIN. `localhost` resolves
     /// without DNS on most systems.
     #[arg(long, env = "LATTICE_DOMAIN", default_value = "localhost")]
@@ -190,6 +197,7 @@ async fn up(args: UpArgs, hub: Arc<LogHub>) -> anyhow::Result<()> {
     };
     let config = UpConfig {
         hub,
+        router_listen: (!args.no_router).then_some(args.router_listen),
         cell,
         converge_interval: args.converge_interval,
         policy: lattice_converger::Policy {

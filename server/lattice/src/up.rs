@@ -37,6 +37,8 @@ pub struct UpConfig {
     pub policy: Policy,
     /// Where app, cell and server logs are kept and served (`ltc logs`).
     pub hub: Arc<LogHub>,
+    /// Where the router listens for app traffic; `None`: no router here.
+    pub router_listen: Option<SocketAddr>,
 }
 
 /// The file of the embedded store inside the data dir.
@@ -51,6 +53,7 @@ pub struct Up {
     config: UpConfig,
     store: SharedStore,
     listener: TcpListener,
+    router_listener: Option<TcpListener>,
     cell: Option<Cell>,
 }
 
@@ -70,6 +73,12 @@ impl Up {
                 config.listen
             )
         })?;
+        let router_listener = match config.router_listen {
+            Some(address) => Some(TcpListener::bind(address).await.with_context(|| {
+                format!("cannot listen for the router on {address} (try --router-listen)")
+            })?),
+            None => None,
+        };
         let cell = match &config.cell {
             Some(cell) => {
                 let sink = Arc::new(HubSink::new(config.hub.clone()));
@@ -81,6 +90,7 @@ impl Up {
             config,
             store,
             listener,
+            router_listener,
             cell,
         })
     }
@@ -89,12 +99,21 @@ impl Up {
         self.listener.local_addr()
     }
 
+    /// Where the router listens, if this cluster has one.
+    pub fn router_address(&self) -> Option<SocketAddr> {
+        self.router_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
     /// Runs every role until `shutdown` fires, then drains.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let router_address = self.router_address();
         let Up {
             config,
             store,
             listener,
+            router_listener,
             cell,
         } = self;
         let tracker = TaskTracker::new();
@@ -105,7 +124,7 @@ impl Up {
             credentials: config.credentials.clone(),
             max_body_bytes: config.max_body_bytes,
             domain: config.domain.clone(),
-            router_address: None,
+            router_address: router_address.map(|a| a.to_string()),
         };
         let logs = lattice_logs::http::router(config.hub.clone(), shutdown.clone());
         let app = lattice_receptor::app_with_routes(
@@ -115,6 +134,21 @@ impl Up {
             logs,
         );
         tracker.spawn(lattice_receptor::serve(listener, app, shutdown.clone()));
+
+        if let Some(router_listener) = router_listener {
+            let credentials = config
+                .credentials
+                .as_ref()
+                .map(|c| lattice_client::Credentials::new(c.username.clone(), c.password.clone()));
+            crate::router::spawn(
+                &tracker,
+                router_listener,
+                &format!("http://{address}"),
+                credentials,
+                config.hub.clone(),
+                shutdown.clone(),
+            )?;
+        }
 
         let brain_id = format!("brain-{}", uuid::Uuid::new_v4());
         let wake_auctioneer = Arc::new(Notify::new());

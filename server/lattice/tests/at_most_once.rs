@@ -23,6 +23,8 @@ fn start(data_dir: &Path, port: u16, cell_id: &str, log: &Path) -> Child {
     let child = Command::new(env!("CARGO_BIN_EXE_lattice"))
         .args([
             "up",
+            "--router-listen",
+            "127.0.0.1:0",
             "--listen",
             &format!("127.0.0.1:{port}"),
             "--log",

@@ -32,6 +32,8 @@ impl Lattice {
         let child = Command::new(env!("CARGO_BIN_EXE_lattice"))
             .args([
                 "up",
+                "--router-listen",
+                "127.0.0.1:0",
                 "--listen",
                 &format!("127.0.0.1:{port}"),
                 "--log",
@@ -143,6 +145,8 @@ fn port_in_use_is_a_clear_error() {
     let output = Command::new(env!("CARGO_BIN_EXE_lattice"))
         .args([
             "up",
+            "--router-listen",
+            "127.0.0.1:0",
             "--listen",
             &format!("127.0.0.1:{port}"),
             "--log",

@@ -70,6 +70,7 @@ pub fn up_config(data_dir: &Path, cell_id: &str, options: &ClusterOptions) -> Up
         converge_interval: Duration::from_secs(1),
         policy: options.policy.clone(),
         hub: std::sync::Arc::new(lattice_logs::LogHub::new(lattice_logs::HubConfig::default())),
+        router_listen: Some("127.0.0.1:0".parse().expect("valid address")),
     }
 }
 

@@ -1,0 +1,72 @@
+//! The router role: the route emitter follows the receptor's event stream
+//! and keeps the routing table; the HTTP router proxies `APP.DOMAIN` to the
+//! app's running instances, the TCP router forwards external ports. It
+//! reaches the receptor over HTTP, so it runs the same way on another
+//! machine.
+
+use std::sync::Arc;
+
+use lattice_client::{Client, Credentials};
+use lattice_logs::LogHub;
+use lattice_models::log::{LogMessage, MessageType, SOURCE_ROUTER};
+use lattice_router::{
+    AccessLog, EmitterConfig, HttpRouter, HttpRouterConfig, RouteEmitter, TableHandle, TcpRouter,
+    TcpRouterConfig,
+};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Access lines go to the app's log stream as RTR lines.
+struct HubAccessLog(Arc<LogHub>);
+
+impl AccessLog for HubAccessLog {
+    fn log(&self, log_guid: &str, line: String) {
+        self.0.publish(LogMessage {
+            log_guid: log_guid.to_string(),
+            source_type: SOURCE_ROUTER.to_string(),
+            source_instance: String::new(),
+            message: line,
+            message_type: MessageType::Out,
+            timestamp: lattice_models::unix_nanos(std::time::SystemTime::now()),
+        });
+    }
+}
+
+/// Runs the emitter, the HTTP router on `listener` and the TCP router until
+/// `shutdown`, following the receptor at `receptor_url`.
+pub fn spawn(
+    tracker: &TaskTracker,
+    listener: TcpListener,
+    receptor_url: &str,
+    credentials: Option<Credentials>,
+    hub: Arc<LogHub>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let client = Client::new(receptor_url, credentials)?;
+    let table = TableHandle::default();
+    let bind_ip = listener.local_addr()?.ip();
+    tracker.spawn(
+        RouteEmitter::new(client, EmitterConfig::default()).run(table.clone(), shutdown.clone()),
+    );
+    let http = HttpRouter::new(
+        table.clone(),
+        Arc::new(HubAccessLog(hub)),
+        HttpRouterConfig::default(),
+    );
+    let http_shutdown = shutdown.clone();
+    tracker.spawn(async move {
+        if let Err(err) = http.serve(listener, http_shutdown).await {
+            tracing::error!(error = %err, "http router failed");
+        }
+    });
+    let tcp = TcpRouter::new(
+        table,
+        TcpRouterConfig {
+            bind_ip,
+            ..Default::default()
+        },
+    );
+    tracker.spawn(tcp.run(shutdown));
+    Ok(())
+}
