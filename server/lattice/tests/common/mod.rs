@@ -17,6 +17,8 @@ use tokio_util::sync::CancellationToken;
 pub struct Cluster {
     pub client: Client,
     pub base: String,
+    /// `host:port` of the cluster's router.
+    pub router: String,
     pub cell_id: String,
     shutdown: CancellationToken,
     running: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -86,12 +88,14 @@ impl Cluster {
         let up = Up::prepare(config).await.expect("cluster starts");
         let address = up.receptor_address().expect("receptor address");
         let base = format!("http://{address}");
+        let router = up.router_address().expect("router address").to_string();
         let shutdown = CancellationToken::new();
         let running = tokio::spawn(up.run(shutdown.clone()));
         let client = Client::new(&base, None).expect("client");
         Cluster {
             client,
             base,
+            router,
             cell_id: guard.owner().to_string(),
             shutdown,
             running: Some(running),
