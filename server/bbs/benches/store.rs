@@ -1,13 +1,20 @@
-//! Write throughput of the SQLite store on a temporary file.
+//! Write throughput of the store, SQLite and PostgreSQL, from one command.
 //!
-//! Run: `cargo bench -p lattice-bbs --bench store`. Each row starts from a
-//! fresh file; "writers" is how many tokio tasks issue the operations at
-//! once (they share the work evenly). Results go to `docs/performance.md`.
+//! Run: `cargo bench -p lattice-bbs --bench store`. Every measurement runs
+//! on each backend: SQLite on a temporary file (WAL, `synchronous=NORMAL`);
+//! PostgreSQL on a local server started through `lattice_testkit::postgres`,
+//! twice: with every commit flushed to disk before it returns (the
+//! production default) and with `synchronous_commit=off` (commits flushed
+//! in the background, as SQLite's `NORMAL` does). Each row starts from a
+//! fresh file or database; "writers" is how many tokio tasks issue the
+//! operations at once (they share the work evenly). Results go to
+//! `docs/performance.md`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lattice_bbs::{suite, ActualLrpFilter, SharedStore, SqliteStore, StoreError};
+use lattice_bbs::{suite, ActualLrpFilter, PostgresStore, SharedStore, SqliteStore, StoreError};
+use lattice_testkit::postgres::{PostgresServer, DURABLE_SETTINGS};
 use tempfile::TempDir;
 
 const DESIRED_CREATES: usize = 5_000;
@@ -16,11 +23,73 @@ const UPDATES_PER_RECORD: usize = 5;
 const CONCURRENT_WRITERS: usize = 8;
 const LIST_ROUNDS: usize = 50;
 
+/// PostgreSQL with durable files, commits acknowledged before the flush.
+const ASYNC_COMMIT_SETTINGS: &[(&str, &str)] = &[
+    ("fsync", "on"),
+    ("full_page_writes", "on"),
+    ("synchronous_commit", "off"),
+];
+
 struct Row {
+    backend: &'static str,
     operation: &'static str,
     writers: usize,
     count: usize,
     elapsed: Duration,
+}
+
+/// Where fresh stores come from.
+enum Backend {
+    Sqlite,
+    Postgres(PostgresServer),
+}
+
+/// What a fresh store needs kept alive, and cleaned up after it.
+enum Scratch<'a> {
+    /// Removed on drop, after the store.
+    Dir {
+        _dir: TempDir,
+    },
+    Database(&'a PostgresServer, String),
+}
+
+impl Drop for Scratch<'_> {
+    fn drop(&mut self) {
+        if let Scratch::Database(server, name) = self {
+            if let Err(e) = server.drop_database(name) {
+                eprintln!("cannot drop bench database {name}: {e}");
+            }
+        }
+    }
+}
+
+impl Backend {
+    async fn fresh_store(&self) -> Result<(Scratch<'_>, SharedStore), StoreError> {
+        match self {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().map_err(|e| {
+                    StoreError::Backend(format!("cannot make a temporary directory: {e}"))
+                })?;
+                let store = SqliteStore::open(&dir.path().join("bench.db")).await?;
+                Ok((Scratch::Dir { _dir: dir }, Arc::new(store)))
+            }
+            Backend::Postgres(server) => {
+                let name = server.create_database();
+                let store = PostgresStore::connect(&server.url(&name)).await?;
+                Ok((Scratch::Database(server, name), Arc::new(store)))
+            }
+        }
+    }
+
+    /// A second store on the same database, as another process would hold.
+    async fn second_store(&self, scratch: &Scratch<'_>) -> Result<Option<SharedStore>, StoreError> {
+        match (self, scratch) {
+            (Backend::Postgres(server), Scratch::Database(_, name)) => Ok(Some(Arc::new(
+                PostgresStore::connect(&server.url(name)).await?,
+            ))),
+            _ => Ok(None),
+        }
+    }
 }
 
 fn main() -> Result<(), StoreError> {
@@ -28,28 +97,50 @@ fn main() -> Result<(), StoreError> {
         .enable_all()
         .build()
         .map_err(|e| StoreError::Backend(format!("cannot start the tokio runtime: {e}")))?;
-    runtime.block_on(run())
+    let start = |settings| {
+        PostgresServer::try_start_with(settings)
+            .map_err(|e| StoreError::Backend(format!("cannot start postgres: {e}")))
+    };
+    let backends = [
+        ("sqlite", Backend::Sqlite),
+        ("postgres", Backend::Postgres(start(DURABLE_SETTINGS)?)),
+        (
+            "postgres, synchronous_commit=off",
+            Backend::Postgres(start(ASYNC_COMMIT_SETTINGS)?),
+        ),
+    ];
+    let mut rows = Vec::new();
+    for (name, backend) in &backends {
+        runtime.block_on(run(name, backend, &mut rows))?;
+    }
+    print_table(&rows);
+    Ok(())
 }
 
-async fn run() -> Result<(), StoreError> {
-    let mut rows = Vec::new();
-    for writers in [1, CONCURRENT_WRITERS] {
-        let (_dir, store) = fresh_store().await?;
+async fn run(name: &'static str, backend: &Backend, rows: &mut Vec<Row>) -> Result<(), StoreError> {
+    let mut row = |operation, writers, count, elapsed| {
         rows.push(Row {
-            operation: "desired LRP create",
+            backend: name,
+            operation,
             writers,
-            count: DESIRED_CREATES,
-            elapsed: create_desired(&store, writers).await?,
-        });
+            count,
+            elapsed,
+        })
+    };
+    for writers in [1, CONCURRENT_WRITERS] {
+        let (_scratch, store) = backend.fresh_store().await?;
+        let elapsed = create_desired(&store, writers).await?;
+        row("desired LRP create", writers, DESIRED_CREATES, elapsed);
     }
     for writers in [1, CONCURRENT_WRITERS] {
-        let (_dir, store) = fresh_store().await?;
-        rows.push(Row {
-            operation: "actual LRP CAS update",
+        let (_scratch, store) = backend.fresh_store().await?;
+        let elapsed = update_actual(&store, writers).await?;
+        row(
+            "actual LRP CAS update",
             writers,
-            count: ACTUAL_RECORDS * UPDATES_PER_RECORD,
-            elapsed: update_actual(&store, writers).await?,
-        });
+            ACTUAL_RECORDS * UPDATES_PER_RECORD,
+            elapsed,
+        );
         if writers == 1 {
             // Reads of the records just written, for scale.
             let started = Instant::now();
@@ -57,23 +148,36 @@ async fn run() -> Result<(), StoreError> {
                 let listed = store.list_actual_lrps(&ActualLrpFilter::default()).await?;
                 assert_eq!(listed.len(), ACTUAL_RECORDS, "every record is listed");
             }
-            rows.push(Row {
-                operation: "list 1,000 actual LRPs",
-                writers: 1,
-                count: LIST_ROUNDS,
-                elapsed: started.elapsed(),
-            });
+            row("list 1,000 actual LRPs", 1, LIST_ROUNDS, started.elapsed());
         }
     }
-    print_table(&rows);
+    // The change feed across processes: creates through one store, timed
+    // until a second store on the same database has published all of them.
+    let (scratch, store) = backend.fresh_store().await?;
+    if let Some(observer) = backend.second_store(&scratch).await? {
+        let mut events = observer.subscribe();
+        // Receive while the writes run: the feed holds only so many events
+        // for a subscriber that falls behind.
+        let seen = tokio::spawn(async move {
+            for _ in 0..DESIRED_CREATES {
+                events.recv().await.map_err(|e| {
+                    StoreError::Backend(format!("the second store's feed failed: {e}"))
+                })?;
+            }
+            Ok::<_, StoreError>(())
+        });
+        let started = Instant::now();
+        create_desired(&store, CONCURRENT_WRITERS).await?;
+        seen.await
+            .map_err(|e| StoreError::Backend(format!("the observer failed: {e}")))??;
+        row(
+            "desired LRP create, seen by a 2nd store",
+            CONCURRENT_WRITERS,
+            DESIRED_CREATES,
+            started.elapsed(),
+        );
+    }
     Ok(())
-}
-
-async fn fresh_store() -> Result<(TempDir, SharedStore), StoreError> {
-    let dir = tempfile::tempdir()
-        .map_err(|e| StoreError::Backend(format!("cannot make a temporary directory: {e}")))?;
-    let store = SqliteStore::open(&dir.path().join("bench.db")).await?;
-    Ok((dir, Arc::new(store)))
 }
 
 /// Splits `0..total` into `writers` runs of work, one tokio task each, and
@@ -141,12 +245,13 @@ async fn update_actual(store: &SharedStore, writers: usize) -> Result<Duration, 
 }
 
 fn print_table(rows: &[Row]) {
-    println!("| operation | writers | count | seconds | ops/s |");
-    println!("|---|---:|---:|---:|---:|");
+    println!("| backend | operation | writers | count | seconds | ops/s |");
+    println!("|---|---|---:|---:|---:|---:|");
     for row in rows {
         let seconds = row.elapsed.as_secs_f64();
         println!(
-            "| {} | {} | {} | {:.3} | {:.0} |",
+            "| {} | {} | {} | {} | {:.3} | {:.0} |",
+            row.backend,
             row.operation,
             row.writers,
             row.count,

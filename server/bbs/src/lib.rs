@@ -14,8 +14,12 @@
 //! # Layout
 //! - [`Store`]: the trait every backend implements; callers hold `Arc<dyn Store>`.
 //! - [`sqlite`]: the default, embedded backend (one file in the data dir).
+//! - [`postgres`]: the backend of a cluster of several machines; its change
+//!   feed crosses processes.
+//! - [`open_store`]: picks the backend from a `--store` value.
 //! - [`suite`]: the contract test suite every backend runs, with sample records.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,9 +28,12 @@ use lattice_models::{
     ActualLrp, CellPresence, DesiredLrp, Event, ModificationTag, Task, TaskState,
 };
 
+pub mod postgres;
+mod records;
 pub mod sqlite;
 pub mod suite;
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 /// Which kind of record an error is about; used in messages.
@@ -107,7 +114,7 @@ pub struct ActualLrpFilter {
 pub type EventReceiver = tokio::sync::broadcast::Receiver<Event>;
 
 /// The store of the cluster's state. Implementations: [`SqliteStore`]
-/// (embedded, default); PostgreSQL for clusters of several machines.
+/// (embedded, default); [`PostgresStore`] for clusters of several machines.
 ///
 /// # Guarantees
 /// - A call that returned `Ok` is durable: it survives a restart of the process.
@@ -189,3 +196,105 @@ pub trait Store: Send + Sync + 'static {
 
 /// How callers share a store.
 pub type SharedStore = Arc<dyn Store>;
+
+/// Which backend a `--store` value names.
+#[derive(PartialEq, Eq)]
+enum StoreSpec {
+    Sqlite(PathBuf),
+    /// The URL as given; never printed, it may hold a password.
+    Postgres(String),
+}
+
+impl StoreSpec {
+    fn parse(spec: &str, default_sqlite_path: &Path) -> StoreResult<StoreSpec> {
+        let spec = spec.trim();
+        if spec.is_empty() {
+            return Ok(StoreSpec::Sqlite(default_sqlite_path.to_path_buf()));
+        }
+        if spec.starts_with("postgres://") || spec.starts_with("postgresql://") {
+            return Ok(StoreSpec::Postgres(spec.to_string()));
+        }
+        if let Some(path) = spec.strip_prefix("sqlite://") {
+            return Ok(StoreSpec::Sqlite(if path.is_empty() {
+                default_sqlite_path.to_path_buf()
+            } else {
+                PathBuf::from(path)
+            }));
+        }
+        // Only the scheme: the rest may be a URL with a password.
+        let scheme = spec.split_once("://").map_or(spec, |(scheme, _)| scheme);
+        Err(StoreError::Backend(format!(
+            "unknown store {scheme:?}: expected postgres://..., postgresql://... or sqlite://PATH"
+        )))
+    }
+}
+
+/// Opens the store a `--store` value names: `postgres://...` or
+/// `postgresql://...` connects to PostgreSQL ([`PostgresStore::connect`]);
+/// `sqlite://PATH` opens that file, and an empty value (or `sqlite://`
+/// alone) the file at `default_sqlite_path` ([`SqliteStore::open`]).
+///
+/// # Errors
+/// [`StoreError::Backend`] if the value names no known backend (the message
+/// repeats only its scheme, never a password), or the backend fails to open.
+pub async fn open_store(spec: &str, default_sqlite_path: &Path) -> StoreResult<SharedStore> {
+    match StoreSpec::parse(spec, default_sqlite_path)? {
+        StoreSpec::Sqlite(path) => Ok(Arc::new(SqliteStore::open(&path).await?)),
+        StoreSpec::Postgres(url) => Ok(Arc::new(PostgresStore::connect(&url).await?)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(spec: &str) -> StoreResult<StoreSpec> {
+        StoreSpec::parse(spec, Path::new("/data/bbs.db"))
+    }
+
+    fn parsed(spec: &str) -> StoreSpec {
+        parse(spec).unwrap_or_else(|e| panic!("{spec:?} should parse: {e}"))
+    }
+
+    fn sqlite(path: &str) -> StoreSpec {
+        StoreSpec::Sqlite(PathBuf::from(path))
+    }
+
+    #[test]
+    fn empty_or_bare_sqlite_is_the_default_file() {
+        assert!(parsed("") == sqlite("/data/bbs.db"));
+        assert!(parsed("  ") == sqlite("/data/bbs.db"));
+        assert!(parsed("sqlite://") == sqlite("/data/bbs.db"));
+    }
+
+    #[test]
+    fn sqlite_urls_name_a_file() {
+        assert!(parsed("sqlite:///var/lib/lattice/bbs.db") == sqlite("/var/lib/lattice/bbs.db"));
+        assert!(parsed("sqlite://state/bbs.db") == sqlite("state/bbs.db"));
+    }
+
+    #[test]
+    fn both_postgres_schemes_pick_postgres() {
+        for url in ["postgres://u:p@db/lattice", "postgresql://db:5432/lattice"] {
+            assert!(parsed(url) == StoreSpec::Postgres(url.to_string()), "{url}");
+        }
+    }
+
+    #[test]
+    fn unknown_schemes_are_refused_without_echoing_the_url() {
+        for spec in [
+            "mysql://root:hunter2@db/lattice",
+            "/var/lib/bbs.db",
+            "etcd://x",
+        ] {
+            match parse(spec) {
+                Err(StoreError::Backend(message)) => {
+                    assert!(message.starts_with("unknown store"), "{message}");
+                    assert!(!message.contains("hunter2"), "{message}");
+                }
+                Err(e) => panic!("{spec}: expected a backend error, got {e}"),
+                Ok(_) => panic!("{spec}: expected an error"),
+            }
+        }
+    }
+}

@@ -37,13 +37,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use lattice_models::{ActualLrp, CellPresence, DesiredLrp, Event, ModificationTag, Task};
 use serde::de::DeserializeOwned;
-use serde::Serialize;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 use tokio::sync::{broadcast, Mutex};
 
+use crate::records::{
+    actual_key, backend, check_tag, decode, encode, ensure_one_row, fresh_tag, next_tag, not_found,
+};
 use crate::{
     ActualLrpFilter, DesiredLrpFilter, EventReceiver, RecordKind, Store, StoreError, StoreResult,
     TaskFilter,
@@ -158,71 +160,8 @@ impl SqliteStore {
 
 // --- helpers -----------------------------------------------------------
 
-fn backend(context: &str, e: sqlx::Error) -> StoreError {
-    StoreError::Backend(format!("{context}: {e}"))
-}
-
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
-}
-
-fn encode(kind: RecordKind, key: &str, record: &impl Serialize) -> StoreResult<String> {
-    serde_json::to_string(record)
-        .map_err(|e| StoreError::Backend(format!("cannot encode {kind} {key:?}: {e}")))
-}
-
-fn decode<T: DeserializeOwned>(kind: RecordKind, key: &str, json: &str) -> StoreResult<T> {
-    serde_json::from_str(json).map_err(|e| StoreError::Corrupt {
-        kind,
-        key: key.to_string(),
-        reason: e.to_string(),
-    })
-}
-
-/// Fails with `Conflict` unless the stored tag is the one the writer read.
-fn check_tag(
-    kind: RecordKind,
-    key: &str,
-    stored: &ModificationTag,
-    expected: &ModificationTag,
-) -> StoreResult<()> {
-    if stored == expected {
-        Ok(())
-    } else {
-        Err(StoreError::Conflict {
-            kind,
-            key: key.to_string(),
-        })
-    }
-}
-
-/// A fresh tag for a created record: a new epoch, so that a writer holding a
-/// tag of an earlier record with the same key can never match.
-fn fresh_tag() -> ModificationTag {
-    ModificationTag {
-        epoch: uuid::Uuid::new_v4().to_string(),
-        index: 0,
-    }
-}
-
-/// The tag after one more write. Wrapping after 2^32 writes of one record
-/// could only confuse a writer holding a tag 2^32 writes old.
-fn next_tag(tag: &ModificationTag) -> ModificationTag {
-    ModificationTag {
-        epoch: tag.epoch.clone(),
-        index: tag.index.wrapping_add(1),
-    }
-}
-
-fn not_found(kind: RecordKind, key: &str) -> StoreError {
-    StoreError::NotFound {
-        kind,
-        key: key.to_string(),
-    }
-}
-
-fn actual_key(process_guid: &str, index: i64) -> String {
-    format!("{process_guid}/{index}")
 }
 
 /// Wall-clock unix milliseconds, the unit of every `expires_at`.
@@ -616,20 +555,6 @@ async fn read_record<T: DeserializeOwned>(
         .try_get(0)
         .map_err(|e| backend(&format!("cannot read {kind} {key:?}"), e))?;
     decode(kind, key, &json)
-}
-
-/// The guarded statement of a write changes exactly its one row: the
-/// transaction read the row with the same tag, so anything else means a
-/// writer outside this process got in between.
-fn ensure_one_row(kind: RecordKind, key: &str, rows: u64) -> StoreResult<()> {
-    if rows == 1 {
-        Ok(())
-    } else {
-        Err(StoreError::Conflict {
-            kind,
-            key: key.to_string(),
-        })
-    }
 }
 
 // --- reads ---------------------------------------------------------------

@@ -1,12 +1,12 @@
-//! The store test suite, written once against the [`Store`] trait and run
-//! against every backend (`tests/sqlite.rs`; the PostgreSQL backend reuses
-//! it unchanged).
+//! The store test suite, written once against the [`Store`](crate::Store)
+//! trait and run against every backend (`tests/sqlite.rs`,
+//! `tests/postgres.rs`).
 //!
 //! Each check is a `pub async fn` taking a fresh, empty store and panicking
-//! when the backend breaks the contract documented on [`Store`]. A backend's
-//! test file calls every check, one `#[tokio::test]` each; run the
-//! concurrency checks on a multi-threaded runtime so that writers really
-//! race.
+//! when the backend breaks the contract documented on
+//! [`Store`](crate::Store). A backend's test file calls every check, one
+//! `#[tokio::test]` each; run the concurrency checks on a multi-threaded
+//! runtime so that writers really race.
 //!
 //! The TTL checks sleep for real (a few hundred milliseconds): expiry is
 //! wall-clock time kept by the store, which tokio's paused time cannot move.

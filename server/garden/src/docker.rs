@@ -148,6 +148,52 @@ impl DockerGarden {
         })
     }
 
+    /// Makes `tag` (`repo:tag`) a local image holding just `program` at
+    /// `/bin/NAME`, started as its command, with `changes` (Dockerfile lines
+    /// such as `EXPOSE 8080`); does nothing if the image exists. This is how
+    /// the built-in sample app becomes runnable on a machine that cannot
+    /// pull.
+    ///
+    /// # Errors
+    /// [`GardenError::Backend`] if the program cannot be read or the engine
+    /// refuses the import.
+    pub async fn ensure_program_image(
+        &self,
+        tag: &str,
+        program: &Path,
+        changes: &[String],
+    ) -> GardenResult<()> {
+        match self.docker.inspect_image(tag).await {
+            Ok(_) => return Ok(()),
+            Err(err) if status(&err) == Some(404) => {}
+            Err(err) => return Err(backend("inspect image", err)),
+        }
+        let name = program
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| GardenError::Backend(format!("{} names no file", program.display())))?;
+        let bytes = std::fs::read(program)
+            .map_err(|err| GardenError::Backend(format!("read {}: {err}", program.display())))?;
+        let rootfs = program_rootfs(name, &bytes)
+            .map_err(|err| GardenError::Backend(format!("archive {}: {err}", program.display())))?;
+        let (repo, version) = tag.rsplit_once(':').unwrap_or((tag, "latest"));
+        let mut all_changes = vec![format!("CMD [\"/bin/{name}\"]")];
+        all_changes.extend(changes.iter().cloned());
+        let options = CreateImageOptionsBuilder::default()
+            .from_src("-")
+            .repo(repo)
+            .tag(version)
+            .changes(all_changes)
+            .build();
+        self.docker
+            .create_image(Some(options), Some(bollard::body_full(rootfs)), None)
+            .try_for_each(|_| async { Ok(()) })
+            .await
+            .map_err(|err| backend("import image", err))?;
+        tracing::info!(image = tag, "built local image");
+        Ok(())
+    }
+
     /// Makes sure the image is present, pulling it if not; its inspection.
     async fn ensure_image(&self, image: &ImageRef) -> GardenResult<ImageInspect> {
         let reference = image.reference();
@@ -862,6 +908,19 @@ fn cgroup_oom_kills(pid: i64) -> Option<u64> {
             .lines()
             .find_map(|line| line.strip_prefix("oom_kill ")?.trim().parse().ok())
     })
+}
+
+/// A root filesystem of one program at `/bin/NAME` and an empty `/tmp`.
+fn program_rootfs(name: &str, program: &[u8]) -> std::io::Result<Bytes> {
+    let mut tar = tar::Builder::new(Vec::new());
+    append_dir(&mut tar, "bin", 0o755)?;
+    append_dir(&mut tar, "tmp", 0o1777)?;
+    let mut header = tar::Header::new_gnu();
+    header.set_size(program.len() as u64);
+    header.set_mode(0o755);
+    header.set_entry_type(tar::EntryType::Regular);
+    tar.append_data(&mut header, format!("bin/{name}"), program)?;
+    Ok(Bytes::from(tar.into_inner()?))
 }
 
 fn mb_to_bytes(mb: u64) -> i64 {

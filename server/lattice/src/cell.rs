@@ -17,6 +17,10 @@ use lattice_rep::{Rep, RepConfig};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+/// The built-in sample app's image, made locally by every cell from the
+/// `samples/lattice-app` binary of its lifecycle dir.
+pub const SAMPLE_APP_IMAGE: &str = "lattice/lattice-app:latest";
+
 #[derive(Debug, Clone)]
 pub struct CellConfig {
     pub cell_id: String,
@@ -57,6 +61,15 @@ impl Cell {
                     config.lifecycle_dir.display()
                 )
             })?;
+        let sample = config.lifecycle_dir.join("samples").join("lattice-app");
+        if sample.is_file() {
+            garden
+                .ensure_program_image(SAMPLE_APP_IMAGE, &sample, &["EXPOSE 8080".to_string()])
+                .await
+                .context("cannot build the sample app's image")?;
+        } else {
+            tracing::info!(path = %sample.display(), "no sample app binary; `ltc create APP lattice/lattice-app` will not work");
+        }
         let (machine_memory_mb, machine_disk_mb) = garden
             .machine_capacity()
             .await

@@ -40,6 +40,17 @@ struct UpArgs {
     /// platform's data dir, e.g. ~/.local/share/lattice.
     #[arg(long, env = "LATTICE_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// The store of the cluster's state: empty for an embedded SQLite file in
+    /// the data dir (nothing to install), `sqlite://PATH`, or
+    /// `postgres://USER:PASSWORD@HOST:PORT/DB` so that several machines
+    /// share one store.
+    #[arg(
+        long,
+        env = "LATTICE_STORE",
+        default_value = "",
+        hide_env_values = true
+    )]
+    store: String,
     /// Address of the receptor API that `ltc` talks to.
     #[arg(long, env = "LATTICE_LISTEN", default_value = "127.0.0.1:8888")]
     listen: SocketAddr,
@@ -196,6 +207,7 @@ async fn up(args: UpArgs, hub: Arc<LogHub>) -> anyhow::Result<()> {
         })
     };
     let config = UpConfig {
+        store: args.store,
         hub,
         router_listen: (!args.no_router).then_some(args.router_listen),
         cell,

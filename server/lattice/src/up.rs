@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use lattice_auctioneer::runner::{Auctioneer, AuctioneerConfig};
-use lattice_bbs::{SharedStore, SqliteStore};
+use lattice_bbs::SharedStore;
 use lattice_converger::{Converger, ConvergerConfig, Policy};
 use lattice_logs::{HubSink, LogHub};
 use lattice_receptor::{Credentials, ReceptorConfig};
@@ -22,6 +22,9 @@ use crate::cell::{Cell, CellConfig};
 #[derive(Clone)]
 pub struct UpConfig {
     pub data_dir: PathBuf,
+    /// The store: empty for the embedded SQLite file in the data dir,
+    /// `sqlite://PATH`, or `postgres://USER:PASSWORD@HOST/DB`.
+    pub store: String,
     pub listen: SocketAddr,
     pub domain: String,
     pub credentials: Option<Credentials>,
@@ -62,11 +65,15 @@ impl Up {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
         let path = store_path(&config.data_dir);
-        let store: SharedStore = Arc::new(
-            SqliteStore::open(&path)
-                .await
-                .with_context(|| format!("cannot open the store at {}", path.display()))?,
-        );
+        let store: SharedStore = lattice_bbs::open_store(&config.store, &path)
+            .await
+            .with_context(|| match config.store.as_str() {
+                "" => format!("cannot open the store at {}", path.display()),
+                spec => format!(
+                    "cannot open the store {} (check --store)",
+                    spec.split("://").next().unwrap_or("")
+                ),
+            })?;
         let listener = TcpListener::bind(config.listen).await.with_context(|| {
             format!(
                 "cannot listen on {} (is another lattice running? try --listen)",

@@ -10,7 +10,9 @@
 //! - [`images`]: test images built locally from a static busybox.
 //! - [`docker`]: a negotiated engine connection, and removal of containers by
 //!   their owner label (also on drop, through [`docker::OwnerGuard`]).
+//! - [`postgres`]: a real PostgreSQL server, one database per test.
 
 pub mod docker;
 pub mod images;
 pub mod lifecycles;
+pub mod postgres;

@@ -165,8 +165,32 @@ pub fn build_static_into(target_dir: &Path) -> Result<PathBuf, BuildError> {
             &target_dir.join(format!(".{name}.tmp")),
         )?;
     }
+    // Sample apps live in a subdirectory: Garden uploads only the top level
+    // into containers, and the cell turns these into local images.
+    let samples = dir.join(SAMPLES_DIR);
+    std::fs::create_dir_all(&samples).map_err(|source| BuildError::Install {
+        path: samples.clone(),
+        source,
+    })?;
+    for name in SAMPLES {
+        let built = release.join(name);
+        if !built.is_file() {
+            return Err(BuildError::Missing(built));
+        }
+        install(
+            &built,
+            &samples.join(name),
+            &target_dir.join(format!(".{name}.tmp")),
+        )?;
+    }
     Ok(dir)
 }
+
+/// Sample app binaries, installed in [`SAMPLES_DIR`] of the lifecycle dir.
+pub const SAMPLES: &[&str] = &["lattice-app"];
+
+/// Subdirectory of the lifecycle dir holding [`SAMPLES`].
+pub const SAMPLES_DIR: &str = "samples";
 
 /// Copies `from` to `to` through `tmp` and a rename, unless `to` holds the
 /// same bytes already.

@@ -30,6 +30,8 @@ pub struct Cluster {
 pub struct ClusterOptions {
     pub memory_mb: i64,
     pub policy: lattice_converger::Policy,
+    /// `--store`; empty for the embedded SQLite file.
+    pub store: String,
 }
 
 impl Default for ClusterOptions {
@@ -37,6 +39,7 @@ impl Default for ClusterOptions {
         Self {
             memory_mb: 4096,
             policy: lattice_converger::Policy::default(),
+            store: String::new(),
         }
     }
 }
@@ -53,6 +56,7 @@ pub fn lifecycle_dir() -> PathBuf {
 pub fn up_config(data_dir: &Path, cell_id: &str, options: &ClusterOptions) -> UpConfig {
     UpConfig {
         data_dir: data_dir.to_path_buf(),
+        store: options.store.clone(),
         listen: "127.0.0.1:0".parse().expect("valid address"),
         domain: "localhost".to_string(),
         credentials: None,
