@@ -46,6 +46,10 @@ pub enum Command {
     SubmitLrp(commands::submit_lrp::Args),
     /// Show the cells and the instances on each.
     Visualize(commands::visualize::Args),
+    /// Show an app's log lines, recent then live until Ctrl-C.
+    Logs(commands::logs::Args),
+    /// Show the cluster's own logs (receptor, brain, cells) until Ctrl-C.
+    DebugLogs(commands::debug_logs::Args),
     /// Show or set the receptor ltc talks to.
     Target(commands::target::Args),
     /// Show the versions of ltc and of the receptor.

@@ -13,6 +13,8 @@
 //! - `image`, `routes`: what users type (images, route and monitor flags)
 //!   turned into the API's shapes, and back.
 //! - `wait`: waiting for an app's instances, and why they are not running.
+//! - `log_stream`: log lines for people, a follow of the log hub that
+//!   reconnects, and the lines shown while create and scale wait.
 //!
 //! # Exit codes
 //! 0 success; 1 failure (the message and its causes go to stderr); 2 usage
@@ -23,11 +25,13 @@ use std::io::{IsTerminal as _, Write};
 
 use anyhow::Context as _;
 use lattice_client::Client;
+use lattice_logs::LogsClient;
 
 pub mod cli;
 pub mod commands;
 pub mod config;
 mod image;
+mod log_stream;
 mod output;
 mod progress;
 mod routes;
@@ -64,6 +68,8 @@ pub struct Context {
     /// Whether tables and blocks may be coloured: stdout is a terminal and
     /// `NO_COLOR` (no-color.org) is unset.
     pub color: bool,
+    /// Where notices and the waits' log lines go.
+    pub stderr: output::Stderr,
 }
 
 impl Context {
@@ -72,18 +78,27 @@ impl Context {
         let config_file = ConfigFile::locate(env)?;
         let saved = config_file.load()?;
         let target = config::resolve(&saved, env)?;
-        let color = std::io::stdout().is_terminal() && env("NO_COLOR").is_none();
+        let no_color = env("NO_COLOR").is_some();
+        let color = std::io::stdout().is_terminal() && !no_color;
         Ok(Context {
             config_file,
             saved,
             target,
             color,
+            stderr: output::Stderr::process(no_color),
         })
     }
 
     /// A client of the target in force.
     pub fn client(&self) -> anyhow::Result<Client> {
         Client::new(&self.target.url, self.target.credentials.clone())
+            .context("cannot use the target; set another with `ltc target URL`")
+    }
+
+    /// A client of the log routes of the target in force (the receptor
+    /// serves them, behind the same credentials).
+    pub fn logs_client(&self) -> anyhow::Result<LogsClient> {
+        LogsClient::new(&self.target.url, self.target.credentials.clone())
             .context("cannot use the target; set another with `ltc target URL`")
     }
 }
@@ -117,6 +132,10 @@ pub async fn run(
         Command::UpdateRoutes(args) => commands::update_routes::run(&args, &ctx()?, out).await,
         Command::SubmitLrp(args) => commands::submit_lrp::run(&args, &ctx()?, out).await,
         Command::Visualize(args) => commands::visualize::run(&args, &ctx()?, out).await,
+        Command::Logs(args) => commands::logs::run(&args, &ctx()?, out, output::ctrl_c()).await,
+        Command::DebugLogs(args) => {
+            commands::debug_logs::run(&args, &ctx()?, out, output::ctrl_c()).await
+        }
     }?;
     out.flush().context("cannot write the output")
 }

@@ -1,11 +1,61 @@
-//! Output shared by the commands: tables, `--json`, timestamps.
+//! Output shared by the commands: tables, `--json`, timestamps, and the
+//! error stream ([`Stderr`]).
 
-use std::io::Write;
+use std::io::{IsTerminal as _, Write};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
 use comfy_table::{presets, Cell, Color, ContentArrangement, Table};
 use lattice_models::ActualLrpState;
 use serde::Serialize;
+
+/// A command's error stream: notices (a lost log connection, an app that
+/// does not exist) and the log lines shown while a command waits. It is the
+/// process's stderr, or a buffer in tests, so that what a command says there
+/// can be checked too.
+#[derive(Clone)]
+pub struct Stderr {
+    /// Shared, because the spinner and the command both write to it.
+    writer: Arc<Mutex<dyn Write + Send>>,
+    /// It is a terminal: spinners draw on it, and lines go above them.
+    pub terminal: bool,
+    /// Lines on it may be coloured: a terminal, and `NO_COLOR` unset.
+    pub color: bool,
+}
+
+impl Stderr {
+    /// The process's stderr; `no_color` is whether `NO_COLOR` is set.
+    pub fn process(no_color: bool) -> Stderr {
+        let terminal = std::io::stderr().is_terminal();
+        Stderr::new(std::io::stderr(), terminal, terminal && !no_color)
+    }
+
+    pub fn new(writer: impl Write + Send + 'static, terminal: bool, color: bool) -> Stderr {
+        Stderr {
+            writer: Arc::new(Mutex::new(writer)),
+            terminal,
+            color,
+        }
+    }
+
+    /// Writes `text` and a newline. A failure is ignored: stderr is where
+    /// ltc would report it, and a notice is never worth failing a command.
+    pub fn line(&self, text: &str) {
+        // Each write is a whole line, so a panic elsewhere while the lock was
+        // held cannot leave anything half-done that matters.
+        let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = writeln!(writer, "{text}").and_then(|()| writer.flush());
+    }
+}
+
+impl std::fmt::Debug for Stderr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stderr")
+            .field("terminal", &self.terminal)
+            .field("color", &self.color)
+            .finish_non_exhaustive()
+    }
+}
 
 /// A table with `header`, in the style of every ltc list.
 pub fn table(header: &[&str]) -> Table {

@@ -1,29 +1,43 @@
 //! Test support: a real receptor in process, on port 0, over a SQLite store
-//! in a temporary directory, and a [`Context`] that targets it; and a
-//! [`FakeCell`] that plays the cell (and the brain) through the store, so
-//! that the waits of `ltc create` and `ltc scale` see real state changes.
+//! in a temporary directory, with the log hub's routes merged in as the
+//! server does it, and a [`Context`] that targets it; and a [`FakeCell`]
+//! that plays the cell (and the brain) through the store and the hub, so
+//! that the waits of `ltc create` and `ltc scale` see real state changes and
+//! log lines.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use lattice_bbs::{ActualLrpFilter, DesiredLrpFilter, SharedStore, SqliteStore, TaskFilter};
+use lattice_logs::LogHub;
+use lattice_models::log::{LogMessage, MessageType, SOURCE_APP, SOURCE_CELL, SOURCE_STAGING};
 use lattice_models::{
     unix_nanos, ActualLrp, ActualLrpEvent, ActualLrpState, DesiredLrp, PortMapping, TaskEvent,
     TaskState,
 };
 use lattice_receptor::ReceptorConfig;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ENV_CONFIG_DIR, ENV_TARGET};
+use crate::output::Stderr;
 use crate::Context;
 
 pub(crate) struct TestReceptor {
     pub url: String,
     pub store: SharedStore,
+    /// The log hub behind `/v1/logs`; tests publish into it.
+    pub hub: Arc<LogHub>,
     /// Holds the store's file and the config dir of [`TestReceptor::context`].
     pub dir: tempfile::TempDir,
+    config: ReceptorConfig,
+    address: SocketAddr,
     shutdown: CancellationToken,
+    server: JoinHandle<std::io::Result<()>>,
 }
 
 impl TestReceptor {
@@ -41,21 +55,44 @@ impl TestReceptor {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("port 0 on loopback can be bound");
-        let url = format!(
-            "http://{}",
-            listener
-                .local_addr()
-                .expect("a bound listener has an address")
-        );
+        let address = listener
+            .local_addr()
+            .expect("a bound listener has an address");
+        let hub = Arc::new(LogHub::default());
         let shutdown = CancellationToken::new();
-        let app = lattice_receptor::app(store.clone(), config, shutdown.clone());
-        tokio::spawn(lattice_receptor::serve(listener, app, shutdown.clone()));
+        let server = serve(listener, &store, &hub, &config, &shutdown);
         TestReceptor {
-            url,
+            url: format!("http://{address}"),
             store,
+            hub,
             dir,
+            config,
+            address,
             shutdown,
+            server,
         }
+    }
+
+    /// Stops the server as `lattice` does on SIGTERM (which ends every log
+    /// stream), then serves the same store and hub on the same port again.
+    pub async fn restart(&mut self) {
+        self.shutdown.cancel();
+        (&mut self.server)
+            .await
+            .expect("the server task does not panic")
+            .expect("the server shuts down cleanly");
+        // std sets SO_REUSEADDR on Unix, so the port is free again at once.
+        let listener = tokio::net::TcpListener::bind(self.address)
+            .await
+            .expect("the port the server just left can be bound again");
+        self.shutdown = CancellationToken::new();
+        self.server = serve(
+            listener,
+            &self.store,
+            &self.hub,
+            &self.config,
+            &self.shutdown,
+        );
     }
 
     /// What ltc would load with `LTC_TARGET` set to this receptor and its
@@ -73,16 +110,96 @@ impl TestReceptor {
         );
         let mut ctx =
             Context::load(&move |name| env.get(name).cloned()).expect("the test config loads");
-        // Whether the test runner's stdout is a terminal must not change
-        // what the tests see.
+        // Whether the test runner's stdout and stderr are terminals must not
+        // change what the tests see.
         ctx.color = false;
+        ctx.stderr = Stderr::new(std::io::sink(), false, false);
         ctx
+    }
+
+    /// [`TestReceptor::context`], with its stderr captured.
+    pub fn context_with_stderr(&self, extra: &[(&str, &str)]) -> (Context, SharedBuffer) {
+        let mut ctx = self.context(extra);
+        let stderr = SharedBuffer::default();
+        ctx.stderr = Stderr::new(stderr.clone(), false, false);
+        (ctx, stderr)
     }
 }
 
 impl Drop for TestReceptor {
     fn drop(&mut self) {
         self.shutdown.cancel();
+    }
+}
+
+/// The receptor with the hub's routes, as `lattice up` serves them.
+fn serve(
+    listener: tokio::net::TcpListener,
+    store: &SharedStore,
+    hub: &Arc<LogHub>,
+    config: &ReceptorConfig,
+    shutdown: &CancellationToken,
+) -> JoinHandle<std::io::Result<()>> {
+    let logs = lattice_logs::http::router(hub.clone(), shutdown.clone());
+    let app =
+        lattice_receptor::app_with_routes(store.clone(), config.clone(), shutdown.clone(), logs);
+    tokio::spawn(lattice_receptor::serve(listener, app, shutdown.clone()))
+}
+
+/// An in-memory output that a command writes to while the test reads it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SharedBuffer(Arc<Mutex<Vec<u8>>>);
+
+impl SharedBuffer {
+    pub fn contents(&self) -> String {
+        let bytes = self.0.lock().expect("no writer panics holding it").clone();
+        String::from_utf8(bytes).expect("ltc prints UTF-8")
+    }
+}
+
+impl Write for SharedBuffer {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .expect("no writer panics holding it")
+            .extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Waits until `condition` holds, checking every few milliseconds. The
+/// limit only keeps a broken test from hanging: nothing here is meant to
+/// take more than a fraction of it.
+pub(crate) async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    const HANG_GUARD: Duration = Duration::from_secs(60);
+    let waited = tokio::time::timeout(HANG_GUARD, async {
+        while !condition() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "never happened: {what}");
+}
+
+/// A log line of `log_guid`, stamped now.
+pub(crate) fn log_line(
+    log_guid: &str,
+    source: &str,
+    instance: &str,
+    text: &str,
+    kind: MessageType,
+) -> LogMessage {
+    LogMessage {
+        log_guid: log_guid.to_string(),
+        source_type: source.to_string(),
+        source_instance: instance.to_string(),
+        message: text.to_string(),
+        message_type: kind,
+        timestamp: now(),
     }
 }
 
@@ -123,12 +240,17 @@ pub(crate) enum LrpBehaviour {
     PlacementError(String),
     /// Claims them and crashes them once with this reason.
     Crash(String),
+    /// Claims them, and starts them only once the flag is set: the test
+    /// decides when the wait may end.
+    RunWhenSet(Arc<AtomicBool>),
 }
 
 /// A task that plays the cell and the brain through the store: it completes
 /// pending tasks, creates each desired LRP's missing instances, runs them
-/// (or not) as told, and removes instances beyond the desired count. Stops
-/// when dropped.
+/// (or not) as told, and removes instances beyond the desired count. It
+/// logs as a cell does, into the receptor's hub: CELL lines about each
+/// container, STG lines of staging, APP lines of a crash. Stops when
+/// dropped.
 pub(crate) struct FakeCell {
     task: tokio::task::JoinHandle<()>,
 }
@@ -143,10 +265,11 @@ impl FakeCell {
         lrps: LrpBehaviour,
     ) -> FakeCell {
         let store = receptor.store.clone();
+        let hub = receptor.hub.clone();
         let task = tokio::spawn(async move {
             loop {
-                complete_tasks(&store, &staging).await;
-                converge_lrps(&store, &lrps).await;
+                complete_tasks(&store, &hub, &staging).await;
+                converge_lrps(&store, &hub, &lrps).await;
                 tokio::time::sleep(FAKE_CELL_TICK).await;
             }
         });
@@ -170,7 +293,7 @@ fn now() -> i64 {
 // then reports as a timeout with this message in its output.
 const ONLY_WRITER: &str = "the fake cell is the only writer of this record";
 
-async fn complete_tasks(store: &SharedStore, staging: &StagingBehaviour) {
+async fn complete_tasks(store: &SharedStore, hub: &LogHub, staging: &StagingBehaviour) {
     let filter = TaskFilter {
         state: Some(TaskState::Pending),
         ..Default::default()
@@ -183,6 +306,24 @@ async fn complete_tasks(store: &SharedStore, staging: &StagingBehaviour) {
         let Ok(mut task) = store.update_task(task).await else {
             continue;
         };
+        let guid = task.task_guid.clone();
+        let say = |source, text: String| {
+            hub.publish(log_line(
+                &task.log_guid,
+                source,
+                "",
+                &text,
+                MessageType::Out,
+            ))
+        };
+        say(
+            SOURCE_CELL,
+            format!("Creating container for task {guid} on cell cell-1"),
+        );
+        say(
+            SOURCE_STAGING,
+            "Reading the image's configuration".to_string(),
+        );
         task.apply(TaskEvent::Start, now()).expect(ONLY_WRITER);
         let Ok(mut task) = store.update_task(task).await else {
             continue;
@@ -200,7 +341,7 @@ async fn complete_tasks(store: &SharedStore, staging: &StagingBehaviour) {
     }
 }
 
-async fn converge_lrps(store: &SharedStore, behaviour: &LrpBehaviour) {
+async fn converge_lrps(store: &SharedStore, hub: &LogHub, behaviour: &LrpBehaviour) {
     let desired = store
         .list_desired_lrps(&DesiredLrpFilter::default())
         .await
@@ -235,7 +376,14 @@ async fn converge_lrps(store: &SharedStore, behaviour: &LrpBehaviour) {
                     store.create_actual_lrp(fresh).await.expect(ONLY_WRITER);
                 }
                 Some(actual) if actual.state == ActualLrpState::Unclaimed => {
-                    place(store, lrp, actual.clone(), behaviour).await;
+                    place(store, hub, lrp, actual.clone(), behaviour).await;
+                }
+                Some(actual) if actual.state == ActualLrpState::Claimed => {
+                    if let LrpBehaviour::RunWhenSet(flag) = behaviour {
+                        if flag.load(Ordering::SeqCst) {
+                            start(store, hub, lrp, actual.clone()).await;
+                        }
+                    }
                 }
                 Some(_) => {}
             }
@@ -245,6 +393,7 @@ async fn converge_lrps(store: &SharedStore, behaviour: &LrpBehaviour) {
 
 async fn place(
     store: &SharedStore,
+    hub: &LogHub,
     lrp: &DesiredLrp,
     mut actual: ActualLrp,
     behaviour: &LrpBehaviour,
@@ -263,18 +412,49 @@ async fn place(
         host_port: 61000 + u32::try_from(actual.index).expect("test indexes are small"),
     }];
     let mut actual = store.update_actual_lrp(actual).await.expect(ONLY_WRITER);
+    let instance = actual.index.to_string();
+    hub.publish(log_line(
+        &lrp.log_guid,
+        SOURCE_CELL,
+        &instance,
+        "Creating container",
+        MessageType::Out,
+    ));
     match behaviour {
         LrpBehaviour::Crash(reason) => {
+            hub.publish(log_line(
+                &lrp.log_guid,
+                SOURCE_APP,
+                &instance,
+                reason,
+                MessageType::Err,
+            ));
             actual
                 .apply(ActualLrpEvent::Crash, now())
                 .expect(ONLY_WRITER);
             actual.crash_count += 1;
             actual.crash_reason = reason.clone();
+            store.update_actual_lrp(actual).await.expect(ONLY_WRITER);
         }
-        _ => actual
-            .apply(ActualLrpEvent::Start, now())
-            .expect(ONLY_WRITER),
+        LrpBehaviour::RunWhenSet(_) => {}
+        LrpBehaviour::Run | LrpBehaviour::PlacementError(_) => {
+            start(store, hub, lrp, actual).await;
+        }
     }
+}
+
+/// Starts a CLAIMED instance.
+async fn start(store: &SharedStore, hub: &LogHub, lrp: &DesiredLrp, mut actual: ActualLrp) {
+    hub.publish(log_line(
+        &lrp.log_guid,
+        SOURCE_CELL,
+        &actual.index.to_string(),
+        "Container became healthy",
+        MessageType::Out,
+    ));
+    actual
+        .apply(ActualLrpEvent::Start, now())
+        .expect(ONLY_WRITER);
     store.update_actual_lrp(actual).await.expect(ONLY_WRITER);
 }
 

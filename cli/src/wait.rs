@@ -4,19 +4,35 @@
 //! The wait polls `GET /v1/actual_lrps/APP`: a poll sees the whole state at
 //! once, needs no catching up after a missed event, and its cost (one small
 //! request every [`POLL_INTERVAL`]) does not matter for one user's command.
+//! When the time is up, the last log lines of the instances that are not
+//! running are part of the explanation: a crash's cause is usually there.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use lattice_client::{Client, ClientError};
+use lattice_logs::LogsClient;
 use lattice_models::{ActualLrp, ActualLrpState};
 use tokio::time::Instant;
 
+use crate::log_stream::recent_lines_of_instances;
 use crate::progress::Spinner;
 
 /// How often the wait looks at the instances.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
+
+/// How many log lines a failure shows at most: enough for a crash's last
+/// words, few enough to keep the explanation readable.
+pub const MAX_LOG_LINES: usize = 10;
+
+/// Where the lines of the app waited for are read, for the explanation.
+#[derive(Debug, Clone, Copy)]
+pub struct AppLogs<'a> {
+    pub client: &'a LogsClient,
+    /// The app's `log_guid` (its name, for the apps ltc creates).
+    pub log_guid: &'a str,
+}
 
 /// What ltc waited for did not happen in time, or could not be placed;
 /// `ltc` exits with [`crate::EXIT_PLACEMENT`] for it, as Lattice's `ltc
@@ -80,11 +96,13 @@ impl Progress {
 ///
 /// # Errors
 /// [`PlacementFailed`] when the time is up, explaining each instance that is
-/// not RUNNING (placement error, crashes and their reason, state); a client
-/// error other than a lost connection (which is retried until the time is
-/// up, so that a restarting receptor does not fail a long wait).
+/// not RUNNING (placement error, crashes and their reason, state, its last
+/// log lines); a client error other than a lost connection (which is retried
+/// until the time is up, so that a restarting receptor does not fail a long
+/// wait).
 pub async fn wait_for_instances(
     client: &Client,
+    logs: AppLogs<'_>,
     app: &str,
     desired: i64,
     timeout: Duration,
@@ -110,7 +128,14 @@ pub async fn wait_for_instances(
             }
         }
         if Instant::now() >= deadline {
-            return Err(not_running(app, desired, timeout, &last).into());
+            let failing = failing_indexes(&last, desired);
+            let lines = if failing.is_empty() {
+                Ok(Vec::new())
+            } else {
+                recent_lines_of_instances(logs.client, logs.log_guid, &failing, MAX_LOG_LINES).await
+            };
+            let log_details = log_details(&failing, lines);
+            return Err(not_running(app, desired, timeout, &last, log_details).into());
         }
         tokio::time::sleep(POLL_INTERVAL).await;
     }
@@ -124,12 +149,52 @@ pub fn is_transient(err: &ClientError) -> bool {
     )
 }
 
-/// Why `app` does not have `desired` RUNNING instances after `waited`.
+/// The wanted instances that exist but are not RUNNING: those whose logs
+/// may say why.
+pub fn failing_indexes(actuals: &[ActualLrp], desired: i64) -> Vec<i64> {
+    let mut indexes: Vec<i64> = actuals
+        .iter()
+        .filter(|a| a.index < desired && a.state != ActualLrpState::Running)
+        .map(|a| a.index)
+        .collect();
+    indexes.sort_unstable();
+    indexes
+}
+
+/// The detail lines that show `lines` (the last log lines of the instances
+/// `failing`), or why they could not be read.
+pub fn log_details(
+    failing: &[i64],
+    lines: Result<Vec<String>, lattice_logs::LogsClientError>,
+) -> Vec<String> {
+    match lines {
+        Ok(lines) if lines.is_empty() => Vec::new(),
+        Ok(lines) => {
+            let which = failing
+                .iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(", ");
+            let plural = if failing.len() == 1 { "" } else { "s" };
+            std::iter::once(format!("last log lines of instance{plural} {which}:"))
+                .chain(lines.into_iter().map(|line| format!("  {line}")))
+                .collect()
+        }
+        Err(err) => vec![format!(
+            "the instances' log lines cannot be read: {:#}",
+            anyhow::Error::from(err)
+        )],
+    }
+}
+
+/// Why `app` does not have `desired` RUNNING instances after `waited`;
+/// `log_details` (see [`log_details`]) go after the instances.
 pub fn not_running(
     app: &str,
     desired: i64,
     waited: Duration,
     actuals: &[ActualLrp],
+    log_details: Vec<String>,
 ) -> PlacementFailed {
     let progress = Progress::of(actuals, desired);
     let mut summary = format!(
@@ -161,6 +226,7 @@ pub fn not_running(
             describe(actual)
         ));
     }
+    details.extend(log_details);
     details.push(format!(
         "{app} stays desired: see `ltc status {app}`, or remove it with `ltc remove {app}`"
     ));
@@ -242,7 +308,7 @@ mod tests {
         crashed.crash_count = 3;
         crashed.crash_reason = "exited with status 1".into();
         let actuals = [actual(0, ActualLrpState::Running), unplaced, crashed];
-        let err = not_running("web", 4, Duration::from_secs(120), &actuals);
+        let err = not_running("web", 4, Duration::from_secs(120), &actuals, Vec::new());
         assert_eq!(
             err.to_string(),
             "web is not running after 2m: 1 of 4 instances RUNNING \
@@ -263,6 +329,7 @@ mod tests {
             1,
             Duration::from_secs(1),
             &[claimed, actual(1, ActualLrpState::Running)],
+            Vec::new(),
         );
         assert!(
             err.summary
@@ -276,6 +343,51 @@ mod tests {
         assert_eq!(
             err.details[1],
             "instance 1: RUNNING on cell cell-1, waiting to be stopped"
+        );
+    }
+
+    #[test]
+    fn the_failure_ends_with_the_failing_instances_last_lines() {
+        let actuals = [
+            actual(2, ActualLrpState::Crashed),
+            actual(0, ActualLrpState::Claimed),
+            actual(1, ActualLrpState::Running),
+            actual(3, ActualLrpState::Crashed),
+        ];
+        let failing = failing_indexes(&actuals, 3);
+        assert_eq!(failing, [0, 2], "wanted, existing and not running");
+        let lines = vec![
+            "12:00:00.000 [CELL/2] Creating container".to_string(),
+            "12:00:01.000 [APP/2] ERR boom".to_string(),
+        ];
+        let err = not_running(
+            "web",
+            3,
+            Duration::from_secs(1),
+            &actuals,
+            log_details(&failing, Ok(lines)),
+        );
+        let shown = err.to_string();
+        assert!(
+            shown.ends_with(
+                "\n  last log lines of instances 0, 2:\
+                 \n    12:00:00.000 [CELL/2] Creating container\
+                 \n    12:00:01.000 [APP/2] ERR boom\
+                 \n  web stays desired: see `ltc status web`, or remove it with `ltc remove web`"
+            ),
+            "{shown}"
+        );
+        assert!(
+            log_details(&[0], Ok(Vec::new())).is_empty(),
+            "no lines, no header"
+        );
+        let unreadable = log_details(
+            &[0],
+            Err(lattice_logs::LogsClientError::InvalidLogGuid("".into())),
+        );
+        assert_eq!(
+            unreadable,
+            ["the instances' log lines cannot be read: invalid log guid \"\": must not be empty, \".\" or \"..\""]
         );
     }
 }

@@ -9,6 +9,10 @@
 //!    entrypoint, or START_COMMAND) with `healthcheck` as its monitor;
 //! 3. wait until every instance is RUNNING, then print where the app is.
 //!
+//! From before staging until the wait ends, the app's log lines (staging's,
+//! the cell's, the app's) are shown above the spinner, so that a slow or
+//! failing start shows its cause as it happens.
+//!
 //! # Errors
 //! Exit code 1 for bad input, an existing app, a failed staging or a
 //! refused request (nothing is desired then); exit code 3
@@ -31,12 +35,13 @@ use lattice_models::{
 use tokio::time::Instant;
 
 use crate::image::rootfs_for_image;
+use crate::log_stream::{LineFormat, LogTail};
 use crate::progress::Spinner;
 use crate::routes::{
     default_hostname, http_routes, http_urls, parse_http_route, parse_monitor_url, parse_tcp_route,
     tcp_lines, tcp_routes, HttpRouteFlag, MonitorUrl, TcpRouteFlag,
 };
-use crate::wait::{self, PlacementFailed};
+use crate::wait::{self, AppLogs, PlacementFailed};
 use crate::Context;
 
 /// The domain of the apps ltc creates.
@@ -184,7 +189,12 @@ pub async fn run(
         .validate()
         .with_context(|| format!("cannot create {app}"))?;
 
-    let staged = stage(&client, args, &plan.rootfs, out).await?;
+    // Followed before anything runs, so that no line of staging is missed.
+    let logs = ctx.logs_client()?;
+    let format = LineFormat::new(ctx.stderr.color);
+    let mut tail = LogTail::start(logs.clone(), app, format).await;
+
+    let staged = stage(&client, args, &plan.rootfs, ctx, &mut tail, out).await?;
     let request = plan.request(args, &staged, &info.domain);
     client
         .create_desired_lrp(&request)
@@ -198,9 +208,21 @@ pub async fn run(
         args.image
     )?;
 
-    let spinner = Spinner::new(format!("Starting {app}..."));
-    let actuals =
-        wait::wait_for_instances(&client, app, args.instances, args.timeout, &spinner).await?;
+    let spinner = Spinner::new(&ctx.stderr, format!("Starting {app}..."));
+    let app_logs = AppLogs {
+        client: &logs,
+        log_guid: app,
+    };
+    let wait = wait::wait_for_instances(
+        &client,
+        app_logs,
+        app,
+        args.instances,
+        args.timeout,
+        &spinner,
+    );
+    let actuals = tail.show_while(wait, &spinner).await?;
+    drop(tail);
     drop(spinner);
     writeln!(out, "{app} is now running.")?;
     write_addresses(
@@ -414,6 +436,8 @@ async fn stage(
     client: &Client,
     args: &Args,
     rootfs: &str,
+    ctx: &Context,
+    tail: &mut LogTail,
     out: &mut dyn Write,
 ) -> anyhow::Result<ExecutionMetadata> {
     let suffix = uuid::Uuid::new_v4().simple().to_string();
@@ -425,8 +449,9 @@ async fn stage(
         .await
         .with_context(|| format!("cannot submit the staging task of {}", args.app))?;
 
-    let spinner = Spinner::new(format!("Staging {}...", args.image));
-    let finished = wait_for_task(client, &guid, &args.image, args.timeout, &spinner).await;
+    let spinner = Spinner::new(&ctx.stderr, format!("Staging {}...", args.image));
+    let wait = wait_for_task(client, &guid, &args.image, args.timeout, &spinner);
+    let finished = tail.show_while(wait, &spinner).await;
     drop(spinner);
     let cleanup = remove_task(client, &guid, finished.is_ok()).await;
     let task = finished?;
@@ -594,7 +619,12 @@ mod tests {
 
     use super::*;
     use crate::cli::{Cli, Command};
-    use crate::testing::{output, FakeCell, LrpBehaviour, StagingBehaviour, TestReceptor};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    use crate::testing::{
+        eventually, output, FakeCell, LrpBehaviour, StagingBehaviour, TestReceptor,
+    };
 
     fn args(argv: &[&str]) -> Args {
         let argv = ["ltc", "create"].iter().chain(argv).copied();
@@ -914,6 +944,47 @@ mod tests {
             .await
             .unwrap();
         assert!(tasks.is_empty(), "the staging task was deleted: {tasks:?}");
+    }
+
+    #[tokio::test]
+    async fn the_waits_show_staging_and_cell_lines_above_the_spinner() {
+        let receptor = TestReceptor::start().await;
+        let start = Arc::new(AtomicBool::new(false));
+        let _cell = FakeCell::start(
+            &receptor,
+            StagingBehaviour::Succeed(staged_json()),
+            LrpBehaviour::RunWhenSet(start.clone()),
+        );
+        let (ctx, stderr) = receptor.context_with_stderr(&[]);
+        let mut out = Vec::new();
+        let args = args(&["web", "busybox"]);
+        let command = run(&args, &ctx, &no_env, &mut out);
+        // The instance starts only once its cell line was shown, so the
+        // line cannot be missed because the wait ended first.
+        let driver = async {
+            eventually("the cell's line is shown", || {
+                stderr.contents().contains("[CELL/0] Creating container")
+            })
+            .await;
+            start.store(true, Ordering::SeqCst);
+        };
+        let (result, ()) = tokio::join!(command, driver);
+        result.unwrap();
+        let shown = stderr.contents();
+        let lines: Vec<&str> = shown.lines().map(|l| &l[13..]).collect();
+        assert!(
+            lines[0].starts_with("[CELL] Creating container for task web-staging-"),
+            "{shown}"
+        );
+        assert_eq!(
+            lines[1..3],
+            [
+                "[STG] Reading the image's configuration",
+                "[CELL/0] Creating container"
+            ],
+            "{shown}"
+        );
+        assert!(output(out).contains("web is now running.\n"));
     }
 
     #[tokio::test]

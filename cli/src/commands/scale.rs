@@ -1,5 +1,6 @@
 //! `ltc scale APP N`: change the number of instances and wait until exactly
-//! the first N are RUNNING and the others are gone.
+//! the first N are RUNNING and the others are gone, showing the app's log
+//! lines (the cell's and the app's) meanwhile.
 
 use std::io::Write;
 use std::time::Duration;
@@ -8,8 +9,9 @@ use anyhow::Context as _;
 use lattice_models::lrp::MAX_INSTANCES;
 use lattice_models::DesiredLrpUpdateRequest;
 
+use crate::log_stream::{LineFormat, LogTail};
 use crate::progress::Spinner;
-use crate::wait;
+use crate::wait::{self, AppLogs};
 use crate::Context;
 
 #[derive(Debug, clap::Args)]
@@ -30,6 +32,20 @@ pub struct Args {
 pub async fn run(args: &Args, ctx: &Context, out: &mut dyn Write) -> anyhow::Result<()> {
     let app = &args.app;
     let client = ctx.client()?;
+    // Read for its log guid (an app submitted as JSON may have its own).
+    let lrp = client
+        .desired_lrp(app)
+        .await
+        .with_context(|| format!("cannot scale {app}"))?;
+    let log_guid = if lrp.log_guid.is_empty() {
+        app.clone()
+    } else {
+        lrp.log_guid
+    };
+    let logs = ctx.logs_client()?;
+    let format = LineFormat::new(ctx.stderr.color);
+    let mut tail = LogTail::start(logs.clone(), &log_guid, format).await;
+
     let update = DesiredLrpUpdateRequest {
         instances: Some(args.instances),
         ..Default::default()
@@ -38,8 +54,24 @@ pub async fn run(args: &Args, ctx: &Context, out: &mut dyn Write) -> anyhow::Res
         .update_desired_lrp(app, &update)
         .await
         .with_context(|| format!("cannot scale {app}"))?;
-    let spinner = Spinner::new(format!("Scaling {app} to {}...", args.instances));
-    wait::wait_for_instances(&client, app, args.instances, args.timeout, &spinner).await?;
+    let spinner = Spinner::new(
+        &ctx.stderr,
+        format!("Scaling {app} to {}...", args.instances),
+    );
+    let app_logs = AppLogs {
+        client: &logs,
+        log_guid: &log_guid,
+    };
+    let wait = wait::wait_for_instances(
+        &client,
+        app_logs,
+        app,
+        args.instances,
+        args.timeout,
+        &spinner,
+    );
+    tail.show_while(wait, &spinner).await?;
+    drop(tail);
     drop(spinner);
     match args.instances {
         0 => writeln!(out, "{app} is scaled to 0 instances.")?,
@@ -52,10 +84,11 @@ pub async fn run(args: &Args, ctx: &Context, out: &mut dyn Write) -> anyhow::Res
 #[cfg(test)]
 mod tests {
     use lattice_bbs::ActualLrpFilter;
+    use lattice_models::log::MessageType;
 
     use super::*;
     use crate::testing::{
-        app_request, output, FakeCell, LrpBehaviour, StagingBehaviour, TestReceptor,
+        app_request, log_line, output, FakeCell, LrpBehaviour, StagingBehaviour, TestReceptor,
     };
 
     fn args(app: &str, instances: i64, timeout: Duration) -> Args {
@@ -138,6 +171,61 @@ mod tests {
         );
         let lrp = receptor.store.get_desired_lrp("web").await.unwrap();
         assert_eq!(lrp.instances, 2, "the new count stays desired");
+    }
+
+    #[tokio::test]
+    async fn a_timeout_shows_the_last_lines_of_the_failing_instances() {
+        let receptor = TestReceptor::start().await;
+        let ctx = receptor.context(&[]);
+        ctx.client()
+            .unwrap()
+            .create_desired_lrp(&app_request("web", 0))
+            .await
+            .unwrap();
+        // What an earlier life of instance 0 said, more than is shown.
+        for n in 1..=12 {
+            let kind = if n == 12 {
+                MessageType::Err
+            } else {
+                MessageType::Out
+            };
+            let text = format!("line {n}");
+            receptor
+                .hub
+                .publish(log_line("web", "APP", "0", &text, kind));
+        }
+        receptor.hub.publish(log_line(
+            "web",
+            "APP",
+            "5",
+            "not a wanted instance",
+            MessageType::Out,
+        ));
+        let _cell = FakeCell::start(
+            &receptor,
+            StagingBehaviour::Fail("unused".into()),
+            LrpBehaviour::PlacementError("no room".into()),
+        );
+        let err = run(
+            &args("web", 1, Duration::from_millis(300)),
+            &ctx,
+            &mut Vec::new(),
+        )
+        .await
+        .unwrap_err();
+        let message = format!("{err:#}");
+        let shown: Vec<&str> = message
+            .lines()
+            .skip_while(|l| !l.contains("last log lines"))
+            .collect();
+        assert_eq!(shown[0], "  last log lines of instance 0:", "{message}");
+        let untimed: Vec<&str> = shown[1..11].iter().map(|l| &l[4 + 13..]).collect();
+        let expected: Vec<String> = (3..=11)
+            .map(|n| format!("[APP/0] line {n}"))
+            .chain(["[APP/0] ERR line 12".to_string()])
+            .collect();
+        assert_eq!(untimed, expected, "{message}");
+        assert!(shown[11].starts_with("  web stays desired"), "{message}");
     }
 
     #[tokio::test]
