@@ -13,6 +13,11 @@ use std::net::{TcpListener, TcpStream};
 use std::time::Instant;
 
 fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("task") {
+        run_task(&args[1..]);
+        return;
+    }
     let port = std::env::var("PORT").unwrap_or_else(|_| "8080".to_string());
     let listener = match TcpListener::bind(format!("0.0.0.0:{port}")) {
         Ok(listener) => listener,
@@ -41,7 +46,8 @@ fn serve(mut stream: TcpStream, started: Instant) {
         Err(_) => return,
     });
     let mut request_line = String::new();
-    if reader.read_line(&mut request_line).is_err() {
+    // A health check connects and closes without a request: nothing to log.
+    if reader.read_line(&mut request_line).is_err() || request_line.trim().is_empty() {
         return;
     }
     // Drain the headers; the app reads no bodies.
@@ -80,4 +86,35 @@ fn serve(mut stream: TcpStream, started: Instant) {
         body.len()
     );
     let _ = stream.write_all(response.as_bytes());
+}
+
+/// `lattice-app task [--result FILE] [--count N]`: a one-off job for the
+/// README's task tour: logs N numbered lines, then writes a small JSON result
+/// (what a task's `result_file` returns).
+fn run_task(args: &[String]) {
+    let mut result = None;
+    let mut count: u64 = 3;
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        match arg.as_str() {
+            "--result" => result = rest.next().cloned(),
+            "--count" => count = rest.next().and_then(|n| n.parse().ok()).unwrap_or(count),
+            other => {
+                eprintln!("lattice-app task: unknown argument {other:?}; usage: lattice-app task [--result FILE] [--count N]");
+                std::process::exit(2);
+            }
+        }
+    }
+    let mut sum = 0;
+    for i in 1..=count {
+        sum += i;
+        println!("lattice-app task: step {i} of {count}");
+    }
+    if let Some(path) = result {
+        let json = format!("{{\"steps\": {count}, \"sum\": {sum}}}\n");
+        if let Err(err) = std::fs::write(&path, json) {
+            eprintln!("lattice-app task: cannot write {path}: {err}");
+            std::process::exit(1);
+        }
+    }
 }

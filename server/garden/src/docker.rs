@@ -163,8 +163,18 @@ impl DockerGarden {
         program: &Path,
         changes: &[String],
     ) -> GardenResult<()> {
+        let bytes = std::fs::read(program)
+            .map_err(|err| GardenError::Backend(format!("read {}: {err}", program.display())))?;
+        // The image is rebuilt whenever the program changes (an upgrade of
+        // lattice), and only then.
+        let digest = format!("{:x}", <sha2::Sha256 as sha2::Digest>::digest(&bytes));
         match self.docker.inspect_image(tag).await {
-            Ok(_) => return Ok(()),
+            Ok(inspect) => {
+                let labels = inspect.config.and_then(|c| c.labels).unwrap_or_default();
+                if labels.get(PROGRAM_DIGEST_LABEL) == Some(&digest) {
+                    return Ok(());
+                }
+            }
             Err(err) if status(&err) == Some(404) => {}
             Err(err) => return Err(backend("inspect image", err)),
         }
@@ -172,12 +182,13 @@ impl DockerGarden {
             .file_name()
             .and_then(|n| n.to_str())
             .ok_or_else(|| GardenError::Backend(format!("{} names no file", program.display())))?;
-        let bytes = std::fs::read(program)
-            .map_err(|err| GardenError::Backend(format!("read {}: {err}", program.display())))?;
         let rootfs = program_rootfs(name, &bytes)
             .map_err(|err| GardenError::Backend(format!("archive {}: {err}", program.display())))?;
         let (repo, version) = tag.rsplit_once(':').unwrap_or((tag, "latest"));
-        let mut all_changes = vec![format!("CMD [\"/bin/{name}\"]")];
+        let mut all_changes = vec![
+            format!("CMD [\"/bin/{name}\"]"),
+            format!("LABEL {PROGRAM_DIGEST_LABEL}={digest}"),
+        ];
         all_changes.extend(changes.iter().cloned());
         let options = CreateImageOptionsBuilder::default()
             .from_src("-")
@@ -909,6 +920,9 @@ fn cgroup_oom_kills(pid: i64) -> Option<u64> {
             .find_map(|line| line.strip_prefix("oom_kill ")?.trim().parse().ok())
     })
 }
+
+/// Label of a program image naming the SHA-256 of the program it holds.
+const PROGRAM_DIGEST_LABEL: &str = "io.lattice.program-sha256";
 
 /// A root filesystem of one program at `/bin/NAME` and an empty `/tmp`.
 fn program_rootfs(name: &str, program: &[u8]) -> std::io::Result<Bytes> {
