@@ -36,6 +36,15 @@ pub struct Flag {
 /// A non-UTF-8 argument, an argument that is not a flag, or a flag without a
 /// value.
 pub fn flags(args: Vec<OsString>) -> Result<Vec<Flag>, UsageError> {
+    flags_and_switches(args, &[])
+}
+
+/// As [`flags`], but the flags named in `switches` take no value: each
+/// comes back as `Flag { name, value: "" }`.
+///
+/// # Errors
+/// As [`flags`], and a switch given a value (`--switch=x`).
+pub fn flags_and_switches(args: Vec<OsString>, switches: &[&str]) -> Result<Vec<Flag>, UsageError> {
     let mut args = args.into_iter();
     let mut flags = Vec::new();
     while let Some(arg) = args.next() {
@@ -49,6 +58,17 @@ pub fn flags(args: Vec<OsString>) -> Result<Vec<Flag>, UsageError> {
         }
         if !arg.starts_with("--") || arg == "--" {
             return Err(UsageError(format!("unexpected argument {arg:?}")));
+        }
+        let switch_name = arg.split_once('=').map_or(arg.as_str(), |(name, _)| name);
+        if switches.contains(&switch_name) {
+            if switch_name != arg {
+                return Err(UsageError(format!("{switch_name} takes no value")));
+            }
+            flags.push(Flag {
+                name: arg,
+                value: String::new(),
+            });
+            continue;
         }
         let (name, value) = match arg.split_once('=') {
             Some((name, value)) => (name.to_string(), value.to_string()),
@@ -105,5 +125,26 @@ mod tests {
         assert!(flags(os(&["--"])).is_err());
         let missing = flags(os(&["--port"])).expect_err("no value");
         assert_eq!(missing.to_string(), "--port needs a value");
+    }
+
+    #[test]
+    fn switches_take_no_value() {
+        let switches = ["--quiet"];
+        assert_eq!(
+            flags_and_switches(os(&["--quiet", "--port", "1", "--quiet"]), &switches),
+            Ok(vec![
+                flag("--quiet", ""),
+                flag("--port", "1"),
+                flag("--quiet", "")
+            ])
+        );
+        // The next argument is not swallowed as the switch's value.
+        assert!(flags_and_switches(os(&["--quiet", "x"]), &switches).is_err());
+        let valued = flags_and_switches(os(&["--quiet=yes"]), &switches).expect_err("a value");
+        assert_eq!(valued.to_string(), "--quiet takes no value");
+        assert!(
+            flags(os(&["--quiet"])).is_err(),
+            "not a switch unless named"
+        );
     }
 }

@@ -218,10 +218,15 @@ pub fn launch(command: Option<Vec<OsString>>) -> LaunchError {
         Ok(config) => config,
         Err(err) => return err.into(),
     };
-    let launch = match plan(command, &config, std::env::vars_os()) {
-        Ok(launch) => launch,
-        Err(err) => return err,
-    };
+    match plan(command, &config, std::env::vars_os()) {
+        Ok(launch) => exec(launch),
+        Err(err) => err,
+    }
+}
+
+/// Enters the launch's directory, finds its program in its `PATH`, and
+/// replaces this process with it. Returns only when that fails.
+pub(crate) fn exec(launch: Launch) -> LaunchError {
     if let Err(source) = enter_dir(&launch.dir) {
         return LaunchError::Dir {
             dir: launch.dir,

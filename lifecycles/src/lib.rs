@@ -17,12 +17,24 @@
 //!   given) command with the image's environment and working directory.
 //! - [`healthcheck`]: `healthcheck --port N [--uri /path]`: a TCP or HTTP
 //!   probe.
+//! - [`buildpack_builder`]: `buildpack-builder`, the buildpack app
+//!   lifecycle's staging: detect, compile and release with buildpacks, then
+//!   write the droplet and the staging result.
+//! - [`droplet_launcher`]: `droplet-launcher [-- CMD ARGS...]`: runs an
+//!   unpacked droplet's start command (or the given one).
+//! - [`yaml`]: the YAML subset buildpacks' `bin/release` prints.
+//!
+//! Sample buildpacks and a sample app (POSIX sh, for busybox) live in
+//! `lifecycles/samples/`; the tests stage and run them.
 //!
 //! `lattice-init` (the container's PID 1 and process spawner) keeps its logic
 //! in its own binary, as it depends on nothing here.
 
 pub mod args;
 pub mod builder;
+pub mod buildpack_builder;
+pub mod droplet_launcher;
 pub mod healthcheck;
 pub mod image_config;
 pub mod launcher;
+pub mod yaml;

@@ -4,6 +4,7 @@
 //! an `OwnerGuard`.
 
 use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -112,12 +113,11 @@ fn every_binary_is_statically_linked() {
     let dir = lifecycles::build_static();
     let mut found: Vec<String> = std::fs::read_dir(&dir)
         .expect("built")
-        .map(|e| {
-            e.expect("listable")
-                .file_name()
-                .to_string_lossy()
-                .into_owned()
-        })
+        .map(|e| e.expect("listable"))
+        // Garden uploads the top level's files only; the sample apps'
+        // subdirectory stays on the cell.
+        .filter(|e| e.file_type().expect("listable").is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     found.sort();
     let mut expected: Vec<&str> = lifecycles::BINARIES.to_vec();
@@ -126,9 +126,13 @@ fn every_binary_is_statically_linked() {
         found, expected,
         "the lifecycle directory holds the binaries only"
     );
-    for name in lifecycles::BINARIES {
+    let samples = lifecycles::SAMPLES
+        .iter()
+        .map(|name| Path::new(lifecycles::SAMPLES_DIR).join(name));
+    let binaries = lifecycles::BINARIES.iter().map(PathBuf::from);
+    for name in binaries.chain(samples) {
         let output = Command::new("ldd")
-            .arg(dir.join(name))
+            .arg(dir.join(&name))
             .output()
             .expect("ldd is installed");
         let text = format!(
@@ -138,7 +142,8 @@ fn every_binary_is_statically_linked() {
         );
         assert!(
             text.contains("not a dynamic executable") || text.contains("statically linked"),
-            "{name}: ldd says {text}"
+            "{}: ldd says {text}",
+            name.display()
         );
     }
 }

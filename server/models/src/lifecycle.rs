@@ -8,6 +8,13 @@
 //! the `launcher` runs the image's start command with its environment and
 //! working directory; the `healthcheck` probes a port.
 //!
+//! The buildpack app lifecycle stages an app's bits in a container of the
+//! stack image: `buildpack-builder` runs the buildpacks' `bin/detect`,
+//! `bin/supply`, `bin/compile` (or `bin/finalize`) and `bin/release`, writes
+//! a droplet (a gzip tar of `app/`, optional `deps/`, and [`StagingInfo`] as
+//! `staging_info.yml`) and reports a [`StagingResult`]; `droplet-launcher`
+//! runs the droplet unpacked in [`DROPLET_DIR`].
+//!
 //! The derivations are here, beside the types, so that the CLI, the server
 //! and the binaries agree on them.
 
@@ -25,6 +32,87 @@ pub const BUILDER_PATH: &str = "/.lattice/bin/builder";
 pub const LAUNCHER_PATH: &str = "/.lattice/bin/launcher";
 /// `healthcheck --port N [--uri /path] [--timeout 1s] [--host H]`.
 pub const HEALTHCHECK_PATH: &str = "/.lattice/bin/healthcheck";
+
+/// `buildpack-builder [--app-dir D] [--buildpacks-dir D] [--output-droplet F]
+/// [--output-metadata F] [--cache-dir D] [--deps-dir D] [--buildpack NAME]
+/// [--skip-detect]`: stages an app with buildpacks (defaults below).
+pub const BUILDPACK_BUILDER_PATH: &str = "/.lattice/bin/buildpack-builder";
+/// `droplet-launcher [--droplet-dir D] [-- CMD ARGS...]`: runs a droplet
+/// unpacked in D (default [`DROPLET_DIR`]).
+pub const DROPLET_LAUNCHER_PATH: &str = "/.lattice/bin/droplet-launcher";
+
+/// Where the staging task puts the app's bits; compiled in place.
+pub const STAGING_APP_DIR: &str = "/tmp/app";
+/// Where the staging task unpacks the buildpacks, one directory per
+/// buildpack, named after it.
+pub const STAGING_BUILDPACKS_DIR: &str = "/tmp/buildpacks";
+/// Where `buildpack-builder` writes the droplet (gzip tar).
+pub const STAGING_DROPLET_PATH: &str = "/tmp/droplet.tgz";
+/// Where `buildpack-builder` writes the [`StagingResult`] JSON.
+pub const STAGING_RESULT_PATH: &str = "/tmp/result.json";
+/// The buildpacks' `CACHE_DIR`.
+pub const STAGING_CACHE_DIR: &str = "/tmp/cache";
+/// The buildpacks' `DEPS_DIR` (index 0 is the buildpack's own).
+pub const STAGING_DEPS_DIR: &str = "/tmp/deps";
+
+/// Where a droplet is unpacked in the app's container: `app/` (also the
+/// app's `HOME` and working directory), `deps/`, [`STAGING_INFO_FILE`].
+pub const DROPLET_DIR: &str = "/home/lattice";
+/// The droplet's description of itself, at the droplet's root: a
+/// [`StagingInfo`] written as JSON, which is also YAML, as Cloud Foundry
+/// writes it.
+pub const STAGING_INFO_FILE: &str = "staging_info.yml";
+
+/// `buildpack-builder` exit code: no buildpack detected the app.
+pub const BUILDPACK_EXIT_DETECT_FAILED: i64 = 222;
+/// `buildpack-builder` exit code: `bin/supply`, `bin/compile` or
+/// `bin/finalize` failed.
+pub const BUILDPACK_EXIT_COMPILE_FAILED: i64 = 223;
+/// `buildpack-builder` exit code: `bin/release` failed or printed something
+/// that is not the expected YAML.
+pub const BUILDPACK_EXIT_RELEASE_FAILED: i64 = 224;
+
+/// What the buildpack builder reports (as JSON, the staging task's result).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StagingResult {
+    /// What the buildpack's `bin/detect` printed (its first line), or the
+    /// buildpack's name when it printed nothing or detection was skipped.
+    pub detected_buildpack: String,
+    /// The shell command that starts the app's web process (run with
+    /// `/bin/sh -c` in `app/`): the app's `Procfile` `web:` entry, else the
+    /// buildpack's `default_process_types.web`. Empty when neither names
+    /// one; the app then needs a command given at launch.
+    pub start_command: String,
+    /// The name (directory) of the buildpack that compiled the app.
+    pub buildpack: String,
+    /// The buildpack's `config_vars`, in the order it printed them.
+    pub env: Vec<EnvironmentVariable>,
+}
+
+/// `staging_info.yml` at the root of a droplet: how to start it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StagingInfo {
+    /// As in [`StagingResult::detected_buildpack`].
+    pub detected_buildpack: String,
+    /// As in [`StagingResult::start_command`].
+    pub start_command: String,
+    /// The buildpack's `config_vars`: the app's environment, under the
+    /// environment the cell gives the process.
+    pub env: Vec<EnvironmentVariable>,
+}
+
+impl StagingResult {
+    /// The part of the result the droplet carries.
+    pub fn staging_info(&self) -> StagingInfo {
+        StagingInfo {
+            detected_buildpack: self.detected_buildpack.clone(),
+            start_command: self.start_command.clone(),
+            env: self.env.clone(),
+        }
+    }
+}
 
 /// The parts of a Docker image's config the lifecycle uses. Every field is
 /// empty when the image does not set it (`null` reads as empty too).
@@ -215,6 +303,37 @@ mod tests {
             .map(|(n, v)| (n.as_str(), v.as_str()))
             .collect();
         assert_eq!(pairs, vec![("PATH", "/bin"), ("EQ", "a=b"), ("EMPTY", "")]);
+    }
+
+    #[test]
+    fn staging_result_and_info_wire_format() {
+        let result = StagingResult {
+            detected_buildpack: "Static-sh".into(),
+            start_command: "sh ./start.sh".into(),
+            buildpack: "static-sh".into(),
+            env: vec![EnvironmentVariable::new("A", "1")],
+        };
+        assert_eq!(
+            serde_json::to_value(&result).expect("plain data"),
+            json!({
+                "detected_buildpack": "Static-sh",
+                "start_command": "sh ./start.sh",
+                "buildpack": "static-sh",
+                "env": [{"name": "A", "value": "1"}]
+            })
+        );
+        assert_eq!(
+            serde_json::to_value(result.staging_info()).expect("plain data"),
+            json!({
+                "detected_buildpack": "Static-sh",
+                "start_command": "sh ./start.sh",
+                "env": [{"name": "A", "value": "1"}]
+            })
+        );
+        let sparse: StagingInfo =
+            serde_json::from_value(json!({"start_command": "x"})).expect("lenient");
+        assert_eq!(sparse.start_command, "x");
+        assert!(sparse.env.is_empty());
     }
 
     #[test]

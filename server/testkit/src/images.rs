@@ -12,6 +12,10 @@
 //! config the Docker app lifecycle reads: entrypoint, cmd, env, working
 //! directory and an exposed port; its start command serves `/www` over HTTP
 //! on port 8080.
+//!
+//! The stack image ([`stack_image`]) is the buildpack lifecycle's rootfs:
+//! busybox plus a `lattice` user whose home, `/home/lattice`, is where
+//! droplets are unpacked.
 
 use std::path::Path;
 use std::process::Command;
@@ -147,6 +151,67 @@ pub async fn docker_app_image() -> String {
     DOCKER_APP_ROOTFS.to_string()
 }
 
+/// Docker reference of the buildpack stack test image.
+pub const STACK_IMAGE: &str = "lattice-test/stack:v1";
+
+/// Diego rootfs URL of the buildpack stack test image.
+pub const STACK_ROOTFS: &str = "docker:///lattice-test/stack#v1";
+
+/// The unprivileged user of the stack image, whose home is the droplet
+/// directory (`/home/lattice`, where droplets are unpacked).
+pub const STACK_USER: &str = "lattice";
+
+/// [`STACK_USER`]'s uid and gid.
+pub const STACK_UID: u64 = 2000;
+
+/// The image config of [`STACK_IMAGE`]: a shell, no start command of its
+/// own (the buildpack lifecycle brings one).
+pub const STACK_CHANGES: &[&str] = &[
+    "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    r#"CMD ["sh"]"#,
+];
+
+/// The rootfs URL of the buildpack stack test image, importing it first
+/// when the engine lacks it: the busybox root filesystem (so `/bin/sh` for
+/// buildpack scripts and busybox `httpd`, `tar`, `wget` for apps and
+/// tests), plus the [`STACK_USER`] user and group and its home
+/// `/home/lattice` (owned by it), where droplets are unpacked.
+///
+/// # Guarantees
+/// As [`busybox_image`].
+///
+/// # Panics
+/// When the image can neither be found nor imported.
+pub async fn stack_image() -> String {
+    static IMPORTED: OnceCell<()> = OnceCell::const_new();
+    IMPORTED
+        .get_or_init(|| async {
+            let docker = crate::docker::connect().await;
+            ensure_image(&docker, STACK_IMAGE, STACK_CHANGES, stack_rootfs)
+                .await
+                .unwrap_or_else(|err| panic!("cannot make the stack test image: {err}"));
+        })
+        .await;
+    STACK_ROOTFS.to_string()
+}
+
+/// The finished root filesystem tar of [`STACK_IMAGE`].
+///
+/// # Errors
+/// When the host's busybox is unusable.
+pub fn stack_rootfs() -> Result<Vec<u8>, ImageError> {
+    let passwd = format!(
+        "{BUSYBOX_PASSWD}{STACK_USER}:x:{STACK_UID}:{STACK_UID}:{STACK_USER}:/home/lattice:/bin/sh\n"
+    );
+    let group = format!("{BUSYBOX_GROUP}{STACK_USER}:x:{STACK_UID}:\n");
+    let mut tar = busybox_rootfs_with_users(&passwd, &group)?;
+    let mut home = header(tar::EntryType::Directory, 0o755, 0);
+    home.set_uid(STACK_UID);
+    home.set_gid(STACK_UID);
+    tar.append_data(&mut home, "home/lattice/", std::io::empty())?;
+    Ok(tar.into_inner()?)
+}
+
 /// Imports the root filesystem `rootfs()` makes as `tag` with `changes`,
 /// unless the engine holds `tag` already (then `rootfs` is not called).
 ///
@@ -176,6 +241,19 @@ pub async fn image_exists(docker: &Docker, reference: &str) -> bool {
 /// # Errors
 /// When the host's busybox is unusable or cannot be read.
 pub fn busybox_rootfs() -> Result<tar::Builder<Vec<u8>>, ImageError> {
+    busybox_rootfs_with_users(BUSYBOX_PASSWD, BUSYBOX_GROUP)
+}
+
+const BUSYBOX_PASSWD: &str =
+    "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n";
+const BUSYBOX_GROUP: &str = "root:x:0:\nnogroup:x:65534:\n";
+
+/// [`busybox_rootfs`] with the given `/etc/passwd` and `/etc/group`: a tar
+/// entry cannot be replaced once written.
+fn busybox_rootfs_with_users(
+    passwd: &str,
+    group: &str,
+) -> Result<tar::Builder<Vec<u8>>, ImageError> {
     let busybox =
         std::fs::read(HOST_BUSYBOX).map_err(|err| ImageError::Busybox(err.to_string()))?;
     if has_interpreter(&busybox) {
@@ -205,15 +283,8 @@ pub fn busybox_rootfs() -> Result<tar::Builder<Vec<u8>>, ImageError> {
     }
     // Scripts name `#!/usr/bin/env`.
     append_symlink(&mut tar, "usr/bin/env", "../../bin/busybox")?;
-    let passwd =
-        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n";
     append_file(&mut tar, "etc/passwd", 0o644, passwd.as_bytes())?;
-    append_file(
-        &mut tar,
-        "etc/group",
-        0o644,
-        b"root:x:0:\nnogroup:x:65534:\n",
-    )?;
+    append_file(&mut tar, "etc/group", 0o644, group.as_bytes())?;
     Ok(tar)
 }
 
@@ -391,6 +462,34 @@ mod tests {
                 "busybox lacks {needed}"
             );
         }
+    }
+
+    #[test]
+    fn stack_rootfs_has_the_lattice_user_and_its_home() {
+        let rootfs = stack_rootfs().expect("busybox-static is installed on test machines");
+        let mut archive = tar::Archive::new(rootfs.as_slice());
+        let mut passwd = String::new();
+        let mut home = None;
+        for entry in archive.entries().expect("a tar") {
+            let mut entry = entry.expect("readable");
+            let path = entry.path().expect("a path").display().to_string();
+            if path == "etc/passwd" {
+                std::io::Read::read_to_string(&mut entry, &mut passwd).expect("text");
+            }
+            if path == "home/lattice/" || path == "home/lattice" {
+                let header = entry.header();
+                home = Some((
+                    header.uid().expect("uid"),
+                    header.mode().expect("mode") & 0o777,
+                ));
+            }
+        }
+        assert!(passwd.starts_with("root:"), "{passwd}");
+        assert!(
+            passwd.contains("lattice:x:2000:2000:lattice:/home/lattice:/bin/sh\n"),
+            "{passwd}"
+        );
+        assert_eq!(home, Some((STACK_UID, 0o755)));
     }
 
     #[test]

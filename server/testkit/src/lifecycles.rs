@@ -47,7 +47,14 @@ pub enum BuildError {
 
 /// The binaries of `lattice-lifecycles`, every one of which goes into
 /// containers at `/.lattice/bin/`.
-pub const BINARIES: &[&str] = &["lattice-init", "builder", "launcher", "healthcheck"];
+pub const BINARIES: &[&str] = &[
+    "lattice-init",
+    "builder",
+    "launcher",
+    "healthcheck",
+    "buildpack-builder",
+    "droplet-launcher",
+];
 
 /// The Rust target the static binaries are built for: this machine's
 /// architecture, gnu libc linked in.
