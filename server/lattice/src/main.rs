@@ -76,6 +76,9 @@ struct UpArgs {
         hide_env_values = true
     )]
     password: Option<String>,
+    /// Largest app bits or droplet upload the file server accepts, in bytes.
+    #[arg(long, default_value_t = lattice_fileserver::DEFAULT_MAX_UPLOAD_BYTES)]
+    max_upload_bytes: u64,
     /// Largest request body the receptor accepts, in bytes.
     #[arg(long, default_value_t = lattice_receptor::DEFAULT_MAX_BODY_BYTES)]
     max_body_bytes: usize,
@@ -221,6 +224,7 @@ async fn up(args: UpArgs, hub: Arc<LogHub>) -> anyhow::Result<()> {
         domain: args.domain,
         credentials,
         max_body_bytes: args.max_body_bytes,
+        max_upload_bytes: args.max_upload_bytes,
         drain_timeout: Duration::from_secs(10),
     };
     let shutdown = CancellationToken::new();

@@ -9,6 +9,7 @@ use anyhow::Context;
 use lattice_auctioneer::runner::{Auctioneer, AuctioneerConfig};
 use lattice_bbs::SharedStore;
 use lattice_converger::{Converger, ConvergerConfig, Policy};
+use lattice_fileserver::{FileServer, FileServerConfig};
 use lattice_logs::{HubSink, LogHub};
 use lattice_receptor::{Credentials, ReceptorConfig};
 use tokio::net::TcpListener;
@@ -29,6 +30,8 @@ pub struct UpConfig {
     pub domain: String,
     pub credentials: Option<Credentials>,
     pub max_body_bytes: usize,
+    /// Largest app bits or droplet upload the file server accepts.
+    pub max_upload_bytes: u64,
     /// How long roles may take to finish after a shutdown signal.
     pub drain_timeout: Duration,
     /// The cell of this machine; `None` runs the brain and receptor only.
@@ -54,6 +57,7 @@ pub fn store_path(data_dir: &std::path::Path) -> PathBuf {
 /// unreadable data dir, no Docker) surface before the server says it is up.
 pub struct Up {
     config: UpConfig,
+    file_server: Arc<FileServer>,
     store: SharedStore,
     listener: TcpListener,
     router_listener: Option<TcpListener>,
@@ -93,8 +97,18 @@ impl Up {
             }
             None => None,
         };
+        let file_server = Arc::new(
+            FileServer::open(FileServerConfig {
+                dir: config.data_dir.join("fileserver"),
+                static_dir: config.cell.as_ref().map(|c| c.lifecycle_dir.clone()),
+                max_upload_bytes: config.max_upload_bytes,
+            })
+            .await
+            .context("cannot open the file server's blob store")?,
+        );
         Ok(Up {
             config,
+            file_server,
             store,
             listener,
             router_listener,
@@ -122,6 +136,7 @@ impl Up {
             listener,
             router_listener,
             cell,
+            file_server,
         } = self;
         let tracker = TaskTracker::new();
         let address = listener
@@ -134,11 +149,12 @@ impl Up {
             router_address: router_address.map(|a| a.to_string()),
         };
         let logs = lattice_logs::http::router(config.hub.clone(), shutdown.clone());
+        let files = lattice_fileserver::router(file_server);
         let app = lattice_receptor::app_with_routes(
             store.clone(),
             receptor_config,
             shutdown.clone(),
-            logs,
+            logs.merge(files),
         );
         tracker.spawn(lattice_receptor::serve(listener, app, shutdown.clone()));
 

@@ -61,6 +61,7 @@ pub fn up_config(data_dir: &Path, cell_id: &str, options: &ClusterOptions) -> Up
         domain: "localhost".to_string(),
         credentials: None,
         max_body_bytes: lattice_receptor::DEFAULT_MAX_BODY_BYTES,
+        max_upload_bytes: lattice_fileserver::DEFAULT_MAX_UPLOAD_BYTES,
         drain_timeout: Duration::from_secs(20),
         cell: Some(CellConfig {
             cell_id: cell_id.to_string(),
