@@ -15,6 +15,11 @@
 //! - `wait`: waiting for an app's instances, and why they are not running.
 //! - `log_stream`: log lines for people, a follow of the log hub that
 //!   reconnects, and the lines shown while create and scale wait.
+//! - `bits`, `buildpacks`, `transfer`: the droplet commands' archives (app
+//!   bits honouring `.cfignore`/`.gitignore`, zips as tgz), the buildpack
+//!   kinds and well-known names, and uploads/downloads with progress bars.
+//! - `embed`: [`run_with`], one command line against a given target, for
+//!   programs (end-to-end tests) that drive a cluster with ltc.
 //!
 //! # Exit codes
 //! 0 success; 1 failure (the message and its causes go to stderr); 2 usage
@@ -27,16 +32,21 @@ use anyhow::Context as _;
 use lattice_client::Client;
 use lattice_logs::LogsClient;
 
+mod bits;
+mod buildpacks;
 pub mod cli;
 pub mod commands;
 pub mod config;
+mod embed;
 mod image;
 mod log_stream;
 mod output;
 mod progress;
 mod routes;
+mod transfer;
 mod wait;
 
+pub use embed::run_with;
 pub use wait::PlacementFailed;
 
 use cli::{Cli, Command};
@@ -112,9 +122,18 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     // Loaded per command: completions need no config and must work even
     // with a broken one.
-    let ctx = || Context::load(env);
+    run_in(cli, &|| Context::load(env), env, out).await
+}
+
+/// [`run`] with the context made by `ctx` ([`run_with`] gives its own).
+async fn run_in(
+    cli: Cli,
+    ctx: &dyn Fn() -> anyhow::Result<Context>,
+    env: &dyn Fn(&str) -> Option<String>,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
     match cli.command {
-        Command::Completions(args) => commands::completions::run(&args, out),
+        Command::Completion(args) => commands::completion::run(&args, out),
         Command::Target(args) => commands::target::run(&args, &ctx()?, out).await,
         Command::Version(args) => commands::version::run(&args, &ctx()?, out).await,
         Command::SubmitTask(args) => commands::submit_task::run(&args, &ctx()?, out).await,
@@ -136,6 +155,15 @@ pub async fn run(
         Command::DebugLogs(args) => {
             commands::debug_logs::run(&args, &ctx()?, out, output::ctrl_c()).await
         }
+        Command::Test(args) => commands::test::run(&args, &ctx()?, out, output::ctrl_c()).await,
+        Command::BuildDroplet(args) => commands::build_droplet::run(&args, &ctx()?, env, out).await,
+        Command::LaunchDroplet(args) => {
+            commands::launch_droplet::run(&args, &ctx()?, env, out).await
+        }
+        Command::ListDroplets(args) => commands::list_droplets::run(&args, &ctx()?, out).await,
+        Command::RemoveDroplet(args) => commands::remove_droplet::run(&args, &ctx()?, out).await,
+        Command::ExportDroplet(args) => commands::export_droplet::run(&args, &ctx()?, out).await,
+        Command::ImportDroplet(args) => commands::import_droplet::run(&args, &ctx()?, out).await,
     }?;
     out.flush().context("cannot write the output")
 }

@@ -508,3 +508,132 @@ pub(crate) fn app_request(app: &str, instances: i64) -> lattice_models::DesiredL
     });
     serde_json::from_value(json).expect("the test request is well-formed")
 }
+
+/// A tiny HTTP server that plays the router and the sample app in one, for
+/// `ltc test`: it routes `Host: H` to the RUNNING instances of the desired
+/// LRP that has the HTTP route H, round-robin, and answers as lattice-app
+/// does (`/` and `/index`), logging an APP line per request into the hub as
+/// the app would. A host with no running instance gets `404 unknown route`,
+/// as from the real router. Stops when dropped.
+pub(crate) struct FakeRouter {
+    task: JoinHandle<()>,
+}
+
+impl FakeRouter {
+    /// A listener for it, bound first so that the receptor can be told the
+    /// router's address (`ReceptorConfig::router_address`) before it starts.
+    pub async fn bind() -> (tokio::net::TcpListener, SocketAddr) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("port 0 on loopback can be bound");
+        let address = listener
+            .local_addr()
+            .expect("a bound listener has an address");
+        (listener, address)
+    }
+
+    pub fn start(listener: tokio::net::TcpListener, receptor: &TestReceptor) -> FakeRouter {
+        let store = receptor.store.clone();
+        let hub = receptor.hub.clone();
+        let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (store, hub, next) = (store.clone(), hub.clone(), next.clone());
+                tokio::spawn(async move {
+                    // A client that goes away mid-request is its business.
+                    let _ = route_one(stream, &store, &hub, &next).await;
+                });
+            }
+        });
+        FakeRouter { task }
+    }
+}
+
+impl Drop for FakeRouter {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Serves one request on `stream`, then closes it.
+async fn route_one(
+    stream: tokio::net::TcpStream,
+    store: &SharedStore,
+    hub: &LogHub,
+    next: &std::sync::atomic::AtomicUsize,
+) -> std::io::Result<()> {
+    use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::io::BufReader::new(stream);
+    let mut request_line = String::new();
+    stream.read_line(&mut request_line).await?;
+    let path = request_line
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("/")
+        .to_string();
+    let mut host = String::new();
+    loop {
+        let mut header = String::new();
+        if stream.read_line(&mut header).await? == 0 || header.trim().is_empty() {
+            break;
+        }
+        if let Some((name, value)) = header.split_once(':') {
+            if name.trim().eq_ignore_ascii_case("host") {
+                host = value.trim().to_string();
+            }
+        }
+    }
+    let desired = store
+        .list_desired_lrps(&DesiredLrpFilter::default())
+        .await
+        .expect("the test store is readable");
+    let lrp = desired.into_iter().find(|lrp| {
+        lrp.routes
+            .http
+            .iter()
+            .any(|route| route.hostnames.contains(&host))
+    });
+    let mut running = match &lrp {
+        Some(lrp) => store
+            .list_actual_lrps(&ActualLrpFilter {
+                process_guid: Some(lrp.process_guid.clone()),
+                ..Default::default()
+            })
+            .await
+            .expect("the test store is readable")
+            .into_iter()
+            .filter(|a| a.state == ActualLrpState::Running)
+            .collect(),
+        None => Vec::new(),
+    };
+    running.sort_by_key(|a| a.index);
+    let (status, body) = match (&lrp, running.is_empty()) {
+        (Some(lrp), false) => {
+            let instance = &running[next.fetch_add(1, Ordering::SeqCst) % running.len()];
+            let index = instance.index;
+            hub.publish(log_line(
+                &lrp.log_guid,
+                SOURCE_APP,
+                &index.to_string(),
+                &format!("lattice-app instance {index}: GET {path} -> 200 OK"),
+                MessageType::Out,
+            ));
+            let body = match path.as_str() {
+                "/index" => format!("{index}\n"),
+                _ => format!(
+                    "lattice-app: instance {index}, guid {}, up 0 s\n",
+                    instance.instance_guid
+                ),
+            };
+            ("200 OK", body)
+        }
+        _ => ("404 Not Found", format!("unknown route: {host}\n")),
+    };
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let stream = stream.get_mut();
+    stream.write_all(response.as_bytes()).await?;
+    stream.shutdown().await
+}

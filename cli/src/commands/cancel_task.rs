@@ -6,6 +6,10 @@ use anyhow::Context as _;
 
 use crate::Context;
 
+pub const EXAMPLES: &str = "\
+Examples:
+  ltc cancel-task my-task";
+
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The task's guid.

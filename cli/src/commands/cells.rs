@@ -8,6 +8,11 @@ use lattice_models::CellResponse;
 use crate::output::{self, or_dash};
 use crate::Context;
 
+pub const EXAMPLES: &str = "\
+Examples:
+  ltc cells
+  ltc cells --json";
+
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Print the cells as the receptor's JSON instead of a table.

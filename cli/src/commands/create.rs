@@ -55,6 +55,17 @@ const STAGING_MEMORY_MB: i64 = 64;
 /// The port an app listens on when neither `--ports` nor its image says.
 pub const DEFAULT_PORT: u32 = 8080;
 
+pub const EXAMPLES: &str = "\
+Examples:
+  # The built-in sample app, 3 instances, at http://hello.localhost:8080
+  ltc create hello lattice/lattice-app -i 3
+  # An image from Docker Hub, its port and more memory
+  ltc create web nginx:alpine -p 80 -m 256
+  # Environment, an HTTP health check, and a route of its own instead of api.DOMAIN
+  ltc create api org/api:1.0 -e MODE=prod --monitor-url 9000:/healthz -R api.example.com
+  # A start command instead of the image's, with no route or health check
+  ltc create clock busybox --no-routes --no-monitor -- sh -c 'while sleep 5; do date; done'";
+
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The app's name: letters, digits, '-' and '_'. It names the app's
@@ -71,6 +82,15 @@ pub struct Args {
     #[arg(last = true, value_name = "START_COMMAND")]
     pub start_command: Vec<String>,
 
+    #[command(flatten)]
+    pub flags: AppFlags,
+}
+
+/// The flags of an app: instances, resources, environment, ports, routes,
+/// health check, user and start timeout. `ltc launch-droplet` takes the
+/// same.
+#[derive(Debug, clap::Args)]
+pub struct AppFlags {
     /// How many instances to run.
     #[arg(short = 'i', long, default_value_t = 1,
           value_parser = clap::value_parser!(i64).range(0..=MAX_INSTANCES))]
@@ -176,13 +196,7 @@ pub async fn run(
         .await
         .context("cannot read the cluster's domain")?;
 
-    // Refuse a duplicate before staging, which takes a while and would be
-    // thrown away; the message is the receptor's own for a duplicate create.
-    match client.desired_lrp(app).await {
-        Ok(_) => bail!("cannot create {app}: desired LRP {app:?} already exists"),
-        Err(err) if err.api_error_name() == Some(ApiErrorName::ResourceNotFound) => {}
-        Err(err) => return Err(err).with_context(|| format!("cannot create {app}")),
-    }
+    refuse_existing(&client, app).await?;
     // Everything but what staging finds can be checked now, so that a typo
     // does not cost a staging first.
     plan.request(args, &ExecutionMetadata::default(), &info.domain)
@@ -190,47 +204,75 @@ pub async fn run(
         .with_context(|| format!("cannot create {app}"))?;
 
     // Followed before anything runs, so that no line of staging is missed.
-    let logs = ctx.logs_client()?;
     let format = LineFormat::new(ctx.stderr.color);
-    let mut tail = LogTail::start(logs.clone(), app, format).await;
+    let mut tail = LogTail::start(ctx.logs_client()?, app, format).await;
 
     let staged = stage(&client, args, &plan.rootfs, ctx, &mut tail, out).await?;
     let request = plan.request(args, &staged, &info.domain);
+    desire_and_wait(
+        ctx,
+        &mut tail,
+        &request,
+        &args.image,
+        args.flags.timeout,
+        info.router_address.as_deref(),
+        out,
+    )
+    .await
+}
+
+/// Refuses an app that exists already, before anything slow (staging, an
+/// upload) is done for nothing; the message is the receptor's own for a
+/// duplicate create.
+pub(crate) async fn refuse_existing(client: &Client, app: &str) -> anyhow::Result<()> {
+    match client.desired_lrp(app).await {
+        Ok(_) => bail!("cannot create {app}: desired LRP {app:?} already exists"),
+        Err(err) if err.api_error_name() == Some(ApiErrorName::ResourceNotFound) => Ok(()),
+        Err(err) => Err(err).with_context(|| format!("cannot create {app}")),
+    }
+}
+
+/// Desires `request`, waits until its instances are RUNNING (showing the
+/// `tail`'s lines above the spinner), then prints where the app is.
+/// `source` says what runs (an image, a droplet) in the first line.
+///
+/// # Errors
+/// A refused request (nothing is desired then), or [`PlacementFailed`]
+/// when the instances are not running within `timeout` (the app stays).
+pub(crate) async fn desire_and_wait(
+    ctx: &Context,
+    tail: &mut LogTail,
+    request: &DesiredLrpCreateRequest,
+    source: &str,
+    timeout: Duration,
+    router_address: Option<&str>,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let app = &request.process_guid;
+    let client = ctx.client()?;
+    let logs = ctx.logs_client()?;
     client
-        .create_desired_lrp(&request)
+        .create_desired_lrp(request)
         .await
         .with_context(|| format!("cannot create {app}"))?;
     writeln!(
         out,
-        "Created {app}: {} instance{} of {}",
-        args.instances,
-        if args.instances == 1 { "" } else { "s" },
-        args.image
+        "Created {app}: {} instance{} of {source}",
+        request.instances,
+        if request.instances == 1 { "" } else { "s" },
     )?;
 
     let spinner = Spinner::new(&ctx.stderr, format!("Starting {app}..."));
     let app_logs = AppLogs {
         client: &logs,
-        log_guid: app,
+        log_guid: &request.log_guid,
     };
-    let wait = wait::wait_for_instances(
-        &client,
-        app_logs,
-        app,
-        args.instances,
-        args.timeout,
-        &spinner,
-    );
+    let wait =
+        wait::wait_for_instances(&client, app_logs, app, request.instances, timeout, &spinner);
     let actuals = tail.show_while(wait, &spinner).await?;
-    drop(tail);
     drop(spinner);
     writeln!(out, "{app} is now running.")?;
-    write_addresses(
-        out,
-        request.routes.as_ref(),
-        info.router_address.as_deref(),
-        &actuals,
-    )?;
+    write_addresses(out, request.routes.as_ref(), router_address, &actuals)?;
     Ok(())
 }
 
@@ -243,20 +285,8 @@ struct Plan {
 
 impl Plan {
     fn new(args: &Args, lookup: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<Plan> {
-        validate_guid("APP", &args.app).map_err(|e| anyhow::anyhow!("invalid app name: {e}"))?;
+        let env = args.flags.check(&args.app, lookup)?;
         let rootfs = rootfs_for_image(&args.image)?;
-        let env = args
-            .env
-            .iter()
-            .map(|value| parse_env(value, lookup))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(anyhow::Error::msg)?;
-        if args.timeout.is_zero() {
-            bail!("--timeout must be more than 0");
-        }
-        if args.monitor_timeout.as_millis() == 0 {
-            bail!("--monitor-timeout must be at least 1ms");
-        }
         Ok(Plan { rootfs, env })
     }
 
@@ -267,35 +297,93 @@ impl Plan {
         staged: &ExecutionMetadata,
         domain: &str,
     ) -> DesiredLrpCreateRequest {
-        let ports: Vec<u32> = if !args.ports.is_empty() {
-            args.ports.iter().copied().map(u32::from).collect()
-        } else if !staged.ports.is_empty() {
-            staged.ports.clone()
-        } else {
-            vec![DEFAULT_PORT]
-        };
-        // `ports` was just made non-empty.
-        let first_port = ports[0];
-        DesiredLrpCreateRequest {
-            process_guid: args.app.clone(),
-            domain: APP_DOMAIN.to_string(),
+        let process = AppProcess {
             rootfs: self.rootfs.clone(),
-            instances: args.instances,
             setup: None,
-            action: launcher_action(args, staged),
-            monitor: monitor_action(args, first_port),
-            start_timeout: i64::try_from(args.timeout.as_secs()).unwrap_or(i64::MAX),
-            env: self.env.clone(),
-            cpu_weight: args.cpu_weight,
-            disk_mb: args.disk_mb,
-            memory_mb: args.memory_mb,
-            privileged: args.privileged,
-            ports,
-            routes: app_routes(args, domain, first_port),
-            log_guid: args.app.clone(),
-            log_source: "APP".to_string(),
-            annotation: String::new(),
+            action: lifecycle_action(
+                LAUNCHER_PATH,
+                Vec::new(),
+                &args.start_command,
+                &args.flags,
+                staged,
+            ),
+        };
+        app_request(&args.app, &args.flags, &self.env, process, staged, domain)
+    }
+}
+
+impl AppFlags {
+    /// Checks the app's name and the flags clap cannot; returns the app's
+    /// environment (`-e`, looked up in `lookup` for a NAME alone).
+    pub(crate) fn check(
+        &self,
+        app: &str,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> anyhow::Result<Vec<EnvironmentVariable>> {
+        validate_guid("APP", app).map_err(|e| anyhow::anyhow!("invalid app name: {e}"))?;
+        let env = self
+            .env
+            .iter()
+            .map(|value| parse_env(value, lookup))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(anyhow::Error::msg)?;
+        if self.timeout.is_zero() {
+            bail!("--timeout must be more than 0");
         }
+        if self.monitor_timeout.as_millis() == 0 {
+            bail!("--monitor-timeout must be at least 1ms");
+        }
+        Ok(env)
+    }
+}
+
+/// Where an app's processes come from: the root filesystem, what is put
+/// into each container before it starts, and what runs.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct AppProcess {
+    pub rootfs: String,
+    pub setup: Option<Action>,
+    pub action: Action,
+}
+
+/// The LRP of `app` as its flags say, running `process`; `staged` gives
+/// the ports when `--ports` does not (else [`DEFAULT_PORT`]).
+pub(crate) fn app_request(
+    app: &str,
+    flags: &AppFlags,
+    env: &[EnvironmentVariable],
+    process: AppProcess,
+    staged: &ExecutionMetadata,
+    domain: &str,
+) -> DesiredLrpCreateRequest {
+    let ports: Vec<u32> = if !flags.ports.is_empty() {
+        flags.ports.iter().copied().map(u32::from).collect()
+    } else if !staged.ports.is_empty() {
+        staged.ports.clone()
+    } else {
+        vec![DEFAULT_PORT]
+    };
+    // `ports` was just made non-empty.
+    let first_port = ports[0];
+    DesiredLrpCreateRequest {
+        process_guid: app.to_string(),
+        domain: APP_DOMAIN.to_string(),
+        rootfs: process.rootfs,
+        instances: flags.instances,
+        setup: process.setup,
+        action: process.action,
+        monitor: monitor_action(flags, first_port),
+        start_timeout: i64::try_from(flags.timeout.as_secs()).unwrap_or(i64::MAX),
+        env: env.to_vec(),
+        cpu_weight: flags.cpu_weight,
+        disk_mb: flags.disk_mb,
+        memory_mb: flags.memory_mb,
+        privileged: flags.privileged,
+        ports,
+        routes: app_routes(app, flags, domain, first_port),
+        log_guid: app.to_string(),
+        log_source: "APP".to_string(),
+        annotation: String::new(),
     }
 }
 
@@ -324,26 +412,32 @@ pub fn parse_env(
     Ok(EnvironmentVariable::new(name, value))
 }
 
-fn launcher_action(args: &Args, staged: &ExecutionMetadata) -> Action {
-    let launcher_args = if args.start_command.is_empty() {
-        Vec::new()
-    } else {
-        std::iter::once("--".to_string())
-            .chain(args.start_command.iter().cloned())
-            .collect()
-    };
-    let dir = args
+/// Runs the lifecycle binary at `path` with `args`, then `-- START_COMMAND`
+/// when one is given, in `--working-dir` (else the staged one) as `--user`
+/// (or root with `--run-as-root`, else the staged user).
+pub(crate) fn lifecycle_action(
+    path: &str,
+    mut args: Vec<String>,
+    start_command: &[String],
+    flags: &AppFlags,
+    staged: &ExecutionMetadata,
+) -> Action {
+    if !start_command.is_empty() {
+        args.push("--".to_string());
+        args.extend(start_command.iter().cloned());
+    }
+    let dir = flags
         .working_dir
         .clone()
         .unwrap_or_else(|| staged.working_dir.clone());
-    let user = match (&args.user, args.run_as_root) {
+    let user = match (&flags.user, flags.run_as_root) {
         (Some(user), _) => user.clone(),
         (None, true) => "root".to_string(),
         (None, false) => staged.user.clone(),
     };
     Action::Run(RunAction {
-        path: LAUNCHER_PATH.to_string(),
-        args: launcher_args,
+        path: path.to_string(),
+        args,
         dir: Some(dir).filter(|d| !d.is_empty()),
         env: Vec::new(),
         user: Some(user).filter(|u| !u.is_empty()),
@@ -353,18 +447,18 @@ fn launcher_action(args: &Args, staged: &ExecutionMetadata) -> Action {
     })
 }
 
-fn monitor_action(args: &Args, first_port: u32) -> Option<Action> {
-    if args.no_monitor {
+fn monitor_action(flags: &AppFlags, first_port: u32) -> Option<Action> {
+    if flags.no_monitor {
         return None;
     }
-    let port = match (&args.monitor_url, args.monitor_port) {
+    let port = match (&flags.monitor_url, flags.monitor_port) {
         (Some(url), _) => url.port,
         (None, Some(port)) => u32::from(port),
         (None, None) => first_port,
     };
-    let timeout_ms = args.monitor_timeout.as_millis();
+    let timeout_ms = flags.monitor_timeout.as_millis();
     let mut check_args = vec!["--port".to_string(), port.to_string()];
-    if let Some(url) = &args.monitor_url {
+    if let Some(url) = &flags.monitor_url {
         check_args.extend(["--uri".to_string(), url.path.clone()]);
     }
     // The healthcheck has its own limit (1s by default); giving it ours
@@ -390,22 +484,22 @@ fn monitor_action(args: &Args, first_port: u32) -> Option<Action> {
 
 /// The default route `APP.DOMAIN` to the first port, or the `-R`/`-T` ones
 /// instead, or none with `--no-routes`.
-fn app_routes(args: &Args, domain: &str, first_port: u32) -> Option<Routes> {
-    if args.no_routes {
+fn app_routes(app: &str, flags: &AppFlags, domain: &str, first_port: u32) -> Option<Routes> {
+    if flags.no_routes {
         return None;
     }
-    if args.http_routes.is_empty() && args.tcp_routes.is_empty() {
+    if flags.http_routes.is_empty() && flags.tcp_routes.is_empty() {
         return Some(Routes {
             http: vec![HttpRoute {
-                hostnames: vec![default_hostname(&args.app, domain)],
+                hostnames: vec![default_hostname(app, domain)],
                 port: first_port,
             }],
             tcp: Vec::new(),
         });
     }
     Some(Routes {
-        http: http_routes(&args.http_routes, domain, first_port),
-        tcp: tcp_routes(&args.tcp_routes, first_port),
+        http: http_routes(&flags.http_routes, domain, first_port),
+        tcp: tcp_routes(&flags.tcp_routes, first_port),
     })
 }
 
@@ -429,9 +523,15 @@ pub fn staging_task(app: &str, rootfs: &str, suffix: &str) -> TaskCreateRequest 
     }
 }
 
-/// Runs the staging task and returns what the builder found. The task is
-/// removed whatever happens (cancelled first if it did not finish), since
-/// nobody else will read it.
+/// A fresh suffix for a staging task's guid: 8 hex digits, so that two
+/// stagings of one app never share a guid.
+pub(crate) fn staging_suffix() -> String {
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    // A v4 uuid's simple form is 32 hex digits.
+    suffix[..8].to_string()
+}
+
+/// Runs the staging task and returns what the builder found.
 async fn stage(
     client: &Client,
     args: &Args,
@@ -440,26 +540,17 @@ async fn stage(
     tail: &mut LogTail,
     out: &mut dyn Write,
 ) -> anyhow::Result<ExecutionMetadata> {
-    let suffix = uuid::Uuid::new_v4().simple().to_string();
-    // A v4 uuid's simple form is 32 hex digits.
-    let request = staging_task(&args.app, rootfs, &suffix[..8]);
-    let guid = request.task_guid.clone();
-    client
-        .create_task(&request)
-        .await
-        .with_context(|| format!("cannot submit the staging task of {}", args.app))?;
-
-    let spinner = Spinner::new(&ctx.stderr, format!("Staging {}...", args.image));
-    let wait = wait_for_task(client, &guid, &args.image, args.timeout, &spinner);
-    let finished = tail.show_while(wait, &spinner).await;
-    drop(spinner);
-    let cleanup = remove_task(client, &guid, finished.is_ok()).await;
-    let task = finished?;
-    if let Err(err) = cleanup {
-        // The converger expires completed tasks, so a task left behind only
-        // shows in `ltc list` for a while: say so, but go on.
-        writeln!(out, "Note: the staging task stays for now: {err:#}")?;
-    }
+    let request = staging_task(&args.app, rootfs, &staging_suffix());
+    let task = run_staging_task(
+        client,
+        ctx,
+        tail,
+        &request,
+        &args.image,
+        args.flags.timeout,
+        out,
+    )
+    .await?;
     if task.failed {
         bail!("staging {} failed: {}", args.image, task.failure_reason);
     }
@@ -483,9 +574,46 @@ async fn stage(
     Ok(staged)
 }
 
+/// Submits the staging task `request`, waits until it completes (showing
+/// the `tail`'s lines above a spinner that names `label`), and returns it,
+/// failed or not. The task is removed whatever happens (cancelled first if
+/// it did not finish), since nobody else will read it.
+///
+/// # Errors
+/// A refused submission; [`PlacementFailed`] when it did not complete
+/// within `timeout`; a client error other than a lost connection.
+pub(crate) async fn run_staging_task(
+    client: &Client,
+    ctx: &Context,
+    tail: &mut LogTail,
+    request: &TaskCreateRequest,
+    label: &str,
+    timeout: Duration,
+    out: &mut dyn Write,
+) -> anyhow::Result<Task> {
+    let guid = &request.task_guid;
+    client
+        .create_task(request)
+        .await
+        .with_context(|| format!("cannot submit the staging task of {}", request.log_guid))?;
+
+    let spinner = Spinner::new(&ctx.stderr, format!("Staging {label}..."));
+    let wait = wait_for_task(client, request, label, timeout, &spinner);
+    let finished = tail.show_while(wait, &spinner).await;
+    drop(spinner);
+    let cleanup = remove_task(client, guid, finished.is_ok()).await;
+    let task = finished?;
+    if let Err(err) = cleanup {
+        // The converger expires completed tasks, so a task left behind only
+        // shows in `ltc list` for a while: say so, but go on.
+        writeln!(out, "Note: the staging task stays for now: {err:#}")?;
+    }
+    Ok(task)
+}
+
 /// `argv` as one would type it: words with blanks or quotes (or empty
 /// ones) are quoted, so that what is shown is what runs.
-fn command_line(argv: &[String]) -> String {
+pub(crate) fn command_line(argv: &[String]) -> String {
     if argv.is_empty() {
         return "(none)".to_string();
     }
@@ -505,56 +633,59 @@ fn command_line(argv: &[String]) -> String {
         .join(" ")
 }
 
-/// Polls the task until it is COMPLETED.
+/// Polls the task of `request` until it is COMPLETED.
 ///
 /// # Errors
 /// [`PlacementFailed`] if it is not completed within `timeout`; a client
 /// error other than a lost connection (retried until the time is up).
 async fn wait_for_task(
     client: &Client,
-    guid: &str,
-    image: &str,
+    request: &TaskCreateRequest,
+    label: &str,
     timeout: Duration,
     spinner: &Spinner,
 ) -> anyhow::Result<Task> {
+    let guid = &request.task_guid;
     let deadline = Instant::now() + timeout;
     let mut last: Option<Task> = None;
     loop {
         match client.task(guid).await {
             Ok(task) if task.state.is_terminal() => return Ok(task),
             Ok(task) => {
-                spinner.set_message(format!("Staging {image} ({})...", task.state));
+                spinner.set_message(format!("Staging {label} ({})...", task.state));
                 last = Some(task);
             }
             Err(err) if wait::is_transient(&err) => {
-                spinner.set_message(format!("Staging {image}: {err}; retrying"));
+                spinner.set_message(format!("Staging {label}: {err}; retrying"));
             }
             Err(err) => return Err(err).with_context(|| format!("cannot follow task {guid}")),
         }
         if Instant::now() >= deadline {
-            return Err(staging_timed_out(image, guid, timeout, last.as_ref()).into());
+            return Err(staging_timed_out(label, request, timeout, last.as_ref()).into());
         }
         tokio::time::sleep(wait::POLL_INTERVAL).await;
     }
 }
 
 fn staging_timed_out(
-    image: &str,
-    guid: &str,
+    label: &str,
+    request: &TaskCreateRequest,
     waited: Duration,
     task: Option<&Task>,
 ) -> PlacementFailed {
+    let guid = &request.task_guid;
     let detail = match task {
         Some(task) if task.state == TaskState::Pending => format!(
             "task {guid} is PENDING: no cell took it; are cells running with room \
-             for {STAGING_MEMORY_MB} MB (`ltc cells`)?"
+             for {} MB (`ltc cells`)?",
+            request.memory_mb
         ),
         Some(task) => format!("task {guid} is {} on cell {}", task.state, task.cell_id),
         None => format!("task {guid} could not be read"),
     };
     PlacementFailed {
         summary: format!(
-            "staging {image} did not finish within {}",
+            "staging {label} did not finish within {}",
             humantime::format_duration(waited)
         ),
         details: vec![

@@ -16,6 +16,13 @@ use crate::commands::logs::follow;
 use crate::log_stream::{LineFormat, LiveLogs, Source};
 use crate::Context;
 
+pub const EXAMPLES: &str = "\
+Examples:
+  ltc debug-logs
+  ltc debug-logs --source rep --recent
+  # As JSON objects, one a line
+  ltc debug-logs --raw | jq .";
+
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Print each line as the JSON object the component logged (timestamp,

@@ -12,6 +12,11 @@ use crate::output::{self, or_dash};
 use crate::wait::Progress;
 use crate::Context;
 
+pub const EXAMPLES: &str = "\
+Examples:
+  ltc list
+  ltc list --json";
+
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Print `{"desired_lrps": [...], "actual_lrps": [...], "tasks": [...]}`

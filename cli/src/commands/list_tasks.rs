@@ -8,6 +8,12 @@ use lattice_models::Task;
 use crate::output::{self, or_dash};
 use crate::Context;
 
+pub const EXAMPLES: &str = "\
+Examples:
+  ltc list-tasks
+  ltc list-tasks --domain lattice-staging
+  ltc list-tasks --json";
+
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Only the tasks of this domain.

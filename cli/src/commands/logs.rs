@@ -22,6 +22,13 @@ use lattice_models::ApiErrorName;
 use crate::log_stream::{Event, LineFormat, LiveLogs, Source};
 use crate::Context;
 
+pub const EXAMPLES: &str = "\
+Examples:
+  ltc logs hello
+  ltc logs hello --recent
+  # Only what instance 2 itself printed
+  ltc logs hello --source APP --instance 2";
+
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The app's name.

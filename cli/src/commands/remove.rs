@@ -4,6 +4,11 @@ use std::io::Write;
 
 use crate::Context;
 
+pub const EXAMPLES: &str = "\
+Examples:
+  ltc remove hello
+  ltc rm hello web api";
+
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The apps to remove. Each is tried even if an earlier one fails.

@@ -14,6 +14,13 @@ use crate::progress::Spinner;
 use crate::wait::{self, AppLogs};
 use crate::Context;
 
+pub const EXAMPLES: &str = "\
+Examples:
+  ltc scale hello 5
+  # Stop every instance but keep the app
+  ltc scale hello 0
+  ltc scale hello 20 --timeout 5m";
+
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The app's name.

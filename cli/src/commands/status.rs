@@ -14,6 +14,13 @@ use crate::routes::{http_urls, tcp_lines};
 use crate::wait::Progress;
 use crate::Context;
 
+pub const EXAMPLES: &str = "\
+Examples:
+  ltc status hello
+  # Every field of every instance, refreshed every 2 seconds until Ctrl-C
+  ltc status hello --detailed --rate 2s
+  ltc status hello --json";
+
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The app's name.

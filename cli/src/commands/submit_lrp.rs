@@ -11,6 +11,12 @@ use lattice_models::DesiredLrpCreateRequest;
 use crate::commands::submit_task::read_input;
 use crate::Context;
 
+pub const EXAMPLES: &str = "\
+Examples:
+  ltc submit-lrp lrp.json
+  # From stdin
+  ltc submit-lrp - < lrp.json";
+
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// A JSON DesiredLrpCreateRequest (process_guid, domain, rootfs,

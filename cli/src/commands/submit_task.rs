@@ -9,6 +9,12 @@ use lattice_models::TaskCreateRequest;
 
 use crate::Context;
 
+pub const EXAMPLES: &str = "\
+Examples:
+  ltc submit-task task.json
+  # From stdin
+  ltc submit-task - < task.json";
+
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// A JSON TaskCreateRequest (task_guid, domain, rootfs, action, ...);

@@ -9,6 +9,13 @@ use lattice_client::{Client, ClientError, Credentials};
 use crate::config::{self, SavedConfig, Source, ENV_TARGET};
 use crate::Context;
 
+pub const EXAMPLES: &str = "\
+Examples:
+  # Show the current target
+  ltc target
+  ltc target 127.0.0.1:8888
+  ltc target http://lattice.example.com:8888 --username admin --password s3cret";
+
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The receptor's URL, e.g. http://127.0.0.1:8888 (a bare host:port gets

@@ -8,6 +8,12 @@ use lattice_models::Task;
 use crate::output::{self, or_dash, timestamp};
 use crate::Context;
 
+pub const EXAMPLES: &str = "\
+Examples:
+  ltc task my-task
+  # The task's record as the receptor has it, e.g. for its result
+  ltc task my-task --json";
+
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The task's guid.

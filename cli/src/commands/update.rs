@@ -16,6 +16,15 @@ use crate::routes::{
 };
 use crate::Context;
 
+pub const EXAMPLES: &str = "\
+Examples:
+  ltc update hello -i 4
+  # Replace the HTTP routes: hello.DOMAIN and www.example.com on port 8080
+  ltc update hello -R hello -R www.example.com:8080
+  # The router's port 61000 to the container's 5432
+  ltc update db -T 61000:5432
+  ltc update hello --no-routes";
+
 #[derive(Debug, clap::Args)]
 #[command(group(
     ArgGroup::new("change")

@@ -18,6 +18,11 @@ fn parse_spec(value: &str) -> Result<RouteSpec, String> {
     parse_route_spec(value).map(RouteSpec)
 }
 
+pub const EXAMPLES: &str = "\
+Examples:
+  ltc update-routes hello 8080:hello,8080:www.example.com
+  ltc update-routes hello --no-routes";
+
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The app's name.

@@ -20,6 +20,12 @@ const EMPTY_BLOCK: char = '□';
 /// a cell with thousands of instances still fits on a screen.
 const MAX_BLOCKS: usize = 50;
 
+pub const EXAMPLES: &str = "\
+Examples:
+  ltc visualize
+  # Redrawn every second until Ctrl-C
+  ltc visualize --rate 1s";
+
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Refresh every RATE (e.g. 1s) until Ctrl-C.
