@@ -17,6 +17,9 @@
 //! - [`postgres`]: the backend of a cluster of several machines; its change
 //!   feed crosses processes.
 //! - [`open_store`]: picks the backend from a `--store` value.
+//! - [`http`]: the store served over HTTP by a brain, behind the cluster
+//!   secret; [`remote`]: [`RemoteStore`], its client, for cells and routers
+//!   on other machines.
 //! - [`suite`]: the contract test suite every backend runs, with sample records.
 
 use std::path::{Path, PathBuf};
@@ -28,12 +31,15 @@ use lattice_models::{
     ActualLrp, CellPresence, DesiredLrp, Event, ModificationTag, Task, TaskState,
 };
 
+pub mod http;
 pub mod postgres;
 mod records;
+pub mod remote;
 pub mod sqlite;
 pub mod suite;
 
 pub use postgres::PostgresStore;
+pub use remote::RemoteStore;
 pub use sqlite::SqliteStore;
 
 /// Which kind of record an error is about; used in messages.

@@ -2,7 +2,7 @@
 //! interface on its own listener (the auctioneer reaches it the same way
 //! whether it runs in this process or on another machine).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,13 +46,33 @@ impl Cell {
     /// Connects to Docker, reconciles the cell's containers with the BBS and
     /// registers the cell.
     /// Container output and the cell's own lines about its work go to
-    /// `logs` (the log hub).
+    /// `logs` (the log hub). The rep advertises its listener's own address
+    /// and instances' ports are published on 127.0.0.1: right when every
+    /// role shares one machine (see [`Cell::prepare_advertised`]).
     pub async fn prepare(
         config: CellConfig,
         store: SharedStore,
         logs: Arc<dyn LogSink>,
     ) -> anyhow::Result<Cell> {
-        let garden = DockerGarden::connect(DockerGardenConfig::new(&config.lifecycle_dir))
+        Cell::prepare_advertised(config, None, store, logs).await
+    }
+
+    /// Like [`Cell::prepare`], for a cell that brains and routers on other
+    /// machines reach at `advertise`: the rep advertises
+    /// `http://ADVERTISE:PORT` (PORT: where its listener is bound) and
+    /// instances' ports are published on `advertise`, which is what routers
+    /// are then told to send traffic to.
+    pub async fn prepare_advertised(
+        config: CellConfig,
+        advertise: Option<IpAddr>,
+        store: SharedStore,
+        logs: Arc<dyn LogSink>,
+    ) -> anyhow::Result<Cell> {
+        let mut garden_config = DockerGardenConfig::new(&config.lifecycle_dir);
+        if let Some(ip) = advertise {
+            garden_config.host_ip = ip.to_string();
+        }
+        let garden = DockerGarden::connect(garden_config)
             .await
             .with_context(|| {
                 format!(
@@ -82,12 +102,14 @@ impl Cell {
         let listener = TcpListener::bind(config.rep_listen)
             .await
             .with_context(|| format!("cannot listen for the rep on {}", config.rep_listen))?;
-        let rep_address = format!(
-            "http://{}",
-            listener
-                .local_addr()
-                .context("rep listener has no address")?
-        );
+        let bound = listener
+            .local_addr()
+            .context("rep listener has no address")?;
+        // SocketAddr's display brackets an IPv6 address, as a URL needs.
+        let rep_address = match advertise {
+            Some(ip) => format!("http://{}", SocketAddr::new(ip, bound.port())),
+            None => format!("http://{bound}"),
+        };
         let executor = Executor::new(
             Arc::new(garden),
             logs.clone(),

@@ -1,7 +1,7 @@
 //! `lattice`: the server bundle's binary. It parses flags and hands over to
 //! the library; exit codes: 0 ok, 1 failure, 2 usage.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use std::sync::Arc;
 
 use lattice::cell::CellConfig;
+use lattice::roles::{Brain, BrainConfig, CellRoleConfig, RouterRole, RouterRoleConfig};
 use lattice::up::{Up, UpConfig};
 use lattice_logs::debug::TracingLayer;
 use lattice_logs::{HubConfig, HubSink, LogHub};
@@ -32,6 +33,154 @@ struct Cli {
 enum Command {
     /// Run a whole one-machine cluster in this process (embedded store, local Docker).
     Up(UpArgs),
+    /// Run a brain of a cluster of several machines: store, receptor, log
+    /// hub, auctioneer, converger, and the store's internal API for cells.
+    Brain(BrainArgs),
+    /// Run a cell of a cluster of several machines: the rep and the Docker
+    /// containers it runs, using the store through the brains.
+    Cell(CellArgs),
+    /// Run a router of a cluster of several machines: routes app traffic to
+    /// the instances, following a brain's receptor.
+    Router(RouterArgs),
+}
+
+#[derive(Args)]
+struct BrainArgs {
+    /// The store of the cluster's state: `postgres://USER:PASSWORD@HOST:PORT/DB`,
+    /// shared by every brain. A SQLite file (`sqlite://PATH`, or empty for
+    /// one in the data dir) serves a cluster of one brain only.
+    #[arg(
+        long,
+        env = "LATTICE_STORE",
+        default_value = "",
+        hide_env_values = true
+    )]
+    store: String,
+    /// Where a SQLite store is kept when --store names none. Default: the
+    /// platform's data dir, e.g. ~/.local/share/lattice.
+    #[arg(long, env = "LATTICE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address of the receptor API (for `ltc`, cells and routers).
+    #[arg(long, env = "LATTICE_LISTEN", default_value = "127.0.0.1:8888")]
+    listen: SocketAddr,
+    /// The cluster secret cells present to use the store and send logs;
+    /// give every brain and cell the same. Prefer the environment variable:
+    /// arguments are visible to every user of the machine.
+    #[arg(long, env = "LATTICE_SECRET", hide_env_values = true)]
+    secret: String,
+    /// Require HTTP basic auth with this username on the public API (with --password).
+    #[arg(long, env = "LATTICE_USERNAME", requires = "password")]
+    username: Option<String>,
+    /// Password for HTTP basic auth (with --username).
+    #[arg(
+        long,
+        env = "LATTICE_PASSWORD",
+        requires = "username",
+        hide_env_values = true
+    )]
+    password: Option<String>,
+    /// System domain apps are routed under: APP.DOMAIN.
+    #[arg(long, env = "LATTICE_DOMAIN", default_value = "localhost")]
+    domain: String,
+    /// Where the routers take app traffic (HOST:PORT), told to `ltc` in /v1/info.
+    #[arg(long, env = "LATTICE_ROUTER_ADDRESS")]
+    router_address: Option<String>,
+    /// Largest request body the receptor accepts, in bytes.
+    #[arg(long, default_value_t = lattice_receptor::DEFAULT_MAX_BODY_BYTES)]
+    max_body_bytes: usize,
+    /// This brain's name in the auctioneer and converger locks (followed by
+    /// a random part). Default: `brain-HOSTNAME`.
+    #[arg(long, env = "LATTICE_BRAIN_ID")]
+    brain_id: Option<String>,
+    /// Lease of the auctioneer and converger locks: a standby brain takes
+    /// over within about this long after the active one died.
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    lock_ttl: Duration,
+    /// Time between the converger's periodic passes; it also reacts to
+    /// changes at once.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    converge_interval: Duration,
+    /// How long a completed task is kept (for `ltc task`) before it expires.
+    #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
+    task_ttl: Duration,
+    /// Log filter (tracing's EnvFilter syntax), e.g. `info` or `lattice=debug`.
+    #[arg(long, env = "LATTICE_LOG", default_value = "info")]
+    log: String,
+}
+
+#[derive(Args)]
+struct CellArgs {
+    /// The brains' receptor URLs (`http://HOST:PORT`), comma-separated, in
+    /// order of preference; the cell moves to the next when one is down.
+    #[arg(long, env = "LATTICE_BRAINS", required = true, value_delimiter = ',')]
+    brain: Vec<String>,
+    /// The cluster secret the brains run with.
+    #[arg(long, env = "LATTICE_SECRET", hide_env_values = true)]
+    secret: String,
+    /// This machine's cell id; keep it stable across restarts so the cell
+    /// finds its own containers again. Default: `cell-HOSTNAME`.
+    #[arg(long, env = "LATTICE_CELL_ID")]
+    cell_id: Option<String>,
+    /// The cell's availability zone; an app's instances are spread over zones.
+    #[arg(long, env = "LATTICE_ZONE", default_value = "z1")]
+    zone: String,
+    /// The address brains and routers reach this machine at: the rep is
+    /// advertised there and instances' ports are published on it. Default:
+    /// the address of the interface that routes to the first brain.
+    #[arg(long, env = "LATTICE_ADVERTISE_ADDRESS")]
+    advertise_address: Option<IpAddr>,
+    /// Where the rep's interface (called by the brains' auctioneer) listens.
+    #[arg(long, env = "LATTICE_REP_LISTEN", default_value = "0.0.0.0:1800")]
+    rep_listen: SocketAddr,
+    /// Directory with the static lifecycle binaries placed into every
+    /// container. Default: `lifecycles/` beside the `lattice` binary.
+    #[arg(long, env = "LATTICE_LIFECYCLE_DIR")]
+    lifecycle_dir: Option<PathBuf>,
+    /// Where the cell keeps its download cache. Default: the platform's
+    /// data dir, e.g. ~/.local/share/lattice.
+    #[arg(long, env = "LATTICE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Memory the cell offers, in MB. Default: the machine's.
+    #[arg(long)]
+    cell_memory_mb: Option<i64>,
+    /// Disk the cell offers, in MB. Default: the machine's free disk.
+    #[arg(long)]
+    cell_disk_mb: Option<i64>,
+    /// Containers the cell runs at most.
+    #[arg(long, default_value_t = 256)]
+    cell_containers: i64,
+    /// How long the cell counts as alive without renewing its presence
+    /// (renewed every third of it); its work is placed elsewhere after.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    presence_ttl: Duration,
+    /// Log filter (tracing's EnvFilter syntax), e.g. `info` or `lattice=debug`.
+    #[arg(long, env = "LATTICE_LOG", default_value = "info")]
+    log: String,
+}
+
+#[derive(Args)]
+struct RouterArgs {
+    /// The receptor URL of the brain whose routes this router follows.
+    #[arg(long, env = "LATTICE_BRAIN")]
+    brain: String,
+    /// Where the router listens for app traffic (`http://APP.DOMAIN:PORT`);
+    /// TCP routes listen on the same address.
+    #[arg(long, env = "LATTICE_ROUTER_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// The brain's API username, when it requires basic auth (with --password).
+    #[arg(long, env = "LATTICE_USERNAME", requires = "password")]
+    username: Option<String>,
+    /// The brain's API password (with --username).
+    #[arg(
+        long,
+        env = "LATTICE_PASSWORD",
+        requires = "username",
+        hide_env_values = true
+    )]
+    password: Option<String>,
+    /// Log filter (tracing's EnvFilter syntax), e.g. `info` or `lattice=debug`.
+    #[arg(long, env = "LATTICE_LOG", default_value = "info")]
+    log: String,
 }
 
 #[derive(Args)]
@@ -134,15 +283,39 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    let runtime = || tokio::runtime::Runtime::new().context("cannot start the async runtime");
     match cli.command {
         Command::Up(args) => {
             let hub = Arc::new(LogHub::new(HubConfig::default()));
             init_tracing(&args.log, hub.clone())?;
-            let runtime =
-                tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-            runtime.block_on(up(args, hub))
+            runtime()?.block_on(up(args, hub))
+        }
+        Command::Brain(args) => {
+            let hub = Arc::new(LogHub::new(HubConfig::default()));
+            init_tracing(&args.log, hub.clone())?;
+            runtime()?.block_on(brain(args, hub))
+        }
+        Command::Cell(args) => {
+            init_stderr_tracing(&args.log)?;
+            runtime()?.block_on(cell(args))
+        }
+        Command::Router(args) => {
+            init_stderr_tracing(&args.log)?;
+            runtime()?.block_on(router(args))
         }
     }
+}
+
+/// Logs of a role without a log hub of its own go to stderr only.
+fn init_stderr_tracing(filter: &str) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .with_context(|| format!("invalid --log filter {filter:?}"))?;
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::env::var_os("NO_COLOR").is_none())
+        .with_env_filter(filter)
+        .try_init()
+        .map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
 }
 
 /// Logs go to stderr (filtered by `--log`) and, at info and above, to the
@@ -168,14 +341,133 @@ fn init_tracing(filter: &str, hub: Arc<LogHub>) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn up(args: UpArgs, hub: Arc<LogHub>) -> anyhow::Result<()> {
-    let data_dir = match args.data_dir {
-        Some(dir) => dir,
-        None => directories::ProjectDirs::from("io", "lattice", "lattice")
+/// The data dir given, or the platform's.
+fn data_dir_or_default(dir: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    match dir {
+        Some(dir) => Ok(dir),
+        None => Ok(directories::ProjectDirs::from("io", "lattice", "lattice")
             .context("cannot find a home directory for the data dir; pass --data-dir")?
             .data_dir()
-            .to_path_buf(),
+            .to_path_buf()),
+    }
+}
+
+/// The lifecycle dir given, or `lifecycles/` beside the binary.
+fn lifecycle_dir_or_default(dir: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    match dir {
+        Some(dir) => Ok(dir),
+        None => std::env::current_exe()
+            .context("cannot locate the lattice binary; pass --lifecycle-dir")?
+            .parent()
+            .map(|dir| dir.join("lifecycles"))
+            .context("the lattice binary has no directory; pass --lifecycle-dir"),
+    }
+}
+
+/// A lease renewed every third of `ttl` needs a third that is not zero.
+fn ensure_lease(flag: &str, ttl: Duration) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        ttl >= Duration::from_millis(300),
+        "{flag} must be at least 300ms, not {}",
+        humantime::format_duration(ttl)
+    );
+    Ok(())
+}
+
+async fn brain(args: BrainArgs, hub: Arc<LogHub>) -> anyhow::Result<()> {
+    lattice_models::routes::validate_hostname("--domain", &args.domain)?;
+    ensure_lease("--lock-ttl", args.lock_ttl)?;
+    anyhow::ensure!(
+        !args.converge_interval.is_zero(),
+        "--converge-interval must not be zero"
+    );
+    if args.secret.len() < 16 {
+        tracing::warn!("the cluster secret is shorter than 16 characters; anyone who guesses it can change the cluster's state");
+    }
+    let credentials = match (args.username, args.password) {
+        (Some(username), Some(password)) => Some(Credentials { username, password }),
+        _ => None,
     };
+    if credentials.is_none() && !args.listen.ip().is_loopback() {
+        tracing::warn!(listen = %args.listen, "the receptor listens beyond loopback without credentials; pass --username/--password");
+    }
+    let brain_id = match args.brain_id {
+        Some(id) => id,
+        None => lattice::cell::default_cell_id().replacen("cell-", "brain-", 1),
+    };
+    let config = BrainConfig {
+        store: args.store,
+        data_dir: data_dir_or_default(args.data_dir)?,
+        listen: args.listen,
+        secret: args.secret,
+        credentials,
+        domain: args.domain,
+        router_address: args.router_address,
+        max_body_bytes: args.max_body_bytes,
+        brain_id,
+        lock_ttl: args.lock_ttl,
+        converge_interval: args.converge_interval,
+        policy: lattice_converger::Policy {
+            completed_ttl: args.task_ttl,
+            ..Default::default()
+        },
+        hub,
+        drain_timeout: Duration::from_secs(10),
+    };
+    let shutdown = CancellationToken::new();
+    lattice::shutdown::cancel_on_signal(shutdown.clone());
+    let brain = Brain::prepare(config).await?;
+    brain.run(shutdown).await
+}
+
+async fn cell(args: CellArgs) -> anyhow::Result<()> {
+    ensure_lease("--presence-ttl", args.presence_ttl)?;
+    let cell_id = args.cell_id.unwrap_or_else(lattice::cell::default_cell_id);
+    lattice_models::validation::validate_guid("--cell-id", &cell_id)?;
+    let data_dir = data_dir_or_default(args.data_dir)?;
+    let config = CellRoleConfig {
+        brains: args.brain,
+        secret: args.secret,
+        cell: CellConfig {
+            cell_id,
+            zone: args.zone,
+            lifecycle_dir: lifecycle_dir_or_default(args.lifecycle_dir)?,
+            rep_listen: args.rep_listen,
+            memory_mb: args.cell_memory_mb,
+            disk_mb: args.cell_disk_mb,
+            containers: args.cell_containers,
+            cache_dir: data_dir.join("cache"),
+            presence_ttl: args.presence_ttl,
+        },
+        advertise: args.advertise_address,
+        drain_timeout: Duration::from_secs(10),
+    };
+    let shutdown = CancellationToken::new();
+    lattice::shutdown::cancel_on_signal(shutdown.clone());
+    lattice::roles::run_cell(config, shutdown).await
+}
+
+async fn router(args: RouterArgs) -> anyhow::Result<()> {
+    let credentials = match (args.username, args.password) {
+        (Some(username), Some(password)) => {
+            Some(lattice_client::Credentials::new(username, password))
+        }
+        _ => None,
+    };
+    let config = RouterRoleConfig {
+        brain: args.brain,
+        listen: args.listen,
+        credentials,
+        drain_timeout: Duration::from_secs(10),
+    };
+    let shutdown = CancellationToken::new();
+    lattice::shutdown::cancel_on_signal(shutdown.clone());
+    let router = RouterRole::prepare(config).await?;
+    router.run(shutdown).await
+}
+
+async fn up(args: UpArgs, hub: Arc<LogHub>) -> anyhow::Result<()> {
+    let data_dir = data_dir_or_default(args.data_dir)?;
     lattice_models::routes::validate_hostname("--domain", &args.domain)?;
     let credentials = match (args.username, args.password) {
         (Some(username), Some(password)) => Some(Credentials { username, password }),
@@ -189,14 +481,7 @@ async fn up(args: UpArgs, hub: Arc<LogHub>) -> anyhow::Result<()> {
     } else {
         let cell_id = args.cell_id.unwrap_or_else(lattice::cell::default_cell_id);
         lattice_models::validation::validate_guid("--cell-id", &cell_id)?;
-        let lifecycle_dir = match args.lifecycle_dir {
-            Some(dir) => dir,
-            None => std::env::current_exe()
-                .context("cannot locate the lattice binary; pass --lifecycle-dir")?
-                .parent()
-                .map(|dir| dir.join("lifecycles"))
-                .context("the lattice binary has no directory; pass --lifecycle-dir")?,
-        };
+        let lifecycle_dir = lifecycle_dir_or_default(args.lifecycle_dir)?;
         Some(CellConfig {
             cell_id,
             zone: args.zone,

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use lattice_client::{Client, Credentials};
-use lattice_logs::LogHub;
+use lattice_executor::LogSink;
 use lattice_models::log::{LogMessage, MessageType, SOURCE_ROUTER};
 use lattice_router::{
     AccessLog, EmitterConfig, HttpRouter, HttpRouterConfig, RouteEmitter, TableHandle, TcpRouter,
@@ -17,12 +17,13 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// Access lines go to the app's log stream as RTR lines.
-struct HubAccessLog(Arc<LogHub>);
+/// Access lines go to the app's log stream as RTR lines: into the hub of
+/// this process, or to a brain's (`RemoteSink`) from a router of its own.
+struct SinkAccessLog(Arc<dyn LogSink>);
 
-impl AccessLog for HubAccessLog {
+impl AccessLog for SinkAccessLog {
     fn log(&self, log_guid: &str, line: String) {
-        self.0.publish(LogMessage {
+        self.0.emit(LogMessage {
             log_guid: log_guid.to_string(),
             source_type: SOURCE_ROUTER.to_string(),
             source_instance: String::new(),
@@ -34,13 +35,14 @@ impl AccessLog for HubAccessLog {
 }
 
 /// Runs the emitter, the HTTP router on `listener` and the TCP router until
-/// `shutdown`, following the receptor at `receptor_url`.
+/// `shutdown`, following the receptor at `receptor_url`; access lines go to
+/// `access_log`.
 pub fn spawn(
     tracker: &TaskTracker,
     listener: TcpListener,
     receptor_url: &str,
     credentials: Option<Credentials>,
-    hub: Arc<LogHub>,
+    access_log: Arc<dyn LogSink>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let client = Client::new(receptor_url, credentials)?;
@@ -51,7 +53,7 @@ pub fn spawn(
     );
     let http = HttpRouter::new(
         table.clone(),
-        Arc::new(HubAccessLog(hub)),
+        Arc::new(SinkAccessLog(access_log)),
         HttpRouterConfig::default(),
     );
     let http_shutdown = shutdown.clone();

@@ -6,14 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use lattice_auctioneer::runner::{Auctioneer, AuctioneerConfig};
 use lattice_bbs::SharedStore;
-use lattice_converger::{Converger, ConvergerConfig, Policy};
+use lattice_converger::Policy;
 use lattice_fileserver::{FileServer, FileServerConfig};
 use lattice_logs::{HubSink, LogHub};
 use lattice_receptor::{Credentials, ReceptorConfig};
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -168,27 +166,22 @@ impl Up {
                 router_listener,
                 &format!("http://{address}"),
                 credentials,
-                config.hub.clone(),
+                Arc::new(HubSink::new(config.hub.clone())),
                 shutdown.clone(),
             )?;
         }
 
-        let brain_id = format!("brain-{}", uuid::Uuid::new_v4());
-        let wake_auctioneer = Arc::new(Notify::new());
-        let auctioneer = Auctioneer::new(
+        crate::roles::spawn_brain_loops(
+            &tracker,
             store.clone(),
-            AuctioneerConfig::new(brain_id.clone()),
-            wake_auctioneer.clone(),
-        );
-        tracker.spawn(auctioneer.run(shutdown.clone()));
-        let converger_config = ConvergerConfig {
-            interval: config.converge_interval,
-            policy: config.policy.clone(),
-            ..ConvergerConfig::new(brain_id, wake_auctioneer)
-        };
-        let converger = Converger::new(store.clone(), converger_config)
-            .context("cannot start the converger")?;
-        tracker.spawn(converger.run(shutdown.clone()));
+            crate::roles::BrainLoops {
+                owner: format!("brain-{}", uuid::Uuid::new_v4()),
+                lock_ttl: crate::roles::DEFAULT_LOCK_TTL,
+                converge_interval: config.converge_interval,
+                policy: config.policy.clone(),
+            },
+            shutdown.clone(),
+        )?;
 
         if let Some(cell) = cell {
             let shutdown = shutdown.clone();

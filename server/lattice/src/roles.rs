@@ -1,0 +1,484 @@
+//! The roles apart, for a cluster of several machines: `lattice brain`,
+//! `lattice cell`, `lattice router`. `lattice up` ([`crate::up`]) runs the
+//! same parts in one process.
+//!
+//! - **brain** ([`Brain`]): the store (PostgreSQL, shared by every brain),
+//!   the receptor with the log hub, the auctioneer and the converger, and
+//!   the store's internal API for cells (`/internal/...`, behind the
+//!   cluster secret instead of the users' basic auth). Every brain serves
+//!   the API; the auctioneer and converger act only in the brain that
+//!   holds their lock (a lease in the store), the others stand by and take
+//!   over within the lock's TTL.
+//! - **cell** ([`run_cell`]): Docker garden, executor and rep on a
+//!   [`RemoteStore`] (no database credentials on cells); logs go to every
+//!   brain's hub, so that `ltc logs` works against any brain.
+//! - **router** ([`run_router`]): the route emitter following a brain's
+//!   receptor, and the HTTP and TCP routers; access lines go to that
+//!   brain's hub.
+//!
+//! # Guarantees
+//! A cell that cannot authenticate to a brain never registers: it fails
+//! before it touches Docker or the store.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use lattice_auctioneer::runner::{Auctioneer, AuctioneerConfig};
+use lattice_bbs::{RemoteStore, SharedStore};
+use lattice_converger::{Converger, ConvergerConfig, Policy};
+use lattice_executor::{LogMessage, LogSink};
+use lattice_logs::{LogHub, RemoteSink};
+use lattice_receptor::{Credentials, ReceptorConfig};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::cell::{Cell, CellConfig};
+
+/// Default lease of the auctioneer and converger locks: a standby brain
+/// takes over at most this long (plus a third, its renewal period) after
+/// the active one died.
+pub const DEFAULT_LOCK_TTL: Duration = Duration::from_secs(15);
+
+/// The brain's loops that only one brain of a cluster runs at a time.
+pub struct BrainLoops {
+    /// The lock owner: unique per process, so two brains never both hold a
+    /// lock, whatever ids they were given.
+    pub owner: String,
+    pub lock_ttl: Duration,
+    /// Time between the converger's periodic passes.
+    pub converge_interval: Duration,
+    pub policy: Policy,
+}
+
+/// Starts the auctioneer and the converger on `tracker`; each acts while it
+/// holds its lock and stands by otherwise, until `shutdown`.
+///
+/// # Errors
+/// When the converger's HTTP client (for completion callbacks) cannot be made.
+pub fn spawn_brain_loops(
+    tracker: &TaskTracker,
+    store: SharedStore,
+    loops: BrainLoops,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let wake_auctioneer = Arc::new(Notify::new());
+    let auctioneer = Auctioneer::new(
+        store.clone(),
+        AuctioneerConfig {
+            lock_ttl: loops.lock_ttl,
+            ..AuctioneerConfig::new(loops.owner.clone())
+        },
+        wake_auctioneer.clone(),
+    );
+    tracker.spawn(auctioneer.run(shutdown.clone()));
+    let converger_config = ConvergerConfig {
+        interval: loops.converge_interval,
+        policy: loops.policy,
+        lock_ttl: loops.lock_ttl,
+        ..ConvergerConfig::new(loops.owner, wake_auctioneer)
+    };
+    let converger =
+        Converger::new(store, converger_config).context("cannot start the converger")?;
+    tracker.spawn(converger.run(shutdown));
+    Ok(())
+}
+
+/// A lock owner for a brain called `brain_id`: the id, for people reading
+/// the lock, and a random part, for uniqueness.
+pub fn lock_owner(brain_id: &str) -> String {
+    format!("{brain_id}/{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Waits for `tracker`'s tasks after a shutdown, at most `timeout`.
+async fn drain(tracker: TaskTracker, timeout: Duration) {
+    tracker.close();
+    if tokio::time::timeout(timeout, tracker.wait()).await.is_err() {
+        tracing::warn!(?timeout, "roles did not stop in time; exiting anyway");
+    }
+}
+
+// --- brain -------------------------------------------------------------------
+
+/// Everything `lattice brain` needs, resolved from flags.
+#[derive(Clone)]
+pub struct BrainConfig {
+    /// The store: `postgres://...` for a cluster of several brains; a
+    /// SQLite file (empty: `bbs.sqlite3` in `data_dir`) serves one brain.
+    pub store: String,
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// What cells present to use the store; never the users' password.
+    pub secret: String,
+    /// Users' basic auth of the public API.
+    pub credentials: Option<Credentials>,
+    pub domain: String,
+    /// Where routers take app traffic, advertised in `/v1/info`.
+    pub router_address: Option<String>,
+    pub max_body_bytes: usize,
+    /// Names this brain in its lock owner (see [`lock_owner`]).
+    pub brain_id: String,
+    pub lock_ttl: Duration,
+    pub converge_interval: Duration,
+    pub policy: Policy,
+    pub hub: Arc<LogHub>,
+    pub drain_timeout: Duration,
+}
+
+/// A brain with its store open and its listener bound; [`Brain::run`]
+/// serves it. Split in two so that errors surface before it says it is up.
+pub struct Brain {
+    config: BrainConfig,
+    store: SharedStore,
+    listener: TcpListener,
+}
+
+impl Brain {
+    /// Opens the store and binds the listener.
+    ///
+    /// # Errors
+    /// An empty secret, a store that cannot be opened, a port in use.
+    pub async fn prepare(config: BrainConfig) -> anyhow::Result<Brain> {
+        anyhow::ensure!(
+            !config.secret.is_empty(),
+            "the cluster secret is empty: pass --secret or set LATTICE_SECRET"
+        );
+        let path = crate::up::store_path(&config.data_dir);
+        if !config.store.starts_with("postgres") {
+            std::fs::create_dir_all(&config.data_dir)
+                .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
+        }
+        let store = lattice_bbs::open_store(&config.store, &path)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot open the store {} (check --store)",
+                    config.store.split("://").next().unwrap_or("")
+                )
+            })?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (try --listen)", config.listen))?;
+        Ok(Brain {
+            config,
+            store,
+            listener,
+        })
+    }
+
+    pub fn address(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves the API and runs the loops until `shutdown`, then drains.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let Brain {
+            config,
+            store,
+            listener,
+        } = self;
+        let address = listener
+            .local_addr()
+            .context("the brain's listener has no address")?;
+        let tracker = TaskTracker::new();
+        let receptor = lattice_receptor::app_with_routes(
+            store.clone(),
+            ReceptorConfig {
+                credentials: config.credentials.clone(),
+                max_body_bytes: config.max_body_bytes,
+                domain: config.domain.clone(),
+                router_address: config.router_address.clone(),
+            },
+            shutdown.clone(),
+            lattice_logs::http::router(config.hub.clone(), shutdown.clone()),
+        );
+        let app = internal_routes(&store, &config, shutdown.clone()).merge(receptor);
+        tracker.spawn(lattice_receptor::serve(listener, app, shutdown.clone()));
+
+        let owner = lock_owner(&config.brain_id);
+        spawn_brain_loops(
+            &tracker,
+            store,
+            BrainLoops {
+                owner: owner.clone(),
+                lock_ttl: config.lock_ttl,
+                converge_interval: config.converge_interval,
+                policy: config.policy.clone(),
+            },
+            shutdown.clone(),
+        )?;
+        tracing::info!(%address, %owner, "brain is up");
+        shutdown.cancelled().await;
+        drain(tracker, config.drain_timeout).await;
+        tracing::info!("brain stopped");
+        Ok(())
+    }
+}
+
+/// What cells use, behind the cluster secret: the store, and the log hub's
+/// routes under `/internal` (cells post their lines to
+/// `/internal/v1/log_messages`). Merged beside the receptor, whose basic
+/// auth does not apply to them.
+fn internal_routes(
+    store: &SharedStore,
+    config: &BrainConfig,
+    shutdown: CancellationToken,
+) -> Router {
+    let logs = Router::new().nest(
+        "/internal",
+        lattice_logs::http::router(config.hub.clone(), shutdown.clone()),
+    );
+    lattice_bbs::http::router(store.clone(), config.secret.clone(), shutdown).merge(
+        lattice_bbs::http::require_secret(logs, config.secret.clone()),
+    )
+}
+
+// --- cell --------------------------------------------------------------------
+
+/// Everything `lattice cell` needs, resolved from flags.
+#[derive(Clone)]
+pub struct CellRoleConfig {
+    /// The brains' receptor URLs, in order of preference.
+    pub brains: Vec<String>,
+    pub secret: String,
+    pub cell: CellConfig,
+    /// The address brains and routers reach this machine at; `None`: the
+    /// address of the interface that routes to the first brain.
+    pub advertise: Option<IpAddr>,
+    pub drain_timeout: Duration,
+}
+
+/// The user name a cell's log forwarder sends with the secret as password
+/// (the forwarder speaks basic auth; the name carries nothing).
+const LOG_USER: &str = "cell";
+
+/// Sends every line to each brain's hub, so that every brain can serve
+/// `ltc logs`; a brain that is down drops its copy once its queue is full.
+struct FanOutSink(Vec<RemoteSink>);
+
+impl LogSink for FanOutSink {
+    fn emit(&self, message: LogMessage) {
+        if let Some((last, rest)) = self.0.split_last() {
+            for sink in rest {
+                sink.emit(message.clone());
+            }
+            last.emit(message);
+        }
+    }
+}
+
+/// The address of this machine's interface that routes to `brain_url`:
+/// what the kernel would send from, found without sending anything.
+async fn route_to(brain_url: &str) -> anyhow::Result<IpAddr> {
+    let (host, port) = host_and_port(brain_url)?;
+    let target = tokio::net::lookup_host((host.as_str(), port))
+        .await
+        .with_context(|| format!("cannot resolve the brain's host {host:?}"))?
+        .next()
+        .with_context(|| format!("the brain's host {host:?} has no address"))?;
+    let unspecified: SocketAddr = if target.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let socket = tokio::net::UdpSocket::bind(unspecified)
+        .await
+        .context("cannot open a socket to find this machine's address")?;
+    // A UDP connect only picks the route; no packet leaves.
+    socket
+        .connect(target)
+        .await
+        .with_context(|| format!("no route to the brain at {target}"))?;
+    let ip = socket
+        .local_addr()
+        .context("cannot read this machine's address")?
+        .ip();
+    anyhow::ensure!(
+        !ip.is_unspecified(),
+        "cannot tell this machine's address; pass --advertise-address"
+    );
+    Ok(ip)
+}
+
+/// Host and port of an `http://HOST:PORT` URL.
+fn host_and_port(url: &str) -> anyhow::Result<(String, u16)> {
+    let uri: axum::http::Uri = url
+        .trim()
+        .parse()
+        .with_context(|| format!("brain URL {url:?} is not http://HOST:PORT"))?;
+    anyhow::ensure!(
+        uri.scheme_str() == Some("http"),
+        "brain URL {url:?} is not http://HOST:PORT"
+    );
+    let host = uri
+        .host()
+        .map(|h| h.trim_start_matches('[').trim_end_matches(']'))
+        .filter(|h| !h.is_empty())
+        .with_context(|| format!("brain URL {url:?} has no host"))?;
+    // `Uri` takes any text after the colon and then has no port for it.
+    let authority = uri.authority().map_or("", |a| a.as_str());
+    let after_host = authority.rsplit(']').next().unwrap_or(authority);
+    let port = match (after_host.contains(':'), uri.port_u16()) {
+        (_, Some(port)) => port,
+        (false, None) => 80,
+        (true, None) => anyhow::bail!("brain URL {url:?} has an invalid port"),
+    };
+    Ok((host.to_string(), port))
+}
+
+/// Runs a cell whose store and log hub are the brains at
+/// `config.brains`, until `shutdown`; then stops its work, deregisters and
+/// sends the last log lines.
+///
+/// # Errors
+/// When no brain can be reached, a brain refuses the secret (the message
+/// says so), or the cell cannot start (Docker, lifecycle binaries).
+pub async fn run_cell(config: CellRoleConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let remote = RemoteStore::connect(config.brains.clone(), config.secret.clone())
+        .await
+        .context(
+            "cannot use the cluster's store through the brains (check --brain and --secret)",
+        )?;
+    let advertise = match config.advertise {
+        Some(ip) => ip,
+        None => route_to(remote.brain()).await?,
+    };
+    let store: SharedStore = Arc::new(remote);
+
+    // The forwarders outlive the cell, so that its last lines (stopping
+    // work) are still sent.
+    let forwarders = TaskTracker::new();
+    let stop_forwarding = CancellationToken::new();
+    let mut sinks = Vec::with_capacity(config.brains.len());
+    for brain in &config.brains {
+        let base = format!("{}/internal", brain.trim().trim_end_matches('/'));
+        let credentials = lattice_client::Credentials::new(LOG_USER, config.secret.clone());
+        let (sink, forwarder) = RemoteSink::new(&base, Some(credentials))
+            .with_context(|| format!("invalid brain URL {brain:?}"))?;
+        forwarders.spawn(forwarder.run(stop_forwarding.clone()));
+        sinks.push(sink);
+    }
+    let logs: Arc<dyn LogSink> = Arc::new(FanOutSink(sinks));
+
+    let cell_id = config.cell.cell_id.clone();
+    let result = async {
+        let cell = Cell::prepare_advertised(config.cell, Some(advertise), store, logs).await?;
+        tracing::info!(%cell_id, %advertise, "cell is up");
+        cell.run(shutdown).await
+    }
+    .await;
+    stop_forwarding.cancel();
+    drain(forwarders, config.drain_timeout).await;
+    tracing::info!(%cell_id, "cell stopped");
+    result
+}
+
+// --- router ------------------------------------------------------------------
+
+/// Everything `lattice router` needs, resolved from flags.
+#[derive(Clone)]
+pub struct RouterRoleConfig {
+    /// The receptor URL of the brain the route emitter follows.
+    pub brain: String,
+    pub listen: SocketAddr,
+    /// Users' basic auth of the brain's public API.
+    pub credentials: Option<lattice_client::Credentials>,
+    pub drain_timeout: Duration,
+}
+
+/// A router with its listener bound; [`RouterRole::run`] serves it.
+pub struct RouterRole {
+    config: RouterRoleConfig,
+    listener: TcpListener,
+}
+
+impl RouterRole {
+    /// Binds the listener.
+    ///
+    /// # Errors
+    /// A port in use.
+    pub async fn prepare(config: RouterRoleConfig) -> anyhow::Result<RouterRole> {
+        let listener = TcpListener::bind(config.listen).await.with_context(|| {
+            format!(
+                "cannot listen for the router on {} (try --listen)",
+                config.listen
+            )
+        })?;
+        Ok(RouterRole { config, listener })
+    }
+
+    pub fn address(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Routes until `shutdown`, then drains.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let RouterRole { config, listener } = self;
+        let address = listener
+            .local_addr()
+            .context("the router's listener has no address")?;
+        let tracker = TaskTracker::new();
+        let forwarders = TaskTracker::new();
+        let stop_forwarding = CancellationToken::new();
+        let (sink, forwarder) = RemoteSink::new(&config.brain, config.credentials.clone())
+            .with_context(|| format!("invalid brain URL {:?}", config.brain))?;
+        forwarders.spawn(forwarder.run(stop_forwarding.clone()));
+        crate::router::spawn(
+            &tracker,
+            listener,
+            &config.brain,
+            config.credentials.clone(),
+            Arc::new(sink),
+            shutdown.clone(),
+        )?;
+        tracing::info!(%address, brain = %config.brain, "router is up");
+        shutdown.cancelled().await;
+        drain(tracker, config.drain_timeout).await;
+        stop_forwarding.cancel();
+        drain(forwarders, config.drain_timeout).await;
+        tracing::info!("router stopped");
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn brain_urls_give_host_and_port() {
+        assert_eq!(
+            host_and_port("http://10.0.0.5:8888").expect("valid"),
+            ("10.0.0.5".to_string(), 8888)
+        );
+        assert_eq!(
+            host_and_port("http://brain.internal/").expect("valid"),
+            ("brain.internal".to_string(), 80)
+        );
+        assert_eq!(
+            host_and_port("http://[fd00::1]:8888").expect("valid"),
+            ("fd00::1".to_string(), 8888)
+        );
+        for bad in ["https://x:1", "x:1", "http://:1", "http://x:port"] {
+            assert!(host_and_port(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_route_to_a_loopback_brain_is_loopback() {
+        let ip = route_to("http://127.0.0.1:8888").await.expect("a route");
+        assert!(ip.is_loopback(), "{ip}");
+    }
+
+    #[test]
+    fn lock_owners_are_unique_and_name_the_brain() {
+        let (a, b) = (lock_owner("brain-1"), lock_owner("brain-1"));
+        assert_ne!(a, b);
+        assert!(a.starts_with("brain-1/"), "{a}");
+    }
+}
