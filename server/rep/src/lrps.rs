@@ -53,10 +53,18 @@ pub(crate) async fn run(rep: &Arc<Rep>, process_guid: &str, index: i64, cancel: 
         }
     };
     let handle = format!("lattice-lrp-{instance_guid}");
+    let instance = index.to_string();
+    let log_guid = desired.log_guid.as_str();
+    rep.cell_log(
+        log_guid,
+        &instance,
+        format!("Creating container for instance {index} on cell {cell_id}"),
+    );
     let ended = run_instance(rep, &desired, index, &handle, &instance_guid, &cancel).await;
     match ended {
         Ended::Crashed { reason, ran_for } => {
             tracing::info!(process_guid, index, %reason, "instance crashed");
+            rep.cell_log(log_guid, &instance, format!("Instance crashed: {reason}"));
             crash(
                 &rep.store,
                 process_guid,
@@ -67,11 +75,15 @@ pub(crate) async fn run(rep: &Arc<Rep>, process_guid: &str, index: i64, cancel: 
             )
             .await;
         }
-        Ended::Stopped => give_back(&rep.store, process_guid, index, &instance_guid).await,
+        Ended::Stopped => {
+            rep.cell_log(log_guid, &instance, "Stopping instance");
+            give_back(&rep.store, process_guid, index, &instance_guid).await
+        }
     }
     if let Err(err) = rep.executor.destroy(&handle).await {
         tracing::warn!(process_guid, index, %handle, error = %err, "cannot destroy instance container");
     }
+    rep.cell_log(log_guid, &instance, "Destroyed container");
 }
 
 async fn claim(
