@@ -746,15 +746,16 @@ impl Process for DockerProcess {
     /// Signals the process's group: the process and the children it started.
     /// A process that exited already is not an error.
     async fn signal(&self, signal: Signal) -> GardenResult<()> {
-        let running = self
+        let exec = self
             .garden
             .docker
             .inspect_exec(&self.exec_id)
             .await
-            .map_err(|err| not_found_or(err, &self.handle, "inspect exec"))?
-            .running
-            .unwrap_or(false);
-        if !running {
+            .map_err(|err| not_found_or(err, &self.handle, "inspect exec"))?;
+        // Only a process that ended has nothing to signal. One that was just
+        // started may not be "running" yet in the engine's eyes (no exit code
+        // either): `lattice-init signal` waits for its pidfile instead.
+        if !exec.running.unwrap_or(false) && exec.exit_code.is_some() {
             return Ok(());
         }
         let name = match signal {
