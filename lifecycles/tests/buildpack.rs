@@ -9,27 +9,19 @@ use std::path::Path;
 use std::time::Duration;
 
 use futures::StreamExt;
-use lattice_garden::docker::{DockerGarden, DockerGardenConfig};
-use lattice_garden::{ContainerSpec, Garden, OutputStream, ProcessSpec, Signal};
+use lattice_garden::docker::DockerGarden;
+use lattice_garden::{ContainerSpec, Garden, ProcessSpec, Signal};
 use lattice_models::lifecycle::{
     StagingInfo, StagingResult, BUILDPACK_BUILDER_PATH, DROPLET_DIR, DROPLET_LAUNCHER_PATH,
     HEALTHCHECK_PATH, STAGING_DROPLET_PATH, STAGING_INFO_FILE, STAGING_RESULT_PATH,
 };
 use lattice_models::EnvironmentVariable;
 use lattice_testkit::docker::OwnerGuard;
-use lattice_testkit::{images, lifecycles};
+use lattice_testkit::garden::{connect as garden, process, run, Finished};
+use lattice_testkit::images;
 
 fn samples() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/samples"))
-}
-
-async fn garden() -> DockerGarden {
-    let dir = tokio::task::spawn_blocking(lifecycles::build_static)
-        .await
-        .expect("the build does not panic");
-    DockerGarden::connect(DockerGardenConfig::new(dir))
-        .await
-        .expect("the engine is reachable")
 }
 
 async fn create(garden: &DockerGarden, guard: &OwnerGuard, name: &str) -> String {
@@ -40,41 +32,6 @@ async fn create(garden: &DockerGarden, guard: &OwnerGuard, name: &str) -> String
         ..Default::default()
     };
     garden.create(spec).await.expect("created").handle
-}
-
-fn process(path: &str, args: &[&str]) -> ProcessSpec {
-    ProcessSpec {
-        path: path.to_string(),
-        args: args.iter().map(|a| a.to_string()).collect(),
-        ..Default::default()
-    }
-}
-
-/// Output of a finished process, by stream, and its exit status.
-#[derive(Debug)]
-struct Finished {
-    stdout: String,
-    stderr: String,
-    status: i64,
-}
-
-async fn run(garden: &DockerGarden, handle: &str, spec: ProcessSpec) -> Finished {
-    let mut process = garden.run(handle, spec).await.expect("process starts");
-    let chunks: Vec<_> = process.output().collect().await;
-    let status = process.wait().await.expect("process ends");
-    let text = |stream| {
-        let bytes: Vec<u8> = chunks
-            .iter()
-            .filter(|c| c.stream == stream)
-            .flat_map(|c| c.bytes.to_vec())
-            .collect();
-        String::from_utf8(bytes).expect("test output is utf-8")
-    };
-    Finished {
-        stdout: text(OutputStream::Stdout),
-        stderr: text(OutputStream::Stderr),
-        status,
-    }
 }
 
 async fn sh(garden: &DockerGarden, handle: &str, script: &str) -> Finished {

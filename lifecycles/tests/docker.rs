@@ -9,23 +9,15 @@ use std::process::Command;
 use std::time::Duration;
 
 use futures::StreamExt;
-use lattice_garden::docker::{DockerGarden, DockerGardenConfig};
-use lattice_garden::{ContainerSpec, Garden, OutputStream, ProcessSpec, Signal};
+use lattice_garden::docker::DockerGarden;
+use lattice_garden::{ContainerSpec, Garden, ProcessSpec, Signal};
 use lattice_models::lifecycle::{ExecutionMetadata, BUILDER_PATH, HEALTHCHECK_PATH, LAUNCHER_PATH};
 use lattice_models::EnvironmentVariable;
 use lattice_testkit::docker::OwnerGuard;
+use lattice_testkit::garden::{connect as garden, process, run};
 use lattice_testkit::{docker, images, lifecycles};
 
 const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-async fn garden() -> DockerGarden {
-    let dir = tokio::task::spawn_blocking(lifecycles::build_static)
-        .await
-        .expect("the build does not panic");
-    DockerGarden::connect(DockerGardenConfig::new(dir))
-        .await
-        .expect("the engine is reachable")
-}
 
 async fn create(garden: &DockerGarden, guard: &OwnerGuard, rootfs: String) -> String {
     let spec = ContainerSpec {
@@ -35,41 +27,6 @@ async fn create(garden: &DockerGarden, guard: &OwnerGuard, rootfs: String) -> St
         ..Default::default()
     };
     garden.create(spec).await.expect("created").handle
-}
-
-fn process(path: &str, args: &[&str]) -> ProcessSpec {
-    ProcessSpec {
-        path: path.to_string(),
-        args: args.iter().map(|a| a.to_string()).collect(),
-        ..Default::default()
-    }
-}
-
-/// Output of a finished process, by stream, and its exit status.
-#[derive(Debug)]
-struct Finished {
-    stdout: String,
-    stderr: String,
-    status: i64,
-}
-
-async fn run(garden: &DockerGarden, handle: &str, spec: ProcessSpec) -> Finished {
-    let mut process = garden.run(handle, spec).await.expect("process starts");
-    let chunks: Vec<_> = process.output().collect().await;
-    let status = process.wait().await.expect("process ends");
-    let text = |stream| {
-        let bytes: Vec<u8> = chunks
-            .iter()
-            .filter(|c| c.stream == stream)
-            .flat_map(|c| c.bytes.to_vec())
-            .collect();
-        String::from_utf8(bytes).expect("test output is utf-8")
-    };
-    Finished {
-        stdout: text(OutputStream::Stdout),
-        stderr: text(OutputStream::Stderr),
-        status,
-    }
 }
 
 /// The content of the one file `stream_out` of `path` archives.

@@ -13,6 +13,7 @@
 //! - [`postgres`]: a real PostgreSQL server, one database per test.
 
 pub mod docker;
+pub mod garden;
 pub mod images;
 pub mod lifecycles;
 pub mod postgres;
