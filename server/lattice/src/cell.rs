@@ -37,6 +37,17 @@ pub struct CellConfig {
     pub presence_ttl: Duration,
 }
 
+/// The addresses a cell is reached at from other machines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Advertise {
+    /// Where brains reach the rep's interface.
+    pub rep: IpAddr,
+    /// Where the Docker engine publishes instances' ports and routers send
+    /// their traffic. The same as `rep` unless the cell runs in a container
+    /// driving its host's engine: then it is the host's address.
+    pub instances: IpAddr,
+}
+
 pub struct Cell {
     rep: Arc<Rep>,
     listener: TcpListener,
@@ -59,18 +70,18 @@ impl Cell {
 
     /// Like [`Cell::prepare`], for a cell that brains and routers on other
     /// machines reach at `advertise`: the rep advertises
-    /// `http://ADVERTISE:PORT` (PORT: where its listener is bound) and
-    /// instances' ports are published on `advertise`, which is what routers
-    /// are then told to send traffic to.
+    /// `http://REP:PORT` (PORT: where its listener is bound) and
+    /// instances' ports are published on `advertise.instances`, which is
+    /// what routers are then told to send traffic to.
     pub async fn prepare_advertised(
         config: CellConfig,
-        advertise: Option<IpAddr>,
+        advertise: Option<Advertise>,
         store: SharedStore,
         logs: Arc<dyn LogSink>,
     ) -> anyhow::Result<Cell> {
         let mut garden_config = DockerGardenConfig::new(&config.lifecycle_dir);
-        if let Some(ip) = advertise {
-            garden_config.host_ip = ip.to_string();
+        if let Some(advertise) = advertise {
+            garden_config.host_ip = advertise.instances.to_string();
         }
         let garden = DockerGarden::connect(garden_config)
             .await
@@ -107,7 +118,7 @@ impl Cell {
             .context("rep listener has no address")?;
         // SocketAddr's display brackets an IPv6 address, as a URL needs.
         let rep_address = match advertise {
-            Some(ip) => format!("http://{}", SocketAddr::new(ip, bound.port())),
+            Some(advertise) => format!("http://{}", SocketAddr::new(advertise.rep, bound.port())),
             None => format!("http://{bound}"),
         };
         let executor = Executor::new(

@@ -129,6 +129,12 @@ struct CellArgs {
     /// the address of the interface that routes to the first brain.
     #[arg(long, env = "LATTICE_ADVERTISE_ADDRESS")]
     advertise_address: Option<IpAddr>,
+    /// The address instances' ports are published on, which routers send
+    /// app traffic to. Default: --advertise-address. Set it when the cell
+    /// runs in a container driving its host's Docker engine: then it is the
+    /// host's address as routers see it (e.g. the gateway of their network).
+    #[arg(long, env = "LATTICE_INSTANCE_ADDRESS")]
+    instance_address: Option<IpAddr>,
     /// Where the rep's interface (called by the brains' auctioneer) listens.
     #[arg(long, env = "LATTICE_REP_LISTEN", default_value = "0.0.0.0:1800")]
     rep_listen: SocketAddr,
@@ -306,13 +312,41 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// The basic-auth pair from --username/--password. An empty value counts as
+/// unset, as a compose or environment file writes an unset variable; one
+/// without the other is an error.
+fn basic_auth(
+    username: Option<String>,
+    password: Option<String>,
+) -> anyhow::Result<Option<(String, String)>> {
+    let username = username.filter(|u| !u.is_empty());
+    let password = password.filter(|p| !p.is_empty());
+    match (username, password) {
+        (Some(username), Some(password)) => Ok(Some((username, password))),
+        (None, None) => Ok(None),
+        (Some(_), None) => {
+            anyhow::bail!("--username is set but --password (LATTICE_PASSWORD) is empty")
+        }
+        (None, Some(_)) => {
+            anyhow::bail!("--password is set but --username (LATTICE_USERNAME) is empty")
+        }
+    }
+}
+
+/// Colours only on a terminal: escape codes in a file or `docker logs`
+/// get in the way of reading and grepping.
+fn color_logs() -> bool {
+    use std::io::IsTerminal;
+    std::env::var_os("NO_COLOR").is_none() && std::io::stderr().is_terminal()
+}
+
 /// Logs of a role without a log hub of its own go to stderr only.
 fn init_stderr_tracing(filter: &str) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .with_context(|| format!("invalid --log filter {filter:?}"))?;
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_ansi(std::env::var_os("NO_COLOR").is_none())
+        .with_ansi(color_logs())
         .with_env_filter(filter)
         .try_init()
         .map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
@@ -329,7 +363,7 @@ fn init_tracing(filter: &str, hub: Arc<LogHub>) -> anyhow::Result<()> {
         .with_context(|| format!("invalid --log filter {filter:?}"))?;
     let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_ansi(std::env::var_os("NO_COLOR").is_none())
+        .with_ansi(color_logs())
         .with_filter(filter);
     let debug_logs = TracingLayer::new(Arc::new(HubSink::new(hub)))
         .with_filter(tracing_subscriber::filter::LevelFilter::INFO);
@@ -384,10 +418,8 @@ async fn brain(args: BrainArgs, hub: Arc<LogHub>) -> anyhow::Result<()> {
     if args.secret.len() < 16 {
         tracing::warn!("the cluster secret is shorter than 16 characters; anyone who guesses it can change the cluster's state");
     }
-    let credentials = match (args.username, args.password) {
-        (Some(username), Some(password)) => Some(Credentials { username, password }),
-        _ => None,
-    };
+    let credentials = basic_auth(args.username, args.password)?
+        .map(|(username, password)| Credentials { username, password });
     if credentials.is_none() && !args.listen.ip().is_loopback() {
         tracing::warn!(listen = %args.listen, "the receptor listens beyond loopback without credentials; pass --username/--password");
     }
@@ -440,6 +472,7 @@ async fn cell(args: CellArgs) -> anyhow::Result<()> {
             presence_ttl: args.presence_ttl,
         },
         advertise: args.advertise_address,
+        instance_address: args.instance_address,
         drain_timeout: Duration::from_secs(10),
     };
     let shutdown = CancellationToken::new();
@@ -448,12 +481,8 @@ async fn cell(args: CellArgs) -> anyhow::Result<()> {
 }
 
 async fn router(args: RouterArgs) -> anyhow::Result<()> {
-    let credentials = match (args.username, args.password) {
-        (Some(username), Some(password)) => {
-            Some(lattice_client::Credentials::new(username, password))
-        }
-        _ => None,
-    };
+    let credentials = basic_auth(args.username, args.password)?
+        .map(|(username, password)| lattice_client::Credentials::new(username, password));
     let config = RouterRoleConfig {
         brain: args.brain,
         listen: args.listen,
@@ -469,10 +498,8 @@ async fn router(args: RouterArgs) -> anyhow::Result<()> {
 async fn up(args: UpArgs, hub: Arc<LogHub>) -> anyhow::Result<()> {
     let data_dir = data_dir_or_default(args.data_dir)?;
     lattice_models::routes::validate_hostname("--domain", &args.domain)?;
-    let credentials = match (args.username, args.password) {
-        (Some(username), Some(password)) => Some(Credentials { username, password }),
-        _ => None,
-    };
+    let credentials = basic_auth(args.username, args.password)?
+        .map(|(username, password)| Credentials { username, password });
     if credentials.is_none() && !args.listen.ip().is_loopback() {
         tracing::warn!(listen = %args.listen, "the receptor listens beyond loopback without credentials; pass --username/--password");
     }
@@ -516,4 +543,24 @@ async fn up(args: UpArgs, hub: Arc<LogHub>) -> anyhow::Result<()> {
     lattice::shutdown::cancel_on_signal(shutdown.clone());
     let up = Up::prepare(config).await?;
     up.run(shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::basic_auth;
+
+    #[test]
+    fn empty_credentials_count_as_unset_but_half_a_pair_is_an_error() {
+        let some = |s: &str| Some(s.to_string());
+        assert_eq!(basic_auth(None, None).unwrap(), None);
+        assert_eq!(basic_auth(some(""), some("")).unwrap(), None);
+        assert_eq!(
+            basic_auth(some("admin"), some("pw")).unwrap(),
+            Some(("admin".to_string(), "pw".to_string()))
+        );
+        let err = basic_auth(some("admin"), some("")).unwrap_err();
+        assert!(err.to_string().contains("--password"), "{err}");
+        let err = basic_auth(some(""), some("pw")).unwrap_err();
+        assert!(err.to_string().contains("--username"), "{err}");
+    }
 }

@@ -38,7 +38,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::cell::{Cell, CellConfig};
+use crate::cell::{Advertise, Cell, CellConfig};
 
 /// Default lease of the auctioneer and converger locks: a standby brain
 /// takes over at most this long (plus a third, its renewal period) after
@@ -250,6 +250,9 @@ pub struct CellRoleConfig {
     /// The address brains and routers reach this machine at; `None`: the
     /// address of the interface that routes to the first brain.
     pub advertise: Option<IpAddr>,
+    /// Where instances' ports are published and routers reach them; `None`:
+    /// the advertise address.
+    pub instance_address: Option<IpAddr>,
     pub drain_timeout: Duration,
 }
 
@@ -367,8 +370,12 @@ pub async fn run_cell(config: CellRoleConfig, shutdown: CancellationToken) -> an
 
     let cell_id = config.cell.cell_id.clone();
     let result = async {
-        let cell = Cell::prepare_advertised(config.cell, Some(advertise), store, logs).await?;
-        tracing::info!(%cell_id, %advertise, "cell is up");
+        let addresses = Advertise {
+            rep: advertise,
+            instances: config.instance_address.unwrap_or(advertise),
+        };
+        let cell = Cell::prepare_advertised(config.cell, Some(addresses), store, logs).await?;
+        tracing::info!(%cell_id, rep = %addresses.rep, instances = %addresses.instances, "cell is up");
         cell.run(shutdown).await
     }
     .await;

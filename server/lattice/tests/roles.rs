@@ -208,10 +208,16 @@ impl Roles {
 
     /// Starts a cell following `brains` and waits until it is registered.
     async fn cell(&mut self, brains: &[String], zone: &str) -> String {
+        self.cell_with(brains, zone, &[]).await
+    }
+
+    /// Like [`Roles::cell`], with more arguments for `lattice cell`.
+    async fn cell_with(&mut self, brains: &[String], zone: &str, extra: &[&str]) -> String {
         let owner = OwnerGuard::new("roles-cell");
         let id = owner.owner().to_string();
         self.owners.push(owner);
-        let args = self.cell_args(brains, &id, zone, SECRET);
+        let mut args = self.cell_args(brains, &id, zone, SECRET);
+        args.extend(extra.iter().map(|a| a.to_string()));
         let process = Process::spawn(&id, &args, Stdio::inherit());
         let client = client(&brains[0]);
         eventually(&format!("cell {id} to register"), WAIT, || async {
@@ -352,9 +358,14 @@ async fn instances_spread_over_cells_and_zones_and_answer_through_a_router() {
     let mut roles = Roles::new();
     let brain = roles.brain("brain-a").await;
     let brains = [brain.clone()];
-    for zone in ["z1", "z1", "z2"] {
+    for zone in ["z1", "z1"] {
         roles.cell(&brains, zone).await;
     }
+    // As a cell in a container driving its host's engine: the rep is
+    // reached at one address, the instances at another.
+    let apart = roles
+        .cell_with(&brains, "z2", &["--instance-address", "127.0.0.2"])
+        .await;
     let router = roles.router(&brain).await;
     let client = client(&brain);
 
@@ -371,6 +382,34 @@ async fn instances_spread_over_cells_and_zones_and_answer_through_a_router() {
         "one app's instances use every cell: {placement:?}"
     );
     assert_eq!(zones.len(), 2, "and both zones: {placement:?}");
+    let cell = client
+        .cells()
+        .await
+        .expect("cells")
+        .into_iter()
+        .find(|c| c.presence.cell_id == apart)
+        .expect("the cell with its own instance address is listed");
+    assert!(
+        cell.presence.rep_address.starts_with("http://127.0.0.1:"),
+        "the rep stays on the advertise address: {}",
+        cell.presence.rep_address
+    );
+    for lrp in client
+        .actual_lrps_by_process_guid("spread")
+        .await
+        .expect("instances")
+    {
+        let expected = if lrp.cell_id == apart {
+            "127.0.0.2"
+        } else {
+            "127.0.0.1"
+        };
+        assert_eq!(
+            lrp.address, expected,
+            "instance {} on {}",
+            lrp.index, lrp.cell_id
+        );
+    }
 
     // Every instance answers through the router, on its cell's address.
     let http = reqwest::Client::new();
