@@ -200,6 +200,17 @@ else
         "$ltc" status web >&2 || true
         fail "$active killed: the standby did not take over"
     fi
+    # The router, following brain-1 first, still routes to new instances.
+    : >"$tmp/indexes"
+    eight_routed() {
+        for _ in $(seq 1 16); do routed || true; done
+        [ "$(sort -u "$tmp/indexes" | wc -l)" -ge 8 ]
+    }
+    if wait_for 60 eight_routed; then
+        pass "the router reaches all 8 instances after $active died"
+    else
+        fail "the router reaches $(sort -u "$tmp/indexes" | wc -l) of 8 instances after $active died"
+    fi
     if [ "$(active_brain)" = "$standby" ]; then
         pass "$standby holds the auctioneer lock"
     else

@@ -38,6 +38,8 @@ pub struct AuctioneerConfig {
     pub lock_ttl: Duration,
     /// How often pending work is looked for even without events.
     pub scan_interval: Duration,
+    /// The secret reps require (the cluster secret), if they do.
+    pub rep_secret: Option<String>,
 }
 
 impl AuctioneerConfig {
@@ -48,6 +50,7 @@ impl AuctioneerConfig {
             resend_after: Duration::from_secs(10),
             lock_ttl: Duration::from_secs(15),
             scan_interval: Duration::from_secs(2),
+            rep_secret: None,
         }
     }
 }
@@ -77,7 +80,10 @@ impl Auctioneer {
     pub fn new(store: SharedStore, config: AuctioneerConfig, wake: Arc<Notify>) -> Self {
         Self {
             store,
-            reps: RepClient::new(),
+            reps: match &config.rep_secret {
+                Some(secret) => RepClient::with_secret(secret.clone()),
+                None => RepClient::new(),
+            },
             config,
             wake,
             sent: HashMap::new(),

@@ -51,6 +51,8 @@ pub struct Advertise {
 pub struct Cell {
     rep: Arc<Rep>,
     listener: TcpListener,
+    /// Required of callers of the rep's interface, when set.
+    rep_secret: Option<String>,
 }
 
 impl Cell {
@@ -140,12 +142,26 @@ impl Cell {
             .await
             .context("cannot reconcile the cell with the store")?;
         tracing::info!(cell_id = %config.cell_id, ?capacity, "cell registered");
-        Ok(Cell { rep, listener })
+        Ok(Cell {
+            rep,
+            listener,
+            rep_secret: None,
+        })
+    }
+
+    /// Makes the rep's interface answer only callers presenting `secret`
+    /// (the auctioneer, given the same).
+    pub fn with_rep_secret(mut self, secret: String) -> Cell {
+        self.rep_secret = Some(secret);
+        self
     }
 
     /// Serves the rep and runs its loops until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let app = lattice_rep::http::router(self.rep.clone());
+        let app = match self.rep_secret {
+            Some(secret) => lattice_rep::http::router_with_secret(self.rep.clone(), secret),
+            None => lattice_rep::http::router(self.rep.clone()),
+        };
         let serve_shutdown = shutdown.clone();
         let server = tokio::spawn(async move {
             axum::serve(self.listener, app)

@@ -166,9 +166,11 @@ struct CellArgs {
 
 #[derive(Args)]
 struct RouterArgs {
-    /// The receptor URL of the brain whose routes this router follows.
-    #[arg(long, env = "LATTICE_BRAIN")]
-    brain: String,
+    /// The brains' receptor URLs (`http://HOST:PORT`), comma-separated, in
+    /// order of preference; the router follows one and moves to the next
+    /// when it fails.
+    #[arg(long, env = "LATTICE_BRAINS", required = true, value_delimiter = ',')]
+    brain: Vec<String>,
     /// Where the router listens for app traffic (`http://APP.DOMAIN:PORT`);
     /// TCP routes listen on the same address.
     #[arg(long, env = "LATTICE_ROUTER_LISTEN", default_value = "127.0.0.1:8080")]
@@ -484,7 +486,7 @@ async fn router(args: RouterArgs) -> anyhow::Result<()> {
     let credentials = basic_auth(args.username, args.password)?
         .map(|(username, password)| lattice_client::Credentials::new(username, password));
     let config = RouterRoleConfig {
-        brain: args.brain,
+        brains: args.brain,
         listen: args.listen,
         credentials,
         drain_timeout: Duration::from_secs(10),

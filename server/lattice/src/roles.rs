@@ -54,6 +54,8 @@ pub struct BrainLoops {
     /// Time between the converger's periodic passes.
     pub converge_interval: Duration,
     pub policy: Policy,
+    /// The secret cells' reps require of the auctioneer.
+    pub rep_secret: Option<String>,
 }
 
 /// Starts the auctioneer and the converger on `tracker`; each acts while it
@@ -72,6 +74,7 @@ pub fn spawn_brain_loops(
         store.clone(),
         AuctioneerConfig {
             lock_ttl: loops.lock_ttl,
+            rep_secret: loops.rep_secret,
             ..AuctioneerConfig::new(loops.owner.clone())
         },
         wake_auctioneer.clone(),
@@ -209,6 +212,7 @@ impl Brain {
                 lock_ttl: config.lock_ttl,
                 converge_interval: config.converge_interval,
                 policy: config.policy.clone(),
+                rep_secret: Some(config.secret.clone()),
             },
             shutdown.clone(),
         )?;
@@ -374,7 +378,9 @@ pub async fn run_cell(config: CellRoleConfig, shutdown: CancellationToken) -> an
             rep: advertise,
             instances: config.instance_address.unwrap_or(advertise),
         };
-        let cell = Cell::prepare_advertised(config.cell, Some(addresses), store, logs).await?;
+        let cell = Cell::prepare_advertised(config.cell, Some(addresses), store, logs)
+            .await?
+            .with_rep_secret(config.secret);
         tracing::info!(%cell_id, rep = %addresses.rep, instances = %addresses.instances, "cell is up");
         cell.run(shutdown).await
     }
@@ -390,8 +396,9 @@ pub async fn run_cell(config: CellRoleConfig, shutdown: CancellationToken) -> an
 /// Everything `lattice router` needs, resolved from flags.
 #[derive(Clone)]
 pub struct RouterRoleConfig {
-    /// The receptor URL of the brain the route emitter follows.
-    pub brain: String,
+    /// The brains' receptor URLs, in order of preference: the route
+    /// emitter follows one and moves to the next when it fails.
+    pub brains: Vec<String>,
     pub listen: SocketAddr,
     /// Users' basic auth of the brain's public API.
     pub credentials: Option<lattice_client::Credentials>,
@@ -432,18 +439,23 @@ impl RouterRole {
         let tracker = TaskTracker::new();
         let forwarders = TaskTracker::new();
         let stop_forwarding = CancellationToken::new();
-        let (sink, forwarder) = RemoteSink::new(&config.brain, config.credentials.clone())
-            .with_context(|| format!("invalid brain URL {:?}", config.brain))?;
-        forwarders.spawn(forwarder.run(stop_forwarding.clone()));
+        // Access lines go to every brain's log hub, as cells' lines do.
+        let mut sinks = Vec::with_capacity(config.brains.len());
+        for brain in &config.brains {
+            let (sink, forwarder) = RemoteSink::new(brain, config.credentials.clone())
+                .with_context(|| format!("invalid brain URL {brain:?}"))?;
+            forwarders.spawn(forwarder.run(stop_forwarding.clone()));
+            sinks.push(sink);
+        }
         crate::router::spawn(
             &tracker,
             listener,
-            &config.brain,
+            &config.brains,
             config.credentials.clone(),
-            Arc::new(sink),
+            Arc::new(FanOutSink(sinks)),
             shutdown.clone(),
         )?;
-        tracing::info!(%address, brain = %config.brain, "router is up");
+        tracing::info!(%address, brains = ?config.brains, "router is up");
         shutdown.cancelled().await;
         drain(tracker, config.drain_timeout).await;
         stop_forwarding.cancel();

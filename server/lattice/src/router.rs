@@ -35,21 +35,30 @@ impl AccessLog for SinkAccessLog {
 }
 
 /// Runs the emitter, the HTTP router on `listener` and the TCP router until
-/// `shutdown`, following the receptor at `receptor_url`; access lines go to
-/// `access_log`.
+/// `shutdown`, following the first of the receptors at `receptor_urls` that
+/// works (the brains of one cluster); access lines go to `access_log`.
 pub fn spawn(
     tracker: &TaskTracker,
     listener: TcpListener,
-    receptor_url: &str,
+    receptor_urls: &[String],
     credentials: Option<Credentials>,
     access_log: Arc<dyn LogSink>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let client = Client::new(receptor_url, credentials)?;
+    let mut clients = receptor_urls
+        .iter()
+        .map(|url| Client::new(url, credentials.clone()))
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter();
+    let first = clients
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("no receptor URL to follow"))?;
     let table = TableHandle::default();
     let bind_ip = listener.local_addr()?.ip();
     tracker.spawn(
-        RouteEmitter::new(client, EmitterConfig::default()).run(table.clone(), shutdown.clone()),
+        RouteEmitter::new(first, EmitterConfig::default())
+            .with_fallbacks(clients)
+            .run(table.clone(), shutdown.clone()),
     );
     let http = HttpRouter::new(
         table.clone(),

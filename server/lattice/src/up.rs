@@ -60,6 +60,8 @@ pub struct Up {
     listener: TcpListener,
     router_listener: Option<TcpListener>,
     cell: Option<Cell>,
+    /// What the cell's rep requires of the auctioneer.
+    rep_secret: String,
 }
 
 impl Up {
@@ -88,10 +90,14 @@ impl Up {
             })?),
             None => None,
         };
+        // Only this process's auctioneer may hand the cell work, though
+        // its rep listens on a port other local users could reach.
+        let rep_secret = uuid::Uuid::new_v4().simple().to_string();
         let cell = match &config.cell {
             Some(cell) => {
                 let sink = Arc::new(HubSink::new(config.hub.clone()));
-                Some(Cell::prepare(cell.clone(), store.clone(), sink).await?)
+                let prepared = Cell::prepare(cell.clone(), store.clone(), sink).await?;
+                Some(prepared.with_rep_secret(rep_secret.clone()))
             }
             None => None,
         };
@@ -111,6 +117,7 @@ impl Up {
             listener,
             router_listener,
             cell,
+            rep_secret,
         })
     }
 
@@ -135,6 +142,7 @@ impl Up {
             router_listener,
             cell,
             file_server,
+            rep_secret,
         } = self;
         let tracker = TaskTracker::new();
         let address = listener
@@ -164,7 +172,7 @@ impl Up {
             crate::router::spawn(
                 &tracker,
                 router_listener,
-                &format!("http://{address}"),
+                &[format!("http://{address}")],
                 credentials,
                 Arc::new(HubSink::new(config.hub.clone())),
                 shutdown.clone(),
@@ -179,6 +187,7 @@ impl Up {
                 lock_ttl: crate::roles::DEFAULT_LOCK_TTL,
                 converge_interval: config.converge_interval,
                 policy: config.policy.clone(),
+                rep_secret: Some(rep_secret),
             },
             shutdown.clone(),
         )?;

@@ -394,6 +394,19 @@ async fn instances_spread_over_cells_and_zones_and_answer_through_a_router() {
         "the rep stays on the advertise address: {}",
         cell.presence.rep_address
     );
+    // The rep's interface answers only the cluster secret (the auctioneer
+    // presented it to place the instances above).
+    let rep_state = format!("{}/v1/state", cell.presence.rep_address);
+    let http = reqwest::Client::new();
+    let anonymous = http.get(&rep_state).send().await.expect("the rep answers");
+    assert_eq!(anonymous.status(), 401, "the rep without the secret");
+    let with_secret = http
+        .get(&rep_state)
+        .bearer_auth(SECRET)
+        .send()
+        .await
+        .expect("the rep answers");
+    assert_eq!(with_secret.status(), 200, "the rep with the secret");
     for lrp in client
         .actual_lrps_by_process_guid("spread")
         .await

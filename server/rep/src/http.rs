@@ -2,7 +2,9 @@
 //!
 //! The auctioneer reaches every rep this way, in one process or across
 //! machines alike, so the one-machine cluster runs the same code path as a
-//! real one.
+//! real one. Across machines it sits behind the cluster secret
+//! ([`router_with_secret`]): whoever reaches it could otherwise hand the
+//! cell any work.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +21,12 @@ pub fn router(rep: Arc<Rep>) -> Router {
         .route("/v1/state", get(state))
         .route("/v1/perform", post(perform))
         .with_state(rep)
+}
+
+/// [`router`], answering only requests that carry `secret` as
+/// `Authorization: Bearer SECRET` (401 otherwise).
+pub fn router_with_secret(rep: Arc<Rep>, secret: String) -> Router {
+    lattice_bbs::http::require_secret(router(rep), secret)
 }
 
 async fn state(State(rep): State<Arc<Rep>>) -> Json<CellState> {
@@ -39,10 +47,12 @@ pub enum RepClientError {
     },
 }
 
-/// Talks to one rep.
+/// Talks to reps.
 #[derive(Clone)]
 pub struct RepClient {
     http: reqwest::Client,
+    /// Presented to every rep (see [`router_with_secret`]).
+    secret: Option<String>,
 }
 
 impl Default for RepClient {
@@ -58,7 +68,22 @@ impl RepClient {
             .timeout(Duration::from_secs(10))
             .build()
             .unwrap_or_default();
-        RepClient { http }
+        RepClient { http, secret: None }
+    }
+
+    /// A client that presents `secret` to reps that require it.
+    pub fn with_secret(secret: String) -> RepClient {
+        RepClient {
+            secret: Some(secret),
+            ..RepClient::new()
+        }
+    }
+
+    fn authorize(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.secret {
+            Some(secret) => request.bearer_auth(secret),
+            None => request,
+        }
     }
 
     pub async fn state(&self, address: &str) -> Result<CellState, RepClientError> {
@@ -66,8 +91,7 @@ impl RepClient {
             address: address.to_string(),
             source,
         };
-        self.http
-            .get(format!("{address}/v1/state"))
+        self.authorize(self.http.get(format!("{address}/v1/state")))
             .send()
             .await
             .and_then(|r| r.error_for_status())
@@ -83,8 +107,7 @@ impl RepClient {
             address: address.to_string(),
             source,
         };
-        self.http
-            .post(format!("{address}/v1/perform"))
+        self.authorize(self.http.post(format!("{address}/v1/perform")))
             .json(work)
             .send()
             .await

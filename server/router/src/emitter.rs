@@ -12,8 +12,10 @@
 //! 3. Re-read every [`EmitterConfig::resync_interval`] anyway, to heal
 //!    anything the stream may have lost.
 //! 4. When the stream ends or fails, wait (exponential back-off) and start
-//!    again at 1. While the receptor is away the last table stays in force:
-//!    instances that were running most likely still are.
+//!    again at 1, on the next receptor when it was given several (the
+//!    brains of one cluster serve the same state). While no receptor can be
+//!    reached the last table stays in force: instances that were running
+//!    most likely still are.
 //!
 //! Why re-read instead of applying each event: the table is then always a
 //! pure function of one consistent snapshot, with no ordering cases (an
@@ -80,13 +82,25 @@ pub enum EmitterError {
 /// Follows the receptor and keeps a routing table current.
 #[derive(Debug)]
 pub struct RouteEmitter {
-    client: Client,
+    /// Never empty; the first is followed first.
+    receptors: Vec<Client>,
     config: EmitterConfig,
 }
 
 impl RouteEmitter {
     pub fn new(client: Client, config: EmitterConfig) -> Self {
-        Self { client, config }
+        Self {
+            receptors: vec![client],
+            config,
+        }
+    }
+
+    /// Other receptors of the same cluster to follow when the current one
+    /// fails: after every failure the emitter moves to the next, round
+    /// robin, and stays with one as long as it works.
+    pub fn with_fallbacks(mut self, others: impl IntoIterator<Item = Client>) -> Self {
+        self.receptors.extend(others);
+        self
     }
 
     /// Runs until `shutdown` fires, writing every new table into `table`.
@@ -102,21 +116,27 @@ impl RouteEmitter {
     /// `shutdown`): nothing is half-written, the table is swapped whole.
     pub async fn run(self, table: TableHandle, shutdown: CancellationToken) {
         let mut backoff = self.config.min_backoff;
+        let mut current = 0;
         loop {
+            let receptor = &self.receptors[current];
             let outcome = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                outcome = self.follow_once(&table) => outcome,
+                outcome = self.follow_once(receptor, &table) => outcome,
             };
             let Err(error) = outcome;
+            current = (current + 1) % self.receptors.len();
+            let next = self.receptors[current].target();
             match error {
                 // The stream only ends after a successful sync: the receptor
                 // was fine a moment ago, so start the back-off afresh.
                 EmitterError::StreamEnded | EmitterError::Stream(_) => {
                     backoff = self.config.min_backoff;
-                    tracing::warn!(error = %error_chain(&error), "route-emitter lost the event stream; reconnecting");
+                    tracing::warn!(receptor = receptor.target(), next, error = %error_chain(&error), "route-emitter lost the event stream; reconnecting");
                 }
                 EmitterError::Subscribe(_) | EmitterError::Fetch(_) => {
                     tracing::warn!(
+                        receptor = receptor.target(),
+                        next,
                         error = %error_chain(&error),
                         retry_in_ms = backoff.as_millis() as u64,
                         "route-emitter cannot reach the receptor; keeping the last routing table"
@@ -135,15 +155,15 @@ impl RouteEmitter {
     /// stream ends. Returns only with the reason it ended.
     async fn follow_once(
         &self,
+        receptor: &Client,
         table: &TableHandle,
     ) -> Result<std::convert::Infallible, EmitterError> {
-        let mut events: EventStream = self
-            .client
-            .events()
-            .await
-            .map_err(EmitterError::Subscribe)?;
-        self.sync(table).await?;
-        tracing::debug!("route-emitter following the receptor's events");
+        let mut events: EventStream = receptor.events().await.map_err(EmitterError::Subscribe)?;
+        self.sync(receptor, table).await?;
+        tracing::debug!(
+            receptor = receptor.target(),
+            "route-emitter following the receptor's events"
+        );
 
         let mut resync_at = Instant::now() + self.config.resync_interval;
         let mut pending: Option<Instant> = None;
@@ -153,7 +173,7 @@ impl RouteEmitter {
                 _ = sleep_until(due) => {
                     pending = None;
                     resync_at = Instant::now() + self.config.resync_interval;
-                    if let Err(e) = self.sync(table).await {
+                    if let Err(e) = self.sync(receptor, table).await {
                         // Keep following: the next event or resync retries,
                         // and the stream tells us if the receptor is gone.
                         tracing::warn!(error = %error_chain(&e), "route-emitter re-read failed");
@@ -180,10 +200,9 @@ impl RouteEmitter {
     }
 
     /// Reads desired and actual LRPs and publishes the table they give.
-    async fn sync(&self, table: &TableHandle) -> Result<(), EmitterError> {
-        let (desired, actual) =
-            tokio::try_join!(self.client.desired_lrps(), self.client.actual_lrps())
-                .map_err(EmitterError::Fetch)?;
+    async fn sync(&self, receptor: &Client, table: &TableHandle) -> Result<(), EmitterError> {
+        let (desired, actual) = tokio::try_join!(receptor.desired_lrps(), receptor.actual_lrps())
+            .map_err(EmitterError::Fetch)?;
         let next = routing_table(&desired, &actual);
         let (hosts, ports) = (next.http.len(), next.tcp.len());
         if table.set(next) {

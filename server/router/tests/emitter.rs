@@ -309,3 +309,79 @@ async fn the_emitter_resyncs_after_the_receptor_restarts() {
         .await;
     assert_eq!(table.tcp[&61000][0].index, 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_emitter_moves_to_another_receptor_when_its_receptor_dies() {
+    // Two receptors on one store, as two brains on one database.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = open_store(&dir).await;
+    let mut first = start_receptor(
+        store.clone(),
+        TcpListener::bind("127.0.0.1:0").await.expect("bind"),
+    )
+    .await;
+    let second = start_receptor(
+        store.clone(),
+        TcpListener::bind("127.0.0.1:0").await.expect("bind"),
+    )
+    .await;
+    let client =
+        |address: SocketAddr| Client::new(&format!("http://{address}"), None).expect("client");
+    let table = TableHandle::default();
+    let mut changes = table.subscribe();
+    let shutdown = CancellationToken::new();
+    let emitter = RouteEmitter::new(client(first.address), test_config())
+        .with_fallbacks([client(second.address)]);
+    let running_emitter = tokio::spawn(emitter.run(table.clone(), shutdown.clone()));
+    let until = |changes: &mut watch::Receiver<Arc<RoutingTable>>,
+                 want: &'static [&'static str]| {
+        let mut changes = changes.clone();
+        async move {
+            tokio::time::timeout(
+                PATIENCE,
+                changes.wait_for(|t| http_addresses(t, "web.example") == want),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("the table never routed web.example to {want:?}"))
+            .expect("table handle")
+            .clone()
+        }
+    };
+
+    client(first.address)
+        .create_desired_lrp(&web_lrp())
+        .await
+        .expect("desire web");
+    store
+        .create_actual_lrp(running(0))
+        .await
+        .expect("instance 0");
+    until(&mut changes, &["127.0.0.1:60000"]).await;
+
+    // The followed receptor dies for good; the other one still serves.
+    first.shutdown.cancel();
+    tokio::time::timeout(PATIENCE, &mut first.served)
+        .await
+        .expect("the first receptor stops")
+        .expect("receptor task")
+        .expect("receptor serve");
+    drop(first);
+    store
+        .create_actual_lrp(running(1))
+        .await
+        .expect("instance 1");
+    until(&mut changes, &["127.0.0.1:60000", "127.0.0.1:60010"]).await;
+
+    // And it follows the second one's events from then on.
+    let mut gone = store.get_actual_lrp("web", 0).await.expect("instance 0");
+    gone.state = ActualLrpState::Crashed;
+    store
+        .update_actual_lrp(gone)
+        .await
+        .expect("instance 0 crashed");
+    until(&mut changes, &["127.0.0.1:60010"]).await;
+
+    shutdown.cancel();
+    running_emitter.await.expect("emitter task");
+    drop(second);
+}
