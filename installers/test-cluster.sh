@@ -170,11 +170,15 @@ else
 fi
 
 # Kill the brain that holds the auctioneer lock; the other one takes over.
+# Whether a brain's last word on the auctioneer lock is that it holds it.
+says_it_holds_lock() {
+    docker logs "$(container_of "$1")" 2>&1 | grep 'auctioneer lock changed hands' |
+        tail -n 1 | grep -q 'active=true'
+}
 active_brain() {
     local brain
     for brain in brain-1 brain-2; do
-        if docker logs "$(container_of "$brain")" 2>&1 | grep 'auctioneer lock changed hands' |
-            tail -n 1 | grep -q 'active=true'; then
+        if says_it_holds_lock "$brain"; then
             echo "$brain"
             return
         fi
@@ -211,7 +215,7 @@ else
     else
         fail "the router reaches $(sort -u "$tmp/indexes" | wc -l) of 8 instances after $active died"
     fi
-    if [ "$(active_brain)" = "$standby" ]; then
+    if says_it_holds_lock "$standby"; then
         pass "$standby holds the auctioneer lock"
     else
         fail "$standby does not say it holds the auctioneer lock"
