@@ -220,6 +220,8 @@ up() {
     cat <<EOF
 ==> the cluster is up: 2 brains, 3 cells, a router
     ltc target http://127.0.0.1:$api_port     # brain-1 (brain-2: 127.0.0.1:${LATTICE_CLUSTER_API_PORT_2:-9889})
+    # for droplet commands, target brain-1 where cells reach it too:
+    #   ltc target http://${LATTICE_CLUSTER_GATEWAY:-172.31.213.1}:$api_port
     ltc create hello lattice/lattice-app --instances 6
     curl http://hello.${LATTICE_CLUSTER_DOMAIN:-localhost}:${LATTICE_CLUSTER_ROUTER_PORT:-9080}/
     installers/cluster.sh down                # stop it

@@ -31,6 +31,7 @@ use lattice_auctioneer::runner::{Auctioneer, AuctioneerConfig};
 use lattice_bbs::{RemoteStore, SharedStore};
 use lattice_converger::{Converger, ConvergerConfig, Policy};
 use lattice_executor::{LogMessage, LogSink};
+use lattice_fileserver::{FileServer, FileServerConfig};
 use lattice_logs::{LogHub, RemoteSink};
 use lattice_receptor::{Credentials, ReceptorConfig};
 use tokio::net::TcpListener;
@@ -139,6 +140,7 @@ pub struct Brain {
     config: BrainConfig,
     store: SharedStore,
     listener: TcpListener,
+    file_server: Arc<FileServer>,
 }
 
 impl Brain {
@@ -152,10 +154,8 @@ impl Brain {
             "the cluster secret is empty: pass --secret or set LATTICE_SECRET"
         );
         let path = crate::up::store_path(&config.data_dir);
-        if !config.store.starts_with("postgres") {
-            std::fs::create_dir_all(&config.data_dir)
-                .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
-        }
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
         let store = lattice_bbs::open_store(&config.store, &path)
             .await
             .with_context(|| {
@@ -167,10 +167,22 @@ impl Brain {
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {} (try --listen)", config.listen))?;
+        // Droplets and blobs stay on this brain's disk (see
+        // docs/multi-machine.md); cells fetch them by URL.
+        let file_server = Arc::new(
+            FileServer::open(FileServerConfig {
+                dir: config.data_dir.join("fileserver"),
+                static_dir: None,
+                max_upload_bytes: lattice_fileserver::DEFAULT_MAX_UPLOAD_BYTES,
+            })
+            .await
+            .context("cannot open the file server's blob store")?,
+        );
         Ok(Brain {
             config,
             store,
             listener,
+            file_server,
         })
     }
 
@@ -184,6 +196,7 @@ impl Brain {
             config,
             store,
             listener,
+            file_server,
         } = self;
         let address = listener
             .local_addr()
@@ -198,7 +211,8 @@ impl Brain {
                 router_address: config.router_address.clone(),
             },
             shutdown.clone(),
-            lattice_logs::http::router(config.hub.clone(), shutdown.clone()),
+            lattice_logs::http::router(config.hub.clone(), shutdown.clone())
+                .merge(lattice_fileserver::router(file_server)),
         );
         let app = internal_routes(&store, &config, shutdown.clone()).merge(receptor);
         tracker.spawn(lattice_receptor::serve(listener, app, shutdown.clone()));

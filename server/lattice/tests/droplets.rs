@@ -7,12 +7,10 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{eventually, Cluster};
+use common::{eventually, Captured, Cluster};
 use ltc::config::{Source, Target};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -23,24 +21,6 @@ fn samples() -> PathBuf {
 
 fn sample(path: &str) -> String {
     samples().join(path).display().to_string()
-}
-
-/// What a command wrote to stderr, readable while it runs.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .expect("no writer panics holding it")
-            .extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 /// One `ltc` command's exit code, stdout and stderr.
@@ -61,7 +41,7 @@ async fn ltc(cluster: &Cluster, args: &[&str]) -> Ran {
     let err = Captured::default();
     let argv = std::iter::once("ltc").chain(args.iter().copied());
     let code = ltc::run_with(argv, &target, &mut out, err.clone()).await;
-    let err = err.0.lock().expect("the command is done").clone();
+    let err = err.contents();
     Ran {
         code,
         out: String::from_utf8(out).expect("ltc prints UTF-8"),

@@ -687,3 +687,66 @@ async fn a_cell_with_a_wrong_secret_exits_and_never_registers() {
         .await
         .is_empty());
 }
+
+/// Runs `ltc` against `brain` with the users' credentials: exit code and
+/// what it printed (stdout, then stderr).
+async fn ltc_against(brain: &str, args: &[&str]) -> (u8, String) {
+    let target = ltc::config::Target {
+        url: brain.to_string(),
+        credentials: Some(Credentials::new(USER.0, USER.1)),
+        source: ltc::config::Source::Env,
+    };
+    let mut out = Vec::new();
+    let err = common::Captured::default();
+    let argv = std::iter::once("ltc").chain(args.iter().copied());
+    let code = ltc::run_with(argv, &target, &mut out, err.clone()).await;
+    out.extend_from_slice(&err.contents());
+    (code, String::from_utf8_lossy(&out).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_droplet_is_built_and_launched_through_a_brain() {
+    let stack = lattice_testkit::images::stack_image().await;
+    let mut roles = Roles::new();
+    let brain = roles.brain("brain-d").await;
+    let brains = [brain.clone()];
+    roles.cell(&brains, "z1").await;
+    let router = roles.router(&brain).await;
+    let samples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../lifecycles/samples");
+    let sample = |path: &str| samples.join(path).display().to_string();
+
+    // Staged on the cell, which fetches the bits from and sends the
+    // droplet to the brain's file server.
+    let (code, out) = ltc_against(
+        &brain,
+        &[
+            "build-droplet",
+            "site",
+            &sample("apps/static-app"),
+            "-b",
+            &sample("buildpacks/static-sh"),
+            "--stack",
+            &stack,
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "build-droplet through a brain: {out}");
+    let (code, out) = ltc_against(&brain, &["launch-droplet", "site-app", "site"]).await;
+    assert_eq!(code, 0, "launch-droplet through a brain: {out}");
+    running(&client(&brain), "site-app", 1).await;
+    let http = reqwest::Client::new();
+    eventually(
+        "the droplet's app to answer through the router",
+        WAIT,
+        || async {
+            let response = http
+                .get(format!("http://{router}/"))
+                .header("host", "site-app.localhost")
+                .send()
+                .await
+                .ok()?;
+            response.status().is_success().then_some(())
+        },
+    )
+    .await;
+}
