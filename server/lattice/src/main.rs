@@ -88,6 +88,9 @@ struct BrainArgs {
     /// Largest request body the receptor accepts, in bytes.
     #[arg(long, default_value_t = lattice_receptor::DEFAULT_MAX_BODY_BYTES)]
     max_body_bytes: usize,
+    /// Largest app bits or droplet upload the file server accepts, in bytes.
+    #[arg(long, default_value_t = lattice_fileserver::DEFAULT_MAX_UPLOAD_BYTES)]
+    max_upload_bytes: u64,
     /// This brain's name in the auctioneer and converger locks (followed by
     /// a random part). Default: `brain-HOSTNAME`.
     #[arg(long, env = "LATTICE_BRAIN_ID")]
@@ -438,6 +441,7 @@ async fn brain(args: BrainArgs, hub: Arc<LogHub>) -> anyhow::Result<()> {
         domain: args.domain,
         router_address: args.router_address,
         max_body_bytes: args.max_body_bytes,
+        max_upload_bytes: args.max_upload_bytes,
         brain_id,
         lock_ttl: args.lock_ttl,
         converge_interval: args.converge_interval,

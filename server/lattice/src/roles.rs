@@ -125,6 +125,8 @@ pub struct BrainConfig {
     /// Where routers take app traffic, advertised in `/v1/info`.
     pub router_address: Option<String>,
     pub max_body_bytes: usize,
+    /// Largest file its file server accepts, in bytes.
+    pub max_upload_bytes: u64,
     /// Names this brain in its lock owner (see [`lock_owner`]).
     pub brain_id: String,
     pub lock_ttl: Duration,
@@ -173,7 +175,7 @@ impl Brain {
             FileServer::open(FileServerConfig {
                 dir: config.data_dir.join("fileserver"),
                 static_dir: None,
-                max_upload_bytes: lattice_fileserver::DEFAULT_MAX_UPLOAD_BYTES,
+                max_upload_bytes: config.max_upload_bytes,
             })
             .await
             .context("cannot open the file server's blob store")?,
