@@ -25,27 +25,9 @@ case "${1:-}" in
 *) echo "usage: $0" >&2 && exit 2 ;;
 esac
 
-passed=0
-failed=0
-pass() {
-    passed=$((passed + 1))
-    printf 'ok   %s\n' "$*"
-}
-fail() {
-    failed=$((failed + 1))
-    printf 'FAIL %s\n' "$*" >&2
-}
-note() { printf 'note %s\n' "$*"; }
-summary() { printf 'cluster test: %d passed, %d failed\n' "$passed" "$failed"; }
-abort() {
-    fail "$*"
-    summary
-    exit 1
-}
-
-for var in $(env | sed -n 's/^\(LATTICE_[A-Z_]*\|LTC_[A-Z_]*\)=.*/\1/p'); do
-    unset "$var"
-done
+CHECKS_NAME="cluster test"
+# shellcheck source=installers/checks.sh
+. "$repo/installers/checks.sh"
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/lattice-cluster-test.XXXXXX")
 # The cluster's secrets live in the test's own data dir.

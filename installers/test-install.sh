@@ -28,35 +28,9 @@ case "${1:-}" in
 *) echo "usage: $0 [--build]" >&2 && exit 2 ;;
 esac
 
-passed=0
-failed=0
-pass() {
-    passed=$((passed + 1))
-    printf 'ok   %s\n' "$*"
-}
-fail() {
-    failed=$((failed + 1))
-    printf 'FAIL %s\n' "$*" >&2
-}
-note() { printf 'note %s\n' "$*"; }
-summary() { printf 'install test: %d passed, %d failed\n' "$passed" "$failed"; }
-# A failure that the later steps cannot go on from.
-abort() {
-    fail "$*"
-    summary
-    exit 1
-}
-# check DESCRIPTION COMMAND...: passes when COMMAND succeeds.
-check() {
-    local what=$1
-    shift
-    if "$@"; then pass "$what"; else fail "$what"; fi
-}
-
-# Keep the caller's settings out of the installed programs.
-for var in $(env | sed -n 's/^\(LATTICE_[A-Z_]*\|LTC_[A-Z_]*\)=.*/\1/p'); do
-    unset "$var"
-done
+CHECKS_NAME="install test"
+# shellcheck source=installers/checks.sh
+. "$repo/installers/checks.sh"
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/lattice-install-test.XXXXXX")
 prefix=$tmp/prefix

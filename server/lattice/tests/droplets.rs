@@ -10,8 +10,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{eventually, Captured, Cluster};
-use ltc::config::{Source, Target};
+use common::{eventually, Cluster};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -32,21 +31,8 @@ struct Ran {
 }
 
 async fn ltc(cluster: &Cluster, args: &[&str]) -> Ran {
-    let target = Target {
-        url: cluster.base.clone(),
-        credentials: None,
-        source: Source::Env,
-    };
-    let mut out = Vec::new();
-    let err = Captured::default();
-    let argv = std::iter::once("ltc").chain(args.iter().copied());
-    let code = ltc::run_with(argv, &target, &mut out, err.clone()).await;
-    let err = err.contents();
-    Ran {
-        code,
-        out: String::from_utf8(out).expect("ltc prints UTF-8"),
-        err: String::from_utf8(err).expect("ltc prints UTF-8"),
-    }
+    let (code, out, err) = common::run_ltc(&cluster.base, None, args).await;
+    Ran { code, out, err }
 }
 
 /// The droplets `ltc list-droplets --json` shows: name -> record.

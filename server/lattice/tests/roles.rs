@@ -691,17 +691,9 @@ async fn a_cell_with_a_wrong_secret_exits_and_never_registers() {
 /// Runs `ltc` against `brain` with the users' credentials: exit code and
 /// what it printed (stdout, then stderr).
 async fn ltc_against(brain: &str, args: &[&str]) -> (u8, String) {
-    let target = ltc::config::Target {
-        url: brain.to_string(),
-        credentials: Some(Credentials::new(USER.0, USER.1)),
-        source: ltc::config::Source::Env,
-    };
-    let mut out = Vec::new();
-    let err = common::Captured::default();
-    let argv = std::iter::once("ltc").chain(args.iter().copied());
-    let code = ltc::run_with(argv, &target, &mut out, err.clone()).await;
-    out.extend_from_slice(&err.contents());
-    (code, String::from_utf8_lossy(&out).into_owned())
+    let credentials = Some(Credentials::new(USER.0, USER.1));
+    let (code, out, err) = common::run_ltc(brain, credentials, args).await;
+    (code, out + &err)
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -36,6 +36,18 @@ impl Drop for Receptor {
     }
 }
 
+impl Receptor {
+    /// Shuts the receptor down and waits until it has stopped serving.
+    async fn stop(mut self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(PATIENCE, &mut self.served)
+            .await
+            .expect("the receptor stops")
+            .expect("receptor task")
+            .expect("receptor serve");
+    }
+}
+
 async fn start_receptor(store: SharedStore, listener: TcpListener) -> Receptor {
     let address = listener.local_addr().expect("receptor address");
     let shutdown = CancellationToken::new();
@@ -253,7 +265,7 @@ async fn the_emitter_resyncs_after_the_receptor_restarts() {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = open_store(&dir).await;
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let mut receptor = start_receptor(store.clone(), listener).await;
+    let receptor = start_receptor(store.clone(), listener).await;
     let address = receptor.address;
     let client = Client::new(&format!("http://{address}"), None).expect("client");
     let mut emitter = start_emitter(address);
@@ -274,13 +286,7 @@ async fn the_emitter_resyncs_after_the_receptor_restarts() {
 
     // The receptor goes away, ending the event stream; changes made while
     // it is down reach no subscriber.
-    receptor.shutdown.cancel();
-    tokio::time::timeout(PATIENCE, &mut receptor.served)
-        .await
-        .expect("the receptor stops")
-        .expect("receptor task")
-        .expect("receptor serve");
-    drop(receptor);
+    receptor.stop().await;
     store
         .create_actual_lrp(running(1))
         .await
@@ -315,7 +321,7 @@ async fn the_emitter_moves_to_another_receptor_when_its_receptor_dies() {
     // Two receptors on one store, as two brains on one database.
     let dir = tempfile::tempdir().expect("temp dir");
     let store = open_store(&dir).await;
-    let mut first = start_receptor(
+    let first = start_receptor(
         store.clone(),
         TcpListener::bind("127.0.0.1:0").await.expect("bind"),
     )
@@ -359,13 +365,7 @@ async fn the_emitter_moves_to_another_receptor_when_its_receptor_dies() {
     until(&mut changes, &["127.0.0.1:60000"]).await;
 
     // The followed receptor dies for good; the other one still serves.
-    first.shutdown.cancel();
-    tokio::time::timeout(PATIENCE, &mut first.served)
-        .await
-        .expect("the first receptor stops")
-        .expect("receptor task")
-        .expect("receptor serve");
-    drop(first);
+    first.stop().await;
     store
         .create_actual_lrp(running(1))
         .await

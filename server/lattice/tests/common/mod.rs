@@ -193,3 +193,26 @@ impl std::io::Write for Captured {
         Ok(())
     }
 }
+
+/// Runs `ltc ARGS` in process against the receptor at `url`: its exit code,
+/// stdout and stderr.
+pub async fn run_ltc(
+    url: &str,
+    credentials: Option<lattice_client::Credentials>,
+    args: &[&str],
+) -> (u8, String, String) {
+    let target = ltc::config::Target {
+        url: url.to_string(),
+        credentials,
+        source: ltc::config::Source::Env,
+    };
+    let mut out = Vec::new();
+    let err = Captured::default();
+    let argv = std::iter::once("ltc").chain(args.iter().copied());
+    let code = ltc::run_with(argv, &target, &mut out, err.clone()).await;
+    (
+        code,
+        String::from_utf8(out).expect("ltc prints UTF-8"),
+        String::from_utf8(err.contents()).expect("ltc prints UTF-8"),
+    )
+}
