@@ -165,6 +165,24 @@ pub trait Store: Send + Sync + 'static {
 
     // --- actual LRPs (key: process guid + index) ------------------------
     async fn create_actual_lrp(&self, lrp: ActualLrp) -> StoreResult<ActualLrp>;
+    /// Creates those of `lrps` that do not exist yet, in one commit where
+    /// the backend can (their events published in order, as for one
+    /// create each). In order: each one's stored record, or `None` when it
+    /// already existed. The default creates them one at a time.
+    async fn create_actual_lrps(
+        &self,
+        lrps: Vec<ActualLrp>,
+    ) -> StoreResult<Vec<Option<ActualLrp>>> {
+        let mut created = Vec::with_capacity(lrps.len());
+        for lrp in lrps {
+            match self.create_actual_lrp(lrp).await {
+                Ok(lrp) => created.push(Some(lrp)),
+                Err(StoreError::AlreadyExists { .. }) => created.push(None),
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(created)
+    }
     async fn get_actual_lrp(&self, process_guid: &str, index: i64) -> StoreResult<ActualLrp>;
     /// Sorted by process guid, then index.
     async fn list_actual_lrps(&self, filter: &ActualLrpFilter) -> StoreResult<Vec<ActualLrp>>;

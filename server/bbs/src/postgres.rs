@@ -453,44 +453,107 @@ impl Inner {
     /// this store's broadcast (see the module doc for why in that order).
     async fn commit_with_event(
         &self,
-        mut tx: Transaction<'static, Postgres>,
+        tx: Transaction<'static, Postgres>,
         event: Event,
     ) -> StoreResult<()> {
-        let json = serde_json::to_string(&event)
-            .map_err(|e| StoreError::Backend(format!("cannot encode event: {e}")))?;
+        self.commit_with_events(tx, vec![event]).await
+    }
+
+    /// [`Inner::commit_with_event`] for several events of one commit, in
+    /// order: each follows the one before it in the feed.
+    async fn commit_with_events(
+        &self,
+        mut tx: Transaction<'static, Postgres>,
+        events: Vec<Event>,
+    ) -> StoreResult<()> {
+        if events.is_empty() {
+            return tx
+                .commit()
+                .await
+                .map_err(|e| backend("cannot commit the write", e));
+        }
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(FEED_LOCK)
             .execute(&mut *tx)
             .await
             .map_err(|e| backend("cannot lock the change feed", e))?;
-        // One statement, one snapshot: `previous` cannot see the new row.
-        // The snapshot is taken after the lock, so it sees every event that
-        // was committed before this one.
-        let row = sqlx::query(
-            "WITH previous AS (SELECT coalesce(max(id), 0) AS id FROM events),
-                  inserted AS (INSERT INTO events (event) VALUES ($1) RETURNING id)
-             SELECT inserted.id, previous.id, pg_notify($2, inserted.id::text)
-             FROM inserted, previous",
-        )
-        .bind(json)
-        .bind(CHANNEL)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(|e| backend("cannot append to the change feed", e))?;
-        let id: i64 = row
-            .try_get(0)
+        let mut appended = Vec::with_capacity(events.len());
+        for event in events {
+            let json = serde_json::to_string(&event)
+                .map_err(|e| StoreError::Backend(format!("cannot encode event: {e}")))?;
+            // One statement, one snapshot: `previous` cannot see the new
+            // row. The snapshot is taken after the lock, so it sees every
+            // event committed before this one, and this transaction's own
+            // earlier ones.
+            let row = sqlx::query(
+                "WITH previous AS (SELECT coalesce(max(id), 0) AS id FROM events),
+                      inserted AS (INSERT INTO events (event) VALUES ($1) RETURNING id)
+                 SELECT inserted.id, previous.id, pg_notify($2, inserted.id::text)
+                 FROM inserted, previous",
+            )
+            .bind(json)
+            .bind(CHANNEL)
+            .fetch_one(&mut *tx)
+            .await
             .map_err(|e| backend("cannot append to the change feed", e))?;
-        let previous: i64 = row
-            .try_get(1)
-            .map_err(|e| backend("cannot append to the change feed", e))?;
+            let id: i64 = row
+                .try_get(0)
+                .map_err(|e| backend("cannot append to the change feed", e))?;
+            let previous: i64 = row
+                .try_get(1)
+                .map_err(|e| backend("cannot append to the change feed", e))?;
+            appended.push((previous, id, event));
+        }
         tx.commit()
             .await
             .map_err(|e| backend("cannot commit the write", e))?;
-        if let Err(e) = self.feed.committed(previous, id, event).await {
-            // Committed is committed: the feed task publishes it later.
-            tracing::warn!(event_id = id, error = %e, "cannot read back a committed event");
+        for (previous, id, event) in appended {
+            if let Err(e) = self.feed.committed(previous, id, event).await {
+                // Committed is committed: the feed task publishes it later.
+                tracing::warn!(event_id = id, error = %e, "cannot read back a committed event");
+            }
         }
         Ok(())
+    }
+
+    async fn create_actual_lrps(
+        &self,
+        lrps: Vec<ActualLrp>,
+    ) -> StoreResult<Vec<Option<ActualLrp>>> {
+        let mut tx = self.begin().await?;
+        let mut created = Vec::with_capacity(lrps.len());
+        for mut lrp in lrps {
+            lrp.modification_tag = fresh_tag();
+            let key = actual_key(&lrp.process_guid, lrp.index);
+            let record = encode(RecordKind::ActualLrp, &key, &lrp)?;
+            let inserted = sqlx::query(
+                "INSERT INTO actual_lrps
+                   (process_guid, instance_index, domain, cell_id, state, mod_epoch, mod_index, record)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(&lrp.process_guid)
+            .bind(lrp.index)
+            .bind(&lrp.domain)
+            .bind(&lrp.cell_id)
+            .bind(lrp.state.as_str())
+            .bind(&lrp.modification_tag.epoch)
+            .bind(i64::from(lrp.modification_tag.index))
+            .bind(record)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| backend("cannot create actual LRPs", e))?;
+            created.push((inserted.rows_affected() > 0).then_some(lrp));
+        }
+        let events = created
+            .iter()
+            .flatten()
+            .map(|lrp| Event::ActualLrpCreated {
+                actual_lrp: lrp.clone(),
+            })
+            .collect();
+        self.commit_with_events(tx, events).await?;
+        Ok(created)
     }
 
     async fn create_task(&self, mut task: Task) -> StoreResult<Task> {
@@ -968,6 +1031,14 @@ impl Store for PostgresStore {
 
     async fn create_actual_lrp(&self, lrp: ActualLrp) -> StoreResult<ActualLrp> {
         self.write(move |inner| async move { inner.create_actual_lrp(lrp).await })
+            .await
+    }
+
+    async fn create_actual_lrps(
+        &self,
+        lrps: Vec<ActualLrp>,
+    ) -> StoreResult<Vec<Option<ActualLrp>>> {
+        self.write(move |inner| async move { inner.create_actual_lrps(lrps).await })
             .await
     }
 

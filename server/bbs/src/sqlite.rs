@@ -448,6 +448,47 @@ impl Inner {
         Ok(lrp)
     }
 
+    async fn create_actual_lrps(
+        &self,
+        lrps: Vec<ActualLrp>,
+    ) -> StoreResult<Vec<Option<ActualLrp>>> {
+        let _writer = self.writer.lock().await;
+        let mut tx = self.begin().await?;
+        let mut created = Vec::with_capacity(lrps.len());
+        for mut lrp in lrps {
+            lrp.modification_tag = fresh_tag();
+            let key = actual_key(&lrp.process_guid, lrp.index);
+            let record = encode(RecordKind::ActualLrp, &key, &lrp)?;
+            let inserted = sqlx::query(
+                "INSERT INTO actual_lrps
+                   (process_guid, instance_index, domain, cell_id, state, mod_epoch, mod_index, record)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(&lrp.process_guid)
+            .bind(lrp.index)
+            .bind(&lrp.domain)
+            .bind(&lrp.cell_id)
+            .bind(lrp.state.as_str())
+            .bind(&lrp.modification_tag.epoch)
+            .bind(i64::from(lrp.modification_tag.index))
+            .bind(record)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| backend("cannot create actual LRPs", e))?;
+            created.push((inserted.rows_affected() > 0).then_some(lrp));
+        }
+        tx.commit()
+            .await
+            .map_err(|e| backend("cannot commit the write", e))?;
+        for lrp in created.iter().flatten() {
+            self.publish(Event::ActualLrpCreated {
+                actual_lrp: lrp.clone(),
+            });
+        }
+        Ok(created)
+    }
+
     async fn update_actual_lrp(&self, mut lrp: ActualLrp) -> StoreResult<ActualLrp> {
         let kind = RecordKind::ActualLrp;
         let key = actual_key(&lrp.process_guid, lrp.index);
@@ -698,6 +739,14 @@ impl Store for SqliteStore {
 
     async fn create_actual_lrp(&self, lrp: ActualLrp) -> StoreResult<ActualLrp> {
         self.write(move |inner| async move { inner.create_actual_lrp(lrp).await })
+            .await
+    }
+
+    async fn create_actual_lrps(
+        &self,
+        lrps: Vec<ActualLrp>,
+    ) -> StoreResult<Vec<Option<ActualLrp>>> {
+        self.write(move |inner| async move { inner.create_actual_lrps(lrps).await })
             .await
     }
 

@@ -765,6 +765,53 @@ pub async fn events_in_order_with_before_and_after(store: SharedStore) {
     assert_no_event(&mut events);
 }
 
+/// A batch create makes the missing instances, leaves those that exist
+/// untouched, and publishes one created event for each it made, in order.
+pub async fn batch_create_skips_existing_and_publishes_in_order(store: SharedStore) {
+    let existing = store
+        .create_actual_lrp(actual_lrp("web", "d", 1))
+        .await
+        .expect("create");
+    let mut events = store.subscribe();
+    let created = store
+        .create_actual_lrps(vec![
+            actual_lrp("web", "d", 0),
+            actual_lrp("web", "d", 1),
+            actual_lrp("web", "d", 2),
+        ])
+        .await
+        .expect("batch create");
+    assert_eq!(created.len(), 3, "one result per instance");
+    assert_eq!(created[1], None, "index 1 already existed");
+    let a0 = created[0].clone().expect("index 0 created");
+    let a2 = created[2].clone().expect("index 2 created");
+    assert_eq!(a0.modification_tag.index, 0);
+    assert_ne!(a0.modification_tag.epoch, a2.modification_tag.epoch);
+    assert_eq!(store.get_actual_lrp("web", 0).await.expect("get 0"), a0);
+    assert_eq!(store.get_actual_lrp("web", 2).await.expect("get 2"), a2);
+    assert_eq!(
+        store.get_actual_lrp("web", 1).await.expect("get 1"),
+        existing,
+        "the existing instance is untouched"
+    );
+    assert_eq!(
+        next_event(&mut events),
+        Event::ActualLrpCreated { actual_lrp: a0 }
+    );
+    assert_eq!(
+        next_event(&mut events),
+        Event::ActualLrpCreated { actual_lrp: a2 }
+    );
+    assert_no_event(&mut events);
+
+    let none = store
+        .create_actual_lrps(Vec::new())
+        .await
+        .expect("empty batch");
+    assert!(none.is_empty());
+    assert_no_event(&mut events);
+}
+
 /// Failed writes publish nothing; presence, domain and lock writes publish
 /// nothing; a subscriber sees only writes committed after it subscribed.
 pub async fn only_successful_record_writes_publish(store: SharedStore) {

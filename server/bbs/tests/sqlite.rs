@@ -46,6 +46,7 @@ suite_tests!(
     desired_lrp_filters_and_order,
     actual_lrp_filters_and_order,
     events_in_order_with_before_and_after,
+    batch_create_skips_existing_and_publishes_in_order,
     only_successful_record_writes_publish,
     concurrent_events_follow_commit_order,
     cells_expire_and_renew,

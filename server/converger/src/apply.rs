@@ -15,7 +15,8 @@
 //!   index the desired LRP (read again) still wants.
 //!
 //! # Assumptions
-//! Safe to cancel at any `.await`: each action is one atomic write.
+//! Safe to cancel at any `.await`: each action is one atomic write (missing
+//! instances: one per batch).
 
 use std::collections::HashMap;
 
@@ -26,6 +27,9 @@ use crate::decide::{self, Convergence, LostTask, MissingInstance, Policy};
 
 /// How often one action is retried after compare-and-swap conflicts.
 const CAS_ATTEMPTS: usize = 3;
+
+/// Most missing instances created in one commit.
+const CREATE_BATCH: usize = 256;
 
 /// What [`apply`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -85,9 +89,24 @@ pub async fn apply(
     let mut applied = Applied::default();
     let mut desired = DesiredCache::default();
 
+    // Wanted instances are created in batches of one commit each: a scale
+    // to 500 is then a few writes, not 500 (see docs/performance.md).
+    let mut to_create = Vec::with_capacity(convergence.start_missing.len());
     for missing in &convergence.start_missing {
-        let outcome = start(store, &mut desired, missing, now_nanos).await;
-        applied.count(outcome, |a| a.started += 1);
+        match still_wanted(store, &mut desired, missing).await {
+            Ok(domain) => to_create.push(ActualLrp::unclaimed(
+                &missing.process_guid,
+                &domain,
+                missing.index,
+                now_nanos,
+            )),
+            Err(outcome) => applied.count(outcome, |_| {}),
+        }
+    }
+    while !to_create.is_empty() {
+        let rest = to_create.split_off(to_create.len().min(CREATE_BATCH));
+        let batch = std::mem::replace(&mut to_create, rest);
+        create_batch(store, batch, &mut applied).await;
     }
     for extra in &convergence.retire_extra {
         let outcome = retire(store, &mut desired, extra).await;
@@ -165,39 +184,53 @@ impl DesiredCache {
     }
 }
 
-async fn start(
+/// The domain of `missing`'s desired LRP if, as stored now, it still wants
+/// that index; otherwise what to count instead.
+async fn still_wanted(
     store: &dyn Store,
     desired: &mut DesiredCache,
     missing: &MissingInstance,
-    now: i64,
-) -> Outcome {
+) -> Result<String, Outcome> {
     let process_guid = missing.process_guid.as_str();
     let index = missing.index;
-    let domain = match desired.get(store, process_guid).await {
-        Ok(Some((instances, domain))) if index < instances => domain,
-        Ok(_) => return Outcome::Skipped,
+    match desired.get(store, process_guid).await {
+        Ok(Some((instances, domain))) if index < instances => Ok(domain),
+        Ok(_) => Err(Outcome::Skipped),
         Err(err) => {
             tracing::warn!(process_guid, index, error = %err, "cannot read desired LRP; not starting instance");
-            return Outcome::Failed;
+            Err(Outcome::Failed)
         }
-    };
-    match store
-        .create_actual_lrp(ActualLrp::unclaimed(process_guid, &domain, index, now))
-        .await
-    {
-        Ok(_) => {
-            tracing::info!(
-                process_guid,
-                index,
-                "instance missing; created it unclaimed"
-            );
-            Outcome::Done
+    }
+}
+
+/// Creates `batch` in one write; an instance someone else created since
+/// the snapshot is skipped (nothing is missing there).
+async fn create_batch(store: &dyn Store, batch: Vec<ActualLrp>, applied: &mut Applied) {
+    let count = batch.len();
+    let first = batch
+        .first()
+        .map(|lrp| (lrp.process_guid.clone(), lrp.index));
+    match store.create_actual_lrps(batch).await {
+        Ok(created) => {
+            for lrp in &created {
+                match lrp {
+                    Some(lrp) => {
+                        tracing::info!(
+                            process_guid = %lrp.process_guid,
+                            index = lrp.index,
+                            "instance missing; created it unclaimed"
+                        );
+                        applied.count(Outcome::Done, |a| a.started += 1);
+                    }
+                    None => applied.count(Outcome::Skipped, |_| {}),
+                }
+            }
         }
-        // Someone else created it since the snapshot: nothing is missing.
-        Err(StoreError::AlreadyExists { .. }) => Outcome::Skipped,
         Err(err) => {
-            tracing::warn!(process_guid, index, error = %err, "cannot create missing instance");
-            Outcome::Failed
+            tracing::warn!(count, ?first, error = %err, "cannot create missing instances");
+            for _ in 0..count {
+                applied.count(Outcome::Failed, |_| {});
+            }
         }
     }
 }
