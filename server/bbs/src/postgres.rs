@@ -754,37 +754,15 @@ impl Inner {
             .await
     }
 
-    async fn create_actual_lrp(&self, mut lrp: ActualLrp) -> StoreResult<ActualLrp> {
-        let kind = RecordKind::ActualLrp;
-        lrp.modification_tag = fresh_tag();
+    async fn create_actual_lrp(&self, lrp: ActualLrp) -> StoreResult<ActualLrp> {
         let key = actual_key(&lrp.process_guid, lrp.index);
-        let record = encode(kind, &key, &lrp)?;
-        let mut tx = self.begin().await?;
-        let result = sqlx::query(
-            "INSERT INTO actual_lrps
-               (process_guid, instance_index, domain, cell_id, state, mod_epoch, mod_index, record)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(&lrp.process_guid)
-        .bind(lrp.index)
-        .bind(&lrp.domain)
-        .bind(&lrp.cell_id)
-        .bind(lrp.state.as_str())
-        .bind(&lrp.modification_tag.epoch)
-        .bind(i64::from(lrp.modification_tag.index))
-        .bind(record)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| backend("cannot create actual LRP", e))?;
-        if result.rows_affected() == 0 {
-            return Err(already_exists(kind, &key));
+        match self.create_actual_lrps(vec![lrp]).await?.pop().flatten() {
+            Some(created) => Ok(created),
+            None => Err(StoreError::AlreadyExists {
+                kind: RecordKind::ActualLrp,
+                key,
+            }),
         }
-        let event = Event::ActualLrpCreated {
-            actual_lrp: lrp.clone(),
-        };
-        self.commit_with_event(tx, event).await?;
-        Ok(lrp)
     }
 
     async fn update_actual_lrp(&self, mut lrp: ActualLrp) -> StoreResult<ActualLrp> {

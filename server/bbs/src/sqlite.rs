@@ -412,40 +412,15 @@ impl Inner {
         Ok(())
     }
 
-    async fn create_actual_lrp(&self, mut lrp: ActualLrp) -> StoreResult<ActualLrp> {
-        let _writer = self.writer.lock().await;
-        lrp.modification_tag = fresh_tag();
+    async fn create_actual_lrp(&self, lrp: ActualLrp) -> StoreResult<ActualLrp> {
         let key = actual_key(&lrp.process_guid, lrp.index);
-        let record = encode(RecordKind::ActualLrp, &key, &lrp)?;
-        sqlx::query(
-            "INSERT INTO actual_lrps
-               (process_guid, instance_index, domain, cell_id, state, mod_epoch, mod_index, record)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&lrp.process_guid)
-        .bind(lrp.index)
-        .bind(&lrp.domain)
-        .bind(&lrp.cell_id)
-        .bind(lrp.state.as_str())
-        .bind(&lrp.modification_tag.epoch)
-        .bind(i64::from(lrp.modification_tag.index))
-        .bind(record)
-        .execute(&self.pool)
-        .await
-        .map_err(|e| {
-            if is_unique_violation(&e) {
-                StoreError::AlreadyExists {
-                    kind: RecordKind::ActualLrp,
-                    key: key.clone(),
-                }
-            } else {
-                backend("cannot create actual LRP", e)
-            }
-        })?;
-        self.publish(Event::ActualLrpCreated {
-            actual_lrp: lrp.clone(),
-        });
-        Ok(lrp)
+        match self.create_actual_lrps(vec![lrp]).await?.pop().flatten() {
+            Some(created) => Ok(created),
+            None => Err(StoreError::AlreadyExists {
+                kind: RecordKind::ActualLrp,
+                key,
+            }),
+        }
     }
 
     async fn create_actual_lrps(
