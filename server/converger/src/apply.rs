@@ -228,9 +228,7 @@ async fn create_batch(store: &dyn Store, batch: Vec<ActualLrp>, applied: &mut Ap
         }
         Err(err) => {
             tracing::warn!(count, ?first, error = %err, "cannot create missing instances");
-            for _ in 0..count {
-                applied.count(Outcome::Failed, |_| {});
-            }
+            applied.errors += count;
         }
     }
 }

@@ -31,7 +31,7 @@ use lattice_auctioneer::runner::{Auctioneer, AuctioneerConfig};
 use lattice_bbs::{RemoteStore, SharedStore};
 use lattice_converger::{Converger, ConvergerConfig, Policy};
 use lattice_executor::{LogMessage, LogSink};
-use lattice_fileserver::{FileServer, FileServerConfig};
+use lattice_fileserver::FileServer;
 use lattice_logs::{LogHub, RemoteSink};
 use lattice_receptor::{Credentials, ReceptorConfig};
 use tokio::net::TcpListener;
@@ -171,15 +171,8 @@ impl Brain {
             .with_context(|| format!("cannot listen on {} (try --listen)", config.listen))?;
         // Droplets and blobs stay on this brain's disk (see
         // docs/multi-machine.md); cells fetch them by URL.
-        let file_server = Arc::new(
-            FileServer::open(FileServerConfig {
-                dir: config.data_dir.join("fileserver"),
-                static_dir: None,
-                max_upload_bytes: config.max_upload_bytes,
-            })
-            .await
-            .context("cannot open the file server's blob store")?,
-        );
+        let file_server =
+            crate::up::open_file_server(&config.data_dir, None, config.max_upload_bytes).await?;
         Ok(Brain {
             config,
             store,
@@ -284,6 +277,26 @@ const LOG_USER: &str = "cell";
 /// `ltc logs`; a brain that is down drops its copy once its queue is full.
 struct FanOutSink(Vec<RemoteSink>);
 
+impl FanOutSink {
+    /// A sink to the log hub at each of `bases`, its forwarders running on
+    /// `forwarders` until `stop`.
+    fn start(
+        bases: &[String],
+        credentials: Option<lattice_client::Credentials>,
+        forwarders: &TaskTracker,
+        stop: &CancellationToken,
+    ) -> anyhow::Result<FanOutSink> {
+        let mut sinks = Vec::with_capacity(bases.len());
+        for base in bases {
+            let (sink, forwarder) = RemoteSink::new(base, credentials.clone())
+                .with_context(|| format!("invalid brain URL {base:?}"))?;
+            forwarders.spawn(forwarder.run(stop.clone()));
+            sinks.push(sink);
+        }
+        Ok(FanOutSink(sinks))
+    }
+}
+
 impl LogSink for FanOutSink {
     fn emit(&self, message: LogMessage) {
         if let Some((last, rest)) = self.0.split_last() {
@@ -377,16 +390,18 @@ pub async fn run_cell(config: CellRoleConfig, shutdown: CancellationToken) -> an
     // work) are still sent.
     let forwarders = TaskTracker::new();
     let stop_forwarding = CancellationToken::new();
-    let mut sinks = Vec::with_capacity(config.brains.len());
-    for brain in &config.brains {
-        let base = format!("{}/internal", brain.trim().trim_end_matches('/'));
-        let credentials = lattice_client::Credentials::new(LOG_USER, config.secret.clone());
-        let (sink, forwarder) = RemoteSink::new(&base, Some(credentials))
-            .with_context(|| format!("invalid brain URL {brain:?}"))?;
-        forwarders.spawn(forwarder.run(stop_forwarding.clone()));
-        sinks.push(sink);
-    }
-    let logs: Arc<dyn LogSink> = Arc::new(FanOutSink(sinks));
+    let internal: Vec<String> = config
+        .brains
+        .iter()
+        .map(|brain| format!("{}/internal", brain.trim().trim_end_matches('/')))
+        .collect();
+    let credentials = lattice_client::Credentials::new(LOG_USER, config.secret.clone());
+    let logs: Arc<dyn LogSink> = Arc::new(FanOutSink::start(
+        &internal,
+        Some(credentials),
+        &forwarders,
+        &stop_forwarding,
+    )?);
 
     let cell_id = config.cell.cell_id.clone();
     let result = async {
@@ -456,19 +471,18 @@ impl RouterRole {
         let forwarders = TaskTracker::new();
         let stop_forwarding = CancellationToken::new();
         // Access lines go to every brain's log hub, as cells' lines do.
-        let mut sinks = Vec::with_capacity(config.brains.len());
-        for brain in &config.brains {
-            let (sink, forwarder) = RemoteSink::new(brain, config.credentials.clone())
-                .with_context(|| format!("invalid brain URL {brain:?}"))?;
-            forwarders.spawn(forwarder.run(stop_forwarding.clone()));
-            sinks.push(sink);
-        }
+        let sink = FanOutSink::start(
+            &config.brains,
+            config.credentials.clone(),
+            &forwarders,
+            &stop_forwarding,
+        )?;
         crate::router::spawn(
             &tracker,
             listener,
             &config.brains,
             config.credentials.clone(),
-            Arc::new(FanOutSink(sinks)),
+            Arc::new(sink),
             shutdown.clone(),
         )?;
         tracing::info!(%address, brains = ?config.brains, "router is up");

@@ -1,7 +1,7 @@
 //! `lattice up`: the whole one-machine cluster in one process.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,6 +48,23 @@ pub struct UpConfig {
 /// The file of the embedded store inside the data dir.
 pub fn store_path(data_dir: &std::path::Path) -> PathBuf {
     data_dir.join("bbs.sqlite3")
+}
+
+/// The file server kept in `data_dir/fileserver`, serving `static_dir`
+/// read-only when given.
+pub(crate) async fn open_file_server(
+    data_dir: &Path,
+    static_dir: Option<PathBuf>,
+    max_upload_bytes: u64,
+) -> anyhow::Result<Arc<FileServer>> {
+    let server = FileServer::open(FileServerConfig {
+        dir: data_dir.join("fileserver"),
+        static_dir,
+        max_upload_bytes,
+    })
+    .await
+    .context("cannot open the file server's blob store")?;
+    Ok(Arc::new(server))
 }
 
 /// Opens the store, prepares the cell and binds the receptor; the caller
@@ -101,15 +118,12 @@ impl Up {
             }
             None => None,
         };
-        let file_server = Arc::new(
-            FileServer::open(FileServerConfig {
-                dir: config.data_dir.join("fileserver"),
-                static_dir: config.cell.as_ref().map(|c| c.lifecycle_dir.clone()),
-                max_upload_bytes: config.max_upload_bytes,
-            })
-            .await
-            .context("cannot open the file server's blob store")?,
-        );
+        let file_server = open_file_server(
+            &config.data_dir,
+            config.cell.as_ref().map(|c| c.lifecycle_dir.clone()),
+            config.max_upload_bytes,
+        )
+        .await?;
         Ok(Up {
             config,
             file_server,
