@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 out=${1:-target/lifecycles}
 triple=$(rustc -vV | sed -n 's/^host: //p')
 target_dir=${CARGO_TARGET_DIR:-target}/lifecycles-static
-RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --quiet \
+RUSTFLAGS="-C target-feature=+crt-static" cargo build --release \
     -p lattice-lifecycles --target "$triple" --target-dir "$target_dir"
 samples="lattice-app"
 mkdir -p "$out/samples"

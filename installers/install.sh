@@ -4,8 +4,8 @@
 # uninstalls exactly what it installed. Run with --help for the options.
 set -euo pipefail
 
-# The locked dependencies need a newer Rust than the workspace's
-# rust-version (uuid 1.29 asks for 1.89, the icu crates behind url for 1.88).
+# The workspace's rust-version: the locked dependencies need it
+# (uuid 1.29 asks for 1.89, the icu crates behind url for 1.88).
 readonly MIN_RUST=1.89
 # What `lattice up` needs in `lifecycles/` beside itself.
 readonly LIFECYCLES=(lattice-init builder launcher healthcheck)
@@ -13,7 +13,7 @@ readonly UNIT_NAME=lattice.service
 
 usage() {
     cat <<'EOF'
-Usage: installers/install.sh [--prefix DIR] [--service] [--no-build]
+Usage: installers/install.sh [--prefix DIR] [--service] [--no-build] [--profile NAME]
        installers/install.sh [--prefix DIR] --uninstall
 
 Builds and installs lattice and ltc from this checkout:
@@ -27,6 +27,8 @@ Options:
                  else a user unit in ~/.config/systemd/user/
   --no-build     install the binaries already built in the target dir
                  ($CARGO_TARGET_DIR, default: target/ of this checkout)
+  --profile NAME cargo profile to build and install (default: release;
+                 `dev` installs the debug build that `cargo test` made)
   --uninstall    stop and remove the unit if this installer made one, and
                  remove the files in the manifest; the data dir is kept
   -h, --help     show this help
@@ -52,6 +54,7 @@ prefix="${HOME:?HOME is not set; pass --prefix}/.local"
 service=0
 uninstall=0
 build=1
+profile=release
 while [ $# -gt 0 ]; do
     case "$1" in
     --prefix)
@@ -67,6 +70,11 @@ while [ $# -gt 0 ]; do
     --service) service=1 && shift ;;
     --uninstall) uninstall=1 && shift ;;
     --no-build) build=0 && shift ;;
+    --profile)
+        [ $# -ge 2 ] && [ -n "$2" ] || usage_error "--profile needs a cargo profile name"
+        profile=$2
+        shift 2
+        ;;
     -h | --help) usage && exit 0 ;;
     *) usage_error "unknown argument: $1" ;;
     esac
@@ -92,6 +100,11 @@ case "$target_dir" in
 /*) ;;
 *) target_dir="$PWD/$target_dir" ;;
 esac
+
+# cargo builds the `dev` profile into target/debug, any other into its name.
+profile_dir=$profile
+[ "$profile" = dev ] && profile_dir=debug
+built=$target_dir/$profile_dir
 
 bin_dir=$prefix/bin
 lifecycle_dest=$bin_dir/lifecycles
@@ -351,11 +364,11 @@ check_toolchain() {
 
 build_all() {
     check_toolchain
-    say "building lattice and ltc (release; this takes a few minutes) in $target_dir"
-    (cd "$repo" && CARGO_TARGET_DIR=$target_dir cargo build --release -p lattice -p ltc) ||
+    say "building lattice and ltc (profile $profile; this takes a few minutes) in $target_dir"
+    (cd "$repo" && CARGO_TARGET_DIR=$target_dir cargo build --profile "$profile" -p lattice -p ltc) ||
         die "cargo build failed (see above)"
     say "building the static lifecycle binaries"
-    (cd "$repo" && CARGO_TARGET_DIR=$target_dir installers/build-lifecycles.sh "$target_dir/release/lifecycles" >/dev/null) ||
+    (cd "$repo" && CARGO_TARGET_DIR=$target_dir installers/build-lifecycles.sh "$built/lifecycles" >/dev/null) ||
         die "installers/build-lifecycles.sh failed (see above)"
 }
 
@@ -363,7 +376,7 @@ build_all() {
 # one the test harness builds (server/testkit).
 find_lifecycles() {
     local dir name ok
-    for dir in "$target_dir/release/lifecycles" "$target_dir/lifecycles-static/lifecycles"; do
+    for dir in "$built/lifecycles" "$target_dir/lifecycles-static/lifecycles"; do
         ok=1
         for name in "${LIFECYCLES[@]}"; do
             [ -f "$dir/$name" ] || ok=0
@@ -440,16 +453,16 @@ do_install() {
     fi
     local name
     for name in lattice ltc; do
-        [ -x "$target_dir/release/$name" ] ||
-            die "$target_dir/release/$name is not built; run without --no-build, or set CARGO_TARGET_DIR to where it was built"
+        [ -x "$built/$name" ] ||
+            die "$built/$name is not built; run without --no-build, or set CARGO_TARGET_DIR to where it was built"
     done
     local lifecycle_src
     lifecycle_src=$(find_lifecycles) ||
-        die "the static lifecycles (${LIFECYCLES[*]}) are not built in $target_dir/release/lifecycles; run without --no-build, or installers/build-lifecycles.sh $target_dir/release/lifecycles"
+        die "the static lifecycles (${LIFECYCLES[*]}) are not built in $built/lifecycles; run without --no-build, or installers/build-lifecycles.sh $built/lifecycles"
 
     say "installing into $prefix"
-    install_file "$target_dir/release/lattice" "$bin_dir/lattice" 0755
-    install_file "$target_dir/release/ltc" "$bin_dir/ltc" 0755
+    install_file "$built/lattice" "$bin_dir/lattice" 0755
+    install_file "$built/ltc" "$bin_dir/ltc" 0755
     local f
     for f in "$lifecycle_src"/* "$lifecycle_src"/samples/*; do
         [ -f "$f" ] || continue

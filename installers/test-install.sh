@@ -5,10 +5,12 @@
 # drives it with the installed `ltc`, stops it, uninstalls, and checks that
 # the prefix holds nothing the installer put there.
 #
-# Usage: installers/test-install.sh [--build]
+# Usage: installers/test-install.sh [--build | --profile dev]
 #   Installs with --no-build when lattice, ltc and the lifecycles are already
 #   built in $CARGO_TARGET_DIR (default: target/ of this checkout), else
-#   builds; --build always builds.
+#   builds; --build always builds. --profile dev installs the debug build
+#   that `cargo test --workspace` has just made (installers/test.sh), so the
+#   install test costs no build of its own.
 # Needs curl; Docker for the cell (without it the cell is left out).
 set -euo pipefail
 
@@ -21,12 +23,16 @@ esac
 export CARGO_TARGET_DIR=$target_dir
 
 force_build=0
+profile=release
 case "${1:-}" in
 '') ;;
 --build) force_build=1 ;;
--h | --help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' && exit 0 ;;
-*) echo "usage: $0 [--build]" >&2 && exit 2 ;;
+--profile) profile=${2:?--profile needs a cargo profile name} ;;
+-h | --help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' && exit 0 ;;
+*) echo "usage: $0 [--build | --profile dev]" >&2 && exit 2 ;;
 esac
+profile_dir=$profile
+[ "$profile" = dev ] && profile_dir=debug
 
 CHECKS_NAME="install test"
 # shellcheck source=installers/checks.sh
@@ -75,15 +81,15 @@ fi
 build_flag=--no-build
 if [ "$force_build" = 1 ]; then
     build_flag=
-elif ! { [ -x "$target_dir/release/lattice" ] && [ -x "$target_dir/release/ltc" ] &&
-    { [ -f "$target_dir/release/lifecycles/lattice-init" ] ||
+elif ! { [ -x "$target_dir/$profile_dir/lattice" ] && [ -x "$target_dir/$profile_dir/ltc" ] &&
+    { [ -f "$target_dir/$profile_dir/lifecycles/lattice-init" ] ||
         [ -f "$target_dir/lifecycles-static/lifecycles/lattice-init" ]; }; }; then
     build_flag=
 fi
 if [ -n "$build_flag" ]; then
     note "installing the binaries already built in $target_dir (--no-build)"
 else
-    note "building and installing (release build; minutes)"
+    note "building and installing (profile $profile; minutes)"
 fi
 
 # Something of the user's in the prefix, which the uninstall must keep.
@@ -92,7 +98,7 @@ echo "not lattice's" >"$prefix/bin/users-own-tool"
 (cd "$prefix" && find . | sort) >"$tmp/before"
 
 # shellcheck disable=SC2086 # build_flag is empty or one word
-if "$installer" --prefix "$prefix" $build_flag >"$tmp/install.out" 2>&1; then
+if "$installer" --prefix "$prefix" --profile "$profile" $build_flag >"$tmp/install.out" 2>&1; then
     installed=1
     pass "install.sh --prefix TMP exits 0"
 else

@@ -98,15 +98,10 @@ fn style(known_total: bool) -> ProgressStyle {
         .progress_chars("=> ")
 }
 
-/// `1.5 MB`: sizes as people read them (1024-based, one decimal).
+/// `1.50 MiB`: sizes as people read them, in the units the progress bars
+/// show (indicatif's `{bytes}`), so one output never mixes MB and MiB.
 pub fn human_size(bytes: u64) -> String {
-    const KB: f64 = 1024.0;
-    match bytes {
-        0..1024 => format!("{bytes} B"),
-        1024..1_048_576 => format!("{:.1} KB", bytes as f64 / KB),
-        1_048_576..1_073_741_824 => format!("{:.1} MB", bytes as f64 / (KB * KB)),
-        _ => format!("{:.1} GB", bytes as f64 / (KB * KB * KB)),
-    }
+    indicatif::HumanBytes(bytes).to_string()
 }
 
 /// A context targeting `url` that reads and writes no config file, with
@@ -150,9 +145,9 @@ mod tests {
     fn sizes_for_people() {
         assert_eq!(human_size(0), "0 B");
         assert_eq!(human_size(1023), "1023 B");
-        assert_eq!(human_size(1536), "1.5 KB");
-        assert_eq!(human_size(5 * 1_048_576), "5.0 MB");
-        assert_eq!(human_size(3 * 1_073_741_824), "3.0 GB");
+        assert_eq!(human_size(1536), "1.50 KiB");
+        assert_eq!(human_size(5 * 1_048_576), "5.00 MiB");
+        assert_eq!(human_size(3 * 1_073_741_824), "3.00 GiB");
     }
 
     #[test]

@@ -78,7 +78,7 @@ mod tests {
             .find(|r| r.contains("site"))
             .expect("a site row");
         for cell in [
-            "2.0 KB",
+            "2.00 KiB",
             "2023-11-14T22:13:20Z",
             "static-sh",
             "sh ./start.sh",

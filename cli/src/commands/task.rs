@@ -57,7 +57,8 @@ fn details(task: &Task) -> comfy_table::Table {
         if task.failed {
             rows.push(("Failure reason", or_dash(&task.failure_reason)));
         } else {
-            rows.push(("Result", or_dash(&task.result)));
+            // A result file usually ends in a newline: no empty row under it.
+            rows.push(("Result", or_dash(task.result.trim_end())));
         }
     }
     if !task.annotation.is_empty() {

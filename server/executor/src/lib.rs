@@ -215,7 +215,9 @@ impl Executor {
             match &result {
                 Ok(()) => tracing::debug!("action succeeded"),
                 Err(ActionError::Cancelled) => tracing::debug!("action cancelled"),
-                Err(reason) => tracing::info!(%reason, "action failed"),
+                // Debug: a failing monitor is normal while an app starts;
+                // callers log the failures that matter (crash, task failed).
+                Err(reason) => tracing::debug!(%reason, "action failed"),
             }
             result
         }
