@@ -48,6 +48,7 @@ use tokio::io::AsyncWriteExt as _;
 use crate::bits::{self, Packed};
 use crate::buildpacks::{self, Buildpack};
 use crate::commands::create::{self, parse_env, STAGING_DOMAIN};
+use crate::image::rootfs_for_image;
 use crate::log_stream::{LineFormat, LogTail};
 use crate::transfer::{self, human_size, ByteBar};
 use crate::Context;
@@ -66,7 +67,7 @@ Examples:
   # The app in the current directory, with a buildpack directory
   ltc build-droplet site -b ../buildpacks/static-sh
   # An app directory, a buildpack archive, a stack image of your own
-  ltc build-droplet site ./app -b ./static-sh.tgz --stack docker:///me/stack#v1
+  ltc build-droplet site ./app -b ./static-sh.tgz --stack me/stack:v1
   # Lattice's form, with a well-known buildpack (fetched from GitHub)
   ltc build-droplet api go -p ./api -e GOVERSION=go1.22
   # A buildpack at a URL, named and used without detection
@@ -100,9 +101,12 @@ pub struct Args {
     #[arg(short = 'e', long = "env", value_name = "NAME[=VALUE]")]
     pub env: Vec<String>,
 
-    /// The stack: the docker:// image staging runs in, and the app later.
-    /// The default is pulled from Docker Hub, so the cells need a registry.
-    #[arg(long, default_value = DEFAULT_STACK, value_name = "IMAGE")]
+    /// The stack: the image staging runs in, and the app later, as `ltc
+    /// create` takes one (`repo`, `repo:tag`, `host:5000/repo:tag`) or a
+    /// docker:// URL. The default is pulled from Docker Hub, so the cells
+    /// need a registry; offline, pass an image of your own (docs/cli.md).
+    #[arg(long, default_value = DEFAULT_STACK, value_name = "IMAGE",
+          value_parser = rootfs_for_image)]
     pub stack: String,
 
     /// Memory limit of the staging task, in MB (0: no limit).
@@ -284,12 +288,6 @@ pub async fn run(
         .map(|value| parse_env(value, lookup))
         .collect::<Result<Vec<_>, _>>()
         .map_err(anyhow::Error::msg)?;
-    if !args.stack.starts_with("docker://") {
-        bail!(
-            "--stack {}: a stack is a docker:// image URL, e.g. {DEFAULT_STACK}",
-            args.stack
-        );
-    }
     if args.timeout.is_zero() {
         bail!("--timeout must be more than 0");
     }
@@ -659,7 +657,22 @@ mod tests {
         let parsed = args(&["site", "-b", "go", "-e", "A=1", "-e", "B=2", "-m", "512"]);
         assert_eq!(parsed.env, ["A=1", "B=2"]);
         assert_eq!(parsed.memory_mb, 512);
-        for bad in [&["site", "-b", "go", "-m", "-1"][..], &["site", "-b"], &[]] {
+        // A stack is named as `ltc create` names an image, or as a URL.
+        for (stack, rootfs) in [
+            ("lattice-test/stack:v1", "docker:///lattice-test/stack#v1"),
+            ("cflinuxfs4", "docker:///cflinuxfs4"),
+            ("host:5000/me/stack", "docker://host:5000/me/stack"),
+            ("docker:///me/stack#v2", "docker:///me/stack#v2"),
+        ] {
+            assert_eq!(args(&["site", "-b", "go", "--stack", stack]).stack, rootfs);
+        }
+        for bad in [
+            &["site", "-b", "go", "-m", "-1"][..],
+            &["site", "-b"],
+            &[],
+            &["site", "-b", "go", "--stack", "Me/Stack"],
+            &["site", "-b", "go", "--stack", "http://x/y"],
+        ] {
             let argv = ["ltc", "build-droplet"].iter().chain(bad).copied();
             let err = Cli::try_parse_from(argv).unwrap_err();
             assert_eq!(err.exit_code(), i32::from(crate::EXIT_USAGE), "{bad:?}");
@@ -797,10 +810,6 @@ mod tests {
             (
                 vec!["site", "-b", &bp, "-e", "UNSET"],
                 "--env UNSET: UNSET is not set",
-            ),
-            (
-                vec!["site", "-b", &bp, "--stack", "cflinuxfs4"],
-                "--stack cflinuxfs4: a stack",
             ),
             (
                 vec!["site", "-b", &bp, "--timeout", "0s"],
