@@ -80,7 +80,8 @@ pub struct Args {
     pub image: String,
 
     /// The command to run instead of the image's entrypoint and command,
-    /// after `--` (e.g. `-- /bin/sh -c 'httpd -f -p $PORT'`).
+    /// after `--` (e.g. `-- /bin/sh -c 'httpd -f -p $PORT'`); the image
+    /// then needs neither.
     #[arg(last = true, value_name = "START_COMMAND")]
     pub start_command: Vec<String>,
 

@@ -162,7 +162,8 @@ async fn build_launch_fail_export_import_and_remove_droplets() {
         "{broken:?}"
     );
 
-    // A buildpack that detects nothing (no index.html, no www/).
+    // With --detect, a buildpack that detects nothing (no index.html, no
+    // www/) fails the staging.
     let plain = tempfile::tempdir().expect("temp dir");
     std::fs::write(plain.path().join("README"), "no site here").expect("writable");
     let undetected = ltc(
@@ -173,6 +174,7 @@ async fn build_launch_fail_export_import_and_remove_droplets() {
             &plain.path().display().to_string(),
             "-b",
             &sample("buildpacks/static-sh"),
+            "--detect",
             "--stack",
             &stack,
         ],
