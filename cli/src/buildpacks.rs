@@ -10,13 +10,20 @@
 //! | an http(s) URL of a tarball | downloaded by the cell itself |
 //! | an http(s) URL of a zip | downloaded and rewritten by ltc, uploaded as a blob |
 //! | a short name ([`KNOWN`]) | the Cloud Foundry release zip of that name, as a zip URL |
+//! | a git repository (`https://host/org/bp.git#REF`, `file:///path#REF`, a local repository's path) | cloned by ltc with `git` (shallow, at REF: a branch or tag; else HEAD), packed and uploaded as a blob |
+//!
+//! A local directory that is a git repository with `bin/detect` in its
+//! working tree is packed as it is (uncommitted edits included), unless a
+//! `#REF` is given. An archive holding one folder (as GitHub serves them)
+//! is unwrapped by the builder on the cell.
 //!
 //! The short names need ltc to reach the internet (GitHub); the archives
 //! they name are built for the `cflinuxfs4` stack.
 
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
-use anyhow::bail;
+use anyhow::{bail, Context as _};
 
 use crate::bits;
 
@@ -71,6 +78,11 @@ pub enum Buildpack {
     TarballUrl(String),
     /// A zip at this URL, which ltc fetches (a known name is one too).
     ZipUrl(String),
+    /// A git repository, which ltc clones at `reference` (else HEAD).
+    Git {
+        url: String,
+        reference: Option<String>,
+    },
 }
 
 /// The buildpack `value` names, looked for in this order: an http(s) URL,
@@ -80,6 +92,9 @@ pub enum Buildpack {
 /// A directory without `bin/detect`, a file that is no archive, or a value
 /// that is none of the kinds (the message lists them and the short names).
 pub fn resolve(value: &str) -> anyhow::Result<Buildpack> {
+    if let Some(git) = git_repository(value)? {
+        return Ok(git);
+    }
     if is_url(value) {
         return Ok(if bits::is_zip(url_path(value)) {
             Buildpack::ZipUrl(value.to_string())
@@ -121,7 +136,11 @@ pub fn resolve(value: &str) -> anyhow::Result<Buildpack> {
 /// directory with `bin/detect`, or a known short name.
 pub fn looks_like_buildpack(value: &str) -> bool {
     let path = Path::new(value);
-    is_url(value)
+    // A local repository's path only with a #REF: without, an app's own
+    // directory under git would read as a buildpack.
+    let git_form = value.contains("://") || value.contains('#');
+    (git_form && matches!(git_repository(value), Ok(Some(_))))
+        || is_url(value)
         || (path.is_file() && (bits::is_zip(value) || bits::is_tarball(value)))
         || path.join("bin/detect").is_file()
         || KNOWN.iter().any(|(name, _)| *name == value)
@@ -158,6 +177,11 @@ impl Buildpack {
                 .next()
                 .unwrap_or_default()
                 .to_string(),
+            Buildpack::Git { url, .. } => {
+                let last = url.trim_end_matches('/').rsplit(['/', ':']).next();
+                let last = last.unwrap_or_default();
+                last.strip_suffix(".git").unwrap_or(last).to_string()
+            }
         };
         let stem = strip_archive_extension(&last);
         let name: String = stem
@@ -177,6 +201,97 @@ impl Buildpack {
             name
         }
     }
+}
+
+/// The git repository `value` names, if it names one: a URL with a
+/// `file://`, `git://` or `ssh://` scheme, an http(s) URL whose path ends
+/// in `.git`, or the path of a local repository (a working tree without
+/// `bin/detect`, a bare repository, or any with a `#REF`). `#REF` picks a
+/// branch or tag.
+///
+/// # Errors
+/// An empty `#REF`.
+fn git_repository(value: &str) -> anyhow::Result<Option<Buildpack>> {
+    let (base, reference) = match value.split_once('#') {
+        Some((base, reference)) => (base, Some(reference.to_string())),
+        None => (value, None),
+    };
+    let lower = base.to_ascii_lowercase();
+    let url = if ["file://", "git://", "ssh://"]
+        .iter()
+        .any(|scheme| lower.starts_with(scheme))
+        || (is_url(base) && lower.trim_end_matches('/').ends_with(".git"))
+    {
+        base.to_string()
+    } else {
+        let path = Path::new(base);
+        let repository = path.join(".git").exists()
+            || (path.join("HEAD").is_file() && path.join("objects").is_dir());
+        let working_tree = path.join("bin/detect").is_file() && reference.is_none();
+        if !path.is_dir() || !repository || working_tree {
+            return Ok(None);
+        }
+        let absolute = path
+            .canonicalize()
+            .with_context(|| format!("cannot read {base}"))?;
+        // file:// so that the clone can be shallow (git ignores --depth for
+        // a plain path).
+        format!("file://{}", absolute.display())
+    };
+    if reference.as_deref() == Some("") {
+        bail!("{value}: the git reference after # is empty; name a branch or tag, or drop the #");
+    }
+    Ok(Some(Buildpack::Git { url, reference }))
+}
+
+/// Clones the git repository `url` into the empty or missing directory
+/// `into`: only the commit of `reference` (a branch or tag; else HEAD), and
+/// its submodules likewise. No prompt for credentials: a private repository
+/// fails with git's message.
+///
+/// # Errors
+/// `git` is missing, or a git command failed (its message is included).
+pub fn clone_git(url: &str, reference: Option<&str>, into: &Path) -> anyhow::Result<()> {
+    let dir = into.to_string_lossy().into_owned();
+    let git = |args: &[&str]| -> anyhow::Result<()> {
+        let output = Command::new("git")
+            .args(args)
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .stdin(Stdio::null())
+            .output()
+            .context("cannot run git; install it to use a buildpack from a git repository")?;
+        if !output.status.success() {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            bail!("git {} failed: {}", args.join(" "), stderr.trim());
+        }
+        Ok(())
+    };
+    git(&["init", "-q", &dir])?;
+    git(&[
+        "-C",
+        &dir,
+        "fetch",
+        "-q",
+        "--depth",
+        "1",
+        url,
+        reference.unwrap_or("HEAD"),
+    ])?;
+    git(&["-C", &dir, "checkout", "-q", "FETCH_HEAD"])?;
+    if into.join(".gitmodules").is_file() {
+        git(&[
+            "-C",
+            &dir,
+            "submodule",
+            "update",
+            "-q",
+            "--init",
+            "--recursive",
+            "--depth",
+            "1",
+        ])?;
+    }
+    Ok(())
 }
 
 fn is_url(value: &str) -> bool {
@@ -208,6 +323,77 @@ mod tests {
         std::fs::create_dir_all(dir.join("bin")).unwrap();
         std::fs::write(dir.join("bin/detect"), "#!/bin/sh\n").unwrap();
         dir
+    }
+
+    fn git(dir: &Path, args: &[&str]) {
+        let status = Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+            .args(args)
+            .stdout(Stdio::null())
+            .status()
+            .expect("git runs");
+        assert!(status.success(), "git {args:?}");
+    }
+
+    #[test]
+    fn git_repositories_are_recognised_and_cloned_at_their_ref() {
+        let root = tempfile::tempdir().unwrap();
+        let repo = root.path().join("null-buildpack");
+        std::fs::create_dir_all(repo.join("bin")).unwrap();
+        git(&repo, &["init", "-q", "-b", "main"]);
+        std::fs::write(repo.join("bin/compile"), "v1").unwrap();
+        git(&repo, &["add", "."]);
+        git(&repo, &["commit", "-q", "-m", "v1"]);
+        git(&repo, &["tag", "v1"]);
+        std::fs::write(repo.join("bin/compile"), "v2").unwrap();
+        git(&repo, &["commit", "-q", "-am", "v2"]);
+        let path = repo.display().to_string();
+        let file_url = format!("file://{}", repo.canonicalize().unwrap().display());
+
+        for (value, url, reference) in [
+            (path.clone(), file_url.clone(), None),
+            (format!("{path}#v1"), file_url.clone(), Some("v1")),
+            (format!("{file_url}#main"), file_url.clone(), Some("main")),
+            (
+                "https://github.com/org/bp.git#v2".to_string(),
+                "https://github.com/org/bp.git".to_string(),
+                Some("v2"),
+            ),
+        ] {
+            let expected = Buildpack::Git {
+                url,
+                reference: reference.map(String::from),
+            };
+            assert_eq!(resolve(&value).unwrap(), expected, "{value}");
+            let git_form = value.contains("://") || value.contains('#');
+            assert_eq!(looks_like_buildpack(&value), git_form, "{value}");
+        }
+        assert_eq!(resolve(&path).unwrap().name(&path), "null-buildpack");
+        let err = resolve(&format!("{path}#")).unwrap_err().to_string();
+        assert!(err.contains("the git reference after # is empty"), "{err}");
+
+        let clone = root.path().join("clone");
+        clone_git(&file_url, Some("v1"), &clone).expect("cloned at the tag");
+        assert_eq!(
+            std::fs::read_to_string(clone.join("bin/compile")).unwrap(),
+            "v1"
+        );
+        let head = root.path().join("head");
+        clone_git(&file_url, None, &head).expect("cloned at HEAD");
+        assert_eq!(
+            std::fs::read_to_string(head.join("bin/compile")).unwrap(),
+            "v2"
+        );
+        let err = clone_git(&file_url, Some("no-such-ref"), &root.path().join("x"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("git -C"), "{err}");
+
+        // A working tree with bin/detect is a directory buildpack as it is.
+        std::fs::write(repo.join("bin/detect"), "#!/bin/sh\n").unwrap();
+        assert_eq!(resolve(&path).unwrap(), Buildpack::Dir(repo.clone()));
     }
 
     #[test]

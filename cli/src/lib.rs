@@ -18,6 +18,8 @@
 //! - `bits`, `buildpacks`, `transfer`: the droplet commands' archives (app
 //!   bits honouring `.cfignore`/`.gitignore`, zips as tgz), the buildpack
 //!   kinds and well-known names, and uploads/downloads with progress bars.
+//! - `cf_env`: the Cloud Foundry environment (`VCAP_APPLICATION`, ...) of
+//!   buildpack apps and their staging.
 //! - `embed`: [`run_with`], one command line against a given target, for
 //!   programs (end-to-end tests) that drive a cluster with ltc.
 //!
@@ -34,6 +36,7 @@ use lattice_logs::LogsClient;
 
 mod bits;
 mod buildpacks;
+mod cf_env;
 pub mod cli;
 pub mod commands;
 pub mod config;

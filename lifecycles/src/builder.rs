@@ -1,13 +1,18 @@
 //! The Docker app lifecycle's builder: staging a Docker image means reading
 //! its config and reporting how to run it.
 //!
-//! `builder --output PATH` reads [`IMAGE_CONFIG_PATH`], writes the image's
-//! [`ExecutionMetadata`] as JSON to PATH (creating its directory), and
-//! prints a short summary, which the cell shows as staging (`STG`) logs.
+//! `builder --output PATH [-- START_COMMAND...]` reads
+//! [`IMAGE_CONFIG_PATH`], writes the image's [`ExecutionMetadata`] as JSON
+//! to PATH (creating its directory), and prints a short summary, which the
+//! cell shows as staging (`STG`) logs. A START_COMMAND given (the user's,
+//! from `ltc create APP IMAGE -- CMD...`) is the metadata's start command
+//! instead of the image's, so an image that sets neither `ENTRYPOINT` nor
+//! `CMD` (busybox, a base OS) can still run as an app.
 //!
 //! # Errors
-//! An image without a start command (neither `ENTRYPOINT` nor `CMD`) cannot
-//! run as an app: the builder fails, and writes nothing.
+//! Without a START_COMMAND, an image without a start command (neither
+//! `ENTRYPOINT` nor `CMD`) cannot run as an app: the builder fails, and
+//! writes nothing.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -17,7 +22,7 @@ use lattice_models::lifecycle::{ExecutionMetadata, ImageConfig, IMAGE_CONFIG_PAT
 use crate::args::{flags, UsageError};
 use crate::image_config::{self, ConfigError};
 
-pub const USAGE: &str = "usage: builder --output PATH";
+pub const USAGE: &str = "usage: builder --output PATH [-- START_COMMAND [ARGS...]]";
 
 /// What the command line asks for; `None` from [`BuilderArgs::parse`] means
 /// help was asked for.
@@ -25,12 +30,31 @@ pub const USAGE: &str = "usage: builder --output PATH";
 pub struct BuilderArgs {
     /// Where the execution metadata JSON goes.
     pub output: PathBuf,
+    /// The start command the app will run with, when the user gave one
+    /// (after `--`); empty: the image's.
+    pub start_command: Vec<String>,
 }
 
 impl BuilderArgs {
     /// # Errors
-    /// An unknown flag, or `--output` missing.
-    pub fn parse(args: Vec<OsString>) -> Result<Option<BuilderArgs>, UsageError> {
+    /// An unknown flag, `--output` missing, or a start command that is not
+    /// UTF-8.
+    pub fn parse(mut args: Vec<OsString>) -> Result<Option<BuilderArgs>, UsageError> {
+        let start_command = match args.iter().position(|arg| arg == "--") {
+            Some(at) => {
+                let command = args.split_off(at + 1);
+                args.pop();
+                command
+                    .into_iter()
+                    .map(|word| {
+                        word.into_string().map_err(|word| {
+                            UsageError(format!("start command word {word:?} is not UTF-8"))
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?
+            }
+            None => Vec::new(),
+        };
         let mut output = None;
         for flag in flags(args)? {
             match flag.name.as_str() {
@@ -41,7 +65,10 @@ impl BuilderArgs {
             }
         }
         let output = output.ok_or_else(|| UsageError("--output is required".to_string()))?;
-        Ok(Some(BuilderArgs { output }))
+        Ok(Some(BuilderArgs {
+            output,
+            start_command,
+        }))
     }
 }
 
@@ -60,12 +87,19 @@ pub enum BuildError {
     },
 }
 
-/// The execution metadata of an image that can run.
+/// The execution metadata of an image that can run: with `start_command`
+/// as its start command when one is given, else the image's.
 ///
 /// # Errors
-/// [`BuildError::NoStartCommand`].
-pub fn execution_metadata(config: &ImageConfig) -> Result<ExecutionMetadata, BuildError> {
-    let metadata = ExecutionMetadata::from_image(config);
+/// [`BuildError::NoStartCommand`] when neither names a program.
+pub fn execution_metadata(
+    config: &ImageConfig,
+    start_command: &[String],
+) -> Result<ExecutionMetadata, BuildError> {
+    let mut metadata = ExecutionMetadata::from_image(config);
+    if !start_command.is_empty() {
+        metadata.start_command = start_command.to_vec();
+    }
     if metadata.start_command.is_empty() {
         return Err(BuildError::NoStartCommand);
     }
@@ -106,13 +140,18 @@ pub fn shell_quote(word: &str) -> String {
 }
 
 /// Stages the image whose config is at `image_config`: writes its metadata
-/// to `output` and returns the summary to print.
+/// (with `start_command` when one is given) to `output` and returns the
+/// summary to print.
 ///
 /// # Errors
 /// See [`BuildError`]; nothing is written on error.
-pub fn build(image_config: &Path, output: &Path) -> Result<String, BuildError> {
+pub fn build(
+    image_config: &Path,
+    output: &Path,
+    start_command: &[String],
+) -> Result<String, BuildError> {
     let config = image_config::read(image_config)?;
-    let metadata = execution_metadata(&config)?;
+    let metadata = execution_metadata(&config, start_command)?;
     let json = serde_json::to_vec_pretty(&metadata)
         .expect("execution metadata is plain strings and numbers, always serialisable");
     let write = |source| BuildError::Write {
@@ -130,8 +169,8 @@ pub fn build(image_config: &Path, output: &Path) -> Result<String, BuildError> {
 ///
 /// # Errors
 /// See [`build`].
-pub fn build_in_container(output: &Path) -> Result<String, BuildError> {
-    build(Path::new(IMAGE_CONFIG_PATH), output)
+pub fn build_in_container(output: &Path, start_command: &[String]) -> Result<String, BuildError> {
+    build(Path::new(IMAGE_CONFIG_PATH), output, start_command)
 }
 
 #[cfg(test)]
@@ -144,7 +183,15 @@ mod tests {
         assert_eq!(
             BuilderArgs::parse(os(&["--output", "/tmp/r.json"])),
             Ok(Some(BuilderArgs {
-                output: "/tmp/r.json".into()
+                output: "/tmp/r.json".into(),
+                start_command: Vec::new(),
+            }))
+        );
+        assert_eq!(
+            BuilderArgs::parse(os(&["--output", "/r", "--", "sh", "-c", "--", "x"])),
+            Ok(Some(BuilderArgs {
+                output: "/r".into(),
+                start_command: vec!["sh".into(), "-c".into(), "--".into(), "x".into()],
             }))
         );
         assert_eq!(
@@ -164,9 +211,13 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(
-            execution_metadata(&config),
+            execution_metadata(&config, &[]),
             Err(BuildError::NoStartCommand)
         ));
+        let given = ["sh".to_string(), "-c".to_string(), "date".to_string()];
+        let metadata = execution_metadata(&config, &given).expect("a start command is given");
+        assert_eq!(metadata.start_command, given);
+        assert_eq!(metadata.ports, vec![8080], "the rest is still the image's");
     }
 
     #[test]
@@ -201,7 +252,7 @@ mod tests {
         )
         .expect("writable");
         let output = dir.path().join("out/result.json");
-        let summary = build(&config, &output).expect("builds");
+        let summary = build(&config, &output, &[]).expect("builds");
         assert_eq!(summary, "Image exposes port 8080; start command: httpd -f");
         let written: ExecutionMetadata =
             serde_json::from_slice(&std::fs::read(&output).expect("written")).expect("json");
@@ -212,9 +263,12 @@ mod tests {
         std::fs::write(&config, r#"{"exposed_ports": [8080]}"#).expect("writable");
         let other = dir.path().join("other.json");
         assert!(matches!(
-            build(&config, &other),
+            build(&config, &other, &[]),
             Err(BuildError::NoStartCommand)
         ));
         assert!(!other.exists());
+        let given = ["true".to_string()];
+        let summary = build(&config, &other, &given).expect("a start command is given");
+        assert_eq!(summary, "Image exposes port 8080; start command: true");
     }
 }

@@ -199,11 +199,17 @@ pub enum StageError {
     #[error("none of the buildpacks detected the app: {}", buildpacks.join(", "))]
     NoneDetected { buildpacks: Vec<String> },
     /// The chosen buildpack can compile nothing.
-    #[error("buildpack {buildpack} has neither bin/compile nor bin/finalize")]
-    NoCompile { buildpack: String },
+    #[error("buildpack {buildpack} has neither bin/compile nor bin/finalize in {looked_in}")]
+    NoCompile {
+        buildpack: String,
+        looked_in: String,
+    },
     /// The chosen buildpack says nothing about running the app.
-    #[error("buildpack {buildpack} has no bin/release")]
-    NoRelease { buildpack: String },
+    #[error("buildpack {buildpack} has no bin/release in {looked_in}")]
+    NoRelease {
+        buildpack: String,
+        looked_in: String,
+    },
     /// A script ran and failed; `status` reads "exit status N" or "killed
     /// by signal N".
     #[error("{step} failed: {status}")]
@@ -288,6 +294,40 @@ pub struct Chosen {
     pub buildpack: String,
     /// What its `bin/detect` printed, else its name.
     pub detected_as: String,
+    /// Whether its `bin/detect` ran (and accepted the app).
+    pub detected: bool,
+}
+
+/// Where a buildpack's scripts are: `dir` itself, or, when `dir` has no
+/// `bin/` and holds exactly one folder (hidden entries aside), that folder:
+/// a zip or tarball as GitHub serves it wraps the buildpack in
+/// `NAME-BRANCH/`.
+pub fn buildpack_root(dir: &Path) -> PathBuf {
+    if dir.join("bin").is_dir() {
+        return dir.to_path_buf();
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return dir.to_path_buf();
+    };
+    let visible: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .filter(|entry| !entry.file_name().to_string_lossy().starts_with('.'))
+        .map(|entry| entry.path())
+        .collect();
+    match visible.as_slice() {
+        [only] if only.is_dir() => only.clone(),
+        _ => dir.to_path_buf(),
+    }
+}
+
+/// Where a buildpack's scripts were looked for, for messages: "DIR", or
+/// "DIR (unwrapped from its single folder)".
+fn looked_in(dir: &Path, root: &Path) -> String {
+    if dir == root {
+        root.display().to_string()
+    } else {
+        format!("{} (its single top-level folder)", root.display())
+    }
 }
 
 /// What `bin/release` says, read from its YAML.
@@ -379,7 +419,7 @@ pub fn stage(
 ) -> Result<StagingResult, StageError> {
     let buildpacks = list_buildpacks(&args.buildpacks_dir)?;
     let chosen = choose(args, &buildpacks, log, output)?;
-    let buildpack_dir = args.buildpacks_dir.join(&chosen.buildpack);
+    let buildpack_dir = buildpack_root(&args.buildpacks_dir.join(&chosen.buildpack));
 
     std::fs::create_dir_all(&args.cache_dir).map_err(io_error("create", &args.cache_dir))?;
     let own_deps = args.deps_dir.join("0");
@@ -410,11 +450,16 @@ pub fn stage(
         .expect("a staging result is plain strings, always serialisable");
     write_file(&args.output_metadata, &json)?;
 
+    let detected = if chosen.detected {
+        format!(" ({})", result.detected_buildpack)
+    } else {
+        String::new()
+    };
     say(
         log,
         &format!(
-            "-----> Staged with buildpack {} ({})",
-            result.buildpack, result.detected_buildpack
+            "-----> Staged with buildpack {}{detected}",
+            result.buildpack
         ),
     );
     if result.start_command.is_empty() {
@@ -494,10 +539,14 @@ fn choose(
                 found: buildpacks.to_vec(),
             });
         }
-        say(log, &format!("-----> Using buildpack {name}"));
+        say(
+            log,
+            &format!("-----> Using buildpack {name} (named: detection skipped)"),
+        );
         return Ok(Chosen {
             buildpack: name.clone(),
             detected_as: name.clone(),
+            detected: false,
         });
     }
     if args.skip_detect {
@@ -510,6 +559,7 @@ fn choose(
         return Ok(Chosen {
             buildpack: first.clone(),
             detected_as: first,
+            detected: false,
         });
     }
     for name in buildpacks {
@@ -521,6 +571,7 @@ fn choose(
             return Ok(Chosen {
                 buildpack: name.clone(),
                 detected_as,
+                detected: true,
             });
         }
     }
@@ -538,11 +589,16 @@ fn detect(
     log: &mut dyn Write,
     output: ScriptOutput,
 ) -> Option<String> {
-    let script = args.buildpacks_dir.join(name).join("bin/detect");
+    let dir = args.buildpacks_dir.join(name);
+    let root = buildpack_root(&dir);
+    let script = root.join("bin/detect");
     if !script.exists() {
         say(
             log,
-            &format!("-----> Buildpack {name} has no bin/detect: skipped"),
+            &format!(
+                "-----> Buildpack {name} has no bin/detect in {}: skipped",
+                looked_in(&dir, &root)
+            ),
         );
         return None;
     }
@@ -592,6 +648,7 @@ fn compile(
     }
     Err(StageError::NoCompile {
         buildpack: buildpack.to_string(),
+        looked_in: looked_in(&args.buildpacks_dir.join(buildpack), dir),
     })
 }
 
@@ -642,6 +699,7 @@ fn release(
     if !script.exists() {
         return Err(StageError::NoRelease {
             buildpack: buildpack.to_string(),
+            looked_in: looked_in(&args.buildpacks_dir.join(buildpack), dir),
         });
     }
     let done = Command::new(&script)
@@ -992,6 +1050,58 @@ mod tests {
     const RELEASE: &str =
         "printf -- '---\\nconfig_vars:\\n  A: one\\ndefault_process_types:\\n  web: ./run\\n'";
 
+    /// Issue 14: a buildpack archive as GitHub serves it holds one folder
+    /// (`null-buildpack-master/bin/...`); a named buildpack whose detect
+    /// always fails (Cloud Foundry's binary buildpack) is used anyway.
+    #[test]
+    fn a_named_buildpack_in_a_single_folder_is_used_without_detection() {
+        let s = staging();
+        let bps = &s.args.buildpacks_dir;
+        buildpack(
+            &bps.join("binary"),
+            "binary-buildpack-master",
+            &[
+                ("detect", "exit 1"),
+                ("compile", "touch \"$1/compiled\""),
+                ("release", RELEASE),
+            ],
+        );
+        std::fs::write(bps.join("binary/.hidden"), "").expect("writable");
+        let args = BuilderArgs {
+            buildpack: Some("binary".into()),
+            ..s.args.clone()
+        };
+        let (result, log) = stage_quietly(&args);
+        let result = result.expect("stages");
+        assert_eq!(result.buildpack, "binary");
+        assert_eq!(result.start_command, "./run");
+        assert!(s.args.app_dir.join("compiled").is_file());
+        assert!(log.contains("detection skipped"), "{log}");
+        assert!(
+            log.contains("-----> Staged with buildpack binary\n"),
+            "no detected name when detection was skipped: {log}"
+        );
+
+        // Detection looks in the single folder too, and says so when it
+        // finds no bin/detect there.
+        buildpack(&bps.join("wrapped"), "inner", &[("compile", "exit 0")]);
+        let (result, log) = stage_quietly(&s.args);
+        assert!(
+            matches!(result, Err(StageError::NoneDetected { .. })),
+            "{result:?}"
+        );
+        assert!(
+            log.contains("inner (its single top-level folder): skipped"),
+            "{log}"
+        );
+        std::fs::create_dir(bps.join("binary/second")).expect("writable");
+        assert_eq!(
+            buildpack_root(&bps.join("binary")),
+            bps.join("binary"),
+            "two folders are not unwrapped"
+        );
+    }
+
     #[test]
     fn stages_with_the_first_detecting_buildpack_in_name_order() {
         let s = staging();
@@ -1187,7 +1297,10 @@ mod tests {
             (err.exit_code(), err.to_string()),
             (
                 223,
-                "buildpack c has neither bin/compile nor bin/finalize".to_string()
+                format!(
+                    "buildpack c has neither bin/compile nor bin/finalize in {}",
+                    bps.join("c").display()
+                )
             )
         );
 

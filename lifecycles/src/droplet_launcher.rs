@@ -12,6 +12,11 @@
 //!   ...), then `HOME=DIR/app` and `DEPS_DIR=DIR/deps`, which always win:
 //!   the engine sets `HOME` from the user's passwd entry, and buildpacks
 //!   expect the app's directory there.
+//! - `VCAP_APPLICATION` (a JSON object the app's env carries, see `ltc
+//!   launch-droplet`) gets this instance's `instance_index`, `instance_id`,
+//!   `port` and `host`, as Cloud Foundry's launcher adds them: the LRP's env
+//!   is the same for every instance, the cell's `INSTANCE_INDEX`,
+//!   `INSTANCE_GUID` and `PORT` are not.
 //! - Profile scripts: `DIR/deps/*/profile.d/*.sh`, then
 //!   `DIR/app/.profile.d/*.sh`, then `DIR/app/.profile`, each group in name
 //!   order, are sourced by `/bin/sh` before the command runs: buildpacks
@@ -227,12 +232,50 @@ pub fn plan(
             droplet_dir.join("deps").into_os_string(),
         ),
     ];
+    let mut env = merge_env(merge_env(droplet_env, own_env), fixed);
+    with_instance_vcap_application(&mut env);
     Ok(Launch {
         program,
         args,
-        env: merge_env(merge_env(droplet_env, own_env), fixed),
+        env,
         dir: app_dir,
     })
+}
+
+/// Adds this instance's fields to `VCAP_APPLICATION` (see the module docs).
+/// A value that is not a JSON object is left as it is: it is the app's.
+pub fn with_instance_vcap_application(env: &mut [(OsString, OsString)]) {
+    let lookup = |name: &str| {
+        env.iter()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, v)| v.to_str())
+            .map(str::to_string)
+    };
+    let Some(vcap) = lookup("VCAP_APPLICATION") else {
+        return;
+    };
+    let Ok(serde_json::Value::Object(mut fields)) = serde_json::from_str(&vcap) else {
+        return;
+    };
+    let number = |name: &str| {
+        lookup(name)
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(serde_json::Value::from)
+    };
+    if let Some(index) = number("INSTANCE_INDEX") {
+        fields.insert("instance_index".to_string(), index);
+    }
+    if let Some(guid) = lookup("INSTANCE_GUID") {
+        fields.insert("instance_id".to_string(), guid.into());
+    }
+    if let Some(port) = number("PORT") {
+        fields.insert("port".to_string(), port);
+    }
+    fields.insert("host".to_string(), "0.0.0.0".into());
+    let value = serde_json::Value::Object(fields).to_string();
+    if let Some(entry) = env.iter_mut().find(|(n, _)| n == "VCAP_APPLICATION") {
+        entry.1 = OsString::from(value);
+    }
 }
 
 /// Replaces this process with the droplet's (or the given) command, as the
@@ -265,6 +308,30 @@ mod tests {
         list.iter()
             .map(|(n, v)| (OsString::from(n), OsString::from(v)))
             .collect()
+    }
+
+    #[test]
+    fn vcap_application_gets_the_instance_fields() {
+        let mut env = pairs(&[
+            (
+                "VCAP_APPLICATION",
+                r#"{"application_name":"web","limits":{"mem":128}}"#,
+            ),
+            ("INSTANCE_INDEX", "2"),
+            ("INSTANCE_GUID", "abc"),
+            ("PORT", "8080"),
+        ]);
+        with_instance_vcap_application(&mut env);
+        let vcap: serde_json::Value =
+            serde_json::from_str(env[0].1.to_str().expect("utf-8")).expect("json");
+        assert_eq!(
+            vcap,
+            serde_json::json!({"application_name": "web", "limits": {"mem": 128},
+                "instance_index": 2, "instance_id": "abc", "port": 8080, "host": "0.0.0.0"})
+        );
+        let mut other = pairs(&[("VCAP_APPLICATION", "not json"), ("INSTANCE_INDEX", "1")]);
+        with_instance_vcap_application(&mut other);
+        assert_eq!(other[0].1, "not json", "the app's own value is kept");
     }
 
     #[test]

@@ -47,8 +47,11 @@ use tokio::io::AsyncWriteExt as _;
 
 use crate::bits::{self, Packed};
 use crate::buildpacks::{self, Buildpack};
+use crate::cf_env::{with_cf_env, AppEnv};
 use crate::commands::create::{self, parse_env, STAGING_DOMAIN};
+use crate::image::rootfs_for_image;
 use crate::log_stream::{LineFormat, LogTail};
+use crate::progress::Spinner;
 use crate::transfer::{self, human_size, ByteBar};
 use crate::Context;
 
@@ -66,11 +69,13 @@ Examples:
   # The app in the current directory, with a buildpack directory
   ltc build-droplet site -b ../buildpacks/static-sh
   # An app directory, a buildpack archive, a stack image of your own
-  ltc build-droplet site ./app -b ./static-sh.tgz --stack docker:///me/stack#v1
+  ltc build-droplet site ./app -b ./static-sh.tgz --stack me/stack:v1
   # Lattice's form, with a well-known buildpack (fetched from GitHub)
   ltc build-droplet api go -p ./api -e GOVERSION=go1.22
-  # A buildpack at a URL, named and used without detection
-  ltc build-droplet web -b http://files.local/node.tgz --skip-detect";
+  # A buildpack at a URL, whose bin/detect must accept the app
+  ltc build-droplet web -b http://files.local/node.tgz --detect
+  # A buildpack in a git repository, at a branch or tag
+  ltc build-droplet web -b https://github.com/cloudfoundry/null-buildpack.git#master";
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -84,7 +89,10 @@ pub struct Args {
     pub path_or_buildpack: Option<String>,
 
     /// The buildpack: a directory with bin/detect, a .zip, .tgz, .tar.gz or
-    /// .tar file, an http(s) URL of one, or a well-known name (binary, go,
+    /// .tar file (one holding a single folder is unwrapped), an http(s) URL
+    /// of one, a git repository (`https://host/org/bp.git#REF`,
+    /// `file:///path#REF` or a local repository's path; cloned at the
+    /// branch or tag REF, else HEAD), or a well-known name (binary, go,
     /// java, nodejs, php, python, ruby, staticfile: Cloud Foundry's
     /// releases, which ltc fetches from GitHub).
     #[arg(short = 'b', long, value_name = "BUILDPACK")]
@@ -100,9 +108,12 @@ pub struct Args {
     #[arg(short = 'e', long = "env", value_name = "NAME[=VALUE]")]
     pub env: Vec<String>,
 
-    /// The stack: the docker:// image staging runs in, and the app later.
-    /// The default is pulled from Docker Hub, so the cells need a registry.
-    #[arg(long, default_value = DEFAULT_STACK, value_name = "IMAGE")]
+    /// The stack: the image staging runs in, and the app later, as `ltc
+    /// create` takes one (`repo`, `repo:tag`, `host:5000/repo:tag`) or a
+    /// docker:// URL. The default is pulled from Docker Hub, so the cells
+    /// need a registry; offline, pass an image of your own (docs/cli.md).
+    #[arg(long, default_value = DEFAULT_STACK, value_name = "IMAGE",
+          value_parser = rootfs_for_image)]
     pub stack: String,
 
     /// Memory limit of the staging task, in MB (0: no limit).
@@ -110,9 +121,16 @@ pub struct Args {
           value_parser = clap::value_parser!(i64).range(0..))]
     pub memory_mb: i64,
 
-    /// Use the buildpack without running its bin/detect (as Cloud Foundry
-    /// does with a buildpack named for the app).
+    /// Run the buildpack's bin/detect first, and fail when it refuses the
+    /// app. Without it the buildpack given is used as it is, as Cloud
+    /// Foundry does with a buildpack the user names (the binary buildpack's
+    /// bin/detect always fails, by design).
     #[arg(long)]
+    pub detect: bool,
+
+    /// Detection is skipped by default; kept so that scripts written for
+    /// earlier versions still run.
+    #[arg(long, hide = true, conflicts_with = "detect")]
     pub skip_detect: bool,
 
     /// How long staging may take. Past it the task is cancelled and ltc
@@ -284,12 +302,15 @@ pub async fn run(
         .map(|value| parse_env(value, lookup))
         .collect::<Result<Vec<_>, _>>()
         .map_err(anyhow::Error::msg)?;
-    if !args.stack.starts_with("docker://") {
-        bail!(
-            "--stack {}: a stack is a docker:// image URL, e.g. {DEFAULT_STACK}",
-            args.stack
-        );
-    }
+    // Cloud Foundry's staging environment, which real buildpacks read.
+    let cf = AppEnv {
+        name: droplet,
+        uris: Vec::new(),
+        memory_mb: args.memory_mb,
+        disk_mb: 0,
+        stack: &args.stack,
+    };
+    let env = with_cf_env(&cf, &env);
     if args.timeout.is_zero() {
         bail!("--timeout must be more than 0");
     }
@@ -327,7 +348,7 @@ pub async fn run(
         upload_url,
         env,
         memory_mb: args.memory_mb,
-        skip_detect: args.skip_detect,
+        skip_detect: !args.detect,
     });
     request
         .validate()
@@ -349,6 +370,9 @@ pub async fn run(
     .await?;
     drop(tail);
     if task.failed {
+        if let Some(err) = stack_unavailable(&args.stack, &task.failure_reason) {
+            return Err(err);
+        }
         return Err(staging_failed(ctx, droplet, &task).await);
     }
     let result: StagingResult = serde_json::from_str(&task.result).with_context(|| {
@@ -368,11 +392,16 @@ pub async fn run(
         .set_droplet_metadata(droplet, &metadata)
         .await
         .with_context(|| format!("droplet {droplet} was built, but its metadata was not saved"))?;
+    // Only detection names what the app was detected as.
+    let detected = if args.detect {
+        format!(" (detected as {})", result.detected_buildpack)
+    } else {
+        String::new()
+    };
     writeln!(
         out,
-        "Built droplet {droplet} with buildpack {} (detected as {}): {}",
+        "Built droplet {droplet} with buildpack {}{detected}: {}",
         result.buildpack,
-        result.detected_buildpack,
         human_size(stored.size)
     )?;
     if result.start_command.is_empty() {
@@ -410,6 +439,19 @@ async fn stage_buildpack(
         Buildpack::ZipUrl(url) => {
             let zip = fetch(ctx, url, name).await?;
             convert(zip.path().to_path_buf()).await?
+        }
+        Buildpack::Git { url, reference } => {
+            let at = reference
+                .as_ref()
+                .map(|r| format!(" at {r}"))
+                .unwrap_or_default();
+            let spinner = Spinner::new(&ctx.stderr, format!("Cloning buildpack {name}{at}..."));
+            let clone = clone(url.clone(), reference.clone())
+                .await
+                .with_context(|| format!("cannot clone buildpack {name} from {url}{at}"))?;
+            drop(spinner);
+            writeln!(out, "Cloned buildpack {name} from {url}{at}")?;
+            pack(clone.path()).await?
         }
     };
     let blob = upload(ctx, files, &packed, &format!("buildpack {name}")).await?;
@@ -450,6 +492,21 @@ async fn pack(dir: &Path) -> anyhow::Result<Packed> {
     tokio::task::spawn_blocking(move || bits::pack_dir(&dir))
         .await
         .context("packing stopped")?
+}
+
+/// [`buildpacks::clone_git`] into a new temporary directory, off the async
+/// threads.
+async fn clone(url: String, reference: Option<String>) -> anyhow::Result<tempfile::TempDir> {
+    tokio::task::spawn_blocking(move || {
+        let dir = tempfile::Builder::new()
+            .prefix("ltc-buildpack-")
+            .tempdir()
+            .context("cannot create a temporary directory")?;
+        buildpacks::clone_git(&url, reference.as_deref(), dir.path())?;
+        Ok(dir)
+    })
+    .await
+    .context("cloning stopped")?
 }
 
 /// [`bits::zip_to_tgz`], off the async threads.
@@ -521,6 +578,20 @@ async fn fetch(ctx: &Context, url: &str, name: &str) -> anyhow::Result<tempfile:
         .await
         .with_context(|| format!("cannot write {}", file.path().display()))?;
     Ok(file)
+}
+
+/// The error of a staging whose stack image the cell could not have (the
+/// default one cannot be pulled offline), naming it and what to do; `None`
+/// for any other failure.
+pub(crate) fn stack_unavailable(stack: &str, reason: &str) -> Option<anyhow::Error> {
+    if !(reason.contains("failed to create container") && reason.contains("is not available")) {
+        return None;
+    }
+    Some(anyhow::anyhow!(
+        "the stack {} cannot be had on the cell ({reason}); pass --stack with an image the \
+         cells have locally (docs/cli.md shows how to make one), e.g. --stack my/stack:v1",
+        crate::image::image_for_rootfs(stack)
+    ))
 }
 
 /// Why the staging task failed, for a person: the builder's exit codes
@@ -659,7 +730,22 @@ mod tests {
         let parsed = args(&["site", "-b", "go", "-e", "A=1", "-e", "B=2", "-m", "512"]);
         assert_eq!(parsed.env, ["A=1", "B=2"]);
         assert_eq!(parsed.memory_mb, 512);
-        for bad in [&["site", "-b", "go", "-m", "-1"][..], &["site", "-b"], &[]] {
+        // A stack is named as `ltc create` names an image, or as a URL.
+        for (stack, rootfs) in [
+            ("lattice-test/stack:v1", "docker:///lattice-test/stack#v1"),
+            ("cflinuxfs4", "docker:///cflinuxfs4"),
+            ("host:5000/me/stack", "docker://host:5000/me/stack"),
+            ("docker:///me/stack#v2", "docker:///me/stack#v2"),
+        ] {
+            assert_eq!(args(&["site", "-b", "go", "--stack", stack]).stack, rootfs);
+        }
+        for bad in [
+            &["site", "-b", "go", "-m", "-1"][..],
+            &["site", "-b"],
+            &[],
+            &["site", "-b", "go", "--stack", "Me/Stack"],
+            &["site", "-b", "go", "--stack", "http://x/y"],
+        ] {
             let argv = ["ltc", "build-droplet"].iter().chain(bad).copied();
             let err = Cli::try_parse_from(argv).unwrap_err();
             assert_eq!(err.exit_code(), i32::from(crate::EXIT_USAGE), "{bad:?}");
@@ -718,6 +804,21 @@ mod tests {
         let task = staging_task(&staging);
         let builder = task.action.run_actions()[0].clone();
         assert_eq!(builder.args[8..], ["--buildpack", "static-sh"]);
+    }
+
+    #[test]
+    fn a_stack_that_cannot_be_had_is_named_with_what_to_do() {
+        let reason = "failed to create container: image cloudfoundry/cflinuxfs4:latest is not \
+                      available: pull access denied";
+        let err = stack_unavailable(DEFAULT_STACK, reason)
+            .expect("an unavailable image")
+            .to_string();
+        assert!(
+            err.starts_with("the stack cloudfoundry/cflinuxfs4 cannot be had on the cell"),
+            "{err}"
+        );
+        assert!(err.contains("pass --stack with an image"), "{err}");
+        assert!(stack_unavailable(DEFAULT_STACK, "Exited with status 223").is_none());
     }
 
     #[test]
@@ -797,10 +898,6 @@ mod tests {
             (
                 vec!["site", "-b", &bp, "-e", "UNSET"],
                 "--env UNSET: UNSET is not set",
-            ),
-            (
-                vec!["site", "-b", &bp, "--stack", "cflinuxfs4"],
-                "--stack cflinuxfs4: a stack",
             ),
             (
                 vec!["site", "-b", &bp, "--timeout", "0s"],

@@ -52,6 +52,8 @@ pub const STAGING_DOMAIN: &str = "lattice-staging";
 pub const STAGING_RESULT: &str = "/tmp/lattice-staging.json";
 /// Memory of the staging task: the builder only reads a JSON file.
 const STAGING_MEMORY_MB: i64 = 64;
+/// The user `--run-as-root` runs as: the uid, which needs no `/etc/passwd`.
+pub const ROOT_UID: &str = "0";
 /// The port an app listens on when neither `--ports` nor its image says.
 pub const DEFAULT_PORT: u32 = 8080;
 
@@ -78,7 +80,8 @@ pub struct Args {
     pub image: String,
 
     /// The command to run instead of the image's entrypoint and command,
-    /// after `--` (e.g. `-- /bin/sh -c 'httpd -f -p $PORT'`).
+    /// after `--` (e.g. `-- /bin/sh -c 'httpd -f -p $PORT'`); the image
+    /// then needs neither.
     #[arg(last = true, value_name = "START_COMMAND")]
     pub start_command: Vec<String>,
 
@@ -164,7 +167,8 @@ pub struct AppFlags {
     #[arg(long)]
     pub working_dir: Option<String>,
 
-    /// Run the app as root instead of the image's user.
+    /// Run the app as root (uid 0, so the image needs no /etc/passwd)
+    /// instead of the image's user.
     #[arg(long, conflicts_with = "user")]
     pub run_as_root: bool,
 
@@ -432,7 +436,10 @@ pub(crate) fn lifecycle_action(
         .unwrap_or_else(|| staged.working_dir.clone());
     let user = match (&flags.user, flags.run_as_root) {
         (Some(user), _) => user.clone(),
-        (None, true) => "root".to_string(),
+        // uid 0, not the name "root": an image without /etc/passwd (scratch,
+        // busybox) has no user of that name, and the engine refuses to run
+        // as a name it cannot look up.
+        (None, true) => ROOT_UID.to_string(),
         (None, false) => staged.user.clone(),
     };
     Action::Run(RunAction {
@@ -503,13 +510,34 @@ fn app_routes(app: &str, flags: &AppFlags, domain: &str, first_port: u32) -> Opt
     })
 }
 
-/// The staging task of `app`: the builder, in the app's own image.
-pub fn staging_task(app: &str, rootfs: &str, suffix: &str) -> TaskCreateRequest {
+/// The staging task of `app`: the builder, in the app's own image. A
+/// `start_command` given is passed on (after `--`): the image then needs
+/// no start command of its own.
+pub fn staging_task(
+    app: &str,
+    rootfs: &str,
+    suffix: &str,
+    start_command: &[String],
+) -> TaskCreateRequest {
+    let mut args = vec!["--output".to_string(), STAGING_RESULT.to_string()];
+    if !start_command.is_empty() {
+        args.push("--".to_string());
+        args.extend(start_command.iter().cloned());
+    }
     TaskCreateRequest {
         task_guid: format!("{app}-staging-{suffix}"),
         domain: STAGING_DOMAIN.to_string(),
         rootfs: rootfs.to_string(),
-        action: Action::run(BUILDER_PATH, &["--output", STAGING_RESULT]),
+        action: Action::Run(RunAction {
+            path: BUILDER_PATH.to_string(),
+            args,
+            dir: None,
+            env: Vec::new(),
+            user: None,
+            resource_limits: None,
+            log_source: None,
+            suppress_log_output: false,
+        }),
         env: Vec::new(),
         cpu_weight: 0,
         disk_mb: 0,
@@ -540,7 +568,7 @@ async fn stage(
     tail: &mut LogTail,
     out: &mut dyn Write,
 ) -> anyhow::Result<ExecutionMetadata> {
-    let request = staging_task(&args.app, rootfs, &staging_suffix());
+    let request = staging_task(&args.app, rootfs, &staging_suffix(), &args.start_command);
     let task = run_staging_task(
         client,
         ctx,
@@ -923,7 +951,7 @@ mod tests {
                 "domain": "lattice",
                 "rootfs": "docker://host:5000/db",
                 "instances": 1,
-                "action": {"run": {"path": "/.lattice/bin/launcher", "dir": "/data", "user": "root"}},
+                "action": {"run": {"path": "/.lattice/bin/launcher", "dir": "/data", "user": "0"}},
                 "start_timeout": 120,
                 "cpu_weight": 100,
                 "disk_mb": 0,
@@ -1008,7 +1036,8 @@ mod tests {
     #[test]
     fn the_staging_task() {
         assert_eq!(
-            serde_json::to_value(staging_task("web", "docker:///busybox", "0123abcd")).unwrap(),
+            serde_json::to_value(staging_task("web", "docker:///busybox", "0123abcd", &[]))
+                .unwrap(),
             json!({
                 "task_guid": "web-staging-0123abcd",
                 "domain": "lattice-staging",
@@ -1023,6 +1052,15 @@ mod tests {
                 "log_source": "STG",
                 "result_file": "/tmp/lattice-staging.json"
             })
+        );
+        let given = ["sh".to_string(), "-c".to_string(), "date".to_string()];
+        let task = staging_task("web", "docker:///busybox", "0123abcd", &given);
+        assert_eq!(
+            serde_json::to_value(task.action).unwrap(),
+            json!({"run": {"path": "/.lattice/bin/builder",
+                           "args": ["--output", "/tmp/lattice-staging.json",
+                                    "--", "sh", "-c", "date"]}}),
+            "a given start command makes the image's unnecessary"
         );
     }
 

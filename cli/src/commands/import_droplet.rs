@@ -19,6 +19,7 @@ use lattice_fileserver::{DropletMetadata, DropletName};
 use lattice_models::lifecycle::{StagingInfo, STAGING_INFO_FILE};
 
 use crate::commands::build_droplet::DEFAULT_STACK;
+use crate::image::rootfs_for_image;
 use crate::transfer::{self, human_size, ByteBar};
 use crate::Context;
 
@@ -28,7 +29,7 @@ const MAX_STAGING_INFO: u64 = 1024 * 1024;
 pub const EXAMPLES: &str = "\
 Examples:
   ltc import-droplet site site.tgz
-  ltc import-droplet site-copy /tmp/site.tgz --stack docker:///lattice-test/stack#v1";
+  ltc import-droplet site-copy /tmp/site.tgz --stack lattice-test/stack:v1";
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -40,20 +41,16 @@ pub struct Args {
     /// its root.
     pub file: PathBuf,
 
-    /// The stack the droplet runs in: a docker:// image URL.
-    #[arg(long, default_value = DEFAULT_STACK, value_name = "IMAGE")]
+    /// The stack the droplet runs in: a Docker image as `ltc create` takes
+    /// it (`repo`, `repo:tag`, `host:5000/repo:tag`) or a docker:// URL.
+    #[arg(long, default_value = DEFAULT_STACK, value_name = "IMAGE",
+          value_parser = rootfs_for_image)]
     pub stack: String,
 }
 
 pub async fn run(args: &Args, ctx: &Context, out: &mut dyn Write) -> anyhow::Result<()> {
     let name = &args.droplet;
     DropletName::parse(name)?;
-    if !args.stack.starts_with("docker://") {
-        bail!(
-            "--stack {}: a stack is a docker:// image URL, e.g. {DEFAULT_STACK}",
-            args.stack
-        );
-    }
     let file = args.file.clone();
     let info = tokio::task::spawn_blocking(move || staging_info(&file))
         .await

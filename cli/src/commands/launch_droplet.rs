@@ -8,7 +8,9 @@
 //! --droplet-dir /home/lattice [-- START_COMMAND...]`, which starts the
 //! droplet's start command (or the one given) from `app/` with the
 //! buildpack's environment. Ports default to 8080; health check, routes and
-//! every other flag are `ltc create`'s.
+//! every other flag are `ltc create`'s. The app's environment holds Cloud
+//! Foundry's `VCAP_APPLICATION`, `VCAP_SERVICES`, `MEMORY_LIMIT` and
+//! `CF_STACK` (see `cf_env`) under the user's `-e` ones.
 //!
 //! # Errors
 //! Exit code 1 for bad input, a missing droplet, one without a stack or
@@ -24,6 +26,7 @@ use lattice_models::action::DownloadAction;
 use lattice_models::lifecycle::{ExecutionMetadata, DROPLET_DIR, DROPLET_LAUNCHER_PATH};
 use lattice_models::{Action, DesiredLrpCreateRequest, EnvironmentVariable};
 
+use crate::cf_env::{with_cf_env, AppEnv};
 use crate::commands::create::{self, AppFlags, AppProcess};
 use crate::log_stream::{LineFormat, LogTail};
 use crate::transfer;
@@ -143,18 +146,27 @@ pub(crate) fn droplet_request(
         &staged,
     );
     let process = AppProcess {
-        rootfs: stack,
+        rootfs: stack.clone(),
         setup: Some(setup),
         action,
     };
-    Ok(create::app_request(
-        &args.app,
-        &args.flags,
-        env,
-        process,
-        &staged,
-        domain,
-    ))
+    let mut request = create::app_request(&args.app, &args.flags, env, process, &staged, domain);
+    // Cloud Foundry's environment, which buildpacks' apps read.
+    let uris = request
+        .routes
+        .iter()
+        .flat_map(|routes| &routes.http)
+        .flat_map(|route| route.hostnames.iter().cloned())
+        .collect();
+    let app = AppEnv {
+        name: &args.app,
+        uris,
+        memory_mb: args.flags.memory_mb,
+        disk_mb: args.flags.disk_mb,
+        stack: &stack,
+    };
+    request.env = with_cf_env(&app, &request.env);
+    Ok(request)
 }
 
 #[cfg(test)]
@@ -198,10 +210,52 @@ mod tests {
         Ok(serde_json::to_value(request).expect("a request serialises"))
     }
 
+    /// The request without its env, and the env as name -> value.
+    fn split_env(
+        mut value: serde_json::Value,
+    ) -> (
+        serde_json::Value,
+        std::collections::BTreeMap<String, String>,
+    ) {
+        let env = value
+            .as_object_mut()
+            .expect("an object")
+            .remove("env")
+            .unwrap_or_default();
+        let env = env
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|v| {
+                let field = |f: &str| v[f].as_str().expect("a string").to_string();
+                (field("name"), field("value"))
+            })
+            .collect();
+        (value, env)
+    }
+
     #[test]
     fn golden_request() {
+        let (value, env) = split_env(request(&["web", "site", "-i", "2"], &droplet()).unwrap());
+        let names: Vec<&str> = env.keys().map(String::as_str).collect();
         assert_eq!(
-            request(&["web", "site", "-i", "2"], &droplet()).unwrap(),
+            names,
+            [
+                "CF_STACK",
+                "MEMORY_LIMIT",
+                "VCAP_APPLICATION",
+                "VCAP_SERVICES"
+            ]
+        );
+        assert_eq!(env["CF_STACK"], "stack");
+        assert_eq!(env["MEMORY_LIMIT"], "128m");
+        assert_eq!(env["VCAP_SERVICES"], "{}");
+        let vcap: serde_json::Value = serde_json::from_str(&env["VCAP_APPLICATION"]).unwrap();
+        assert_eq!(vcap["application_name"], "web");
+        assert_eq!(vcap["application_uris"], json!(["web.lattice.dev"]));
+        assert_eq!(vcap["limits"]["mem"], 128);
+        assert_eq!(
+            value,
             json!({
                 "process_guid": "web",
                 "domain": "lattice",
@@ -262,7 +316,10 @@ mod tests {
             ])
         );
         assert_eq!(value["ports"], json!([9000]));
-        assert_eq!(value["env"], json!([{"name": "MODE", "value": "prod"}]));
+        let (value, env) = split_env(value);
+        assert_eq!(env["MODE"], "prod");
+        let vcap: serde_json::Value = serde_json::from_str(&env["VCAP_APPLICATION"]).unwrap();
+        assert_eq!(vcap["application_uris"], json!(["api.example.com"]));
         assert_eq!(value.get("monitor"), None);
         assert_eq!(
             value["routes"],

@@ -1,7 +1,8 @@
-//! `builder --output PATH`: stages a Docker image. Reads the image config
-//! Garden wrote into the container, writes the execution metadata (start
-//! command, ports, user, working directory, env) as JSON to PATH, and prints
-//! a one-line summary. See [`lattice_lifecycles::builder`].
+//! `builder --output PATH [-- START_COMMAND...]`: stages a Docker image.
+//! Reads the image config Garden wrote into the container, writes the
+//! execution metadata (start command, ports, user, working directory, env)
+//! as JSON to PATH, and prints a one-line summary. See
+//! [`lattice_lifecycles::builder`].
 //!
 //! Exit codes: 0 staged, 1 failed (no start command, unreadable config,
 //! unwritable output), 2 bad usage.
@@ -23,7 +24,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    match builder::build_in_container(&args.output) {
+    match builder::build_in_container(&args.output, &args.start_command) {
         Ok(summary) => {
             println!("{summary}");
             ExitCode::SUCCESS

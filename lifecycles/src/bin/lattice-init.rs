@@ -23,6 +23,11 @@
 //!   signal may race the spawn that writes it. A process that already exited
 //!   is not an error.
 //!
+//! - `lattice-init hold`: reads its standard input until it ends, then exits
+//!   0. A cell's liveness lock is a container running this whose stdin the
+//!   cell keeps attached: when the cell ends, even killed, the engine closes
+//!   the stdin and the lock goes (see the Garden's `cell_lock`).
+//!
 //! # Exit codes
 //! `spawn` exits 127 when PATH cannot be run (126 when permission is denied,
 //! as a shell does) or its setup fails; any mode exits 2 on bad usage and 1 on
@@ -51,6 +56,7 @@ const EXIT_FAILURE: u8 = 1;
 const PIDFILE_WAIT: Duration = Duration::from_secs(5);
 
 const USAGE: &str = "usage: lattice-init pause
+       lattice-init hold
        lattice-init spawn --pidfile FILE [--nofile N] [--dir D] -- PATH [ARGS...]
        lattice-init signal FILE TERM|KILL";
 
@@ -60,6 +66,7 @@ fn main() -> ExitCode {
     let rest: Vec<OsString> = args.collect();
     match mode.as_ref().and_then(|m| m.to_str()) {
         Some("pause") if rest.is_empty() => pause(),
+        Some("hold") if rest.is_empty() => hold(),
         Some("spawn") => match SpawnArgs::parse(rest) {
             Ok(spawn_args) => spawn(spawn_args),
             Err(message) => usage_error(&message),
@@ -69,6 +76,22 @@ fn main() -> ExitCode {
             Err(message) => usage_error(&message),
         },
         _ => usage_error("unknown mode"),
+    }
+}
+
+/// `hold`: see the module docs. A read error ends it too: the lock must
+/// never outlive the stdin it stands for.
+fn hold() -> ExitCode {
+    use std::io::Read as _;
+    let mut buffer = [0u8; 512];
+    let mut stdin = io::stdin().lock();
+    loop {
+        match stdin.read(&mut buffer) {
+            Ok(0) => return ExitCode::SUCCESS,
+            Ok(_) => {}
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return ExitCode::SUCCESS,
+        }
     }
 }
 

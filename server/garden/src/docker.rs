@@ -65,6 +65,11 @@ use crate::{
     OutputStream, PortMapping, Process, ProcessSpec, Signal, DESTROY_GRACE, OWNER_PROPERTY,
 };
 
+mod cell_lock;
+pub use cell_lock::{
+    cell_lock_name, CellLock, CellLockError, CELL_LOCK_IMAGE, CELL_LOCK_LABEL, HOLDER_GONE_GRACE,
+};
+
 /// Where `lattice-init` lives inside every container.
 pub const INIT_PATH: &str = "/.lattice/bin/lattice-init";
 /// Where `lattice-init spawn` writes pidfiles (world-writable and sticky, as

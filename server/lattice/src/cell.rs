@@ -3,14 +3,14 @@
 //! whether it runs in this process or on another machine).
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use lattice_bbs::SharedStore;
 use lattice_executor::{Executor, ExecutorConfig, LogSink};
-use lattice_garden::docker::{DockerGarden, DockerGardenConfig};
+use lattice_garden::docker::{CellLock, DockerGarden, DockerGardenConfig, INIT_BINARY};
 use lattice_garden::Garden;
 use lattice_models::CellCapacity;
 use lattice_rep::{Rep, RepConfig};
@@ -50,6 +50,9 @@ pub struct Advertise {
 
 pub struct Cell {
     rep: Arc<Rep>,
+    /// Held while the cell lives: no other cell with this id can start on
+    /// this engine meanwhile (and destroy this one's containers).
+    lock: CellLock,
     listener: TcpListener,
     /// Required of callers of the rep's interface, when set.
     rep_secret: Option<String>,
@@ -94,6 +97,12 @@ impl Cell {
                     config.lifecycle_dir.display()
                 )
             })?;
+        // Before anything else touches the engine: reconciling destroys every
+        // container carrying this id, which must never hit a live cell's.
+        let lock = garden
+            .lock_cell(&config.cell_id, &config.lifecycle_dir.join(INIT_BINARY))
+            .await
+            .with_context(|| format!("cannot start cell {}", config.cell_id))?;
         let sample = config.lifecycle_dir.join("samples").join("lattice-app");
         if sample.is_file() {
             garden
@@ -144,6 +153,7 @@ impl Cell {
         tracing::info!(cell_id = %config.cell_id, ?capacity, "cell registered");
         Ok(Cell {
             rep,
+            lock,
             listener,
             rep_secret: None,
         })
@@ -169,15 +179,63 @@ impl Cell {
                 .await
         });
         self.rep.run(shutdown).await;
-        server
-            .await
+        let served = server.await;
+        // Let go of the id at once, so that a restart need not wait for the
+        // engine to see this process's connection close.
+        self.lock.release().await;
+        served
             .context("rep server panicked")?
             .context("rep server failed")?;
         Ok(())
     }
 }
 
-/// A stable default cell id: the host's name, made a valid guid.
+/// The file in a data dir that keeps its cell's default id.
+pub const CELL_ID_FILE: &str = "cell-id";
+
+/// The default id of the cell whose data dir is `data_dir`: the one kept
+/// in `DATA_DIR/cell-id`, else a new `cell-HOSTNAME-XXXXXXXX` (8 random hex
+/// digits) written there. One per data dir, so that two clusters on one
+/// machine (two `lattice up` with their own data dirs) never share an id,
+/// and stable across restarts, so that a cell finds its own containers
+/// again.
+///
+/// # Errors
+/// The file cannot be read or written, or holds no valid id (the message
+/// names it).
+pub fn cell_id_for_data_dir(data_dir: &Path) -> anyhow::Result<String> {
+    let path = data_dir.join(CELL_ID_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let id = text.trim().to_string();
+            lattice_models::validation::validate_guid("cell id", &id).with_context(|| {
+                format!(
+                    "{} holds no valid cell id; fix it or remove it to get a new one",
+                    path.display()
+                )
+            })?;
+            return Ok(id);
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => {
+            return Err(err).with_context(|| format!("cannot read {}", path.display()));
+        }
+    }
+    let random = uuid::Uuid::new_v4().simple().to_string();
+    // A v4 uuid's simple form is 32 hex digits.
+    let id = format!("{}-{}", default_cell_id(), &random[..8]);
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create {}", data_dir.display()))?;
+    // Written whole then renamed: a crash never leaves half an id.
+    let partial = data_dir.join(format!("{CELL_ID_FILE}.partial"));
+    std::fs::write(&partial, format!("{id}\n"))
+        .and_then(|()| std::fs::rename(&partial, &path))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(id)
+}
+
+/// The host's name as a cell id (`cell-HOSTNAME`), made a valid guid; the
+/// stem of [`cell_id_for_data_dir`]'s ids and of brains' default ids.
 pub fn default_cell_id() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     let cleaned: String = host
@@ -195,5 +253,26 @@ pub fn default_cell_id() -> String {
         "cell-0".to_string()
     } else {
         format!("cell-{cleaned}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_data_dir_keeps_its_own_cell_id() {
+        let root = tempfile::tempdir().expect("temp dir is writable");
+        let (one, two) = (root.path().join("one"), root.path().join("two"));
+        let first = cell_id_for_data_dir(&one).expect("made");
+        assert!(first.starts_with(&default_cell_id()), "{first}");
+        lattice_models::validation::validate_guid("id", &first).expect("a valid guid");
+        assert_eq!(cell_id_for_data_dir(&one).expect("read"), first, "kept");
+        let second = cell_id_for_data_dir(&two).expect("made");
+        assert_ne!(first, second, "another data dir, another id");
+
+        std::fs::write(one.join(CELL_ID_FILE), "no/good\n").expect("writable");
+        let err = format!("{:#}", cell_id_for_data_dir(&one).unwrap_err());
+        assert!(err.contains("holds no valid cell id"), "{err}");
     }
 }

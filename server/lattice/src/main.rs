@@ -120,8 +120,10 @@ struct CellArgs {
     /// The cluster secret the brains run with.
     #[arg(long, env = "LATTICE_SECRET", hide_env_values = true)]
     secret: String,
-    /// This machine's cell id; keep it stable across restarts so the cell
-    /// finds its own containers again. Default: `cell-HOSTNAME`.
+    /// This cell's id; keep it stable across restarts so the cell finds
+    /// its own containers again. No two live cells on one Docker engine
+    /// may share one (a second is refused). Default: `cell-HOSTNAME-XXXXXXXX`,
+    /// made at first start and kept in DATA_DIR/cell-id.
     #[arg(long, env = "LATTICE_CELL_ID")]
     cell_id: Option<String>,
     /// The cell's availability zone; an app's instances are spread over zones.
@@ -251,8 +253,10 @@ struct UpArgs {
     /// beside the `lattice` binary.
     #[arg(long, env = "LATTICE_LIFECYCLE_DIR")]
     lifecycle_dir: Option<PathBuf>,
-    /// This machine's cell id; keep it stable across restarts so the cell
-    /// finds its own containers again. Default: `cell-HOSTNAME`.
+    /// This cell's id; keep it stable across restarts so the cell finds
+    /// its own containers again. No two live cells on one Docker engine
+    /// may share one (a second is refused). Default: `cell-HOSTNAME-XXXXXXXX`,
+    /// made at first start and kept in DATA_DIR/cell-id.
     #[arg(long, env = "LATTICE_CELL_ID")]
     cell_id: Option<String>,
     /// The cell's availability zone.
@@ -460,9 +464,12 @@ async fn brain(args: BrainArgs, hub: Arc<LogHub>) -> anyhow::Result<()> {
 
 async fn cell(args: CellArgs) -> anyhow::Result<()> {
     ensure_lease("--presence-ttl", args.presence_ttl)?;
-    let cell_id = args.cell_id.unwrap_or_else(lattice::cell::default_cell_id);
-    lattice_models::validation::validate_guid("--cell-id", &cell_id)?;
     let data_dir = data_dir_or_default(args.data_dir)?;
+    let cell_id = match args.cell_id {
+        Some(id) => id,
+        None => lattice::cell::cell_id_for_data_dir(&data_dir)?,
+    };
+    lattice_models::validation::validate_guid("--cell-id", &cell_id)?;
     let config = CellRoleConfig {
         brains: args.brain,
         secret: args.secret,
@@ -512,7 +519,10 @@ async fn up(args: UpArgs, hub: Arc<LogHub>) -> anyhow::Result<()> {
     let cell = if args.no_cell {
         None
     } else {
-        let cell_id = args.cell_id.unwrap_or_else(lattice::cell::default_cell_id);
+        let cell_id = match args.cell_id {
+            Some(id) => id,
+            None => lattice::cell::cell_id_for_data_dir(&data_dir)?,
+        };
         lattice_models::validation::validate_guid("--cell-id", &cell_id)?;
         let lifecycle_dir = lifecycle_dir_or_default(args.lifecycle_dir)?;
         Some(CellConfig {

@@ -97,3 +97,78 @@ async fn the_sample_app_stages_runs_and_answers_through_the_router() {
     );
     cluster.stop().await;
 }
+
+/// Issue 14, items 1 and 5: `ltc create`'s own help example (an image
+/// setting neither ENTRYPOINT nor CMD, a start command after `--`) failed
+/// staging with "the image has no start command"; `--run-as-root` on an
+/// image without users crash-looped with "unable to find user root".
+#[tokio::test(flavor = "multi_thread")]
+async fn ltc_create_runs_a_cmd_less_image_without_users_as_root() {
+    const IMAGE: &str = "lattice-test/no-cmd-no-users:v1";
+    let engine = lattice_testkit::docker::connect().await;
+    let path = "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+    lattice_testkit::images::ensure_image(&engine, IMAGE, &[path], || {
+        Ok(lattice_testkit::images::busybox_rootfs_without_users()?.into_inner()?)
+    })
+    .await
+    .expect("image imported");
+    let cluster = Cluster::start().await;
+
+    let script = "echo \"uid $(id -u)\" > /tmp/index.html; exec httpd -f -p $PORT -h /tmp";
+    let (code, out, err) = common::run_ltc(
+        &cluster.base,
+        None,
+        &[
+            "create",
+            "rooted",
+            IMAGE,
+            "-p",
+            "8080",
+            "--run-as-root",
+            "--timeout",
+            "60s",
+            "--",
+            "sh",
+            "-c",
+            script,
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains(&format!("Staged {IMAGE}: start command sh -c")),
+        "{out}"
+    );
+    let lrp = cluster.client.desired_lrp("rooted").await.expect("desired");
+    assert_eq!(lrp.action.run_actions()[0].user.as_deref(), Some("0"));
+
+    let http = reqwest::Client::new();
+    let body = eventually("the app to answer through the router", WAIT, || async {
+        let response = http
+            .get(format!("http://{}/index.html", cluster.router))
+            .header("host", "rooted.localhost")
+            .send()
+            .await
+            .ok()?;
+        if !response.status().is_success() {
+            return None;
+        }
+        response.text().await.ok()
+    })
+    .await;
+    assert_eq!(body.trim(), "uid 0");
+
+    // Without a start command the image is still refused, saying why.
+    let (code, _, err) = common::run_ltc(
+        &cluster.base,
+        None,
+        &["create", "nocmd", IMAGE, "--no-routes", "--timeout", "60s"],
+    )
+    .await;
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("staging lattice-test/no-cmd-no-users:v1 failed"),
+        "{err}"
+    );
+    cluster.stop().await;
+}

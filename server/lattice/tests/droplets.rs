@@ -87,6 +87,7 @@ async fn build_launch_fail_export_import_and_remove_droplets() {
             &sample("apps/static-app"),
             "-b",
             &sample("buildpacks/static-sh"),
+            "--detect",
             "--stack",
             &stack,
         ],
@@ -161,7 +162,8 @@ async fn build_launch_fail_export_import_and_remove_droplets() {
         "{broken:?}"
     );
 
-    // A buildpack that detects nothing (no index.html, no www/).
+    // With --detect, a buildpack that detects nothing (no index.html, no
+    // www/) fails the staging.
     let plain = tempfile::tempdir().expect("temp dir");
     std::fs::write(plain.path().join("README"), "no site here").expect("writable");
     let undetected = ltc(
@@ -172,6 +174,7 @@ async fn build_launch_fail_export_import_and_remove_droplets() {
             &plain.path().display().to_string(),
             "-b",
             &sample("buildpacks/static-sh"),
+            "--detect",
             "--stack",
             &stack,
         ],
@@ -237,5 +240,244 @@ async fn build_launch_fail_export_import_and_remove_droplets() {
         cluster.containers().await.is_empty().then_some(())
     })
     .await;
+    cluster.stop().await;
+}
+
+/// Writes `files` (path -> content; scripts under `bin/` and `*.sh` are
+/// made executable) under `root`.
+fn write_tree(root: &Path, files: &[(&str, &str)]) {
+    use std::os::unix::fs::PermissionsExt as _;
+    for (path, content) in files {
+        let path = root.join(path);
+        std::fs::create_dir_all(path.parent().expect("a parent")).expect("writable");
+        std::fs::write(&path, content).expect("writable");
+        let executable = path.parent().is_some_and(|p| p.ends_with("bin"))
+            || path.extension().is_some_and(|e| e == "sh");
+        let mode = if executable { 0o755 } else { 0o644 };
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("own file");
+    }
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let status = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.name=test", "-c", "user.email=test@example.com"])
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("git runs");
+    assert!(status.success(), "git {args:?}");
+}
+
+/// A buildpack as Cloud Foundry's binary buildpack is: bin/detect always
+/// fails, by design; compile leaves the app as it is.
+const BINARY_LIKE: &[(&str, &str)] = &[
+    ("bin/detect", "#!/bin/sh\nexit 1\n"),
+    (
+        "bin/compile",
+        "#!/bin/sh\necho '-----> Binary-like: nothing to compile'\n",
+    ),
+    (
+        "bin/release",
+        "#!/bin/sh\nprintf -- '---\\ndefault_process_types:\\n  web: sh ./start.sh\\n'\n",
+    ),
+];
+
+/// An app serving, on $PORT, a page of what its environment holds.
+const ENV_APP: &[(&str, &str)] = &[
+    (
+        "start.sh",
+        "#!/bin/sh\n\
+         vcap_index=$(echo \"$VCAP_APPLICATION\" | grep -o '\"instance_index\":[0-9]*')\n\
+         echo \"$GREETING $FROM_PROFILE $MEMORY_LIMIT $CF_STACK $INSTANCE_INDEX $vcap_index \
+         ports=${CF_INSTANCE_PORTS:+set} services=$VCAP_SERVICES by=$STARTED_BY\" > index.html\n\
+         exec httpd -f -p \"$PORT\" -h .\n",
+    ),
+    ("Procfile", "web: STARTED_BY=procfile sh ./start.sh\n"),
+    (
+        ".profile.d/greet.sh",
+        "export GREETING=hello-from-profile-d\n",
+    ),
+    (".profile", "export FROM_PROFILE=profile-too\n"),
+];
+
+/// Issue 14, item 3: buildpacks in the shapes real ones come in, and the
+/// environment Cloud Foundry gives staging and apps; item 2: a stack named
+/// `repo:tag`.
+#[tokio::test(flavor = "multi_thread")]
+async fn real_buildpack_shapes_stage_and_run_with_cloud_foundrys_environment() {
+    lattice_testkit::images::stack_image().await;
+    let stack = lattice_testkit::images::STACK_IMAGE; // repo:tag, as ltc create takes it
+    let cluster = Cluster::start().await;
+    let root = tempfile::tempdir().expect("temp dir");
+    let app = root.path().join("app");
+    write_tree(&app, ENV_APP);
+
+    // A buildpack whose detect always fails is used when named, and
+    // nothing claims it was detected.
+    let binary = root.path().join("binary-like");
+    write_tree(&binary, BINARY_LIKE);
+    let (app_dir, binary_dir) = (app.display().to_string(), binary.display().to_string());
+    let args = [
+        "build-droplet",
+        "bin",
+        &app_dir,
+        "-b",
+        &binary_dir,
+        "--stack",
+        stack,
+    ];
+    let built = ltc(&cluster, &args).await;
+    assert_eq!(built.code, 0, "{built:?}");
+    assert!(
+        built
+            .out
+            .contains("Built droplet bin with buildpack binary-like: "),
+        "{built:?}"
+    );
+    assert!(!built.out.contains("detected as"), "{built:?}");
+    assert!(
+        built
+            .out
+            .contains("Start command: STARTED_BY=procfile sh ./start.sh"),
+        "the Procfile's web beats the release's: {built:?}"
+    );
+    assert_eq!(
+        droplets(&cluster).await["bin"]["stack"],
+        "docker:///lattice-test/stack#v1"
+    );
+    // With --detect, its detect is run, and refuses.
+    let detected = ltc(&cluster, &[&args[..], &["--detect"]].concat()).await;
+    assert_eq!(detected.code, 1, "{detected:?}");
+    assert!(
+        detected.err.contains("no buildpack detected the app"),
+        "{detected:?}"
+    );
+
+    // A zip as GitHub serves it: one top-level folder.
+    let zip_path = root.path().join("null-buildpack-master.zip");
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(&zip_path).expect("writable"));
+    for (path, content) in BINARY_LIKE {
+        let options = zip::write::SimpleFileOptions::default().unix_permissions(0o755);
+        zip.start_file(format!("null-buildpack-master/{path}"), options)
+            .expect("zip entry");
+        std::io::Write::write_all(&mut zip, content.as_bytes()).expect("zip entry");
+    }
+    zip.finish().expect("zip written");
+    let zip_arg = zip_path.display().to_string();
+    let built = ltc(
+        &cluster,
+        &[
+            "build-droplet",
+            "zipped",
+            &app_dir,
+            "-b",
+            &zip_arg,
+            "--stack",
+            stack,
+        ],
+    )
+    .await;
+    assert_eq!(built.code, 0, "{built:?}");
+
+    // A git repository, at a branch: its compile fails unless staging has
+    // Cloud Foundry's environment.
+    let repo = root.path().join("cf-env-buildpack");
+    write_tree(
+        &repo,
+        &[
+            ("bin/detect", "#!/bin/sh\nexit 1\n"),
+            (
+                "bin/compile",
+                "#!/bin/sh\n\
+                 case \"$VCAP_APPLICATION\" in *'\"application_name\":\"envy\"'*) ;; \
+                 *) echo \"no VCAP_APPLICATION: $VCAP_APPLICATION\" >&2; exit 1 ;; esac\n\
+                 [ \"$MEMORY_LIMIT\" = 256m ] || { echo \"MEMORY_LIMIT is '$MEMORY_LIMIT'\" >&2; exit 1; }\n\
+                 [ \"$CF_STACK\" = stack ] || { echo \"CF_STACK is '$CF_STACK'\" >&2; exit 1; }\n\
+                 echo \"-----> cf-env: staged with $MEMORY_LIMIT on $CF_STACK\"\n",
+            ),
+            (
+                "bin/release",
+                "#!/bin/sh\nprintf -- '---\\ndefault_process_types:\\n  web: sh ./start.sh\\n'\n",
+            ),
+        ],
+    );
+    git(&repo, &["init", "-q", "-b", "main"]);
+    git(&repo, &["add", "."]);
+    git(&repo, &["commit", "-q", "-m", "a buildpack"]);
+    git(&repo, &["checkout", "-q", "-b", "elsewhere"]);
+    std::fs::remove_file(repo.join("bin/compile")).expect("removable");
+    git(&repo, &["commit", "-q", "-am", "not on main"]);
+    let git_url = format!("file://{}#main", repo.display());
+    let built = ltc(
+        &cluster,
+        &[
+            "build-droplet",
+            "envy",
+            &app_dir,
+            "-b",
+            &git_url,
+            "-m",
+            "256",
+            "--stack",
+            stack,
+        ],
+    )
+    .await;
+    assert_eq!(built.code, 0, "{built:?}");
+    assert!(
+        built.out.contains("Cloned buildpack cf-env-buildpack"),
+        "{built:?}"
+    );
+    assert!(
+        built.err.contains("cf-env: staged with 256m on stack"),
+        "{built:?}"
+    );
+
+    // The app runs with the profile scripts sourced, the Procfile's
+    // command, and Cloud Foundry's environment, per instance.
+    let launched = ltc(&cluster, &["launch-droplet", "envy", "envy", "-m", "64"]).await;
+    assert_eq!(launched.code, 0, "{launched:?}");
+    let http = reqwest::Client::new();
+    let page = eventually("the app to answer through the router", WAIT, || async {
+        let response = http
+            .get(format!("http://{}/index.html", cluster.router))
+            .header("host", "envy.localhost")
+            .send()
+            .await
+            .ok()?;
+        response.status().is_success().then_some(())?;
+        response.text().await.ok()
+    })
+    .await;
+    assert_eq!(
+        page.trim(),
+        "hello-from-profile-d profile-too 64m stack 0 \"instance_index\":0 ports=set \
+         services={} by=procfile"
+    );
+
+    // A stack the cells cannot have is named, with what to do.
+    let missing = ltc(
+        &cluster,
+        &[
+            "build-droplet",
+            "nostack",
+            &app_dir,
+            "-b",
+            &binary_dir,
+            "--stack",
+            "lattice-test/no-such-stack:v1",
+        ],
+    )
+    .await;
+    assert_eq!(missing.code, 1, "{missing:?}");
+    assert!(
+        missing
+            .err
+            .contains("the stack lattice-test/no-such-stack:v1 cannot be had on the cell"),
+        "{missing:?}"
+    );
+    assert!(missing.err.contains("pass --stack"), "{missing:?}");
     cluster.stop().await;
 }

@@ -29,7 +29,14 @@ struct Lattice {
 
 impl Lattice {
     fn start(data_dir: &Path, port: u16) -> Lattice {
-        let child = Command::new(env!("CARGO_BIN_EXE_lattice"))
+        Lattice::start_with(data_dir, port, Some(&cell_id(data_dir)))
+    }
+
+    /// `lattice up` with `--cell-id` when `cell_id` is given, else the data
+    /// dir's default one.
+    fn start_with(data_dir: &Path, port: u16, cell_id: Option<&str>) -> Lattice {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_lattice"));
+        command
             .args([
                 "up",
                 "--router-listen",
@@ -43,11 +50,12 @@ impl Lattice {
             .arg(data_dir)
             .arg("--lifecycle-dir")
             .arg(common::lifecycle_dir())
-            .args(["--cell-id", &cell_id(data_dir)])
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn lattice");
+            .stderr(Stdio::inherit());
+        if let Some(cell_id) = cell_id {
+            command.args(["--cell-id", cell_id]);
+        }
+        let child = command.spawn().expect("spawn lattice");
         let lattice = Lattice {
             child,
             base: format!("http://127.0.0.1:{port}"),
@@ -159,4 +167,143 @@ fn port_in_use_is_a_clear_error() {
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("cannot listen on"), "{stderr}");
+}
+
+/// Removes, when dropped, every container the cells of these ids left
+/// (default ids are only known once the clusters made them).
+#[derive(Default)]
+struct Leftovers(Vec<String>);
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        let owners = std::mem::take(&mut self.0);
+        let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+        runtime.block_on(async {
+            let docker = lattice_testkit::docker::connect().await;
+            for owner in owners {
+                let _ = lattice_testkit::docker::remove_containers_by_label(&docker, &owner).await;
+            }
+        });
+    }
+}
+
+fn default_cell_id(data_dir: &Path) -> String {
+    std::fs::read_to_string(data_dir.join(lattice::cell::CELL_ID_FILE))
+        .expect("the cluster kept its cell id in its data dir")
+        .trim()
+        .to_string()
+}
+
+/// Desires one instance of a process that runs until stopped.
+fn desire_clock(lattice: &Lattice, rootfs: &str) {
+    let resp = reqwest::blocking::Client::new()
+        .post(format!("{}/v1/desired_lrps", lattice.base))
+        .json(&json!({
+            "process_guid": "clock", "domain": "apps", "rootfs": rootfs, "instances": 1,
+            "action": {"run": {"path": "/bin/sh", "args": ["-c", "while sleep 1; do :; done"]}}
+        }))
+        .send()
+        .expect("desire");
+    assert_eq!(resp.status(), 201);
+}
+
+/// The running instance of `clock`: its instance guid and cell id.
+fn running_clock(lattice: &Lattice) -> (String, String) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let lrps: Vec<Value> =
+            reqwest::blocking::get(format!("{}/v1/actual_lrps/clock", lattice.base))
+                .and_then(|r| r.json())
+                .unwrap_or_default();
+        if let [lrp] = lrps.as_slice() {
+            if lrp["state"] == "RUNNING" {
+                let field = |name: &str| lrp[name].as_str().expect("a string").to_string();
+                return (field("instance_guid"), field("cell_id"));
+            }
+        }
+        assert!(Instant::now() < deadline, "clock is not running: {lrps:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn containers_of(owner: &str) -> usize {
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    runtime.block_on(common::containers_of(owner)).len()
+}
+
+/// Issue 14: the default cell id was `cell-HOSTNAME` for every cluster, and
+/// a cell destroys at start every container carrying its id, so a second
+/// `lattice up` on one engine destroyed the first one's instances.
+#[test]
+fn two_clusters_on_one_engine_keep_their_own_instances() {
+    let rootfs = tokio::runtime::Runtime::new()
+        .expect("a runtime")
+        .block_on(lattice_testkit::images::busybox_image());
+    let (one, two, three) = (
+        tempfile::tempdir().expect("temp dir"),
+        tempfile::tempdir().expect("temp dir"),
+        tempfile::tempdir().expect("temp dir"),
+    );
+    let mut leftovers = Leftovers::default();
+
+    let first = Lattice::start_with(one.path(), free_port(), None);
+    let first_id = default_cell_id(one.path());
+    leftovers.0.push(first_id.clone());
+    desire_clock(&first, &rootfs);
+    let (first_instance, cell) = running_clock(&first);
+    assert_eq!(cell, first_id);
+
+    let second = Lattice::start_with(two.path(), free_port(), None);
+    let second_id = default_cell_id(two.path());
+    leftovers.0.push(second_id.clone());
+    assert_ne!(first_id, second_id, "each data dir has its own cell id");
+    desire_clock(&second, &rootfs);
+    let (_, cell) = running_clock(&second);
+    assert_eq!(cell, second_id);
+    assert_eq!(
+        running_clock(&first),
+        (first_instance.clone(), first_id.clone()),
+        "the first cluster's instance was not touched"
+    );
+    assert_eq!(containers_of(&first_id), 1);
+    assert_eq!(containers_of(&second_id), 1);
+
+    // A cell started with a live cell's id is refused, and touches nothing.
+    let port = free_port();
+    let refused = Command::new(env!("CARGO_BIN_EXE_lattice"))
+        .args([
+            "up",
+            "--router-listen",
+            "127.0.0.1:0",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--log",
+            "off",
+            "--cell-id",
+            &first_id,
+        ])
+        .arg("--data-dir")
+        .arg(three.path())
+        .arg("--lifecycle-dir")
+        .arg(common::lifecycle_dir())
+        .output()
+        .expect("run lattice");
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "cell id {first_id} is in use by a running cell on this Docker engine"
+        )),
+        "{stderr}"
+    );
+    assert_eq!(running_clock(&first), (first_instance, first_id.clone()));
+    assert_eq!(containers_of(&first_id), 1);
+
+    first.stop();
+    second.stop();
+    // Stopped cleanly, a cell lets its id go: it starts again at once.
+    let again = Lattice::start_with(one.path(), free_port(), None);
+    assert_eq!(default_cell_id(one.path()), first_id);
+    running_clock(&again);
+    again.stop();
 }

@@ -26,7 +26,9 @@ use crate::EnvironmentVariable;
 pub const LIFECYCLE_BIN_DIR: &str = "/.lattice/bin";
 /// The image's config, as JSON ([`ImageConfig`]), inside every container.
 pub const IMAGE_CONFIG_PATH: &str = "/.lattice/image-config.json";
-/// `builder --output PATH`: writes [`ExecutionMetadata`] to PATH.
+/// `builder --output PATH [-- START_COMMAND...]`: writes
+/// [`ExecutionMetadata`] to PATH (START_COMMAND, when given, as its start
+/// command: the image then needs none).
 pub const BUILDER_PATH: &str = "/.lattice/bin/builder";
 /// `launcher [-- CMD ARGS...]`: runs the image's (or the given) command.
 pub const LAUNCHER_PATH: &str = "/.lattice/bin/launcher";

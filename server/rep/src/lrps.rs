@@ -193,6 +193,21 @@ fn instance_env(
             ));
         }
     }
+    // Diego's doc/environment.md: `HOST:CONTAINER` pairs, comma separated,
+    // in the order of the LRP's ports.
+    let pairs: Vec<String> = desired
+        .ports
+        .iter()
+        .filter_map(|port| {
+            info.ports
+                .iter()
+                .find(|m| u32::from(m.container_port) == *port)
+                .map(|m| format!("{}:{}", m.host_port, m.container_port))
+        })
+        .collect();
+    if !pairs.is_empty() {
+        env.push(("CF_INSTANCE_PORTS".to_string(), pairs.join(",")));
+    }
     env.extend(
         desired
             .env

@@ -244,6 +244,15 @@ pub fn busybox_rootfs() -> Result<tar::Builder<Vec<u8>>, ImageError> {
     busybox_rootfs_with_users(BUSYBOX_PASSWD, BUSYBOX_GROUP)
 }
 
+/// [`busybox_rootfs`] with an empty `/etc/passwd` and `/etc/group`: no
+/// user has a name, as in many minimal images.
+///
+/// # Errors
+/// As [`busybox_rootfs`].
+pub fn busybox_rootfs_without_users() -> Result<tar::Builder<Vec<u8>>, ImageError> {
+    busybox_rootfs_with_users("", "")
+}
+
 const BUSYBOX_PASSWD: &str =
     "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n";
 const BUSYBOX_GROUP: &str = "root:x:0:\nnogroup:x:65534:\n";
