@@ -119,9 +119,9 @@ pub struct AppFlags {
     #[arg(short = 'e', long = "env", value_name = "NAME[=VALUE]")]
     pub env: Vec<String>,
 
-    /// The ports the app listens on, comma separated (default: the ports
-    /// the image exposes, else 8080). The first one gets the default route
-    /// and the health check, and is in $PORT.
+    /// The ports the app listens on, comma separated (default: those an
+    /// image exposes, else 8080; a droplet: 8080). The first one gets the
+    /// default route and the health check, and is in $PORT.
     #[arg(short = 'p', long, value_delimiter = ',', value_name = "PORT[,PORT...]",
           value_parser = clap::value_parser!(u16).range(1..))]
     pub ports: Vec<u16>,
@@ -163,16 +163,17 @@ pub struct AppFlags {
     #[arg(long)]
     pub no_monitor: bool,
 
-    /// The directory the app starts in (default: the image's).
+    /// The directory the app starts in (default: an image's own; a
+    /// droplet's app/).
     #[arg(long)]
     pub working_dir: Option<String>,
 
-    /// Run the app as root (uid 0, so the image needs no /etc/passwd)
-    /// instead of the image's user.
+    /// Run the app as root (uid 0, so no /etc/passwd is needed) instead of
+    /// the image's or stack's user.
     #[arg(long, conflicts_with = "user")]
     pub run_as_root: bool,
 
-    /// Run the app as this user instead of the image's.
+    /// Run the app as this user instead of the image's or stack's.
     #[arg(long)]
     pub user: Option<String>,
 
@@ -180,8 +181,9 @@ pub struct AppFlags {
     #[arg(long)]
     pub privileged: bool,
 
-    /// How long to wait for staging, then for every instance to be RUNNING
-    /// (also each instance's start timeout). Past it ltc exits with 3.
+    /// How long to wait for the app: staging an image (create only), then
+    /// every instance RUNNING (also each instance's start timeout). Past it
+    /// ltc exits with 3.
     #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
 }
