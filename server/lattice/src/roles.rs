@@ -207,7 +207,8 @@ impl Brain {
             },
             shutdown.clone(),
             lattice_logs::http::router(config.hub.clone(), shutdown.clone())
-                .merge(lattice_fileserver::router(file_server)),
+                .merge(lattice_fileserver::router(file_server))
+                .merge(lattice_ui::router()),
         );
         let app = internal_routes(&store, &config, shutdown.clone()).merge(receptor);
         tracker.spawn(lattice_receptor::serve(listener, app, shutdown.clone()));

@@ -174,7 +174,7 @@ impl Up {
             store.clone(),
             receptor_config,
             shutdown.clone(),
-            logs.merge(files),
+            logs.merge(files).merge(lattice_ui::router()),
         );
         tracker.spawn(lattice_receptor::serve(listener, app, shutdown.clone()));
 
