@@ -478,6 +478,8 @@ function logLine(line) {
 function appendLog(view, line) {
   if (!logMatches(view, line)) return;
   const box = view.logBox;
+  const placeholder = box.querySelector('.empty');
+  if (placeholder) placeholder.remove();
   const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 20;
   box.append(logLine(line));
   while (box.childElementCount > MAX_LOG_LINES) box.firstElementChild.remove();
@@ -486,7 +488,8 @@ function appendLog(view, line) {
 
 function renderLogs(view) {
   const lines = view.logs.filter((l) => logMatches(view, l)).map(logLine);
-  view.logBox.replaceChildren(...(lines.length ? lines : [h('span', { class: 'muted' }, 'no lines yet')]));
+  const empty = view.logs.length ? 'no line matches the filter' : 'no lines yet';
+  view.logBox.replaceChildren(...(lines.length ? lines : [h('span', { class: 'empty' }, empty)]));
   view.logBox.scrollTop = view.logBox.scrollHeight;
 }
 
