@@ -742,3 +742,29 @@ async fn a_droplet_is_built_and_launched_through_a_brain() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_brain_serves_the_dashboard_behind_the_users_credentials() {
+    let mut roles = Roles::new();
+    let brain = roles.brain("brain-ui").await;
+    let http = reqwest::Client::new();
+    let anonymous = http
+        .get(format!("{brain}/ui"))
+        .send()
+        .await
+        .expect("the brain answers");
+    assert_eq!(anonymous.status(), 401);
+    for (path, content_type) in [
+        ("/ui", "text/html; charset=utf-8"),
+        ("/ui/app.js", "text/javascript; charset=utf-8"),
+    ] {
+        let response = http
+            .get(format!("{brain}{path}"))
+            .basic_auth(USER.0, Some(USER.1))
+            .send()
+            .await
+            .expect("the brain answers");
+        assert_eq!(response.status(), 200, "{path}");
+        assert_eq!(response.headers()["content-type"], content_type, "{path}");
+    }
+}
