@@ -226,7 +226,12 @@ impl Brain {
             },
             shutdown.clone(),
         )?;
-        tracing::info!(%address, %owner, "brain is up");
+        tracing::info!(
+            %address,
+            %owner,
+            dashboard = %format!("http://{address}{}", lattice_ui::PATH),
+            "brain is up"
+        );
         shutdown.cancelled().await;
         drain(tracker, config.drain_timeout).await;
         tracing::info!("brain stopped");

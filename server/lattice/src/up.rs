@@ -214,7 +214,12 @@ impl Up {
                 }
             });
         }
-        tracing::info!(%address, data_dir = %config.data_dir.display(), "lattice is up");
+        tracing::info!(
+            %address,
+            dashboard = %format!("http://{address}{}", lattice_ui::PATH),
+            data_dir = %config.data_dir.display(),
+            "lattice is up"
+        );
         tracker.close();
 
         shutdown.cancelled().await;

@@ -109,6 +109,9 @@ function connectEvents() {
   events.onerror = () => {
     status.textContent = 'event stream lost; reconnecting…';
     status.className = 'connection down';
+    // EventSource retries by itself after a lost connection, but gives up
+    // after an error answer (e.g. the server restarting behind a proxy).
+    if (events.readyState === EventSource.CLOSED) setTimeout(connectEvents, 3000);
   };
   for (const [name, apply] of Object.entries(handlers)) {
     events.addEventListener(name, (event) => {
@@ -260,9 +263,13 @@ function renderCluster(main) {
     if (!byCell.has(a.cell_id)) byCell.set(a.cell_id, []);
     byCell.get(a.cell_id).push(a);
   }
-  // An instance on a cell the cluster no longer lists: its cell went away.
+  // An instance on a cell not read yet: read the cells again, which tells
+  // a cell that just joined from one that went away.
   for (const id of byCell.keys()) {
-    if (!state.cells.has(id)) state.cells.set(id, { cell: null, goneSince: Date.now() });
+    if (!state.cells.has(id)) {
+      state.cells.set(id, { cell: null, goneSince: 0 });
+      refreshCellsSoon();
+    }
   }
   const count = (s) => actual.filter((a) => a.state === s).length;
   const desiredTotal = [...state.desired.values()].reduce((n, d) => n + d.instances, 0);
