@@ -196,6 +196,25 @@ async fn go(browser: &Browser, hash: &str, heading: &str) {
     .await;
 }
 
+/// Usable on a phone-sized window: the page itself never scrolls sideways
+/// (wide tables scroll inside their own box).
+async fn fits_a_narrow_window(browser: &Browser, page: &str) {
+    browser.set_window_size(400, 900).await.expect("resize");
+    let fits = browser
+        .execute(
+            "return document.documentElement.scrollWidth <= document.documentElement.clientWidth",
+            vec![],
+        )
+        .await
+        .expect("script runs");
+    browser.set_window_size(1280, 1000).await.expect("resize");
+    assert_eq!(
+        fits,
+        json!(true),
+        "the {page} page overflows a 400 px window"
+    );
+}
+
 async fn screenshot(browser: &Browser, name: &str) {
     let png = browser.screenshot().await.expect("screenshot");
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/img");
@@ -418,6 +437,7 @@ async fn dashboard_flow(browser: &Browser) {
     )
     .await;
     screenshot(browser, "cluster").await;
+    fits_a_narrow_window(browser, "cluster").await;
 
     // Apps: counts, crashes, sorting.
     go(browser, "#/apps", "Apps").await;
@@ -448,17 +468,7 @@ async fn dashboard_flow(browser: &Browser) {
         "Crashes"
     );
     screenshot(browser, "apps").await;
-    // Usable on a narrow window: nothing but the tables scrolls sideways.
-    browser.set_window_size(400, 900).await.expect("resize");
-    let fits = browser
-        .execute(
-            "return document.documentElement.scrollWidth <= document.documentElement.clientWidth",
-            vec![],
-        )
-        .await
-        .expect("script runs");
-    assert_eq!(fits, json!(true), "the apps page overflows a 400 px window");
-    browser.set_window_size(1280, 1000).await.expect("resize");
+    fits_a_narrow_window(browser, "apps").await;
 
     // Tasks: a failure with its reason, a cancel and a delete.
     cluster
@@ -512,6 +522,7 @@ async fn dashboard_flow(browser: &Browser) {
         "return document.getElementById('running-count')?.textContent === '3/3'",
     )
     .await;
+    fits_a_narrow_window(browser, "app").await;
     click(browser, "#remove-button").await;
     browser.dismiss_alert().await.expect("cancel the removal");
     assert!(cluster.client.desired_lrp("web").await.is_ok(), "kept");
