@@ -207,7 +207,8 @@ impl Brain {
             },
             shutdown.clone(),
             lattice_logs::http::router(config.hub.clone(), shutdown.clone())
-                .merge(lattice_fileserver::router(file_server)),
+                .merge(lattice_fileserver::router(file_server))
+                .merge(lattice_ui::router()),
         );
         let app = internal_routes(&store, &config, shutdown.clone()).merge(receptor);
         tracker.spawn(lattice_receptor::serve(listener, app, shutdown.clone()));
@@ -225,7 +226,12 @@ impl Brain {
             },
             shutdown.clone(),
         )?;
-        tracing::info!(%address, %owner, "brain is up");
+        tracing::info!(
+            %address,
+            %owner,
+            dashboard = %format!("http://{address}{}", lattice_ui::PATH),
+            "brain is up"
+        );
         shutdown.cancelled().await;
         drain(tracker, config.drain_timeout).await;
         tracing::info!("brain stopped");

@@ -174,7 +174,7 @@ impl Up {
             store.clone(),
             receptor_config,
             shutdown.clone(),
-            logs.merge(files),
+            logs.merge(files).merge(lattice_ui::router()),
         );
         tracker.spawn(lattice_receptor::serve(listener, app, shutdown.clone()));
 
@@ -214,7 +214,12 @@ impl Up {
                 }
             });
         }
-        tracing::info!(%address, data_dir = %config.data_dir.display(), "lattice is up");
+        tracing::info!(
+            %address,
+            dashboard = %format!("http://{address}{}", lattice_ui::PATH),
+            data_dir = %config.data_dir.display(),
+            "lattice is up"
+        );
         tracker.close();
 
         shutdown.cancelled().await;

@@ -742,3 +742,94 @@ async fn a_droplet_is_built_and_launched_through_a_brain() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_brain_serves_the_dashboard_behind_the_users_credentials() {
+    let mut roles = Roles::new();
+    let brain = roles.brain("brain-ui").await;
+    let http = reqwest::Client::new();
+    let anonymous = http
+        .get(format!("{brain}/ui"))
+        .send()
+        .await
+        .expect("the brain answers");
+    assert_eq!(anonymous.status(), 401);
+    for (path, content_type) in [
+        ("/ui", "text/html; charset=utf-8"),
+        ("/ui/app.js", "text/javascript; charset=utf-8"),
+    ] {
+        let response = http
+            .get(format!("{brain}{path}"))
+            .basic_auth(USER.0, Some(USER.1))
+            .send()
+            .await
+            .expect("the brain answers");
+        assert_eq!(response.status(), 200, "{path}");
+        assert_eq!(response.headers()["content-type"], content_type, "{path}");
+    }
+}
+
+/// A cell that went away is shown as such on the dashboard's cluster page
+/// once its presence expires (no event says so: the page re-reads cells).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dashboard_shows_a_cell_that_went_away() {
+    use common::browser::{until, Driver};
+    use futures::FutureExt;
+
+    let mut roles = Roles::new();
+    let brain = roles.brain("brain-ui-cells").await;
+    let brains = [brain.clone()];
+    let stays = roles.cell(&brains, "z1").await;
+    let goes = roles.cell(&brains, "z2").await;
+    let driver = Driver::start().await;
+    let browser = driver.browser().await;
+    let outcome = std::panic::AssertUnwindSafe(async {
+        let address = brain.trim_start_matches("http://");
+        browser
+            .goto(&format!(
+                "http://{}:{}@{address}/ui#/cluster",
+                USER.0, USER.1
+            ))
+            .await
+            .expect("open the dashboard");
+        until(
+            &browser,
+            "both cells",
+            &format!(
+                "return document.querySelector('.cell[data-cell=\"{stays}\"]:not(.gone)') && \
+                 document.querySelector('.cell[data-cell=\"{goes}\"]:not(.gone)')"
+            ),
+        )
+        .await;
+        roles.cell_process(&goes).kill();
+        until(
+            &browser,
+            "the killed cell as gone",
+            &format!(
+                "return document.querySelector('.cell.gone[data-cell=\"{goes}\"]')\
+                 ?.textContent.includes('went away')"
+            ),
+        )
+        .await;
+        let stays_live = browser
+            .execute(
+                &format!("return !document.querySelector('.cell.gone[data-cell=\"{stays}\"]')"),
+                vec![],
+            )
+            .await
+            .expect("script runs");
+        assert_eq!(
+            stays_live,
+            json!(true),
+            "the live cell is not shown as gone"
+        );
+    })
+    .catch_unwind()
+    .await;
+    // Ended whatever happened: a browser left running outlives the test.
+    let _ = browser.close().await;
+    drop(driver);
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}

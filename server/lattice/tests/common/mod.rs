@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod browser;
+
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -32,6 +34,8 @@ pub struct ClusterOptions {
     pub policy: lattice_converger::Policy,
     /// `--store`; empty for the embedded SQLite file.
     pub store: String,
+    /// The API's basic auth; `None`: open.
+    pub credentials: Option<lattice_receptor::Credentials>,
 }
 
 impl Default for ClusterOptions {
@@ -40,6 +44,7 @@ impl Default for ClusterOptions {
             memory_mb: 4096,
             policy: lattice_converger::Policy::default(),
             store: String::new(),
+            credentials: None,
         }
     }
 }
@@ -59,7 +64,7 @@ pub fn up_config(data_dir: &Path, cell_id: &str, options: &ClusterOptions) -> Up
         store: options.store.clone(),
         listen: "127.0.0.1:0".parse().expect("valid address"),
         domain: "localhost".to_string(),
-        credentials: None,
+        credentials: options.credentials.clone(),
         max_body_bytes: lattice_receptor::DEFAULT_MAX_BODY_BYTES,
         max_upload_bytes: lattice_fileserver::DEFAULT_MAX_UPLOAD_BYTES,
         drain_timeout: Duration::from_secs(20),
@@ -96,7 +101,11 @@ impl Cluster {
         let router = up.router_address().expect("router address").to_string();
         let shutdown = CancellationToken::new();
         let running = tokio::spawn(up.run(shutdown.clone()));
-        let client = Client::new(&base, None).expect("client");
+        let credentials = options
+            .credentials
+            .as_ref()
+            .map(|c| lattice_client::Credentials::new(c.username.clone(), c.password.clone()));
+        let client = Client::new(&base, credentials).expect("client");
         Cluster {
             client,
             base,
