@@ -13,8 +13,9 @@
 #
 # Needs Linux, Rust >= 1.89 (rustup), and for the full run a reachable Docker
 # engine. As root it installs the missing Debian packages (build-essential,
-# busybox-static, postgresql, curl, docker-compose) itself; otherwise it
-# names the `sudo apt-get install` line to run and stops.
+# busybox-static, postgresql, curl, docker-compose, chromium,
+# chromium-driver) itself; otherwise it names the `sudo apt-get install`
+# line to run and stops.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -65,12 +66,15 @@ if [ "$fast" = 0 ]; then
     need curl command -v curl
     # installers/test-cluster.sh runs its containers with Compose.
     need docker-compose sh -c 'docker compose version || command -v docker-compose'
+    # The dashboard's end-to-end test drives a real headless browser.
+    need chromium command -v chromium
+    need chromium-driver command -v chromedriver
 fi
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         say "installing ${missing[*]}"
         apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     else
         die "missing: ${missing[*]}; install them with: sudo apt-get install ${missing[*]}"
     fi

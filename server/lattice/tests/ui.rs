@@ -5,7 +5,9 @@
 //! the count follow, sees a live router log line, kills a container and
 //! sees the crash, sees an instance no cell can hold reported as not
 //! placed, cancels and deletes tasks, and removes the app. Each page's
-//! screenshot is written to `docs/img/ui-*.png`.
+//! screenshot is written to `ui-*.png` in cargo's test temp dir, and into
+//! `docs/img/` (the README's pictures) with `LATTICE_UPDATE_SCREENSHOTS=1`:
+//! a plain test run leaves the work tree as it was.
 //!
 //! # Needs
 //! Debian's `chromium` and `chromium-driver` packages (the test fails, never
@@ -67,8 +69,12 @@ async fn fits_a_narrow_window(browser: &Browser, page: &str) {
 
 async fn screenshot(browser: &Browser, name: &str) {
     let png = browser.screenshot().await.expect("screenshot");
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/img");
-    std::fs::create_dir_all(&dir).expect("docs/img");
+    let dir = if std::env::var_os("LATTICE_UPDATE_SCREENSHOTS").is_some() {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/img")
+    } else {
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("ui-screenshots")
+    };
+    std::fs::create_dir_all(&dir).expect("a screenshot dir");
     std::fs::write(dir.join(format!("ui-{name}.png")), png).expect("write screenshot");
 }
 
