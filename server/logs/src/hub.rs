@@ -22,7 +22,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::mpsc::SyncSender;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::SystemTime;
 
@@ -30,6 +31,7 @@ use futures::Stream;
 use lattice_models::log::{LogMessage, MessageType};
 
 pub use crate::debug::TracingLayer;
+use crate::disk::DiskConfig;
 
 /// The log guid under which the server's own tracing events are kept
 /// (`ltc debug-logs`).
@@ -123,6 +125,8 @@ struct Shared {
     /// the debug-log layer publishes through it and would deadlock.
     apps: Mutex<HashMap<String, App>>,
     next_follower_id: AtomicU64,
+    /// The disk writer's channel, once [`LogHub::keep_on_disk`] was called.
+    disk: OnceLock<SyncSender<LogMessage>>,
 }
 
 #[derive(Default)]
@@ -210,6 +214,7 @@ impl LogHub {
                 config,
                 apps: Mutex::new(HashMap::new()),
                 next_follower_id: AtomicU64::new(0),
+                disk: OnceLock::new(),
             }),
         }
     }
@@ -223,6 +228,14 @@ impl LogHub {
     pub fn publish(&self, message: LogMessage) {
         let config = self.shared.config;
         let mut wakers = Vec::new();
+        // The server's own events stay in memory: they are on stderr too, and
+        // the disk writer's own events must not feed it.
+        let to_disk = self
+            .shared
+            .disk
+            .get()
+            .filter(|_| message.log_guid != DEBUG_LOG_GUID)
+            .map(|disk| (disk, message.clone()));
         {
             let mut apps = self.shared.lock();
             // Look up before inserting, so that the common case (a known app)
@@ -247,6 +260,45 @@ impl LogHub {
         for waker in wakers {
             waker.wake();
         }
+        if let Some((disk, message)) = to_disk {
+            // Full (the disk is slower than the lines): the line is still in
+            // memory; only its disk copy is lost. Gone: nothing to keep.
+            let _ = disk.try_send(message);
+        }
+    }
+
+    /// Keeps every app's recent lines in `config.dir` as well, from now on,
+    /// and first takes back the lines kept there by an earlier run (before
+    /// any line this hub already holds). See [`crate::disk`].
+    ///
+    /// # Errors
+    /// The directory cannot be created or read, the writer thread cannot
+    /// start, or the hub keeps its lines on disk already.
+    pub fn keep_on_disk(&self, config: DiskConfig) -> std::io::Result<()> {
+        if self.shared.disk.get().is_some() {
+            return Err(std::io::Error::other(
+                "the log hub keeps its lines on disk already",
+            ));
+        }
+        std::fs::create_dir_all(&config.dir)?;
+        let keep = self.shared.config.recent_per_app;
+        let loaded = crate::disk::load(&config.dir, keep)?;
+        {
+            let mut apps = self.shared.lock();
+            for (log_guid, lines) in loaded {
+                let app = apps.entry(log_guid).or_default();
+                let newer = std::mem::take(&mut app.recent);
+                app.recent = lines.into_iter().chain(newer).collect();
+                while app.recent.len() > keep {
+                    app.recent.pop_front();
+                }
+            }
+        }
+        let sender = crate::disk::start_writer(config)?;
+        self.shared
+            .disk
+            .set(sender)
+            .map_err(|_| std::io::Error::other("the log hub keeps its lines on disk already"))
     }
 
     /// The recent lines of `log_guid` that match `filter`, oldest first.
