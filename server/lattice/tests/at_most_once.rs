@@ -139,6 +139,8 @@ fn a_task_whose_cell_dies_is_failed_and_never_rerun() {
         0,
         "the command must run exactly once"
     );
+    // The first run's line survived the kill: the hub keeps lines on disk.
+    assert_eq!(marker_count(port, first_started), 1);
     // The restarted cell destroys what it does not keep in the background.
     wait_for("the task's container to be destroyed", || {
         rt.block_on(common::containers_of(guard.owner())).is_empty()

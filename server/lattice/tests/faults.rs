@@ -13,7 +13,8 @@
 //!
 //! Seeded: every run prints its seed; `LATTICE_FAULTS_SEED=N` runs it again.
 //! Small by default (CI); `LATTICE_FAULTS_SIZE=full` runs the sizes whose
-//! figures are in docs/reliability.md. Figures are printed, never asserted.
+//! figures are in docs/reliability.md (`LATTICE_FAULTS_INSTANCES=N` sets the
+//! instances of (f)). Figures are printed, never asserted.
 
 mod common;
 
@@ -515,7 +516,11 @@ fn c_instance_kills_under_router_load_give_no_5xx() {
 #[test]
 fn f_a_restart_keeps_healthy_instances_and_answers_at_once() {
     let mut rng = seeded("f");
-    let count = if full_size() { 100 } else { 10 };
+    let count = match std::env::var("LATTICE_FAULTS_INSTANCES") {
+        Ok(count) => count.parse().expect("LATTICE_FAULTS_INSTANCES is a number"),
+        Err(_) if full_size() => 100,
+        Err(_) => 10,
+    };
     let mut lattice = Lattice::start("faults-f");
     let rootfs = busybox();
     assert_eq!(

@@ -687,4 +687,48 @@ mod tests {
         assert_eq!(first.map(|m| m.message).as_deref(), Some("wake up"));
         assert_eq!(end, None);
     }
+
+    /// Regression (issue 15, item 8): the hub lost every line on restart.
+    #[test]
+    fn recent_lines_kept_on_disk_come_back_in_a_new_hub() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = DiskConfig::new(dir.path().join("logs"));
+        let hub = LogHub::new(HubConfig {
+            recent_per_app: 2,
+            follower_buffer: 8,
+        });
+        hub.keep_on_disk(config.clone()).expect("keep on disk");
+        for text in ["one", "two", "three"] {
+            hub.publish(app(text));
+        }
+        hub.publish(line(DEBUG_LOG_GUID, "DBG", "", "server event"));
+        // The writer thread appends behind `publish`: wait for the file.
+        let file = crate::disk::file_of(&config.dir, "app");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::fs::read_to_string(&file).map_or(true, |contents| contents.lines().count() < 3) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "lines never reached the disk"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        drop(hub);
+
+        let restarted = LogHub::new(HubConfig {
+            recent_per_app: 2,
+            follower_buffer: 8,
+        });
+        restarted.publish(app("four"));
+        restarted
+            .keep_on_disk(config.clone())
+            .expect("keep on disk");
+        // The disk's lines come first, then this run's, bounded as ever.
+        let recent = restarted.recent("app", &LogFilter::default());
+        assert_eq!(texts(&recent), ["three", "four"]);
+        assert!(restarted
+            .recent(DEBUG_LOG_GUID, &LogFilter::default())
+            .is_empty());
+        assert!(!crate::disk::file_of(&config.dir, DEBUG_LOG_GUID).exists());
+        assert!(restarted.keep_on_disk(config).is_err(), "twice is refused");
+    }
 }

@@ -297,6 +297,16 @@ impl Rep {
         Ok(())
     }
 
+    /// Registers (or renews) the cell's presence, so that the auctioneer
+    /// counts it while [`Rep::reconcile`] still runs: its calls wait on the
+    /// rep's listener until the rep serves.
+    pub async fn register(&self) -> Result<(), RepError> {
+        self.store
+            .upsert_cell(self.presence(), self.config.presence_ttl)
+            .await?;
+        Ok(())
+    }
+
     /// What the cell holds and has free, for the auction.
     pub fn state(&self) -> CellState {
         let total = Resource::from(self.config.capacity);
