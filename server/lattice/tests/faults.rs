@@ -349,7 +349,8 @@ fn a_acknowledged_writes_survive_kill_9() {
 #[test]
 fn b_tasks_run_at_most_once_under_container_and_server_kills() {
     let mut rng = seeded("b");
-    let (tasks, container_kills, server_kills) = if full_size() { (100, 20, 5) } else { (8, 2, 1) };
+    let (tasks, container_kills, server_kills): (usize, usize, usize) =
+        if full_size() { (100, 20, 5) } else { (8, 2, 1) };
     let mut lattice = Lattice::start("faults-b");
     let rootfs = busybox();
     let guids: Vec<String> = (0..tasks).map(|i| format!("t-{i}")).collect();
@@ -393,14 +394,15 @@ fn b_tasks_run_at_most_once_under_container_and_server_kills() {
             std::thread::sleep(Duration::from_millis(50));
             continue;
         }
-        // A kill of the server lands between the container kills, while
-        // tasks run.
-        if server_killed < server_kills && rng.usize(0..=container_kills) == 0 {
+        // The server's kills are spread among the containers', while tasks
+        // run: each kill is the server's in proportion to what is left.
+        let (servers_left, containers_left) = (
+            server_kills - server_killed,
+            container_kills.saturating_sub(killed),
+        );
+        if servers_left > 0 && rng.usize(0..servers_left + containers_left) < servers_left {
             lattice.restart();
             server_killed += 1;
-            continue;
-        }
-        if killed >= container_kills {
             continue;
         }
         docker_kill(&running[rng.usize(0..running.len())]);
