@@ -353,7 +353,11 @@ fn b_tasks_run_at_most_once_under_container_and_server_kills() {
         if full_size() { (100, 20, 5) } else { (8, 2, 1) };
     let mut lattice = Lattice::start("faults-b");
     let rootfs = busybox();
-    let guids: Vec<String> = (0..tasks).map(|i| format!("t-{i}")).collect();
+    // Unique per run: a task's container is named after its guid, and the
+    // engine is shared with other clusters.
+    let guids: Vec<String> = (0..tasks)
+        .map(|i| format!("{}-t-{i}", lattice.owner()))
+        .collect();
     let since = SystemTime::now();
     for guid in &guids {
         let seconds = rng.u32(2..7);
@@ -537,7 +541,7 @@ fn f_a_restart_keeps_healthy_instances_and_answers_at_once() {
         let status = lattice.post(
             "/v1/tasks",
             &json!({
-                "task_guid": format!("left-{i}"), "domain": "faults", "rootfs": rootfs,
+                "task_guid": format!("{}-left-{i}", lattice.owner()), "domain": "faults", "rootfs": rootfs,
                 "memory_mb": 16,
                 "action": {"run": {"path": "/bin/sh", "args": ["-c", "trap '' TERM; sleep 600"]}},
             }),
@@ -551,7 +555,7 @@ fn f_a_restart_keeps_healthy_instances_and_answers_at_once() {
     wait_for("the tasks to run", || {
         (0..leftovers).all(|i| {
             lattice
-                .get(&format!("/v1/tasks/left-{i}"))
+                .get(&format!("/v1/tasks/{}-left-{i}", lattice.owner()))
                 .is_some_and(|t| t["state"] == "RUNNING")
         })
     });
@@ -561,7 +565,7 @@ fn f_a_restart_keeps_healthy_instances_and_answers_at_once() {
     );
     let before = instances(&lattice, "kept");
     let task_containers: Vec<String> = (0..leftovers)
-        .map(|i| format!("lattice-task-left-{i}"))
+        .map(|i| format!("lattice-task-{}-left-{i}", lattice.owner()))
         .collect();
 
     let api = lattice.restart();
@@ -590,7 +594,9 @@ fn f_a_restart_keeps_healthy_instances_and_answers_at_once() {
         );
     }
     for i in 0..leftovers {
-        let task = lattice.get(&format!("/v1/tasks/left-{i}")).expect("task");
+        let task = lattice
+            .get(&format!("/v1/tasks/{}-left-{i}", lattice.owner()))
+            .expect("task");
         assert_eq!(task["state"], "COMPLETED");
         assert_eq!(
             task["failure_reason"],
