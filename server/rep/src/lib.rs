@@ -13,6 +13,9 @@
 //!   completed failed, never started again.
 //! - Capacity is never over-committed: work that does not fit in what is
 //!   left is handed back to the auctioneer as failed.
+//! - After a restart, an instance still running healthy in its container
+//!   is adopted, not destroyed and started again; only the rest is
+//!   destroyed, in the background (see `restart`).
 //!
 //! # Layout
 //! - [`Rep`]: state, perform, and the background loops ([`Rep::run`]).
