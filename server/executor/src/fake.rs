@@ -195,6 +195,8 @@ impl Garden for FakeGarden {
             properties: spec.properties.clone(),
             running: true,
             oom_killed: false,
+            // Processes outliving their caller (a cell restart) are not faked.
+            processes: Vec::new(),
         };
         state.containers.insert(spec.handle.clone(), info.clone());
         state.specs.push(spec);

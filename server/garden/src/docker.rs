@@ -380,6 +380,9 @@ impl DockerGarden {
         let container_ip = endpoint
             .and_then(|e| e.ip_address.clone())
             .unwrap_or_default();
+        // The engine lists an exec here from its creation until it exits.
+        let mut processes = inspect.exec_ids.unwrap_or_default();
+        processes.sort();
         let properties = inspect
             .config
             .and_then(|c| c.labels)
@@ -402,6 +405,7 @@ impl DockerGarden {
                     .filter(|pid| *pid > 0)
                     .and_then(cgroup_oom_kills)
                     .is_some_and(|kills| kills > 0),
+            processes,
         }
     }
 

@@ -120,6 +120,11 @@ pub struct ContainerInfo {
     pub running: bool,
     /// Set when the container was killed for exceeding its memory limit.
     pub oom_killed: bool,
+    /// Ids of the processes started with [`Garden::run`] that still run.
+    /// They outlive whoever started them: after a cell restarts, these are
+    /// what its previous run left running (how a rep tells a live instance
+    /// it can adopt from a container whose process is gone).
+    pub processes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -625,3 +625,47 @@ async fn an_image_without_config_fields_gets_an_empty_config() {
     .expect("the config is JSON");
     assert_eq!(config, ImageConfig::default());
 }
+
+/// A restarted cell tells a live instance from a dead one by the processes
+/// its previous run left (issue 15, item 4): they are listed while they
+/// run, even once their caller let go of them, and not after they end.
+#[tokio::test]
+async fn info_lists_running_processes_even_once_their_caller_is_gone() {
+    let guard = OwnerGuard::new("garden-processes");
+    let garden = garden().await;
+    let info = garden
+        .create(spec(&guard, "c").await)
+        .await
+        .expect("created");
+    assert!(info.processes.is_empty(), "{:?}", info.processes);
+
+    let left = garden
+        .run(&info.handle, sh("sleep 1000"))
+        .await
+        .expect("started");
+    drop(left);
+    let processes = |garden: DockerGarden, handle: String| async move {
+        garden.info(&handle).await.expect("info").processes
+    };
+    let after_left = processes(garden.clone(), info.handle.clone()).await;
+    assert_eq!(after_left.len(), 1, "{after_left:?}");
+
+    let mut ending = garden
+        .run(&info.handle, sh("sleep 1000"))
+        .await
+        .expect("started");
+    let both = processes(garden.clone(), info.handle.clone()).await;
+    assert_eq!(both.len(), 2, "{both:?}");
+    assert!(both.contains(&after_left[0]));
+    ending.signal(Signal::Kill).await.expect("signalled");
+    ending.wait().await.expect("ends");
+    // The engine forgets an exec as it handles its exit: wait for that.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while processes(garden.clone(), info.handle.clone()).await != after_left {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the ended process is still listed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

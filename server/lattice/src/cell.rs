@@ -59,8 +59,8 @@ pub struct Cell {
 }
 
 impl Cell {
-    /// Connects to Docker, reconciles the cell's containers with the BBS and
-    /// registers the cell.
+    /// Connects to Docker, binds the rep's listener and registers the cell;
+    /// [`Cell::run`] reconciles the cell's containers with the BBS.
     /// Container output and the cell's own lines about its work go to
     /// `logs` (the log hub). The rep advertises its listener's own address
     /// and instances' ports are published on 127.0.0.1: right when every
@@ -147,9 +147,9 @@ impl Cell {
             executor,
             logs,
         );
-        rep.reconcile()
+        rep.register()
             .await
-            .context("cannot reconcile the cell with the store")?;
+            .context("cannot register the cell with the store")?;
         tracing::info!(cell_id = %config.cell_id, ?capacity, "cell registered");
         Ok(Cell {
             rep,
@@ -166,8 +166,30 @@ impl Cell {
         self
     }
 
-    /// Serves the rep and runs its loops until `shutdown`.
+    /// Reconciles the cell with the store (see [`Rep::reconcile`]), then
+    /// serves the rep and runs its loops until `shutdown`.
+    ///
+    /// Reconciling here rather than in [`Cell::prepare`] lets the receptor
+    /// answer at once after a restart, however many containers the cell
+    /// must look at. Until it is done the rep's listener queues the
+    /// auctioneer's calls. A store or engine that cannot be reached is
+    /// retried until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match self.rep.reconcile().await {
+                Ok(()) => break,
+                Err(err) => {
+                    tracing::warn!(cell_id = %self.rep.cell_id(), error = %err, "cannot reconcile the cell with the store; retrying");
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(pause) => {}
+            }
+            pause = (pause * 2).min(Duration::from_secs(5));
+        }
+        tracing::info!(cell_id = %self.rep.cell_id(), "cell reconciled");
         let app = match self.rep_secret {
             Some(secret) => lattice_rep::http::router_with_secret(self.rep.clone(), secret),
             None => lattice_rep::http::router(self.rep.clone()),

@@ -417,6 +417,13 @@ fn ensure_lease(flag: &str, ttl: Duration) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Apps' recent log lines survive a restart: kept in `DATA_DIR/logs`.
+fn keep_logs_on_disk(hub: &LogHub, data_dir: &std::path::Path) -> anyhow::Result<()> {
+    let dir = data_dir.join("logs");
+    hub.keep_on_disk(lattice_logs::DiskConfig::new(&dir))
+        .with_context(|| format!("cannot keep log lines in {}", dir.display()))
+}
+
 async fn brain(args: BrainArgs, hub: Arc<LogHub>) -> anyhow::Result<()> {
     lattice_models::routes::validate_hostname("--domain", &args.domain)?;
     ensure_lease("--lock-ttl", args.lock_ttl)?;
@@ -436,9 +443,11 @@ async fn brain(args: BrainArgs, hub: Arc<LogHub>) -> anyhow::Result<()> {
         Some(id) => id,
         None => lattice::cell::default_cell_id().replacen("cell-", "brain-", 1),
     };
+    let data_dir = data_dir_or_default(args.data_dir)?;
+    keep_logs_on_disk(&hub, &data_dir)?;
     let config = BrainConfig {
         store: args.store,
-        data_dir: data_dir_or_default(args.data_dir)?,
+        data_dir,
         listen: args.listen,
         secret: args.secret,
         credentials,
@@ -510,6 +519,7 @@ async fn router(args: RouterArgs) -> anyhow::Result<()> {
 
 async fn up(args: UpArgs, hub: Arc<LogHub>) -> anyhow::Result<()> {
     let data_dir = data_dir_or_default(args.data_dir)?;
+    keep_logs_on_disk(&hub, &data_dir)?;
     lattice_models::routes::validate_hostname("--domain", &args.domain)?;
     let credentials = basic_auth(args.username, args.password)?
         .map(|(username, password)| Credentials { username, password });

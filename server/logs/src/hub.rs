@@ -22,7 +22,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::mpsc::SyncSender;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::SystemTime;
 
@@ -30,6 +31,7 @@ use futures::Stream;
 use lattice_models::log::{LogMessage, MessageType};
 
 pub use crate::debug::TracingLayer;
+use crate::disk::DiskConfig;
 
 /// The log guid under which the server's own tracing events are kept
 /// (`ltc debug-logs`).
@@ -123,6 +125,8 @@ struct Shared {
     /// the debug-log layer publishes through it and would deadlock.
     apps: Mutex<HashMap<String, App>>,
     next_follower_id: AtomicU64,
+    /// The disk writer's channel, once [`LogHub::keep_on_disk`] was called.
+    disk: OnceLock<SyncSender<LogMessage>>,
 }
 
 #[derive(Default)]
@@ -210,6 +214,7 @@ impl LogHub {
                 config,
                 apps: Mutex::new(HashMap::new()),
                 next_follower_id: AtomicU64::new(0),
+                disk: OnceLock::new(),
             }),
         }
     }
@@ -223,6 +228,14 @@ impl LogHub {
     pub fn publish(&self, message: LogMessage) {
         let config = self.shared.config;
         let mut wakers = Vec::new();
+        // The server's own events stay in memory: they are on stderr too, and
+        // the disk writer's own events must not feed it.
+        let to_disk = self
+            .shared
+            .disk
+            .get()
+            .filter(|_| message.log_guid != DEBUG_LOG_GUID)
+            .map(|disk| (disk, message.clone()));
         {
             let mut apps = self.shared.lock();
             // Look up before inserting, so that the common case (a known app)
@@ -247,6 +260,45 @@ impl LogHub {
         for waker in wakers {
             waker.wake();
         }
+        if let Some((disk, message)) = to_disk {
+            // Full (the disk is slower than the lines): the line is still in
+            // memory; only its disk copy is lost. Gone: nothing to keep.
+            let _ = disk.try_send(message);
+        }
+    }
+
+    /// Keeps every app's recent lines in `config.dir` as well, from now on,
+    /// and first takes back the lines kept there by an earlier run (before
+    /// any line this hub already holds). See [`crate::disk`].
+    ///
+    /// # Errors
+    /// The directory cannot be created or read, the writer thread cannot
+    /// start, or the hub keeps its lines on disk already.
+    pub fn keep_on_disk(&self, config: DiskConfig) -> std::io::Result<()> {
+        if self.shared.disk.get().is_some() {
+            return Err(std::io::Error::other(
+                "the log hub keeps its lines on disk already",
+            ));
+        }
+        std::fs::create_dir_all(&config.dir)?;
+        let keep = self.shared.config.recent_per_app;
+        let loaded = crate::disk::load(&config.dir, keep)?;
+        {
+            let mut apps = self.shared.lock();
+            for (log_guid, lines) in loaded {
+                let app = apps.entry(log_guid).or_default();
+                let newer = std::mem::take(&mut app.recent);
+                app.recent = lines.into_iter().chain(newer).collect();
+                while app.recent.len() > keep {
+                    app.recent.pop_front();
+                }
+            }
+        }
+        let sender = crate::disk::start_writer(config)?;
+        self.shared
+            .disk
+            .set(sender)
+            .map_err(|_| std::io::Error::other("the log hub keeps its lines on disk already"))
     }
 
     /// The recent lines of `log_guid` that match `filter`, oldest first.
@@ -634,5 +686,49 @@ mod tests {
         let (first, end) = reader.await.expect("reader panicked");
         assert_eq!(first.map(|m| m.message).as_deref(), Some("wake up"));
         assert_eq!(end, None);
+    }
+
+    /// Regression (issue 15, item 8): the hub lost every line on restart.
+    #[test]
+    fn recent_lines_kept_on_disk_come_back_in_a_new_hub() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = DiskConfig::new(dir.path().join("logs"));
+        let hub = LogHub::new(HubConfig {
+            recent_per_app: 2,
+            follower_buffer: 8,
+        });
+        hub.keep_on_disk(config.clone()).expect("keep on disk");
+        for text in ["one", "two", "three"] {
+            hub.publish(app(text));
+        }
+        hub.publish(line(DEBUG_LOG_GUID, "DBG", "", "server event"));
+        // The writer thread appends behind `publish`: wait for the file.
+        let file = crate::disk::file_of(&config.dir, "app");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::fs::read_to_string(&file).map_or(true, |contents| contents.lines().count() < 3) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "lines never reached the disk"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        drop(hub);
+
+        let restarted = LogHub::new(HubConfig {
+            recent_per_app: 2,
+            follower_buffer: 8,
+        });
+        restarted.publish(app("four"));
+        restarted
+            .keep_on_disk(config.clone())
+            .expect("keep on disk");
+        // The disk's lines come first, then this run's, bounded as ever.
+        let recent = restarted.recent("app", &LogFilter::default());
+        assert_eq!(texts(&recent), ["three", "four"]);
+        assert!(restarted
+            .recent(DEBUG_LOG_GUID, &LogFilter::default())
+            .is_empty());
+        assert!(!crate::disk::file_of(&config.dir, DEBUG_LOG_GUID).exists());
+        assert!(restarted.keep_on_disk(config).is_err(), "twice is refused");
     }
 }

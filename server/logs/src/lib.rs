@@ -8,6 +8,8 @@
 //!
 //! # Layout
 //! - [`hub`]: [`LogHub`] (recent buffers, followers, drop markers).
+//! - [`disk`]: the recent lines kept on disk across restarts
+//!   ([`LogHub::keep_on_disk`]), bounded per app and in apps.
 //! - [`debug`]: [`TracingLayer`], the server's tracing events as log lines
 //!   under [`DEBUG_LOG_GUID`], and their human rendering.
 //! - [`sink`]: [`HubSink`] (in process) and [`RemoteSink`] + [`Forwarder`]
@@ -23,11 +25,13 @@
 
 pub mod client;
 pub mod debug;
+pub mod disk;
 pub mod http;
 pub mod hub;
 pub mod sink;
 
 pub use client::{LogStream, LogsClient, LogsClientError};
+pub use disk::DiskConfig;
 pub use hub::{
     FollowOptions, Follower, HubConfig, LogFilter, LogHub, TracingLayer, DEBUG_LOG_GUID,
     SOURCE_LOGGREGATOR,

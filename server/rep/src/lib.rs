@@ -13,10 +13,15 @@
 //!   completed failed, never started again.
 //! - Capacity is never over-committed: work that does not fit in what is
 //!   left is handed back to the auctioneer as failed.
+//! - After a restart, an instance still running healthy in its container
+//!   is adopted, not destroyed and started again; only the rest is
+//!   destroyed, in the background (see `restart`).
 //!
 //! # Layout
 //! - [`Rep`]: state, perform, and the background loops ([`Rep::run`]).
 //! - `tasks`: running one task from claim to completion.
+//! - `lrps`: running one LRP instance, or supervising an adopted one.
+//! - `restart`: what a restarted rep keeps, fails, gives back and destroys.
 //! - [`http`]: the rep's HTTP interface and the client the auctioneer uses.
 
 use std::collections::HashMap;
@@ -26,12 +31,13 @@ use std::time::Duration;
 use lattice_bbs::{SharedStore, StoreError, TaskFilter};
 use lattice_executor::{Executor, LogMessage, LogSink, MessageType};
 use lattice_models::auction::{CellState, LrpKey, Resource, Work};
-use lattice_models::{ActualLrpState, CellCapacity, CellPresence, Event, TaskState};
+use lattice_models::{CellCapacity, CellPresence, Event};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub mod http;
 mod lrps;
+mod restart;
 mod tasks;
 
 /// Container label naming the task a container runs.
@@ -40,6 +46,9 @@ pub const TASK_GUID_PROPERTY: &str = "io.lattice.task-guid";
 pub const PROCESS_GUID_PROPERTY: &str = "io.lattice.process-guid";
 pub const INDEX_PROPERTY: &str = "io.lattice.index";
 pub const INSTANCE_GUID_PROPERTY: &str = "io.lattice.instance-guid";
+
+/// How many leftover containers a restarted cell destroys at once.
+const DESTROY_CONCURRENCY: usize = 16;
 
 /// Crash reason of an instance whose cell restarted or stopped under it.
 pub const CELL_STOPPED_CRASH_REASON: &str = "cell stopped";
@@ -65,6 +74,9 @@ pub struct RepConfig {
     pub starting_monitor_interval: Duration,
     /// How often a running instance's monitor runs.
     pub running_monitor_interval: Duration,
+    /// How often an instance adopted after a restart is checked for its
+    /// process (its output and exit are no longer attached to this run).
+    pub adopted_check_interval: Duration,
     /// How long a RUNNING instance that is being stopped keeps serving, so
     /// that routers drop it before its process stops.
     pub drain_delay: Duration,
@@ -86,6 +98,7 @@ impl RepConfig {
             sync_interval: Duration::from_secs(5),
             starting_monitor_interval: Duration::from_millis(200),
             running_monitor_interval: Duration::from_secs(10),
+            adopted_check_interval: Duration::from_secs(1),
             drain_delay: Duration::from_secs(1),
         }
     }
@@ -175,46 +188,122 @@ impl Rep {
     /// (re)start, then registers the cell. Call before [`Rep::run`] and
     /// before the rep answers auctions.
     ///
-    /// A task the BBS says is CLAIMED or RUNNING here belonged to a previous
-    /// run of this rep: its outcome is unknown, so it is completed failed
-    /// (never run again) and its container destroyed.
-    pub async fn reconcile(&self) -> Result<(), RepError> {
-        let filter = TaskFilter {
-            cell_id: Some(self.config.cell_id.clone()),
-            ..Default::default()
-        };
-        for task in self.store.list_tasks(&filter).await? {
-            if matches!(task.state, TaskState::Claimed | TaskState::Running) {
-                tasks::complete(
-                    &self.store,
-                    &task.task_guid,
-                    &self.config.cell_id,
-                    tasks::Outcome::failed(CELL_RESTARTED_REASON),
-                )
+    /// What the previous run left is decided on a snapshot (see `restart`):
+    /// a task the BBS says is CLAIMED or RUNNING here has an unknown outcome,
+    /// so it is completed failed (never run again); an instance still
+    /// running in its container is adopted and supervised as if this run had
+    /// started it; other instances go back to the auction.
+    ///
+    /// # Guarantees
+    /// Returns once the decisions are recorded, without waiting for the
+    /// containers that are not kept to be destroyed: that runs in the
+    /// background, several at a time, tracked like the cell's other work.
+    pub async fn reconcile(self: &Arc<Self>) -> Result<(), RepError> {
+        let cell_id = self.config.cell_id.clone();
+        let tasks = self
+            .store
+            .list_tasks(&TaskFilter {
+                cell_id: Some(cell_id.clone()),
+                ..Default::default()
+            })
+            .await?;
+        let lrps = self
+            .store
+            .list_actual_lrps(&lattice_bbs::ActualLrpFilter {
+                cell_id: Some(cell_id.clone()),
+                ..Default::default()
+            })
+            .await?;
+        let containers = self.executor.list_owned().await?;
+        let mut plan = restart::plan(&cell_id, &tasks, &lrps, containers);
+        tracing::info!(
+            %cell_id,
+            failed_tasks = plan.fail_tasks.len(),
+            adopted = plan.adopt.len(),
+            given_back = plan.give_back.len(),
+            destroyed = plan.destroy.len(),
+            "reconciling with what the previous run left"
+        );
+        for task_guid in &plan.fail_tasks {
+            tasks::complete(
+                &self.store,
+                task_guid,
+                &cell_id,
+                tasks::Outcome::failed(CELL_RESTARTED_REASON),
+            )
+            .await;
+        }
+        for adoption in std::mem::take(&mut plan.adopt) {
+            if let Err(adoption) = self.adopt(adoption).await {
+                plan.destroy.push(adoption.container.handle);
+                plan.give_back.push(adoption.lrp);
+            }
+        }
+        for lrp in &plan.give_back {
+            lrps::give_back(
+                &self.store,
+                &lrp.process_guid,
+                lrp.index,
+                &lrp.instance_guid,
+            )
+            .await;
+        }
+        self.store
+            .upsert_cell(self.presence(), self.config.presence_ttl)
+            .await?;
+        let executor = self.executor.clone();
+        self.tracker.spawn(async move {
+            use futures::StreamExt;
+            futures::stream::iter(plan.destroy)
+                .for_each_concurrent(DESTROY_CONCURRENCY, |handle| {
+                    let executor = executor.clone();
+                    async move {
+                        tracing::info!(%handle, "destroying a container left by a previous run");
+                        if let Err(err) = executor.destroy(&handle).await {
+                            tracing::warn!(%handle, error = %err, "cannot destroy leftover container");
+                        }
+                    }
+                })
                 .await;
+        });
+        Ok(())
+    }
+
+    /// Holds the instance's resources and supervises it in its container;
+    /// gives the adoption back when its desired LRP is gone or it no longer
+    /// fits.
+    async fn adopt(self: &Arc<Self>, adoption: restart::Adoption) -> Result<(), restart::Adoption> {
+        let lrp = &adoption.lrp;
+        let desired = match self.store.get_desired_lrp(&lrp.process_guid).await {
+            Ok(desired) => desired,
+            Err(err) => {
+                tracing::info!(process_guid = %lrp.process_guid, index = lrp.index, error = %err, "not adopting an instance whose desired LRP cannot be read");
+                return Err(adoption);
             }
-        }
-        let filter = lattice_bbs::ActualLrpFilter {
-            cell_id: Some(self.config.cell_id.clone()),
-            ..Default::default()
         };
-        for lrp in self.store.list_actual_lrps(&filter).await? {
-            if matches!(lrp.state, ActualLrpState::Claimed | ActualLrpState::Running) {
-                lrps::give_back(
-                    &self.store,
-                    &lrp.process_guid,
-                    lrp.index,
-                    &lrp.instance_guid,
-                )
-                .await;
-            }
-        }
-        for container in self.executor.list_owned().await? {
-            tracing::info!(handle = %container.handle, "destroying a container left by a previous run");
-            if let Err(err) = self.executor.destroy(&container.handle).await {
-                tracing::warn!(handle = %container.handle, error = %err, "cannot destroy leftover container");
-            }
-        }
+        let key = WorkKey::Lrp(LrpKey::new(lrp.process_guid.clone(), lrp.index));
+        let need = Resource::for_container(desired.memory_mb, desired.disk_mb);
+        let Some(cancel) = self.reserve(&key, need) else {
+            tracing::info!(process_guid = %lrp.process_guid, index = lrp.index, "not adopting an instance that no longer fits the cell");
+            return Err(adoption);
+        };
+        self.set_instance_guid(
+            &LrpKey::new(lrp.process_guid.clone(), lrp.index),
+            &lrp.instance_guid,
+        );
+        tracing::info!(process_guid = %lrp.process_guid, index = lrp.index, instance_guid = %lrp.instance_guid, handle = %adoption.container.handle, "adopting a running instance");
+        let rep = self.clone();
+        self.tracker.spawn(async move {
+            lrps::run_adopted(&rep, desired, adoption, cancel).await;
+            rep.release(&key);
+        });
+        Ok(())
+    }
+
+    /// Registers (or renews) the cell's presence, so that the auctioneer
+    /// counts it while [`Rep::reconcile`] still runs: its calls wait on the
+    /// rep's listener until the rep serves.
+    pub async fn register(&self) -> Result<(), RepError> {
         self.store
             .upsert_cell(self.presence(), self.config.presence_ttl)
             .await?;

@@ -61,6 +61,22 @@ pub(crate) async fn run(rep: &Arc<Rep>, process_guid: &str, index: i64, cancel: 
         format!("Creating container for instance {index} on cell {cell_id}"),
     );
     let ended = run_instance(rep, &desired, index, &handle, &instance_guid, &cancel).await;
+    finish(rep, &desired, index, &handle, &instance_guid, ended).await;
+}
+
+/// Records how the instance ended (crashed, or handed back), then destroys
+/// its container.
+async fn finish(
+    rep: &Arc<Rep>,
+    desired: &DesiredLrp,
+    index: i64,
+    handle: &str,
+    instance_guid: &str,
+    ended: Ended,
+) {
+    let process_guid = desired.process_guid.as_str();
+    let instance = index.to_string();
+    let log_guid = desired.log_guid.as_str();
     match ended {
         Ended::Crashed { reason, ran_for } => {
             tracing::info!(process_guid, index, %reason, "instance crashed");
@@ -69,7 +85,7 @@ pub(crate) async fn run(rep: &Arc<Rep>, process_guid: &str, index: i64, cancel: 
                 &rep.store,
                 process_guid,
                 index,
-                &instance_guid,
+                instance_guid,
                 &reason,
                 ran_for,
             )
@@ -77,13 +93,132 @@ pub(crate) async fn run(rep: &Arc<Rep>, process_guid: &str, index: i64, cancel: 
         }
         Ended::Stopped => {
             rep.cell_log(log_guid, &instance, "Stopping instance");
-            give_back(&rep.store, process_guid, index, &instance_guid).await
+            give_back(&rep.store, process_guid, index, instance_guid).await
         }
     }
-    if let Err(err) = rep.executor.destroy(&handle).await {
+    if let Err(err) = rep.executor.destroy(handle).await {
         tracing::warn!(process_guid, index, %handle, error = %err, "cannot destroy instance container");
     }
     rep.cell_log(log_guid, &instance, "Destroyed container");
+}
+
+/// Supervises an instance a previous run of the cell started and left
+/// running (see `restart`), until it ends: it crashes when the processes
+/// that run left are all gone, the container stops, or its monitor fails;
+/// it stops when it is no longer ours.
+///
+/// # Caveats
+/// The processes' output and exit status were attached to the previous
+/// run: their further output is not collected, and a crash is reported
+/// without the exit status.
+pub(crate) async fn run_adopted(
+    rep: &Arc<Rep>,
+    desired: DesiredLrp,
+    adoption: crate::restart::Adoption,
+    cancel: CancellationToken,
+) {
+    let crate::restart::Adoption { lrp, container } = adoption;
+    let instance = lrp.index.to_string();
+    rep.cell_log(
+        &desired.log_guid,
+        &instance,
+        format!(
+            "Adopted the running container of instance {} after the cell restarted",
+            lrp.index
+        ),
+    );
+    let ended = supervise_adopted(rep, &desired, &lrp, &container, &cancel).await;
+    finish(
+        rep,
+        &desired,
+        lrp.index,
+        &container.handle,
+        &lrp.instance_guid,
+        ended,
+    )
+    .await;
+}
+
+async fn supervise_adopted(
+    rep: &Arc<Rep>,
+    desired: &DesiredLrp,
+    lrp: &ActualLrp,
+    container: &ContainerInfo,
+    cancel: &CancellationToken,
+) -> Ended {
+    let handle = container.handle.as_str();
+    let left: std::collections::HashSet<&String> = container.processes.iter().collect();
+    let health = RunContext {
+        log_guid: desired.log_guid.clone(),
+        log_source: SOURCE_HEALTH.to_string(),
+        instance: lrp.index.to_string(),
+        env: instance_env(desired, lrp.index, &lrp.instance_guid, container),
+    };
+    let adopted = Instant::now();
+    // The monitor runs at once: only a healthy instance stays adopted.
+    let mut next_monitor = adopted;
+    loop {
+        match rep.executor.info(handle).await {
+            Ok(now) if now.running && now.processes.iter().any(|p| left.contains(p)) => {}
+            Ok(now) => {
+                let reason = if now.oom_killed {
+                    "out of memory (the cell had restarted)"
+                } else {
+                    "exited (the cell had restarted; its exit status is not known)"
+                };
+                return Ended::Crashed {
+                    reason: reason.to_string(),
+                    ran_for: adopted.elapsed(),
+                };
+            }
+            Err(lattice_garden::GardenError::ContainerNotFound(_)) => {
+                return Ended::Crashed {
+                    reason: "its container is gone".to_string(),
+                    ran_for: adopted.elapsed(),
+                }
+            }
+            Err(err) => {
+                tracing::warn!(process_guid = %lrp.process_guid, index = lrp.index, error = %err, "cannot check an adopted instance")
+            }
+        }
+        if let Some(monitor) = desired
+            .monitor
+            .as_ref()
+            .filter(|_| Instant::now() >= next_monitor)
+        {
+            let token = CancellationToken::new();
+            let check = rep.executor.run(handle, monitor, &health, token.clone());
+            let mut check = std::pin::pin!(check);
+            let result = tokio::select! {
+                result = &mut check => result,
+                _ = cancel.cancelled() => {
+                    token.cancel();
+                    let _ = check.await;
+                    tokio::time::sleep(rep.config.drain_delay).await;
+                    return Ended::Stopped;
+                }
+            };
+            match result {
+                Ok(()) => {}
+                Err(ActionError::Cancelled) => return Ended::Stopped,
+                Err(err) => {
+                    return Ended::Crashed {
+                        reason: format!("instance became unhealthy: {err}"),
+                        ran_for: adopted.elapsed(),
+                    }
+                }
+            }
+            next_monitor = Instant::now() + rep.config.running_monitor_interval;
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => {
+                // Routers drop it before its processes stop.
+                tokio::time::sleep(rep.config.drain_delay).await;
+                return Ended::Stopped;
+            }
+            _ = tokio::time::sleep(rep.config.adopted_check_interval) => {}
+        }
+    }
 }
 
 async fn claim(

@@ -4,7 +4,11 @@
 //! # Guarantees
 //! - A request is sent to a second backend only if connecting to the first
 //!   failed before a single byte of the request was read from the client
-//!   (the `body` module keeps it in hand until then); anything else that
+//!   (the `body` module keeps it in hand until then), or, once per request,
+//!   if it is idempotent (RFC 9110 9.2.2: `GET`, `HEAD`, `OPTIONS`, `TRACE`,
+//!   `PUT`, `DELETE`), no byte of its body was read, and the backend's
+//!   connection failed before any byte of an answer (the engine's port proxy
+//!   of an instance that just died accepts, then resets). Anything else that
 //!   fails is a `502`.
 //! - Request and response bodies are streamed; memory per request does not
 //!   grow with body size.
@@ -320,6 +324,8 @@ impl Proxy {
         let body = BodySlot::new(body);
 
         let first = self.round_robin.next(route, &table);
+        // Whether the one retry after a failed exchange was spent.
+        let mut retried = false;
         for attempt in 0..endpoints.len() {
             let endpoint = &endpoints[(first + attempt) % endpoints.len()];
             record.backend = endpoint.address.clone();
@@ -350,6 +356,22 @@ impl Proxy {
                         index = endpoint.index,
                         error = %error_chain(&e),
                         "backend refused the connection; trying the next"
+                    );
+                }
+                Err(e)
+                    if !retried
+                        && attempt + 1 < endpoints.len()
+                        && body.untouched()
+                        && client_upgrade.is_none()
+                        && is_idempotent(&parts.method) =>
+                {
+                    retried = true;
+                    tracing::debug!(
+                        backend = %endpoint.address,
+                        process_guid = %endpoint.process_guid,
+                        index = endpoint.index,
+                        error = %error_chain(&e),
+                        "backend failed before answering; retrying the idempotent request on the next"
                     );
                 }
                 Err(e) => {
@@ -503,6 +525,21 @@ impl RoundRobin {
 
 /// The routing key of a request: the `Host` header (or the authority of an
 /// absolute-form target), without port or trailing dot, lower-case.
+/// Methods a client may send twice with the effect of once (RFC 9110 9.2.2),
+/// so the router may too.
+fn is_idempotent(method: &hyper::Method) -> bool {
+    use hyper::Method;
+    [
+        Method::GET,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::TRACE,
+        Method::PUT,
+        Method::DELETE,
+    ]
+    .contains(method)
+}
+
 fn request_host<B>(request: &Request<B>) -> Option<String> {
     let raw = request
         .headers()

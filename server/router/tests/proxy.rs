@@ -289,6 +289,84 @@ async fn a_streamed_body_moves_on_whole_after_a_refused_connect() {
     }
 }
 
+/// A backend whose port accepts and then resets without answering, as the
+/// engine's port proxy of an instance that just died does.
+async fn resetting_backend() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut buffer = [0u8; 1024];
+            // Read (part of) the request, so the reset comes after it was sent.
+            let _ = stream.read(&mut buffer).await;
+            // Linger 0: close with a reset, not a clean end of stream. Its
+            // deprecation is about a drop that blocks, which 0 never does.
+            #[allow(deprecated)]
+            let _ = stream.set_linger(Some(Duration::ZERO));
+            drop(stream);
+        }
+    });
+    address
+}
+
+/// Regression (issue 15, item 5): killing an instance gave one 502, its port
+/// having accepted and then reset.
+#[tokio::test]
+async fn an_idempotent_request_is_retried_once_after_a_reset_before_any_answer() {
+    let endpoints = vec![
+        endpoint(resetting_backend().await, 0),
+        endpoint(backend(1).await, 1),
+    ];
+    let router = Router::start(http_table(&[("mixed.example", endpoints)])).await;
+    let client = router.client();
+    // Round-robin starts once at the resetting instance and once at the live one.
+    for method in [reqwest::Method::GET, reqwest::Method::DELETE] {
+        for _ in 0..2 {
+            let response = client
+                .request(method.clone(), router.url("mixed.example", "/"))
+                .send()
+                .await
+                .expect("request");
+            let status = response.status();
+            // The live backend has no DELETE route: 405 is its own answer.
+            let expected = if method == reqwest::Method::GET {
+                StatusCode::OK
+            } else {
+                StatusCode::METHOD_NOT_ALLOWED
+            };
+            assert_eq!(status, expected, "{method}");
+        }
+    }
+
+    // A POST may have had its effect: it is not sent again.
+    let mut statuses = Vec::new();
+    for _ in 0..2 {
+        let response = client
+            .post(router.url("mixed.example", "/upload"))
+            .send()
+            .await
+            .expect("request");
+        statuses.push(response.status());
+    }
+    statuses.sort();
+    assert_eq!(statuses, [StatusCode::OK, StatusCode::BAD_GATEWAY]);
+}
+
+/// With every instance resetting, the one retry is spent and the answer is
+/// a 502, not a loop.
+#[tokio::test]
+async fn a_reset_from_every_instance_is_502() {
+    let endpoints = vec![
+        endpoint(resetting_backend().await, 0),
+        endpoint(resetting_backend().await, 1),
+        endpoint(resetting_backend().await, 2),
+    ];
+    let router = Router::start(http_table(&[("mixed.example", endpoints)])).await;
+    let (status, body) = get_text(&router.client(), &router.url("mixed.example", "/")).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert_eq!(body, "bad gateway\n");
+}
+
 #[tokio::test]
 async fn all_backends_dead_is_502() {
     let endpoints = vec![
