@@ -62,6 +62,7 @@ pub fn up_config(data_dir: &Path, cell_id: &str, options: &ClusterOptions) -> Up
         credentials: None,
         max_body_bytes: lattice_receptor::DEFAULT_MAX_BODY_BYTES,
         max_upload_bytes: lattice_fileserver::DEFAULT_MAX_UPLOAD_BYTES,
+        allow_privileged: false,
         drain_timeout: Duration::from_secs(20),
         cell: Some(CellConfig {
             cell_id: cell_id.to_string(),
@@ -118,6 +119,11 @@ impl Cluster {
                 .expect("cluster task")
                 .expect("cluster stops cleanly");
         }
+    }
+
+    /// The cluster's data dir (store, blobs, the cell's cache).
+    pub fn data_dir(&self) -> &Path {
+        self._data.path()
     }
 
     /// Containers of this cluster's cell that exist now.
