@@ -588,7 +588,14 @@ impl Garden for DockerGarden {
             ("event".to_string(), vec!["oom".to_string()]),
             ("label".to_string(), labels),
         ]);
+        // The engine's stream is only requested when first polled; `since`
+        // makes it start here anyway, so that an OOM kill between this call
+        // and the first poll is not missed.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
         let options = bollard::query_parameters::EventsOptions {
+            since: Some(format!("{}.{:09}", now.as_secs(), now.subsec_nanos())),
             filters: Some(filters),
             ..Default::default()
         };
