@@ -424,6 +424,13 @@ pub(crate) enum FeedLine {
     },
     /// Nothing happened; the connection is alive.
     Ping {},
+    /// An event line this follower could not decode; never sent, made by
+    /// the follower so that it can skip the event and keep its position.
+    #[serde(skip)]
+    Unreadable {
+        seq: u64,
+        reason: String,
+    },
 }
 
 /// The query of the feed stream.
@@ -467,9 +474,12 @@ fn presents_secret(req: &Request, expected: &[u8; 32]) -> bool {
     else {
         return false;
     };
-    let given = if let Some(token) = header.strip_prefix("Bearer ") {
-        token.trim().as_bytes().to_vec()
-    } else if let Some(b64) = header.strip_prefix("Basic ") {
+    // Scheme names are case-insensitive (RFC 7235 section 2.1).
+    let (scheme, param) = header.trim_start().split_once(' ').unwrap_or((header, ""));
+    let given = if scheme.eq_ignore_ascii_case("bearer") {
+        param.trim().as_bytes().to_vec()
+    } else if scheme.eq_ignore_ascii_case("basic") {
+        let b64 = param;
         let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(b64.trim()) else {
             return false;
         };
@@ -932,6 +942,13 @@ mod tests {
         ));
         assert!(presents_secret(
             &request_with(Some(&basic("cell:s3cret"))),
+            &expected
+        ));
+        // Regression: scheme names are case-insensitive (RFC 7235).
+        let lower = basic("cell:s3cret").replacen("Basic", "basic", 1);
+        assert!(presents_secret(&request_with(Some(&lower)), &expected));
+        assert!(presents_secret(
+            &request_with(Some("bearer s3cret")),
             &expected
         ));
         for wrong in [

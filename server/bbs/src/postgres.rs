@@ -82,8 +82,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::records::{
-    actual_key, already_exists, backend, check_tag, decode, encode, ensure_one_row, fresh_tag,
-    next_tag, not_found,
+    actual_key, already_exists, backend, check_tag, decode, decode_readable, encode,
+    ensure_one_row, fresh_tag, next_tag, not_found,
 };
 use crate::{
     ActualLrpFilter, DesiredLrpFilter, EventReceiver, RecordKind, Store, StoreError, StoreResult,
@@ -900,9 +900,7 @@ impl Inner {
             .fetch_all(&self.pool)
             .await
             .map_err(|e| backend(&format!("cannot list {kind}s"), e))?;
-        rows.iter()
-            .map(|(key, json)| decode(kind, key, json))
-            .collect()
+        Ok(decode_readable(kind, &rows))
     }
 }
 

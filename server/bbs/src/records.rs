@@ -28,6 +28,26 @@ pub(crate) fn decode<T: DeserializeOwned>(
     })
 }
 
+/// Decodes the `(key, json)` rows of a list, skipping (and logging) every
+/// record that cannot be decoded: one record written by a newer version, or
+/// damaged, must not hide every other record from the converger, the rep,
+/// the route-emitter and `ltc list`. A single read (`get`) still reports it
+/// as [`StoreError::Corrupt`].
+pub(crate) fn decode_readable<T: DeserializeOwned>(
+    kind: RecordKind,
+    rows: &[(String, String)],
+) -> Vec<T> {
+    rows.iter()
+        .filter_map(|(key, json)| match decode(kind, key, json) {
+            Ok(record) => Some(record),
+            Err(err) => {
+                tracing::error!(%kind, key = %key, error = %err, "skipping an unreadable record in a list");
+                None
+            }
+        })
+        .collect()
+}
+
 /// Fails with `Conflict` unless the stored tag is the one the writer read.
 pub(crate) fn check_tag(
     kind: RecordKind,
@@ -92,5 +112,23 @@ pub(crate) fn ensure_one_row(kind: RecordKind, key: &str, rows: u64) -> StoreRes
             kind,
             key: key.to_string(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn regression_a_list_skips_the_record_it_cannot_decode() {
+        let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+        let rows = vec![
+            ("a".to_string(), "1".to_string()),
+            ("deep".to_string(), deep),
+            ("b".to_string(), "2".to_string()),
+            ("text".to_string(), "\"x\"".to_string()),
+        ];
+        let items: Vec<i64> = decode_readable(RecordKind::Task, &rows);
+        assert_eq!(items, vec![1, 2]);
     }
 }

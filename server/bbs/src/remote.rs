@@ -45,6 +45,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 use futures::StreamExt;
+use lattice_models::parse::{readable_items, Readable};
 use lattice_models::{ActualLrp, CellPresence, DesiredLrp, Event, ModificationTag, Task};
 use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
@@ -266,6 +267,19 @@ impl RemoteStore {
 impl Inner {
     /// Sends `call` to the current brain, or the next ones (see the module
     /// doc); for a write, waits until its event reached the local feed.
+    /// A list call whose items are decoded one by one: an item this cell
+    /// cannot decode (a newer version's, or a damaged record) is logged and
+    /// skipped, so that the rest of the list still reaches the rep.
+    async fn call_list<T: DeserializeOwned>(&self, call: Call) -> StoreResult<Vec<T>> {
+        let method = split(&call)?.0;
+        let items: Vec<Readable<T>> = self.call(call).await?;
+        let (items, unreadable) = readable_items(items);
+        for reason in unreadable {
+            tracing::error!(method = %method, error = %reason, "skipping an unreadable record of a list from the brain");
+        }
+        Ok(items)
+    }
+
     async fn call<T: DeserializeOwned>(&self, call: Call) -> StoreResult<T> {
         let retry_any_failure = !call.writes_record();
         let (method, args) = split(&call)?;
@@ -561,6 +575,12 @@ impl Follower {
                     *resume = Some(position.clone());
                     self.state.send_modify(|state| state.seq = seq);
                 }
+                FeedLine::Unreadable { seq, reason } => {
+                    tracing::error!(brain = %base, seq, error = %reason, "skipping an unreadable event of the store's change feed");
+                    position.seq = seq;
+                    *resume = Some(position.clone());
+                    self.state.send_modify(|state| state.seq = seq);
+                }
                 FeedLine::Ping {} => {}
                 FeedLine::Hello { .. } => {
                     return SessionEnd::Broken("a second hello in one stream".to_string())
@@ -585,6 +605,35 @@ impl Follower {
                 Err(_) => Err(refused(format!("nothing from the brain for {IDLE_TIMEOUT:?}"))),
             },
         }
+    }
+}
+
+/// Decodes one feed line. An event line whose event cannot be decoded (a
+/// kind of a newer version, a record past the decoder's depth limit) comes
+/// back as [`FeedLine::Unreadable`] with its number, so that the follower
+/// skips it and keeps its position; reconnecting would only replay it.
+fn decode_line(line: &[u8]) -> Result<FeedLine, String> {
+    let err = match serde_json::from_slice(line) {
+        Ok(line) => return Ok(line),
+        Err(err) => err,
+    };
+    /// The envelope alone: serde_json skips the unread `event` without
+    /// recursion, so this decodes whatever the event holds.
+    #[derive(serde::Deserialize)]
+    struct Envelope {
+        #[serde(rename = "type")]
+        kind: String,
+        seq: Option<u64>,
+    }
+    match serde_json::from_slice::<Envelope>(line) {
+        Ok(Envelope {
+            kind,
+            seq: Some(seq),
+        }) if kind == "event" => Ok(FeedLine::Unreadable {
+            seq,
+            reason: err.to_string(),
+        }),
+        _ => Err(format!("an unreadable feed line: {err}")),
     }
 }
 
@@ -613,10 +662,7 @@ impl Lines {
                 if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
-                return Some(
-                    serde_json::from_slice(&line)
-                        .map_err(|e| format!("an unreadable feed line: {e}")),
-                );
+                return Some(decode_line(&line));
             }
             searched = self.buffer.len();
             if self.buffer.len() > MAX_LINE_BYTES {
@@ -661,7 +707,7 @@ impl Store for RemoteStore {
 
     async fn list_tasks(&self, filter: &TaskFilter) -> StoreResult<Vec<Task>> {
         self.inner
-            .call(Call::ListTasks {
+            .call_list(Call::ListTasks {
                 filter: filter.into(),
             })
             .await
@@ -694,7 +740,7 @@ impl Store for RemoteStore {
 
     async fn list_desired_lrps(&self, filter: &DesiredLrpFilter) -> StoreResult<Vec<DesiredLrp>> {
         self.inner
-            .call(Call::ListDesiredLrps {
+            .call_list(Call::ListDesiredLrps {
                 filter: filter.into(),
             })
             .await
@@ -732,7 +778,7 @@ impl Store for RemoteStore {
 
     async fn list_actual_lrps(&self, filter: &ActualLrpFilter) -> StoreResult<Vec<ActualLrp>> {
         self.inner
-            .call(Call::ListActualLrps {
+            .call_list(Call::ListActualLrps {
                 filter: filter.into(),
             })
             .await
@@ -762,7 +808,7 @@ impl Store for RemoteStore {
     }
 
     async fn list_cells(&self) -> StoreResult<Vec<CellPresence>> {
-        self.inner.call(Call::ListCells {}).await
+        self.inner.call_list(Call::ListCells {}).await
     }
 
     async fn remove_cell(&self, cell_id: &str) -> StoreResult<()> {
@@ -831,6 +877,27 @@ mod tests {
         let (method, args) = split(&Call::Domains {}).expect("splits");
         assert_eq!(method, "domains");
         assert_eq!(args, serde_json::json!({}));
+    }
+
+    #[test]
+    fn regression_an_unreadable_event_is_skipped_with_its_number() {
+        let deep = format!("{}1{}", "[".repeat(300), "]".repeat(300));
+        let line = format!(r#"{{"type":"event","seq":7,"event":{deep}}}"#);
+        match decode_line(line.as_bytes()).expect("an event line") {
+            FeedLine::Unreadable { seq, reason } => {
+                assert_eq!(seq, 7);
+                assert!(reason.contains("recursion limit"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let line = br#"{"type":"event","seq":8,"event":{"type":"newer_kind"}}"#;
+        assert!(matches!(
+            decode_line(line),
+            Ok(FeedLine::Unreadable { seq: 8, .. })
+        ));
+        // A line that is not an event at all still ends the session.
+        assert!(decode_line(b"{\"type\":\"hello\"}").is_err());
+        assert!(decode_line(b"not json").is_err());
     }
 
     #[tokio::test]

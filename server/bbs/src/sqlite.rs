@@ -44,7 +44,8 @@ use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 use tokio::sync::{broadcast, Mutex};
 
 use crate::records::{
-    actual_key, backend, check_tag, decode, encode, ensure_one_row, fresh_tag, next_tag, not_found,
+    actual_key, backend, check_tag, decode, decode_readable, encode, ensure_one_row, fresh_tag,
+    next_tag, not_found,
 };
 use crate::{
     ActualLrpFilter, DesiredLrpFilter, EventReceiver, RecordKind, Store, StoreError, StoreResult,
@@ -604,9 +605,7 @@ impl Inner {
             .fetch_all(&self.pool)
             .await
             .map_err(|e| backend(&format!("cannot list {kind}s"), e))?;
-        rows.iter()
-            .map(|(key, json)| decode(kind, key, json))
-            .collect()
+        Ok(decode_readable(kind, &rows))
     }
 }
 

@@ -122,12 +122,16 @@ async fn records_survive_closing_and_reopening_the_file() {
 }
 
 #[tokio::test]
-async fn an_unreadable_record_is_reported_as_corrupt() {
+async fn an_unreadable_record_is_reported_as_corrupt_and_skipped_by_lists() {
     let dir = tempfile::tempdir().expect("a temporary directory can be made");
     let path = dir.path().join("store.db");
     let store = SqliteStore::open(&path).await.expect("a new store opens");
     store
         .create_task(suite::task("t", "d", 1))
+        .await
+        .expect("create");
+    store
+        .create_task(suite::task("healthy", "d", 2))
         .await
         .expect("create");
     damage_task(&path, "t").await;
@@ -138,10 +142,14 @@ async fn an_unreadable_record_is_reported_as_corrupt() {
         }
         other => panic!("expected a corrupt task, got {other:?}"),
     }
-    assert!(matches!(
-        store.list_tasks(&Default::default()).await,
-        Err(StoreError::Corrupt { .. })
-    ));
+    // Issue 15: a list skips (and logs) the record it cannot decode rather
+    // than hiding every other one from the converger, the rep and `ltc`.
+    let listed = store
+        .list_tasks(&Default::default())
+        .await
+        .expect("the list skips the damaged record");
+    let guids: Vec<&str> = listed.iter().map(|t| t.task_guid.as_str()).collect();
+    assert_eq!(guids, ["healthy"]);
 }
 
 /// Overwrites a task's JSON behind the store's back.

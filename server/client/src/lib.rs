@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use eventsource_stream::{EventStreamError, Eventsource};
 use futures::stream::{BoxStream, StreamExt};
+use lattice_models::parse::{readable_items, Readable};
 use lattice_models::{
     ActualLrp, ApiErrorBody, CellResponse, DesiredLrp, DesiredLrpCreateRequest,
     DesiredLrpUpdateRequest, Event, Task, TaskCreateRequest,
@@ -135,13 +136,13 @@ impl Client {
 
     /// `GET /v1/tasks`.
     pub async fn tasks(&self) -> Result<Vec<Task>, ClientError> {
-        self.get_json(&["v1", "tasks"]).await
+        self.get_list(&["v1", "tasks"]).await
     }
 
     /// `GET /v1/domains/:domain/tasks`.
     pub async fn tasks_by_domain(&self, domain: &str) -> Result<Vec<Task>, ClientError> {
         check_segment("domain", domain)?;
-        self.get_json(&["v1", "domains", domain, "tasks"]).await
+        self.get_list(&["v1", "domains", domain, "tasks"]).await
     }
 
     /// `GET /v1/tasks/:task_guid`.
@@ -178,7 +179,7 @@ impl Client {
 
     /// `GET /v1/desired_lrps`.
     pub async fn desired_lrps(&self) -> Result<Vec<DesiredLrp>, ClientError> {
-        self.get_json(&["v1", "desired_lrps"]).await
+        self.get_list(&["v1", "desired_lrps"]).await
     }
 
     /// `GET /v1/domains/:domain/desired_lrps`.
@@ -187,7 +188,7 @@ impl Client {
         domain: &str,
     ) -> Result<Vec<DesiredLrp>, ClientError> {
         check_segment("domain", domain)?;
-        self.get_json(&["v1", "domains", domain, "desired_lrps"])
+        self.get_list(&["v1", "domains", domain, "desired_lrps"])
             .await
     }
 
@@ -219,13 +220,13 @@ impl Client {
 
     /// `GET /v1/actual_lrps`.
     pub async fn actual_lrps(&self) -> Result<Vec<ActualLrp>, ClientError> {
-        self.get_json(&["v1", "actual_lrps"]).await
+        self.get_list(&["v1", "actual_lrps"]).await
     }
 
     /// `GET /v1/domains/:domain/actual_lrps`.
     pub async fn actual_lrps_by_domain(&self, domain: &str) -> Result<Vec<ActualLrp>, ClientError> {
         check_segment("domain", domain)?;
-        self.get_json(&["v1", "domains", domain, "actual_lrps"])
+        self.get_list(&["v1", "domains", domain, "actual_lrps"])
             .await
     }
 
@@ -235,7 +236,7 @@ impl Client {
         process_guid: &str,
     ) -> Result<Vec<ActualLrp>, ClientError> {
         check_segment("process guid", process_guid)?;
-        self.get_json(&["v1", "actual_lrps", process_guid]).await
+        self.get_list(&["v1", "actual_lrps", process_guid]).await
     }
 
     /// `GET /v1/actual_lrps/:process_guid/index/:index`.
@@ -270,7 +271,7 @@ impl Client {
 
     /// `GET /v1/cells`.
     pub async fn cells(&self) -> Result<Vec<CellResponse>, ClientError> {
-        self.get_json(&["v1", "cells"]).await
+        self.get_list(&["v1", "cells"]).await
     }
 
     /// `PUT /v1/domains/:domain`; the domain expires after `ttl`, or never.
@@ -381,6 +382,23 @@ impl Client {
                 }
             }
         }
+    }
+
+    /// A list whose items are decoded one by one: an item this client
+    /// cannot decode (a newer server's, or one nested past the decoder's
+    /// limit) is logged and skipped rather than failing the whole list, so
+    /// that one bad record cannot hide the others from `ltc list` or empty
+    /// the router's table.
+    async fn get_list<T: DeserializeOwned>(
+        &self,
+        segments: &[&str],
+    ) -> Result<Vec<T>, ClientError> {
+        let items: Vec<Readable<T>> = self.get_json(segments).await?;
+        let (items, unreadable) = readable_items(items);
+        for reason in unreadable {
+            tracing::warn!(target = %self.target(), path = %segments.join("/"), error = %reason, "skipping an unreadable item of a list");
+        }
+        Ok(items)
     }
 
     async fn get_json<T: DeserializeOwned>(&self, segments: &[&str]) -> Result<T, ClientError> {

@@ -7,6 +7,10 @@
 //! costs no body); when the server sent none, the cached copy is reused
 //! without asking. A different URL under the same key is fetched afresh.
 //!
+//! Bodies are streamed to files in the cache directory, never held whole in
+//! memory, and a body longer than the caller's limit is cut off with
+//! [`DownloadError::TooLarge`].
+//!
 //! # Caveats
 //! The cache is best-effort: a cache that cannot be read or written is logged
 //! and bypassed, never a failed download. Nothing is evicted yet; the cache
@@ -16,11 +20,14 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
+use std::fs::File;
+
 use reqwest::header::{ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED};
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
 use crate::error::DownloadError;
 
@@ -55,16 +62,30 @@ impl DownloadCache {
         }
     }
 
-    /// The body at `url`, from the cache when `cache_key` is given and the
-    /// cached copy is still good.
+    /// The body at `url` as an open file at its start (unnamed, or the
+    /// cached copy), from the cache when `cache_key` is given and the cached
+    /// copy is still good. At most `max_bytes` long.
+    ///
+    /// # Errors
+    /// [`DownloadError::TooLarge`] as soon as the body passes `max_bytes`
+    /// (or announces it will); the partial file is removed.
     ///
     /// # Assumptions
     /// Safe to cancel at any `.await`: the cache files are replaced by rename,
-    /// so a dropped fetch leaves the old copy or none.
-    pub async fn fetch(&self, url: &str, cache_key: Option<&str>) -> Result<Bytes, DownloadError> {
+    /// so a dropped fetch leaves the old copy or none; an open copy stays
+    /// readable when a concurrent fetch replaces it.
+    pub async fn fetch(
+        &self,
+        url: &str,
+        cache_key: Option<&str>,
+        max_bytes: u64,
+    ) -> Result<File, DownloadError> {
         let Some(key) = cache_key.filter(|k| !k.is_empty()) else {
-            return match self.get(url, None).await? {
-                Fetched::Fresh { body, .. } => Ok(body),
+            return match self.get(url, None, max_bytes).await? {
+                Fetched::Fresh { body, .. } => {
+                    // Unnamed from here on: nothing is left behind.
+                    Ok(body.into_file())
+                }
                 // get() only answers NotModified to a conditional request.
                 Fetched::NotModified => Err(DownloadError::Status { status: 304 }),
             };
@@ -76,31 +97,25 @@ impl DownloadCache {
         let cached = paths.read_entry().await.filter(|entry| entry.url == url);
         if let Some(entry) = &cached {
             if !entry.has_validators() {
-                if let Some(body) = paths.read_data().await {
+                if let Some(body) = paths.open_data(max_bytes)? {
                     tracing::debug!(url, cache_key = key, "download cache hit");
                     return Ok(body);
                 }
             }
         }
-        match self.get(url, cached.as_ref()).await? {
-            Fetched::NotModified => match paths.read_data().await {
+        match self.get(url, cached.as_ref(), max_bytes).await? {
+            Fetched::NotModified => match paths.open_data(max_bytes)? {
                 Some(body) => {
                     tracing::debug!(url, cache_key = key, "download cache revalidated");
                     Ok(body)
                 }
                 // The data vanished between the check and now: fetch it plainly.
-                None => match self.get(url, None).await? {
-                    Fetched::Fresh { body, entry } => {
-                        paths.store(&entry, &body).await;
-                        Ok(body)
-                    }
+                None => match self.get(url, None, max_bytes).await? {
+                    Fetched::Fresh { body, entry } => paths.store(&entry, body).await,
                     Fetched::NotModified => Err(DownloadError::Status { status: 304 }),
                 },
             },
-            Fetched::Fresh { body, entry } => {
-                paths.store(&entry, &body).await;
-                Ok(body)
-            }
+            Fetched::Fresh { body, entry } => paths.store(&entry, body).await,
         }
     }
 
@@ -111,7 +126,12 @@ impl DownloadCache {
     }
 
     /// GET `url`, conditional on `cached`'s validators when given.
-    async fn get(&self, url: &str, cached: Option<&CacheEntry>) -> Result<Fetched, DownloadError> {
+    async fn get(
+        &self,
+        url: &str,
+        cached: Option<&CacheEntry>,
+        max_bytes: u64,
+    ) -> Result<Fetched, DownloadError> {
         let mut request = self.http.get(url);
         if let Some(entry) = cached {
             if let Some(etag) = &entry.etag {
@@ -121,7 +141,7 @@ impl DownloadCache {
                 request = request.header(IF_MODIFIED_SINCE, last_modified);
             }
         }
-        let response = request.send().await.map_err(DownloadError::Request)?;
+        let mut response = request.send().await.map_err(DownloadError::Request)?;
         let status = response.status();
         if status == StatusCode::NOT_MODIFIED && cached.is_some() {
             return Ok(Fetched::NotModified);
@@ -143,13 +163,35 @@ impl DownloadCache {
             etag: header(ETAG),
             last_modified: header(LAST_MODIFIED),
         };
-        let body = response.bytes().await.map_err(DownloadError::Request)?;
+        if response.content_length().is_some_and(|len| len > max_bytes) {
+            return Err(DownloadError::TooLarge { limit: max_bytes });
+        }
+        let disk = DownloadError::Disk;
+        tokio::fs::create_dir_all(&self.dir).await.map_err(disk)?;
+        let body = tempfile::NamedTempFile::new_in(&self.dir).map_err(disk)?;
+        let mut file = tokio::fs::File::from_std(body.as_file().try_clone().map_err(disk)?);
+        let mut written: u64 = 0;
+        while let Some(chunk) = response.chunk().await.map_err(DownloadError::Request)? {
+            written += chunk.len() as u64;
+            if written > max_bytes {
+                // `body` is dropped here, and its file with it.
+                return Err(DownloadError::TooLarge { limit: max_bytes });
+            }
+            file.write_all(&chunk).await.map_err(disk)?;
+        }
+        file.flush().await.map_err(disk)?;
+        file.seek(std::io::SeekFrom::Start(0)).await.map_err(disk)?;
         Ok(Fetched::Fresh { body, entry })
     }
 }
 
 enum Fetched {
-    Fresh { body: Bytes, entry: CacheEntry },
+    /// The body in a named temporary file of the cache directory, at its
+    /// start; removed when dropped unless the cache keeps it.
+    Fresh {
+        body: tempfile::NamedTempFile,
+        entry: CacheEntry,
+    },
     NotModified,
 }
 
@@ -182,43 +224,66 @@ impl CachePaths {
         }
     }
 
-    async fn read_data(&self) -> Option<Bytes> {
-        match tokio::fs::read(&self.data).await {
-            Ok(data) => Some(Bytes::from(data)),
+    /// The cached data, opened; `None` when it is not there (or unreadable,
+    /// which is logged).
+    ///
+    /// # Errors
+    /// [`DownloadError::TooLarge`] when the copy is longer than `max_bytes`
+    /// (cached for a container that could take more).
+    fn open_data(&self, max_bytes: u64) -> Result<Option<File>, DownloadError> {
+        match File::open(&self.data).and_then(|f| Ok((f.metadata()?.len(), f))) {
+            Ok((len, _)) if len > max_bytes => Err(DownloadError::TooLarge { limit: max_bytes }),
+            Ok((_, file)) => Ok(Some(file)),
             Err(error) => {
-                tracing::warn!(path = %self.data.display(), %error, "cached download unreadable");
-                None
+                if error.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(path = %self.data.display(), %error, "cached download unreadable");
+                }
+                Ok(None)
             }
         }
     }
 
-    /// Writes data then entry, each by rename, so a reader never sees an
-    /// entry whose data is partial. Failures are logged: the download itself
-    /// succeeded.
-    async fn store(&self, entry: &CacheEntry, body: &Bytes) {
+    /// Keeps `body` as the cached data, then writes its entry, each by
+    /// rename, so a reader never sees an entry whose data is partial.
+    /// Failures are logged: the download itself succeeded. Returns the body
+    /// as an open file either way.
+    async fn store(
+        &self,
+        entry: &CacheEntry,
+        body: tempfile::NamedTempFile,
+    ) -> Result<File, DownloadError> {
         let dir = self.dir.clone();
         let (data_path, entry_path) = (self.data.clone(), self.entry.clone());
         let entry = entry.clone();
-        let body = body.clone();
-        let stored = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            std::fs::create_dir_all(&dir)?;
+        let stored = tokio::task::spawn_blocking(move || -> (File, std::io::Result<()>) {
             // Remove the old entry first, so a crash between the two renames
             // cannot pair the old validators with the new data.
             match std::fs::remove_file(&entry_path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return (body.into_file(), Err(e))
+                }
                 _ => {}
             }
-            write_atomically(&dir, &data_path, &body)?;
-            let json = serde_json::to_vec(&entry).map_err(std::io::Error::other)?;
-            write_atomically(&dir, &entry_path, &json)
+            let file = match body.persist(&data_path) {
+                Ok(file) => file,
+                Err(e) => return (e.file.into_file(), Err(e.error)),
+            };
+            let json = match serde_json::to_vec(&entry) {
+                Ok(json) => json,
+                Err(e) => return (file, Err(std::io::Error::other(e))),
+            };
+            let written = write_atomically(&dir, &entry_path, &json);
+            (file, written)
         })
         .await;
         match stored {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => {
-                tracing::warn!(path = %self.data.display(), %error, "could not cache download")
+            Ok((file, Ok(()))) => Ok(file),
+            Ok((file, Err(error))) => {
+                tracing::warn!(path = %self.data.display(), %error, "could not cache download");
+                Ok(file)
             }
-            Err(error) => tracing::warn!(%error, "caching a download panicked"),
+            // The runtime is shutting down (or the closure panicked).
+            Err(error) => Err(DownloadError::Disk(std::io::Error::other(error))),
         }
     }
 }

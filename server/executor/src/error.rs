@@ -89,6 +89,13 @@ pub enum DownloadError {
     /// A single file (not an archive) needs a file name to be written to.
     #[error("cannot write a file to {to:?}: it names no file")]
     Destination { to: String },
+    /// The body, or what it expands to, is larger than the container may
+    /// take: its `disk_mb`, or the cell's maximum download size.
+    #[error("the download is, or expands to, more than {limit} bytes (the container's disk_mb, or the cell's maximum download size); stopped there")]
+    TooLarge { limit: u64 },
+    /// Writing the body to the cell's scratch space failed.
+    #[error("cannot keep the download on disk: {0}")]
+    Disk(#[source] std::io::Error),
 }
 
 /// Why an upload failed.

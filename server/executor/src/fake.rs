@@ -14,8 +14,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::{self, BoxStream};
 use lattice_garden::{
-    ContainerInfo, ContainerSpec, Garden, GardenError, GardenResult, OutputChunk, OutputStream,
-    Process, ProcessSpec, Signal,
+    ContainerInfo, ContainerSpec, Garden, GardenError, GardenResult, OomEvent, OutputChunk,
+    OutputStream, Process, ProcessSpec, Signal,
 };
 use tokio::sync::{mpsc, watch};
 
@@ -94,6 +94,8 @@ struct State {
     streamed_in: Vec<(String, String, Bytes)>,
     /// Regular files by (handle, absolute path).
     files: BTreeMap<(String, String), Bytes>,
+    /// Subscribers of [`Garden::oom_events`], with their property filter.
+    oom_subscribers: Vec<(BTreeMap<String, String>, mpsc::UnboundedSender<OomEvent>)>,
 }
 
 /// The fake backend; cheap to clone, clones share their state.
@@ -111,6 +113,30 @@ impl FakeGarden {
     /// once without output.
     pub fn script(&self, path: &str, script: Script) {
         self.lock().scripts.insert(path.to_string(), script);
+    }
+
+    /// Reports an out-of-memory kill in container `handle` to every
+    /// subscriber whose filter its properties match, as the engine would.
+    pub fn oom(&self, handle: &str) {
+        let mut state = self.lock();
+        let Some(properties) = state.containers.get(handle).map(|c| c.properties.clone()) else {
+            return;
+        };
+        state.oom_subscribers.retain(|(filter, sender)| {
+            let matches = filter.iter().all(|(k, v)| properties.get(k) == Some(v));
+            !matches
+                || sender
+                    .send(OomEvent {
+                        handle: handle.to_string(),
+                        properties: properties.clone(),
+                    })
+                    .is_ok()
+        });
+    }
+
+    /// Whether something subscribed to OOM events (tests wait for it).
+    pub fn has_oom_subscribers(&self) -> bool {
+        !self.lock().oom_subscribers.is_empty()
     }
 
     /// Every process started so far, in start order.
@@ -242,6 +268,34 @@ impl Garden for FakeGarden {
             })
             .cloned()
             .collect())
+    }
+
+    async fn oom_events(
+        &self,
+        properties: &BTreeMap<String, String>,
+    ) -> GardenResult<BoxStream<'static, OomEvent>> {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        self.lock()
+            .oom_subscribers
+            .push((properties.clone(), sender));
+        Ok(Box::pin(stream::unfold(
+            receiver,
+            |mut receiver| async move { receiver.recv().await.map(|event| (event, receiver)) },
+        )))
+    }
+
+    async fn stream_in_file(
+        &self,
+        handle: &str,
+        destination: &str,
+        mut tar: std::fs::File,
+    ) -> GardenResult<()> {
+        // The fake keeps files in memory anyway; tests stream small ones.
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut tar, &mut bytes)
+            .map_err(|e| GardenError::Backend(format!("read tar: {e}")))?;
+        self.stream_in(handle, destination, Bytes::from(bytes))
+            .await
     }
 
     async fn stream_in(&self, handle: &str, destination: &str, tar: Bytes) -> GardenResult<()> {

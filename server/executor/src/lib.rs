@@ -76,7 +76,15 @@ pub struct ExecutorConfig {
     pub kill_wait: Duration,
     /// Longest log line; longer output lines are cut.
     pub max_line_bytes: usize,
+    /// The most one download may take on the cell's disk and write into a
+    /// container (the body, and what an archive expands to), when the
+    /// container's own disk limit is not lower.
+    pub max_download_bytes: u64,
 }
+
+/// [`ExecutorConfig::max_download_bytes`] by default: 4 GiB, above any
+/// droplet or buildpack we know of.
+pub const DEFAULT_MAX_DOWNLOAD_BYTES: u64 = 4 << 30;
 
 impl ExecutorConfig {
     /// Defaults: 10 s of grace after SIGTERM, as Diego; lines of 64 KiB.
@@ -88,6 +96,7 @@ impl ExecutorConfig {
             stop_grace: Duration::from_secs(10),
             kill_wait: Duration::from_secs(10),
             max_line_bytes: MAX_LINE_BYTES,
+            max_download_bytes: DEFAULT_MAX_DOWNLOAD_BYTES,
         }
     }
 }
@@ -105,6 +114,9 @@ pub struct RunContext {
     /// Added to the environment of every process (before the run's own
     /// variables, which win), e.g. `INSTANCE_INDEX` or `PORT`.
     pub env: Vec<(String, String)>,
+    /// The container's disk limit in MB (0: none): a download that is, or
+    /// expands to, more fails.
+    pub disk_mb: u64,
 }
 
 /// Runs action trees in containers. Cheap to clone; clones share the
@@ -208,6 +220,7 @@ impl Executor {
         };
         let scope = steps::Scope {
             handle,
+            disk_mb: context.disk_mb,
             env: &context.env,
         };
         async {

@@ -22,6 +22,8 @@ use crate::Executor;
 /// What every step of one `Executor::run` shares.
 pub(crate) struct Scope<'a> {
     pub handle: &'a str,
+    /// The container's disk limit in MB (0: none); caps downloads.
+    pub disk_mb: u64,
     /// Added to the environment of every process.
     pub env: &'a [(String, String)],
 }
@@ -232,33 +234,47 @@ impl Executor {
         if let Some(artifact) = &download.artifact {
             log.out(format!("Downloading {artifact}..."));
         }
+        let max_bytes = self.download_limit(scope);
         let fetch = self
             .downloads
-            .fetch(&download.from, download.cache_key.as_deref());
+            .fetch(&download.from, download.cache_key.as_deref(), max_bytes);
         let body = tokio::select! {
             body = fetch => body.map_err(failed)?,
             _ = cancel.cancelled() => return Err(ActionError::Cancelled),
         };
-        let size = body.len();
+        let size = body.metadata().map(|m| m.len()).unwrap_or(0) as usize;
         let to = download.to.clone();
-        let unpacked =
-            tokio::task::spawn_blocking(move || crate::archive::unpack_download(body, &to))
-                .await
-                .map_err(|e| {
-                    failed(crate::error::DownloadError::Archive(std::io::Error::other(
-                        e,
-                    )))
-                })?
-                .map_err(failed)?;
-        tracing::debug!(destination = %unpacked.destination, bytes = unpacked.tar.len(), "streaming download in");
+        let scratch = self.config.cache_dir.clone();
+        let unpacked = tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&scratch).map_err(crate::error::DownloadError::Disk)?;
+            crate::archive::unpack_download(body, &to, max_bytes, &scratch)
+        })
+        .await
+        .map_err(|e| {
+            failed(crate::error::DownloadError::Archive(std::io::Error::other(
+                e,
+            )))
+        })?
+        .map_err(failed)?;
+        tracing::debug!(destination = %unpacked.destination, bytes = unpacked.bytes, "streaming download in");
         tokio::select! {
-            streamed = self.garden.stream_in(scope.handle, &unpacked.destination, unpacked.tar) => streamed?,
+            streamed = self.garden.stream_in_file(scope.handle, &unpacked.destination, unpacked.tar) => streamed?,
             _ = cancel.cancelled() => return Err(ActionError::Cancelled),
         }
         if let Some(artifact) = &download.artifact {
             log.out(format!("Downloaded {artifact} ({})", human_size(size)));
         }
         Ok(())
+    }
+
+    /// The most a download may write into the container: its disk limit
+    /// when it has one, never more than the cell's maximum.
+    fn download_limit(&self, scope: &Scope<'_>) -> u64 {
+        let cell_max = self.config.max_download_bytes;
+        match scope.disk_mb {
+            0 => cell_max,
+            mb => cell_max.min(mb.saturating_mul(1024 * 1024)),
+        }
     }
 
     /// Takes the file out of the container and POSTs it.

@@ -54,6 +54,7 @@ fn context() -> RunContext {
         log_source: "APP".into(),
         instance: "2".into(),
         env: vec![("FROM_CONTEXT".into(), "1".into())],
+        disk_mb: 0,
     }
 }
 

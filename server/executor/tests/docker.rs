@@ -72,6 +72,7 @@ impl Harness {
             log_source: "APP".into(),
             instance: "0".into(),
             env: vec![("GREETING".into(), "hi there".into())],
+            disk_mb: 0,
         };
         self.executor
             .run(&self.handle, action, &context, cancel)

@@ -259,3 +259,61 @@ async fn failed_uploads_say_why() {
     assert!(err.to_string().contains("/tmp/missing not found"), "{err}");
     assert!(h.server.uploads().is_empty());
 }
+
+/// Regression (issue 15): a 2 MB gzip that expands to 2 GB was unzipped in
+/// the cell's memory. Now it is unzipped to disk up to the container's disk
+/// limit and the action fails with a clear error past it; nothing is
+/// streamed in and no scratch file is left behind.
+#[tokio::test]
+async fn regression_a_decompression_bomb_fails_at_the_disk_limit() {
+    let h = harness().await;
+    // 256 MiB of zeros in a tar, gzip'd to a few hundred KiB.
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(256 << 20);
+    header.set_mode(0o644);
+    header.set_entry_type(tar::EntryType::Regular);
+    builder
+        .append_data(
+            &mut header,
+            "zeros",
+            std::io::Read::take(std::io::repeat(0), 256 << 20),
+        )
+        .unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    std::io::Write::write_all(&mut gz, &builder.into_inner().unwrap()).unwrap();
+    let bomb = gz.finish().unwrap();
+    assert!(bomb.len() < 2 << 20, "{}", bomb.len());
+    h.server.serve("bomb.tgz", bomb, None);
+
+    let context = RunContext {
+        log_guid: "guid".into(),
+        log_source: "STG".into(),
+        disk_mb: 8,
+        ..RunContext::default()
+    };
+    let action = download(h.server.file_url("bomb.tgz"), "/app", None);
+    let err = h
+        .executor
+        .run(HANDLE, &action, &context, CancellationToken::new())
+        .await
+        .unwrap_err();
+    let message = err.to_string();
+    assert!(message.contains("more than 8388608 bytes"), "{message}");
+    assert!(h.garden.streamed_in().is_empty());
+    let scratch = h._cache.path().join("downloads");
+    let left: Vec<_> = std::fs::read_dir(&scratch)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+
+    // A plain body past the limit is cut off while it downloads.
+    h.server.serve("big", vec![b'x'; 9 << 20], None);
+    let action = download(h.server.file_url("big"), "/tmp/big", Some("big"));
+    let err = h
+        .executor
+        .run(HANDLE, &action, &context, CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("more than 8388608 bytes"), "{err}");
+}

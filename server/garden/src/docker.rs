@@ -61,8 +61,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::{
-    ContainerInfo, ContainerSpec, Garden, GardenError, GardenResult, ImageRef, OutputChunk,
-    OutputStream, PortMapping, Process, ProcessSpec, Signal, DESTROY_GRACE, OWNER_PROPERTY,
+    ContainerInfo, ContainerSpec, Garden, GardenError, GardenResult, ImageRef, OomEvent,
+    OutputChunk, OutputStream, PortMapping, Process, ProcessSpec, Signal, DESTROY_GRACE,
+    OWNER_PROPERTY,
 };
 
 mod cell_lock;
@@ -283,6 +284,7 @@ impl DockerGarden {
                 // Equal to the memory limit: no swap beyond it.
                 memory_swap: memory,
                 cpu_shares,
+                pids_limit: Some(spec.limits.effective_pids() as i64),
                 port_bindings: Some(port_bindings),
                 binds: Some(binds),
                 privileged: Some(spec.privileged),
@@ -581,27 +583,64 @@ impl Garden for DockerGarden {
     }
 
     async fn stream_in(&self, handle: &str, destination: &str, tar: Bytes) -> GardenResult<()> {
-        if !destination.starts_with('/') {
-            return Err(GardenError::InvalidSpec(format!(
-                "destination {destination:?} is not absolute"
-            )));
-        }
-        self.ensure_directory(handle, destination).await?;
-        let options = UploadToContainerOptionsBuilder::default()
-            .path(destination)
-            .build();
-        match self
-            .docker
-            .upload_to_container(handle, Some(options), bollard::body_full(tar))
+        self.put_archive(handle, destination, TarBody::Whole(tar))
             .await
-        {
-            Ok(()) => Ok(()),
-            Err(err) if status(&err) == Some(404) => {
-                Err(self.path_not_found(handle, destination).await)
-            }
-            Err(err) if status(&err) == Some(400) => Err(GardenError::InvalidSpec(message(&err))),
-            Err(err) => Err(backend("stream in", err)),
-        }
+    }
+
+    async fn oom_events(
+        &self,
+        properties: &BTreeMap<String, String>,
+    ) -> GardenResult<BoxStream<'static, OomEvent>> {
+        let labels = properties.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let filters = HashMap::from([
+            ("type".to_string(), vec!["container".to_string()]),
+            ("event".to_string(), vec!["oom".to_string()]),
+            ("label".to_string(), labels),
+        ]);
+        // The engine's stream is only requested when first polled; `since`
+        // makes it start here anyway, so that an OOM kill between this call
+        // and the first poll is not missed.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let options = bollard::query_parameters::EventsOptions {
+            since: Some(format!("{}.{:09}", now.as_secs(), now.subsec_nanos())),
+            filters: Some(filters),
+            ..Default::default()
+        };
+        let events = self
+            .docker
+            .events(Some(options))
+            .filter_map(|event| async move {
+                let event = match event {
+                    Ok(event) => event,
+                    Err(err) => {
+                        tracing::warn!(error = %err, "the engine's event stream failed");
+                        return None;
+                    }
+                };
+                let mut attributes = event.actor?.attributes.unwrap_or_default();
+                let handle = attributes.remove("name")?;
+                // Besides the labels the engine adds `image`, `name` and, for
+                // some events, `exitCode`; only labels are properties.
+                attributes.remove("image");
+                Some(OomEvent {
+                    handle,
+                    properties: attributes.into_iter().collect(),
+                })
+            });
+        Ok(events.boxed())
+    }
+
+    async fn stream_in_file(
+        &self,
+        handle: &str,
+        destination: &str,
+        tar: std::fs::File,
+    ) -> GardenResult<()> {
+        let file = tokio::fs::File::from_std(tar);
+        self.put_archive(handle, destination, TarBody::File(file))
+            .await
     }
 
     async fn stream_out(
@@ -947,6 +986,69 @@ fn program_rootfs(name: &str, program: &[u8]) -> std::io::Result<Bytes> {
     Ok(Bytes::from(tar.into_inner()?))
 }
 
+/// A tar for [`DockerGarden::put_archive`]: whole, or read from a file as it
+/// is sent.
+enum TarBody {
+    Whole(Bytes),
+    File(tokio::fs::File),
+}
+
+/// `file` in chunks of 64 KiB: memory stays at a chunk or two whatever the
+/// size of the file.
+fn file_chunks(
+    file: tokio::fs::File,
+) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Send + 'static {
+    futures::stream::unfold(Some(file), |file| async move {
+        use tokio::io::AsyncReadExt;
+        let mut file = file?;
+        let mut chunk = vec![0u8; 64 * 1024];
+        match file.read(&mut chunk).await {
+            Ok(0) => None,
+            Ok(n) => {
+                chunk.truncate(n);
+                Some((Ok(Bytes::from(chunk)), Some(file)))
+            }
+            Err(e) => Some((Err(e), None)),
+        }
+    })
+}
+
+impl DockerGarden {
+    /// Puts a tar (in any body form) into the container at `destination`.
+    async fn put_archive(&self, handle: &str, destination: &str, tar: TarBody) -> GardenResult<()> {
+        if !destination.starts_with('/') {
+            return Err(GardenError::InvalidSpec(format!(
+                "destination {destination:?} is not absolute"
+            )));
+        }
+        self.ensure_directory(handle, destination).await?;
+        let options = UploadToContainerOptionsBuilder::default()
+            .path(destination)
+            .build();
+        let uploaded = match tar {
+            TarBody::Whole(tar) => {
+                self.docker
+                    .upload_to_container(handle, Some(options), bollard::body_full(tar))
+                    .await
+            }
+            TarBody::File(file) => {
+                let body = bollard::body_try_stream(file_chunks(file));
+                self.docker
+                    .upload_to_container(handle, Some(options), body)
+                    .await
+            }
+        };
+        match uploaded {
+            Ok(()) => Ok(()),
+            Err(err) if status(&err) == Some(404) => {
+                Err(self.path_not_found(handle, destination).await)
+            }
+            Err(err) if status(&err) == Some(400) => Err(GardenError::InvalidSpec(message(&err))),
+            Err(err) => Err(backend("stream in", err)),
+        }
+    }
+}
+
 fn mb_to_bytes(mb: u64) -> i64 {
     i64::try_from(mb.saturating_mul(1024 * 1024)).unwrap_or(i64::MAX)
 }
@@ -1157,6 +1259,7 @@ mod tests {
             memory_mb: 64,
             cpu_weight: 50,
             disk_mb: 0,
+            pids: 64,
         };
         s.ports = vec![8080];
         s.bind_mounts = vec![BindMount {
@@ -1170,6 +1273,7 @@ mod tests {
         assert_eq!(host.memory, Some(64 * 1024 * 1024));
         assert_eq!(host.memory_swap, host.memory);
         assert_eq!(host.cpu_shares, Some(512));
+        assert_eq!(host.pids_limit, Some(64));
         assert_eq!(host.binds, Some(vec!["/h:/c:ro".to_string()]));
         let bindings = host.port_bindings.expect("always set");
         let binding = &bindings["8080/tcp"].as_ref().expect("one binding")[0];
@@ -1183,6 +1287,7 @@ mod tests {
             memory_mb: 0,
             cpu_weight: 1,
             disk_mb: 0,
+            pids: 0,
         };
         let host = garden
             .create_body(&s, &image)
@@ -1190,6 +1295,11 @@ mod tests {
             .expect("always set");
         assert_eq!(host.memory, None, "0 means no limit");
         assert_eq!(host.cpu_shares, Some(10));
+        assert_eq!(
+            host.pids_limit,
+            Some(crate::DEFAULT_PIDS_LIMIT as i64),
+            "every container has a PID limit"
+        );
     }
 
     #[test]

@@ -74,6 +74,29 @@ pub struct Limits {
     pub cpu_weight: u64,
     /// Disk limit; 0 means none. Enforced where the storage driver can.
     pub disk_mb: u64,
+    /// Most processes (and threads) alive in the container at once; 0 means
+    /// [`DEFAULT_PIDS_LIMIT`]. There is no "unlimited": a fork bomb in one
+    /// container must not exhaust the host's PIDs.
+    pub pids: u64,
+}
+
+/// The PID limit of a container whose recipe asks for none.
+pub const DEFAULT_PIDS_LIMIT: u64 = 1024;
+
+/// The largest PID limit a container may ask for: the kernel's default
+/// `pid_max` on 64-bit hosts is 4,194,304; one container asking for more is
+/// asking for the whole machine.
+pub const MAX_PIDS_LIMIT: u64 = 1 << 22;
+
+impl Limits {
+    /// The PID limit the backend applies: `pids`, or the default for 0.
+    pub fn effective_pids(&self) -> u64 {
+        if self.pids == 0 {
+            DEFAULT_PIDS_LIMIT
+        } else {
+            self.pids.min(MAX_PIDS_LIMIT)
+        }
+    }
 }
 
 /// A directory of the host visible inside the container.
@@ -139,6 +162,15 @@ pub struct ProcessSpec {
     pub user: Option<String>,
     /// RLIMIT_NOFILE for the process, when set.
     pub nofile: Option<u64>,
+}
+
+/// The kernel killed a process of a container for exceeding its memory
+/// limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OomEvent {
+    pub handle: String,
+    /// The container's properties (labels) as the event carried them.
+    pub properties: BTreeMap<String, String>,
 }
 
 /// Which output stream a chunk came from.
@@ -217,6 +249,23 @@ pub trait Garden: Send + Sync + 'static {
     /// Unpacks a tar archive into `destination` (a directory, created if
     /// missing) in the container.
     async fn stream_in(&self, handle: &str, destination: &str, tar: Bytes) -> GardenResult<()>;
+    /// Every later out-of-memory kill in a container whose properties
+    /// include all of `properties`: the container's init or any child
+    /// process of it (which leaves the container running, so that
+    /// [`ContainerInfo::oom_killed`] never shows it). The stream ends when
+    /// the backend's event stream does; callers subscribe again.
+    async fn oom_events(
+        &self,
+        properties: &BTreeMap<String, String>,
+    ) -> GardenResult<BoxStream<'static, OomEvent>>;
+    /// As [`Garden::stream_in`], reading the tar from `tar` (at its current
+    /// position) as it goes, so that a large archive never sits in memory.
+    async fn stream_in_file(
+        &self,
+        handle: &str,
+        destination: &str,
+        tar: std::fs::File,
+    ) -> GardenResult<()>;
     /// A tar archive of `path` (file or directory) of the container.
     async fn stream_out(
         &self,

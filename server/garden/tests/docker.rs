@@ -668,4 +668,68 @@ async fn info_lists_running_processes_even_once_their_caller_is_gone() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+
+/// Regression (issue 15): only a child process is OOM-killed, the container
+/// keeps running, and the engine's OOM event is the one trace of it.
+#[tokio::test]
+async fn regression_a_child_oom_kill_is_reported() {
+    let guard = OwnerGuard::new("garden-child-oom");
+    let garden = garden().await;
+    let mut spec = spec(&guard, "c").await;
+    spec.limits = Limits {
+        memory_mb: 32,
+        ..Default::default()
+    };
+    let info = garden.create(spec).await.expect("created");
+    let mut events = garden
+        .oom_events(&guard.properties())
+        .await
+        .expect("subscribed");
+
+    let done = run(
+        &garden,
+        &info.handle,
+        sh("(x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo ${#x}); echo parent alive"),
+    )
+    .await;
+    assert!(done.stdout.ends_with("parent alive\n"), "{}", done.stdout);
+    // Waits for the event itself; the bound only keeps a broken engine from
+    // hanging the suite.
+    let event = tokio::time::timeout(std::time::Duration::from_secs(60), events.next())
+        .await
+        .expect("an OOM event")
+        .expect("the stream is open");
+    assert_eq!(event.handle, info.handle);
+    assert_eq!(
+        event.properties.get(lattice_garden::OWNER_PROPERTY),
+        Some(&guard.owner().to_string())
+    );
+    assert!(garden.info(&info.handle).await.expect("there").running);
+}
+
+/// Regression (issue 15): containers had no PID limit.
+#[tokio::test]
+async fn regression_every_container_has_a_pid_limit() {
+    let guard = OwnerGuard::new("garden-pids");
+    let garden = garden().await;
+    // cgroup v2 and v1 keep the limit in different places.
+    let read_limit =
+        sh("cat /sys/fs/cgroup/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids/pids.max");
+    let mut limited = spec(&guard, "limited").await;
+    limited.limits = Limits {
+        pids: 20,
+        ..Default::default()
+    };
+    let info = garden.create(limited).await.expect("created");
+    let done = run(&garden, &info.handle, read_limit.clone()).await;
+    assert_eq!(done.stdout.trim(), "20", "stderr: {}", done.stderr);
+    let info = garden
+        .create(spec(&guard, "default").await)
+        .await
+        .expect("created");
+    let done = run(&garden, &info.handle, read_limit).await;
+    assert_eq!(
+        done.stdout.trim(),
+        lattice_garden::DEFAULT_PIDS_LIMIT.to_string()
+    );
 }

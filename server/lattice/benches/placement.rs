@@ -87,6 +87,7 @@ impl Cluster {
             router_address: None,
             max_body_bytes: lattice_receptor::DEFAULT_MAX_BODY_BYTES,
             max_upload_bytes: lattice_fileserver::DEFAULT_MAX_UPLOAD_BYTES,
+            allow_privileged: false,
             brain_id: "bench-brain".to_string(),
             lock_ttl: lattice::roles::DEFAULT_LOCK_TTL,
             // `lattice brain`'s default; it also reacts to changes at once.

@@ -36,6 +36,7 @@ async fn main() -> anyhow::Result<()> {
         credentials: None,
         max_body_bytes: lattice_receptor::DEFAULT_MAX_BODY_BYTES,
         max_upload_bytes: lattice_fileserver::DEFAULT_MAX_UPLOAD_BYTES,
+        allow_privileged: false,
         drain_timeout: Duration::from_secs(20),
         cell: Some(CellConfig {
             cell_id: owner.owner().to_string(),

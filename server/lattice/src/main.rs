@@ -85,6 +85,11 @@ struct BrainArgs {
     /// Where the routers take app traffic (HOST:PORT), told to `ltc` in /v1/info.
     #[arg(long, env = "LATTICE_ROUTER_ADDRESS")]
     router_address: Option<String>,
+    /// Accept work that asks for `privileged: true` (containers with the
+    /// host root's capabilities). Off by default: such work is refused with
+    /// a 400 naming the field.
+    #[arg(long, env = "LATTICE_ALLOW_PRIVILEGED")]
+    allow_privileged: bool,
     /// Largest request body the receptor accepts, in bytes.
     #[arg(long, default_value_t = lattice_receptor::DEFAULT_MAX_BODY_BYTES)]
     max_body_bytes: usize,
@@ -154,7 +159,8 @@ struct CellArgs {
     /// Memory the cell offers, in MB. Default: the machine's.
     #[arg(long)]
     cell_memory_mb: Option<i64>,
-    /// Disk the cell offers, in MB. Default: the machine's free disk.
+    /// Disk the cell offers, in MB. Default: the total size (not the free
+    /// space) of the file system holding the Docker engine's data.
     #[arg(long)]
     cell_disk_mb: Option<i64>,
     /// Containers the cell runs at most.
@@ -241,6 +247,11 @@ struct UpArgs {
     /// Largest app bits or droplet upload the file server accepts, in bytes.
     #[arg(long, default_value_t = lattice_fileserver::DEFAULT_MAX_UPLOAD_BYTES)]
     max_upload_bytes: u64,
+    /// Accept work that asks for `privileged: true` (containers with the
+    /// host root's capabilities). Off by default: such work is refused with
+    /// a 400 naming the field.
+    #[arg(long, env = "LATTICE_ALLOW_PRIVILEGED")]
+    allow_privileged: bool,
     /// Largest request body the receptor accepts, in bytes.
     #[arg(long, default_value_t = lattice_receptor::DEFAULT_MAX_BODY_BYTES)]
     max_body_bytes: usize,
@@ -268,7 +279,8 @@ struct UpArgs {
     /// Memory the cell offers, in MB. Default: the machine's.
     #[arg(long)]
     cell_memory_mb: Option<i64>,
-    /// Disk the cell offers, in MB. Default: the machine's free disk.
+    /// Disk the cell offers, in MB. Default: the total size (not the free
+    /// space) of the file system holding the Docker engine's data.
     #[arg(long)]
     cell_disk_mb: Option<i64>,
     /// Containers the cell runs at most.
@@ -455,6 +467,7 @@ async fn brain(args: BrainArgs, hub: Arc<LogHub>) -> anyhow::Result<()> {
         router_address: args.router_address,
         max_body_bytes: args.max_body_bytes,
         max_upload_bytes: args.max_upload_bytes,
+        allow_privileged: args.allow_privileged,
         brain_id,
         lock_ttl: args.lock_ttl,
         converge_interval: args.converge_interval,
@@ -563,6 +576,7 @@ async fn up(args: UpArgs, hub: Arc<LogHub>) -> anyhow::Result<()> {
         credentials,
         max_body_bytes: args.max_body_bytes,
         max_upload_bytes: args.max_upload_bytes,
+        allow_privileged: args.allow_privileged,
         drain_timeout: Duration::from_secs(10),
     };
     let shutdown = CancellationToken::new();
@@ -574,6 +588,24 @@ async fn up(args: UpArgs, hub: Arc<LogHub>) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::basic_auth;
+
+    #[test]
+    fn regression_cell_disk_help_says_what_is_registered() {
+        use clap::CommandFactory;
+        let cli = super::Cli::command();
+        for role in ["up", "cell"] {
+            let command = cli.find_subcommand(role).expect("a role");
+            let arg = command
+                .get_arguments()
+                .find(|a| a.get_id() == "cell_disk_mb")
+                .expect("the flag");
+            let help = arg.get_help().expect("documented").to_string();
+            // `DockerGarden::machine_capacity` registers the file system's
+            // size; the help once said "free disk".
+            assert!(help.contains("total size"), "{role}: {help}");
+            assert!(!help.contains("free disk"), "{role}: {help}");
+        }
+    }
 
     #[test]
     fn empty_credentials_count_as_unset_but_half_a_pair_is_an_error() {

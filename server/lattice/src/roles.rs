@@ -125,6 +125,8 @@ pub struct BrainConfig {
     /// Where routers take app traffic, advertised in `/v1/info`.
     pub router_address: Option<String>,
     pub max_body_bytes: usize,
+    /// Whether the receptor accepts `privileged: true` work.
+    pub allow_privileged: bool,
     /// Largest file its file server accepts, in bytes.
     pub max_upload_bytes: u64,
     /// Names this brain in its lock owner (see [`lock_owner`]).
@@ -204,6 +206,7 @@ impl Brain {
                 max_body_bytes: config.max_body_bytes,
                 domain: config.domain.clone(),
                 router_address: config.router_address.clone(),
+                allow_privileged: config.allow_privileged,
             },
             shutdown.clone(),
             lattice_logs::http::router(config.hub.clone(), shutdown.clone())

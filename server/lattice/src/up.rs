@@ -28,6 +28,8 @@ pub struct UpConfig {
     pub domain: String,
     pub credentials: Option<Credentials>,
     pub max_body_bytes: usize,
+    /// Whether the receptor accepts `privileged: true` work.
+    pub allow_privileged: bool,
     /// Largest app bits or droplet upload the file server accepts.
     pub max_upload_bytes: u64,
     /// How long roles may take to finish after a shutdown signal.
@@ -167,6 +169,7 @@ impl Up {
             max_body_bytes: config.max_body_bytes,
             domain: config.domain.clone(),
             router_address: router_address.map(|a| a.to_string()),
+            allow_privileged: config.allow_privileged,
         };
         let logs = lattice_logs::http::router(config.hub.clone(), shutdown.clone());
         let files = lattice_fileserver::router(file_server);

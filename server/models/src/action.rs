@@ -81,6 +81,31 @@ pub struct ResourceLimits {
     pub nproc: Option<u64>,
 }
 
+/// The largest `nofile` a process can be given: the kernel's default
+/// `fs.nr_open`; a larger RLIMIT_NOFILE fails at spawn time.
+pub const MAX_NOFILE: u64 = 1 << 20;
+
+/// The largest `nproc`: the kernel's default `pid_max` on 64-bit hosts.
+pub const MAX_NPROC: u64 = 1 << 22;
+
+impl ResourceLimits {
+    /// Both of Diego's limits are honoured (`nofile` as the process's
+    /// RLIMIT_NOFILE, `nproc` as its container's PID limit); values that
+    /// cannot be (0 would forbid the process itself, beyond the kernel's
+    /// maximum fails at spawn) are refused here rather than on the cell.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        let check = |field: &str, value: Option<u64>, max: u64| match value {
+            Some(v) if v == 0 || v > max => Err(ValidationError::new(
+                field,
+                format!("must be between 1 and {max}, got {v}"),
+            )),
+            _ => Ok(()),
+        };
+        check("nofile", self.nofile, MAX_NOFILE)?;
+        check("nproc", self.nproc, MAX_NPROC)
+    }
+}
+
 /// Run a process in the container; a non-zero exit status fails the action.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -233,20 +258,57 @@ impl Action {
 
     /// Checks the rules serde cannot express. Field paths in the error are
     /// relative to this action (`run.path`, `serial.actions[1].run.path`).
+    ///
+    /// # Errors
+    /// Besides field rules: an action nested more than
+    /// [`MAX_ACTION_DEPTH`](crate::validation::MAX_ACTION_DEPTH) deep, named
+    /// by the path of the first action past the limit.
     pub fn validate(&self) -> Result<(), ValidationError> {
+        self.validate_at(1)
+    }
+
+    /// `depth` is this action's nesting level, 1 for a recipe's root.
+    fn validate_at(&self, depth: usize) -> Result<(), ValidationError> {
+        use crate::validation::{validate_no_nul, MAX_ACTION_DEPTH};
         let kind = self.kind();
+        if depth > MAX_ACTION_DEPTH {
+            return Err(ValidationError::new(
+                kind,
+                format!(
+                    "actions are nested more than {MAX_ACTION_DEPTH} deep; flatten the recipe (e.g. one serial action instead of nested ones)"
+                ),
+            ));
+        }
+        let nested = |a: &Action| a.validate_at(depth + 1).map_err(|e| e.within("action"));
         let inner = match self {
-            Action::Download(a) => {
-                validate_url("from", &a.from).and_then(|_| validate_container_path("to", &a.to))
-            }
-            Action::Upload(a) => {
-                validate_container_path("from", &a.from).and_then(|_| validate_url("to", &a.to))
-            }
+            Action::Download(a) => validate_url("from", &a.from)
+                .and_then(|_| validate_container_path("to", &a.to))
+                .and_then(|_| validate_user(&a.user)),
+            Action::Upload(a) => validate_container_path("from", &a.from)
+                .and_then(|_| validate_url("to", &a.to))
+                .and_then(|_| validate_user(&a.user)),
             Action::Run(a) => {
                 if a.path.is_empty() {
                     Err(ValidationError::new("path", "must not be empty"))
                 } else {
-                    crate::validation::validate_env("env", &a.env)
+                    validate_no_nul("path", &a.path)
+                        .and_then(|_| {
+                            a.args.iter().enumerate().try_for_each(|(i, arg)| {
+                                validate_no_nul(&format!("args[{i}]"), arg)
+                            })
+                        })
+                        .and_then(|_| match &a.dir {
+                            Some(dir) => validate_no_nul("dir", dir),
+                            None => Ok(()),
+                        })
+                        .and_then(|_| validate_user(&a.user))
+                        .and_then(|_| crate::validation::validate_env("env", &a.env))
+                        .and_then(|_| match &a.resource_limits {
+                            Some(limits) => {
+                                limits.validate().map_err(|e| e.within("resource_limits"))
+                            }
+                            None => Ok(()),
+                        })
                 }
             }
             Action::Timeout(a) => {
@@ -256,11 +318,11 @@ impl Action {
                         format!("must be > 0, got {}", a.timeout_ms),
                     ))
                 } else {
-                    a.action.validate().map_err(|e| e.within("action"))
+                    nested(&a.action)
                 }
             }
-            Action::Try(a) => a.action.validate().map_err(|e| e.within("action")),
-            Action::EmitProgress(a) => a.action.validate().map_err(|e| e.within("action")),
+            Action::Try(a) => nested(&a.action),
+            Action::EmitProgress(a) => nested(&a.action),
             Action::Serial(SerialAction { actions, .. })
             | Action::Parallel(ParallelAction { actions, .. })
             | Action::Codependent(CodependentAction { actions, .. }) => {
@@ -271,7 +333,7 @@ impl Action {
                     ))
                 } else {
                     actions.iter().enumerate().try_for_each(|(i, a)| {
-                        a.validate()
+                        a.validate_at(depth + 1)
                             .map_err(|e| e.within(&format!("[{i}]")).within("actions"))
                     })
                 }
@@ -332,7 +394,14 @@ fn validate_container_path(field: &str, value: &str) -> Result<(), ValidationErr
     if value.is_empty() {
         return Err(ValidationError::new(field, "must not be empty"));
     }
-    Ok(())
+    crate::validation::validate_no_nul(field, value)
+}
+
+fn validate_user(user: &Option<String>) -> Result<(), ValidationError> {
+    match user {
+        Some(user) => crate::validation::validate_no_nul("user", user),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -415,5 +484,88 @@ mod tests {
         .unwrap();
         let paths: Vec<_> = a.run_actions().iter().map(|r| r.path.clone()).collect();
         assert_eq!(paths, ["a", "b"]);
+    }
+
+    fn nest_in_try(depth: usize) -> Action {
+        let mut action = Action::run("/bin/true", &[]);
+        for _ in 1..depth {
+            action = Action::Try(TryAction {
+                action: Box::new(action),
+                log_source: None,
+            });
+        }
+        action
+    }
+
+    #[test]
+    fn regression_nesting_past_the_limit_names_the_path() {
+        use crate::validation::MAX_ACTION_DEPTH;
+        assert!(nest_in_try(MAX_ACTION_DEPTH).validate().is_ok());
+        let err = nest_in_try(MAX_ACTION_DEPTH + 1).validate().unwrap_err();
+        let expected = format!("{}run", "try.action.".repeat(MAX_ACTION_DEPTH));
+        assert_eq!(err.field, expected);
+        assert!(err.message.contains("nested more than 32"), "{err}");
+        // The 62-deep recipe of the report.
+        assert!(nest_in_try(62).validate().is_err());
+    }
+
+    #[test]
+    fn regression_deepest_accepted_recipe_decodes_in_every_wrapper() {
+        use crate::validation::MAX_ACTION_DEPTH;
+        // Serial levels cost the most JSON depth (object, object, array).
+        let mut action = Action::Run(RunAction {
+            env: vec![EnvironmentVariable::new("A", "1")],
+            ..match Action::run("/bin/true", &[]) {
+                Action::Run(r) => r,
+                _ => unreachable!("Action::run builds a run action"),
+            }
+        });
+        for _ in 1..MAX_ACTION_DEPTH {
+            action = Action::Serial(SerialAction {
+                actions: vec![action],
+                log_source: None,
+            });
+        }
+        action.validate().expect("at the limit");
+        // A list of records inside an event inside a feed line inside an
+        // RPC answer: far more wrapping than any reader adds.
+        let wrapped = json!({"a": [{"b": {"c": [{"d": {"e": {"action": action}}}]}}]});
+        let text = serde_json::to_string(&wrapped).unwrap();
+        let back: serde_json::Value =
+            serde_json::from_str(&text).expect("under the decoder's limit");
+        assert_eq!(back, wrapped);
+    }
+
+    #[test]
+    fn regression_nul_bytes_refused() {
+        let a = parse(json!({"run": {"path": "/bin/sh\0x"}})).unwrap();
+        assert_eq!(a.validate().unwrap_err().field, "run.path");
+        let a = parse(json!({"run": {"path": "/bin/sh", "args": ["ok", "a\0"]}})).unwrap();
+        assert_eq!(a.validate().unwrap_err().field, "run.args[1]");
+        let a = parse(json!({"run": {"path": "/bin/sh", "env": [{"name": "A", "value": "x\0y"}]}}))
+            .unwrap();
+        assert_eq!(a.validate().unwrap_err().field, "run.env[0].value");
+        let a = parse(json!({"download": {"from": "http://x/y", "to": "/tmp/\0"}})).unwrap();
+        assert_eq!(a.validate().unwrap_err().field, "download.to");
+        let a = parse(json!({"upload": {"from": "/a\0", "to": "http://x/y"}})).unwrap();
+        assert_eq!(a.validate().unwrap_err().field, "upload.from");
+    }
+
+    #[test]
+    fn resource_limits_we_cannot_honour_are_refused() {
+        let a = parse(json!({"run": {"path": "/a", "resource_limits": {"nproc": 0}}})).unwrap();
+        assert_eq!(a.validate().unwrap_err().field, "run.resource_limits.nproc");
+        let a = parse(json!({"run": {"path": "/a", "resource_limits": {"nofile": 4294967296u64}}}))
+            .unwrap();
+        assert_eq!(
+            a.validate().unwrap_err().field,
+            "run.resource_limits.nofile"
+        );
+        let a =
+            parse(json!({"run": {"path": "/a", "resource_limits": {"nofile": 4096, "nproc": 64}}}))
+                .unwrap();
+        assert!(a.validate().is_ok());
+        let err = parse(json!({"run": {"path": "/a", "resource_limits": {"as": 1}}})).unwrap_err();
+        assert!(err.contains("as"), "{err}");
     }
 }

@@ -6,6 +6,13 @@
 
 use serde::{Deserialize, Serialize};
 
+/// How deep actions may nest (`try` in `timeout` in `serial`...), counting
+/// the recipe's root as 1. Real recipes use a handful of levels; the bound
+/// keeps every stored record far below the JSON decoders' recursion limit
+/// (128 in serde_json) wherever it is wrapped (lists, events, feed lines),
+/// so that every reader can decode what the receptor accepted.
+pub const MAX_ACTION_DEPTH: usize = 32;
+
 /// A request that parsed as JSON but breaks a rule.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {message}")]
@@ -127,6 +134,19 @@ pub fn validate_cpu_weight(field: &str, value: i64) -> Result<(), ValidationErro
     Ok(())
 }
 
+/// Paths, arguments and environment values end up as C strings (execve,
+/// the engine's API), where a NUL byte would silently cut them short or fail
+/// at run time on the cell.
+pub fn validate_no_nul(field: &str, value: &str) -> Result<(), ValidationError> {
+    if value.contains('\0') {
+        return Err(ValidationError::new(
+            field,
+            "must not contain a NUL byte (\\u0000)",
+        ));
+    }
+    Ok(())
+}
+
 pub fn validate_env(
     field: &str,
     env: &[crate::EnvironmentVariable],
@@ -138,6 +158,7 @@ pub fn validate_env(
                 format!("{:?} is not a valid environment variable name", var.name),
             ));
         }
+        validate_no_nul(&format!("{field}[{i}].value"), &var.value)?;
     }
     Ok(())
 }

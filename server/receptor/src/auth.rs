@@ -18,7 +18,7 @@ pub async fn require(State(state): State<AppState>, req: Request, next: Next) ->
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(basic_credentials)
         .and_then(|b64| {
             base64::engine::general_purpose::STANDARD
                 .decode(b64.trim())
@@ -37,6 +37,15 @@ pub async fn require(State(state): State<AppState>, req: Request, next: Next) ->
     }
 }
 
+/// The credentials of a `Basic` authorization header. RFC 7617 (via RFC
+/// 7235) makes the scheme name case-insensitive: `basic` and `BASIC` count.
+fn basic_credentials(header: &str) -> Option<&str> {
+    let (scheme, credentials) = header.trim_start().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("basic")
+        .then_some(credentials.trim())
+}
+
 /// Compares without an early exit, so response time does not reveal how much
 /// of a guessed password was right.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -44,4 +53,19 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
         return false;
     }
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::basic_credentials;
+
+    #[test]
+    fn regression_basic_scheme_is_case_insensitive() {
+        for header in ["Basic dTpw", "basic dTpw", "BASIC dTpw", "bAsIc  dTpw"] {
+            assert_eq!(basic_credentials(header), Some("dTpw"), "{header}");
+        }
+        assert_eq!(basic_credentials("Bearer dTpw"), None);
+        assert_eq!(basic_credentials("Basicx dTpw"), None);
+        assert_eq!(basic_credentials("Basic"), None);
+    }
 }

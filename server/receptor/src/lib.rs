@@ -50,6 +50,9 @@ pub struct ReceptorConfig {
     pub domain: String,
     /// Where the router listens, when this cluster has one (`host:port`).
     pub router_address: Option<String>,
+    /// Whether work may ask for `privileged: true` (a container with every
+    /// capability of the host's root). Off unless the operator opts in.
+    pub allow_privileged: bool,
 }
 
 impl Default for ReceptorConfig {
@@ -59,6 +62,7 @@ impl Default for ReceptorConfig {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             domain: "localhost".to_string(),
             router_address: None,
+            allow_privileged: false,
         }
     }
 }
@@ -171,4 +175,21 @@ async fn log_request(
 /// Wall-clock time in Diego's unit (nanoseconds since the epoch).
 pub(crate) fn now_nanos() -> i64 {
     lattice_models::unix_nanos(std::time::SystemTime::now())
+}
+
+/// Refuses privileged work unless the server was started with
+/// `--allow-privileged`: a privileged container is root on the host, which
+/// no API credential (or the lack of one) should hand out by default.
+pub(crate) fn check_privileged(
+    config: &ReceptorConfig,
+    privileged: bool,
+) -> Result<(), error::ApiError> {
+    if privileged && !config.allow_privileged {
+        return Err(lattice_models::ValidationError::new(
+            "privileged",
+            "privileged containers are refused: this server was not started with --allow-privileged",
+        )
+        .into());
+    }
+    Ok(())
 }

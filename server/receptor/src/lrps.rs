@@ -21,6 +21,7 @@ pub async fn create_desired(
     JsonBody(request): JsonBody<DesiredLrpCreateRequest>,
 ) -> Result<(StatusCode, Json<DesiredLrp>), ApiError> {
     request.validate()?;
+    crate::check_privileged(&state.config, request.privileged)?;
     let lrp = state
         .store
         .create_desired_lrp(request.into_desired_lrp())

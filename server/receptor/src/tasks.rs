@@ -22,6 +22,7 @@ pub async fn create(
     JsonBody(request): JsonBody<TaskCreateRequest>,
 ) -> Result<(StatusCode, Json<Task>), ApiError> {
     request.validate()?;
+    crate::check_privileged(&state.config, request.privileged)?;
     let task = state
         .store
         .create_task(request.into_task(now_nanos()))

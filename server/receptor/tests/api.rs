@@ -614,3 +614,143 @@ async fn basic_auth_when_configured() {
         .unwrap()
         .is_empty());
 }
+
+fn nested_try(depth: usize) -> Value {
+    let mut action = json!({"run": {"path": "/bin/true"}});
+    for _ in 1..depth {
+        action = json!({"try": {"action": action}});
+    }
+    action
+}
+
+/// Regression (issue 15): a desired LRP nested 62 deep was accepted, and
+/// then no reader could decode it.
+#[tokio::test]
+async fn regression_deep_nesting_is_refused_naming_the_path() {
+    let server = start().await;
+    for depth in [33, 62] {
+        let mut lrp = lrp_json("deep", 1);
+        lrp["action"] = nested_try(depth);
+        let (status, body) = server
+            .send(reqwest::Method::POST, "/v1/desired_lrps", Some(lrp))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{depth}: {body}");
+        assert_error(&body, "InvalidRequest");
+        let field = body["field"].as_str().expect("a field");
+        assert!(field.starts_with("action.try.action.try"), "{field}");
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .contains("nested more than 32"),
+            "{body}"
+        );
+    }
+    let mut task = task_json("deep");
+    task["action"] = nested_try(40);
+    let (status, body) = server
+        .send(reqwest::Method::POST, "/v1/tasks", Some(task))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+
+    // Nothing stored; the deepest accepted recipe lists and reads back.
+    let (_, list) = server
+        .send(reqwest::Method::GET, "/v1/desired_lrps", None)
+        .await;
+    assert_eq!(list, json!([]));
+    let mut lrp = lrp_json("deepest", 1);
+    lrp["action"] = nested_try(32);
+    let (status, body) = server
+        .send(reqwest::Method::POST, "/v1/desired_lrps", Some(lrp))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let client = lattice_client::Client::new(&server.base, None).expect("a client");
+    let lrps = client.desired_lrps().await.expect("lists");
+    assert_eq!(lrps.len(), 1);
+}
+
+/// Regression (issue 15): `privileged: true` was accepted with no opt-in.
+#[tokio::test]
+async fn regression_privileged_needs_the_servers_opt_in() {
+    let server = start().await;
+    let mut task = task_json("root");
+    task["privileged"] = json!(true);
+    let (status, body) = server
+        .send(reqwest::Method::POST, "/v1/tasks", Some(task.clone()))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["field"], "privileged", "{body}");
+    assert!(body["message"]
+        .as_str()
+        .unwrap()
+        .contains("--allow-privileged"));
+    let mut lrp = lrp_json("root", 1);
+    lrp["privileged"] = json!(true);
+    let (status, body) = server
+        .send(reqwest::Method::POST, "/v1/desired_lrps", Some(lrp.clone()))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (_, tasks) = server.send(reqwest::Method::GET, "/v1/tasks", None).await;
+    assert_eq!(tasks, json!([]), "nothing stored");
+
+    let allowed = start_with(ReceptorConfig {
+        allow_privileged: true,
+        ..Default::default()
+    })
+    .await;
+    let (status, body) = allowed
+        .send(reqwest::Method::POST, "/v1/tasks", Some(task))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = allowed
+        .send(reqwest::Method::POST, "/v1/desired_lrps", Some(lrp))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+}
+
+/// Regression (issue 15): `basic` in lower case got a 401 (RFC 7617 makes
+/// the scheme case-insensitive).
+#[tokio::test]
+async fn regression_basic_scheme_in_any_case() {
+    let server = start_with(ReceptorConfig {
+        credentials: Some(Credentials {
+            username: "admin".into(),
+            password: "s3cret".into(),
+        }),
+        ..Default::default()
+    })
+    .await;
+    // base64("admin:s3cret")
+    for scheme in ["Basic", "basic", "BASIC"] {
+        let resp = server
+            .http
+            .get(server.url("/v1/tasks"))
+            .header("authorization", format!("{scheme} YWRtaW46czNjcmV0"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{scheme}");
+    }
+}
+
+/// Regression (issue 15): NUL bytes in paths and env values were accepted.
+#[tokio::test]
+async fn regression_nul_bytes_are_refused() {
+    let server = start().await;
+    let mut task = task_json("nul");
+    task["env"] = json!([{"name": "A", "value": "x\u{0}y"}]);
+    let (status, body) = server
+        .send(reqwest::Method::POST, "/v1/tasks", Some(task))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["field"], "env[0].value", "{body}");
+    let mut task = task_json("nul");
+    task["action"] = json!({"run": {"path": "/bin/sh\u{0}"}});
+    let (status, body) = server
+        .send(reqwest::Method::POST, "/v1/tasks", Some(task))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["field"], "action.run.path", "{body}");
+    let (_, tasks) = server.send(reqwest::Method::GET, "/v1/tasks", None).await;
+    assert_eq!(tasks, json!([]), "nothing stored");
+}

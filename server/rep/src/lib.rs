@@ -46,6 +46,9 @@ pub const TASK_GUID_PROPERTY: &str = "io.lattice.task-guid";
 pub const PROCESS_GUID_PROPERTY: &str = "io.lattice.process-guid";
 pub const INDEX_PROPERTY: &str = "io.lattice.index";
 pub const INSTANCE_GUID_PROPERTY: &str = "io.lattice.instance-guid";
+/// Container label with the work's log guid, so that an event about the
+/// container alone (an OOM kill) reaches the work's log stream.
+pub const LOG_GUID_PROPERTY: &str = "io.lattice.log-guid";
 
 /// How many leftover containers a restarted cell destroys at once.
 const DESTROY_CONCURRENCY: usize = 16;
@@ -443,6 +446,8 @@ impl Rep {
     /// stops the container), and re-checks them periodically, until
     /// `shutdown`; then stops its work and deregisters the cell.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let oom_stop = shutdown.child_token();
+        let oom_watch = tokio::spawn(self.clone().watch_oom(oom_stop.clone()));
         let mut events = self.store.subscribe();
         let mut presence = tokio::time::interval(self.config.presence_ttl / 3);
         let mut sync = tokio::time::interval(self.config.sync_interval);
@@ -462,7 +467,75 @@ impl Rep {
                 },
             }
         }
+        oom_stop.cancel();
+        if let Err(err) = oom_watch.await {
+            tracing::error!(error = %err, "the OOM watch failed");
+        }
         self.stop().await;
+    }
+
+    /// Follows the engine's out-of-memory kills in this cell's containers
+    /// until `stop`, re-subscribing (with back-off) when the engine's stream
+    /// ends or fails. A child process killed for memory leaves the instance
+    /// running, so this is the only trace of it.
+    async fn watch_oom(self: Arc<Self>, stop: CancellationToken) {
+        let filter = std::collections::BTreeMap::from([(
+            lattice_garden::OWNER_PROPERTY.to_string(),
+            self.config.cell_id.clone(),
+        )]);
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let subscribed = tokio::select! {
+                _ = stop.cancelled() => return,
+                subscribed = self.executor.garden().oom_events(&filter) => subscribed,
+            };
+            match subscribed {
+                Ok(mut events) => loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        event = futures::StreamExt::next(&mut events) => match event {
+                            Some(event) => {
+                                backoff = Duration::from_millis(100);
+                                self.on_oom(&event);
+                            }
+                            None => break,
+                        },
+                    }
+                },
+                Err(err) => {
+                    tracing::warn!(cell_id = %self.config.cell_id, error = %err, "cannot follow the engine's OOM events")
+                }
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// Logs an OOM kill to the cell's log and the work's log stream.
+    fn on_oom(&self, event: &lattice_garden::OomEvent) {
+        let property = |key: &str| event.properties.get(key).map(String::as_str);
+        let log_guid = property(LOG_GUID_PROPERTY).unwrap_or_default();
+        if let Some(process_guid) = property(PROCESS_GUID_PROPERTY) {
+            let index = property(INDEX_PROPERTY).unwrap_or_default();
+            tracing::warn!(cell_id = %self.config.cell_id, process_guid, index, handle = %event.handle, "out of memory: the kernel killed a process of an instance");
+            self.cell_log(
+                log_guid,
+                index,
+                format!("Out of memory: a process of instance {index} was killed for exceeding the memory limit (memory_mb)"),
+            );
+        } else if let Some(task_guid) = property(TASK_GUID_PROPERTY) {
+            tracing::warn!(cell_id = %self.config.cell_id, task_guid, handle = %event.handle, "out of memory: the kernel killed a process of a task");
+            self.cell_log(
+                log_guid,
+                "",
+                "Out of memory: a process of the task was killed for exceeding the memory limit (memory_mb)",
+            );
+        } else {
+            tracing::warn!(cell_id = %self.config.cell_id, handle = %event.handle, "out of memory in a container of this cell");
+        }
     }
 
     fn on_event(&self, event: &Event) {
@@ -552,4 +625,127 @@ fn is_unlimited(total: &Resource, need: &Resource, available: &Resource) -> bool
     fits(total.memory_mb, need.memory_mb, available.memory_mb)
         && fits(total.disk_mb, need.disk_mb, available.disk_mb)
         && fits(total.containers, need.containers, available.containers)
+}
+
+/// The container's PID limit for a recipe: the largest `nproc` any of its
+/// `run` actions asks for, or 0 (the backend's default, 1024) when none does.
+///
+/// Diego's `nproc` is a per-process rlimit; a PID limit on the whole
+/// container is what really bounds a fork bomb (RLIMIT_NPROC counts per user
+/// across the host, and is not enforced for root), so the largest request
+/// becomes the container's limit.
+pub(crate) fn pids_limit<'a>(actions: impl IntoIterator<Item = &'a lattice_models::Action>) -> u64 {
+    actions
+        .into_iter()
+        .flat_map(|action| action.run_actions())
+        .filter_map(|run| run.resource_limits.as_ref()?.nproc)
+        .max()
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod oom_tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use lattice_executor::fake::FakeGarden;
+    use lattice_executor::{CollectingSink, ContainerRequest, Executor, ExecutorConfig};
+    use lattice_models::CellCapacity;
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+
+    /// Regression (issue 15): a child process OOM-killed left the instance
+    /// RUNNING and nothing was reported.
+    #[tokio::test]
+    async fn regression_a_child_oom_is_logged_for_the_instance() {
+        let garden = FakeGarden::new();
+        let sink = CollectingSink::new();
+        let cache = tempfile::tempdir().expect("a temp dir");
+        let executor = Executor::new(
+            Arc::new(garden.clone()),
+            sink.clone(),
+            ExecutorConfig::new("cell-oom", cache.path()),
+        );
+        let store: SharedStore = Arc::new(
+            lattice_bbs::SqliteStore::open_in_memory()
+                .await
+                .expect("a store"),
+        );
+        let capacity = CellCapacity {
+            memory_mb: 1024,
+            disk_mb: 1024,
+            containers: 8,
+        };
+        let rep = Rep::new(
+            RepConfig::new("cell-oom", capacity, "http://127.0.0.1:1"),
+            store,
+            executor.clone(),
+            sink.clone(),
+        );
+        executor
+            .create_container(ContainerRequest {
+                handle: "web-0".into(),
+                rootfs: "docker:///busybox".into(),
+                properties: BTreeMap::from([
+                    (lattice_garden::OWNER_PROPERTY.into(), "cell-oom".into()),
+                    (PROCESS_GUID_PROPERTY.into(), "web".into()),
+                    (INDEX_PROPERTY.into(), "3".into()),
+                    (LOG_GUID_PROPERTY.into(), "web-logs".into()),
+                ]),
+                ..ContainerRequest::default()
+            })
+            .await
+            .expect("created");
+        let shutdown = CancellationToken::new();
+        let running = tokio::spawn(rep.clone().run(shutdown.clone()));
+        while !garden.has_oom_subscribers() {
+            tokio::task::yield_now().await;
+        }
+        garden.oom("web-0");
+        let line = loop {
+            if let Some(m) = sink
+                .messages()
+                .into_iter()
+                .find(|m| m.message.starts_with("Out of memory"))
+            {
+                break m;
+            }
+            tokio::task::yield_now().await;
+        };
+        assert_eq!(line.log_guid, "web-logs");
+        assert_eq!(line.source_instance, "3");
+        assert_eq!(line.source_type, lattice_models::log::SOURCE_CELL);
+        assert!(line.message.contains("instance 3"), "{}", line.message);
+        shutdown.cancel();
+        running.await.expect("the rep stops");
+    }
+}
+
+#[cfg(test)]
+mod pids_tests {
+    use lattice_models::action::{ResourceLimits, SerialAction};
+    use lattice_models::Action;
+
+    fn run_with_nproc(nproc: Option<u64>) -> Action {
+        let mut action = Action::run("/bin/app", &[]);
+        if let Action::Run(run) = &mut action {
+            run.resource_limits = Some(ResourceLimits {
+                nofile: None,
+                nproc,
+            });
+        }
+        action
+    }
+
+    #[test]
+    fn largest_nproc_of_the_recipe_is_the_container_limit() {
+        let serial = Action::Serial(SerialAction {
+            actions: vec![run_with_nproc(Some(10)), run_with_nproc(None)],
+            log_source: None,
+        });
+        let monitor = run_with_nproc(Some(200));
+        assert_eq!(super::pids_limit([&serial, &monitor]), 200);
+        assert_eq!(super::pids_limit([&Action::run("/bin/app", &[])]), 0);
+    }
 }

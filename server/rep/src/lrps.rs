@@ -14,7 +14,9 @@ use lattice_models::{ActualLrp, ActualLrpEvent, ActualLrpState, DesiredLrp, Port
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::{Rep, INDEX_PROPERTY, INSTANCE_GUID_PROPERTY, PROCESS_GUID_PROPERTY};
+use crate::{
+    Rep, INDEX_PROPERTY, INSTANCE_GUID_PROPERTY, LOG_GUID_PROPERTY, PROCESS_GUID_PROPERTY,
+};
 
 const CAS_RETRIES: usize = 8;
 
@@ -274,6 +276,11 @@ fn container_request(
             memory_mb: desired.memory_mb.max(0) as u64,
             cpu_weight: desired.cpu_weight.max(0) as u64,
             disk_mb: desired.disk_mb.max(0) as u64,
+            pids: crate::pids_limit(
+                std::iter::once(&desired.action)
+                    .chain(desired.setup.as_ref())
+                    .chain(desired.monitor.as_ref()),
+            ),
         },
         ports: desired
             .ports
@@ -291,6 +298,7 @@ fn container_request(
                 INSTANCE_GUID_PROPERTY.to_string(),
                 instance_guid.to_string(),
             ),
+            (LOG_GUID_PROPERTY.to_string(), desired.log_guid.clone()),
         ]),
         privileged: desired.privileged,
         bind_mounts: Vec::new(),
@@ -383,6 +391,7 @@ async fn run_instance(
         log_source: source.to_string(),
         instance: index.to_string(),
         env: env.clone(),
+        disk_mb: desired.disk_mb.max(0) as u64,
     };
     let app_source = if desired.log_source.is_empty() {
         SOURCE_APP

@@ -9,7 +9,7 @@ use lattice_garden::OWNER_PROPERTY;
 use lattice_models::{Task, TaskEvent, TaskState};
 use tokio_util::sync::CancellationToken;
 
-use crate::{Rep, CELL_STOPPED_REASON, TASK_GUID_PROPERTY};
+use crate::{Rep, CELL_STOPPED_REASON, LOG_GUID_PROPERTY, TASK_GUID_PROPERTY};
 
 /// How often a completion retries when another writer changed the task.
 const CAS_RETRIES: usize = 8;
@@ -124,11 +124,13 @@ async fn run_claimed(
             memory_mb: task.memory_mb.max(0) as u64,
             cpu_weight: task.cpu_weight.max(0) as u64,
             disk_mb: task.disk_mb.max(0) as u64,
+            pids: crate::pids_limit([&task.action]),
         },
         ports: Vec::new(),
         properties: BTreeMap::from([
             (OWNER_PROPERTY.to_string(), rep.config.cell_id.clone()),
             (TASK_GUID_PROPERTY.to_string(), task.task_guid.clone()),
+            (LOG_GUID_PROPERTY.to_string(), task.log_guid.clone()),
         ]),
         privileged: task.privileged,
         bind_mounts: Vec::new(),
@@ -160,6 +162,7 @@ async fn run_claimed(
             .iter()
             .map(|v| (v.name.clone(), v.value.clone()))
             .collect(),
+        disk_mb: task.disk_mb.max(0) as u64,
     };
     match rep
         .executor

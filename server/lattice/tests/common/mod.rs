@@ -67,6 +67,7 @@ pub fn up_config(data_dir: &Path, cell_id: &str, options: &ClusterOptions) -> Up
         credentials: options.credentials.clone(),
         max_body_bytes: lattice_receptor::DEFAULT_MAX_BODY_BYTES,
         max_upload_bytes: lattice_fileserver::DEFAULT_MAX_UPLOAD_BYTES,
+        allow_privileged: false,
         drain_timeout: Duration::from_secs(20),
         cell: Some(CellConfig {
             cell_id: cell_id.to_string(),
@@ -127,6 +128,11 @@ impl Cluster {
                 .expect("cluster task")
                 .expect("cluster stops cleanly");
         }
+    }
+
+    /// The cluster's data dir (store, blobs, the cell's cache).
+    pub fn data_dir(&self) -> &Path {
+        self._data.path()
     }
 
     /// Containers of this cluster's cell that exist now.
