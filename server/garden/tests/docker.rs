@@ -668,6 +668,7 @@ async fn info_lists_running_processes_even_once_their_caller_is_gone() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
 
 /// Regression (issue 15): only a child process is OOM-killed, the container
 /// keeps running, and the engine's OOM event is the one trace of it.

@@ -155,6 +155,7 @@ async fn supervise_adopted(
         log_source: SOURCE_HEALTH.to_string(),
         instance: lrp.index.to_string(),
         env: instance_env(desired, lrp.index, &lrp.instance_guid, container),
+        disk_mb: desired.disk_mb.max(0) as u64,
     };
     let adopted = Instant::now();
     // The monitor runs at once: only a healthy instance stays adopted.
