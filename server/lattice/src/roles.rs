@@ -204,6 +204,7 @@ impl Brain {
                 max_body_bytes: config.max_body_bytes,
                 domain: config.domain.clone(),
                 router_address: config.router_address.clone(),
+                ltc_path: lattice_receptor::ltc_beside_current_exe(),
             },
             shutdown.clone(),
             lattice_logs::http::router(config.hub.clone(), shutdown.clone())

@@ -167,6 +167,7 @@ impl Up {
             max_body_bytes: config.max_body_bytes,
             domain: config.domain.clone(),
             router_address: router_address.map(|a| a.to_string()),
+            ltc_path: lattice_receptor::ltc_beside_current_exe(),
         };
         let logs = lattice_logs::http::router(config.hub.clone(), shutdown.clone());
         let files = lattice_fileserver::router(file_server);

@@ -1,5 +1,7 @@
 //! Cells: the machines (or processes) that run containers.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::validation::{self, ValidationError};
@@ -23,6 +25,16 @@ pub struct CellPresence {
     /// Where the auctioneer reaches this cell's rep (`http://host:port`).
     pub rep_address: String,
     pub capacity: CellCapacity,
+    /// Diego's `rootfs_providers`: scheme -> the root filesystems it offers
+    /// (empty for "any", as `docker` is). Cells that registered before this
+    /// field existed are read as docker-only, which is all a cell runs.
+    #[serde(default = "docker_rootfs_providers")]
+    pub rootfs_providers: BTreeMap<String, Vec<String>>,
+}
+
+/// What every one of our cells runs: any Docker image, no preloaded stacks.
+pub fn docker_rootfs_providers() -> BTreeMap<String, Vec<String>> {
+    BTreeMap::from([("docker".to_string(), Vec::new())])
 }
 
 impl CellPresence {

@@ -11,6 +11,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::action::Action;
+use crate::egress::SecurityGroupRule;
 use crate::validation::{self, ModificationTag, ValidationError};
 use crate::EnvironmentVariable;
 
@@ -124,12 +125,18 @@ pub struct TaskCreateRequest {
     pub log_guid: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub log_source: String,
+    /// Diego's metrics id; stored and returned, we emit no container metrics.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub metrics_guid: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub result_file: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub completion_callback_url: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub annotation: String,
+    /// Stored and returned; not enforced by our cells (see `egress`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub egress_rules: Vec<SecurityGroupRule>,
 }
 
 impl TaskCreateRequest {
@@ -142,6 +149,7 @@ impl TaskCreateRequest {
         validation::validate_cpu_weight("cpu_weight", self.cpu_weight)?;
         validation::validate_non_negative("disk_mb", self.disk_mb)?;
         validation::validate_non_negative("memory_mb", self.memory_mb)?;
+        crate::egress::validate_rules("egress_rules", &self.egress_rules)?;
         let callback = &self.completion_callback_url;
         let is_http = callback.starts_with("http://") || callback.starts_with("https://");
         if !callback.is_empty() && !is_http {
@@ -173,9 +181,11 @@ impl TaskCreateRequest {
             privileged: self.privileged,
             log_guid: self.log_guid,
             log_source: self.log_source,
+            metrics_guid: self.metrics_guid,
             result_file: self.result_file,
             completion_callback_url: self.completion_callback_url,
             annotation: self.annotation,
+            egress_rules: self.egress_rules,
             state: TaskState::Pending,
             cell_id: String::new(),
             failed: false,
@@ -204,9 +214,13 @@ pub struct Task {
     pub privileged: bool,
     pub log_guid: String,
     pub log_source: String,
+    #[serde(default)]
+    pub metrics_guid: String,
     pub result_file: String,
     pub completion_callback_url: String,
     pub annotation: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub egress_rules: Vec<SecurityGroupRule>,
     pub state: TaskState,
     /// The cell that claimed the task; empty while PENDING.
     pub cell_id: String,

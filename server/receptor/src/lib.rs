@@ -9,7 +9,8 @@
 //! # Layout
 //! - [`app`] builds the router; [`serve`] runs it on a bound listener until
 //!   a shutdown token fires.
-//! - `tasks`, `lrps`, `cluster` (cells, domains, info), `events`: handlers.
+//! - `tasks`, `lrps`, `cluster` (cells, domains, info), `events`, `meta`
+//!   (version, ltc sync): handlers.
 //! - [`error`]: the error policy; `extract`: body and path parsing.
 //! - `auth`: optional HTTP basic auth.
 
@@ -27,6 +28,7 @@ pub mod error;
 mod events;
 mod extract;
 mod lrps;
+mod meta;
 mod tasks;
 
 pub use error::ApiError;
@@ -50,6 +52,17 @@ pub struct ReceptorConfig {
     pub domain: String,
     /// Where the router listens, when this cluster has one (`host:port`).
     pub router_address: Option<String>,
+    /// The `ltc` binary served on `/v1/sync/{arch}/ltc` (see
+    /// [`ltc_beside_current_exe`]); read on each request, so an install made
+    /// after the server started is served.
+    pub ltc_path: Option<std::path::PathBuf>,
+}
+
+/// Where the installer puts `ltc`: beside the running server binary.
+pub fn ltc_beside_current_exe() -> Option<std::path::PathBuf> {
+    std::env::current_exe()
+        .ok()
+        .map(|exe| exe.with_file_name("ltc"))
 }
 
 impl Default for ReceptorConfig {
@@ -59,6 +72,7 @@ impl Default for ReceptorConfig {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             domain: "localhost".to_string(),
             router_address: None,
+            ltc_path: None,
         }
     }
 }
@@ -93,6 +107,8 @@ pub fn app_with_routes(
     };
     let api = Router::new()
         .route("/v1/info", get(cluster::info))
+        .route("/v1/version", get(meta::version))
+        .route("/v1/sync/{arch}/{artifact}", get(meta::sync))
         .route("/v1/tasks", post(tasks::create).get(tasks::list))
         .route(
             "/v1/tasks/{task_guid}",

@@ -6,7 +6,7 @@ use axum::Json;
 use lattice_bbs::{ActualLrpFilter, DesiredLrpFilter, StoreError};
 use lattice_models::validation::{validate_domain, validate_guid};
 use lattice_models::{
-    ActualLrp, ActualLrpEvent, ActualLrpState, DesiredLrp, DesiredLrpCreateRequest,
+    ActualLrp, ActualLrpEvent, ActualLrpState, ApiErrorName, DesiredLrp, DesiredLrpCreateRequest,
     DesiredLrpUpdateRequest,
 };
 
@@ -16,17 +16,21 @@ use crate::{now_nanos, AppState};
 
 const CAS_RETRIES: usize = 8;
 
+/// Answers 201 with an empty body and no content type, as Diego does: its
+/// clients treat any body as a failure. Read the LRP back with a GET.
 pub async fn create_desired(
     State(state): State<AppState>,
     JsonBody(request): JsonBody<DesiredLrpCreateRequest>,
-) -> Result<(StatusCode, Json<DesiredLrp>), ApiError> {
-    request.validate()?;
+) -> Result<StatusCode, ApiError> {
+    request
+        .validate()
+        .map_err(|e| ApiError::invalid(ApiErrorName::InvalidLrp, e))?;
     let lrp = state
         .store
         .create_desired_lrp(request.into_desired_lrp())
         .await?;
     tracing::info!(process_guid = %lrp.process_guid, instances = lrp.instances, "LRP desired");
-    Ok((StatusCode::CREATED, Json(lrp)))
+    Ok(StatusCode::CREATED)
 }
 
 pub async fn list_desired(
@@ -68,7 +72,9 @@ pub async fn update_desired(
     JsonBody(update): JsonBody<DesiredLrpUpdateRequest>,
 ) -> Result<StatusCode, ApiError> {
     validate_guid("process_guid", &guid)?;
-    update.validate()?;
+    update
+        .validate()
+        .map_err(|e| ApiError::invalid(ApiErrorName::InvalidLrp, e))?;
     for _ in 0..CAS_RETRIES {
         let mut lrp = state.store.get_desired_lrp(&guid).await?;
         if let Some(expected) = &update.modification_tag {

@@ -17,17 +17,21 @@ pub const CANCELLED_REASON: &str = "task was cancelled";
 /// How often a read-modify-write retries when another writer got in between.
 const CAS_RETRIES: usize = 8;
 
+/// Answers 201 with an empty body and no content type, as Diego does: its
+/// clients treat any body as a failure. Read the task back with a GET.
 pub async fn create(
     State(state): State<AppState>,
     JsonBody(request): JsonBody<TaskCreateRequest>,
-) -> Result<(StatusCode, Json<Task>), ApiError> {
-    request.validate()?;
+) -> Result<StatusCode, ApiError> {
+    request
+        .validate()
+        .map_err(|e| ApiError::invalid(ApiErrorName::InvalidTask, e))?;
     let task = state
         .store
         .create_task(request.into_task(now_nanos()))
         .await?;
     tracing::info!(task_guid = %task.task_guid, domain = %task.domain, "task desired");
-    Ok((StatusCode::CREATED, Json(task)))
+    Ok(StatusCode::CREATED)
 }
 
 pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<Task>>, ApiError> {
