@@ -27,6 +27,7 @@ pub const ACTION_KINDS: &[&str] = &[
     "emit_progress",
 ];
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
@@ -42,6 +43,7 @@ pub enum Action {
 }
 
 /// Fetch a file or an archive (tar, tgz) and put it at `to` in the container.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DownloadAction {
@@ -59,6 +61,7 @@ pub struct DownloadAction {
 }
 
 /// Send a file of the container to `to` (an HTTP URL) with a PUT-like POST.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UploadAction {
@@ -72,6 +75,7 @@ pub struct UploadAction {
     pub log_source: Option<String>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ResourceLimits {
@@ -82,6 +86,7 @@ pub struct ResourceLimits {
 }
 
 /// Run a process in the container; a non-zero exit status fails the action.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RunAction {
@@ -107,9 +112,11 @@ pub struct RunAction {
 /// On the wire this is Diego's form, `{"action": ..., "timeout": NANOSECONDS}`.
 /// Our earlier spelling `"timeout_ms": MILLISECONDS` is still read (records
 /// stored before, and existing scripts); it is always written back as Diego's.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "TimeoutWire")]
 pub struct TimeoutAction {
+    #[cfg_attr(feature = "openapi", schema(no_recursion))]
     pub action: Box<Action>,
     #[serde(rename = "timeout")]
     pub timeout_ns: i64,
@@ -167,45 +174,55 @@ impl TryFrom<TimeoutWire> for TimeoutAction {
 }
 
 /// Run the inner action and ignore its failure.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TryAction {
+    #[cfg_attr(feature = "openapi", schema(no_recursion))]
     pub action: Box<Action>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_source: Option<String>,
 }
 
 /// Run the actions one after another; the first failure stops the sequence.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SerialAction {
+    #[cfg_attr(feature = "openapi", schema(no_recursion))]
     pub actions: Vec<Action>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_source: Option<String>,
 }
 
 /// Run the actions at once and wait for all; fails if any failed.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ParallelAction {
+    #[cfg_attr(feature = "openapi", schema(no_recursion))]
     pub actions: Vec<Action>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_source: Option<String>,
 }
 
 /// Run the actions at once; when the first one ends the others are cancelled.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CodependentAction {
+    #[cfg_attr(feature = "openapi", schema(no_recursion))]
     pub actions: Vec<Action>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_source: Option<String>,
 }
 
 /// Run the inner action, writing start/success/failure messages to the log.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EmitProgressAction {
+    #[cfg_attr(feature = "openapi", schema(no_recursion))]
     pub action: Box<Action>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_message: Option<String>,

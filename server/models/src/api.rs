@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 /// Error kinds, named as in Diego's receptor API (`errors.go`), plus a few
 /// of ours for cases Diego has no name for (see `docs/api.md`).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ApiErrorName {
     /// The body is not JSON, or not JSON of the expected shape (400).
@@ -113,6 +114,7 @@ impl ApiErrorName {
     }
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiErrorBody {
     pub name: ApiErrorName,
@@ -141,6 +143,7 @@ mod tests {
 /// receptor answered (`receptor`, `ltc`, `lattice_release`, ...). A version
 /// the cluster does not have (we run no Diego, CF or Garden release) is
 /// omitted rather than sent empty.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VersionResponse {
     #[serde(default, skip_serializing_if = "Option::is_none")]

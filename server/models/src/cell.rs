@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::validation::{self, ValidationError};
 
 /// What a cell can hold in total.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CellCapacity {
@@ -17,6 +18,7 @@ pub struct CellCapacity {
 
 /// A cell's registration, renewed by its rep while it lives. A cell whose
 /// presence expired is gone: its work is placed elsewhere.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CellPresence {
     pub cell_id: String,
@@ -51,6 +53,7 @@ impl CellPresence {
 }
 
 /// `GET /v1/cells`: a live cell and what it holds now.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CellResponse {
     #[serde(flatten)]

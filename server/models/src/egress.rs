@@ -16,6 +16,7 @@ pub const MAX_EGRESS_RULES: usize = 1024;
 
 /// One outbound rule, as Diego writes it:
 /// `{"protocol": "tcp", "destinations": ["0.0.0.0/0"], "ports": [53], "log": false}`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SecurityGroupRule {
@@ -33,6 +34,7 @@ pub struct SecurityGroupRule {
     pub log: bool,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PortRange {
@@ -40,6 +42,7 @@ pub struct PortRange {
     pub end: u16,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IcmpInfo {

@@ -47,6 +47,7 @@ pub use task::{Task, TaskCreateRequest, TaskEvent, TaskState};
 pub use validation::{ModificationTag, ValidationError};
 
 /// Environment variable as Diego writes it: `{"name": "...", "value": "..."}`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EnvironmentVariable {

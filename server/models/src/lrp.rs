@@ -21,6 +21,7 @@ use crate::EnvironmentVariable;
 pub const MAX_INSTANCES: i64 = 100_000;
 
 /// `POST /v1/desired_lrps`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DesiredLrpCreateRequest {
@@ -145,6 +146,7 @@ fn validate_annotation(annotation: &str) -> Result<(), ValidationError> {
 /// `PUT /v1/desired_lrps/:process_guid`: every field optional; absent fields
 /// stay as they are. With `modification_tag` the update only applies if the
 /// stored record still carries that tag (409 otherwise).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DesiredLrpUpdateRequest {
@@ -189,6 +191,7 @@ impl DesiredLrpUpdateRequest {
 }
 
 /// A desired LRP as stored and answered by `GET /v1/desired_lrps/:guid`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DesiredLrp {
     pub process_guid: String,
@@ -222,6 +225,7 @@ pub struct DesiredLrp {
     pub modification_tag: ModificationTag,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ActualLrpState {
@@ -303,6 +307,7 @@ pub struct InvalidActualLrpTransition {
     pub event: ActualLrpEvent,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PortMapping {
@@ -311,6 +316,7 @@ pub struct PortMapping {
 }
 
 /// One instance of a desired LRP, keyed by `(process_guid, index)`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ActualLrp {
     pub process_guid: String,

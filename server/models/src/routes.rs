@@ -50,6 +50,44 @@ impl<'de> Deserialize<'de> for Routes {
     }
 }
 
+// Hand-written: an open map whose two known keys have a shape.
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for Routes {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{AdditionalProperties, ArrayBuilder, ObjectBuilder};
+        use utoipa::openapi::Ref;
+        ObjectBuilder::new()
+            .description(Some(
+                "Routes by router name. `cf-router` and `tcp-router` are read by the \
+                 cluster's router; any other key is stored and returned as sent.",
+            ))
+            .property(
+                CF_ROUTER,
+                ArrayBuilder::new().items(Ref::from_schema_name("HttpRoute")),
+            )
+            .property(
+                TCP_ROUTER,
+                ArrayBuilder::new().items(Ref::from_schema_name("TcpRoute")),
+            )
+            .additional_properties(Some(AdditionalProperties::FreeForm(true)))
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for Routes {
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        use utoipa::PartialSchema;
+        schemas.push(("HttpRoute".to_string(), HttpRoute::schema()));
+        schemas.push(("TcpRoute".to_string(), TcpRoute::schema()));
+    }
+}
+
 /// A known router's entry; `null` (Go's nil slice) means none.
 fn parse_entry<T: serde::de::DeserializeOwned, E: de::Error>(
     key: &str,
@@ -68,6 +106,7 @@ fn parse_entry<T: serde::de::DeserializeOwned, E: de::Error>(
     })
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpRoute {
@@ -76,6 +115,7 @@ pub struct HttpRoute {
     pub port: u32,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TcpRoute {

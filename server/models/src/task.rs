@@ -15,6 +15,7 @@ use crate::egress::SecurityGroupRule;
 use crate::validation::{self, ModificationTag, ValidationError};
 use crate::EnvironmentVariable;
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum TaskState {
@@ -104,6 +105,7 @@ pub struct InvalidTaskTransition {
 }
 
 /// `POST /v1/tasks`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TaskCreateRequest {
@@ -200,6 +202,7 @@ impl TaskCreateRequest {
 }
 
 /// A task as stored and as answered by `GET /v1/tasks/:guid`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Task {
     pub task_guid: String,

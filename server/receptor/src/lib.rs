@@ -12,6 +12,8 @@
 //! - `tasks`, `lrps`, `cluster` (cells, domains, info), `events`, `meta`
 //!   (version, ltc sync): handlers.
 //! - [`error`]: the error policy; `extract`: body and path parsing.
+//! - [`openapi`]: the OpenAPI 3 document, derived from the handlers and the
+//!   wire types (`/v1/openapi.json`, `docs/openapi.json`).
 //! - `auth`: optional HTTP basic auth.
 
 use std::sync::Arc;
@@ -29,6 +31,7 @@ mod events;
 mod extract;
 mod lrps;
 mod meta;
+pub mod openapi;
 mod tasks;
 
 pub use error::ApiError;
@@ -108,6 +111,7 @@ pub fn app_with_routes(
     let api = Router::new()
         .route("/v1/info", get(cluster::info))
         .route("/v1/version", get(meta::version))
+        .route("/v1/openapi.json", get(openapi::document))
         .route("/v1/sync/{arch}/{artifact}", get(meta::sync))
         .route("/v1/tasks", post(tasks::create).get(tasks::list))
         .route(

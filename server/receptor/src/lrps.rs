@@ -18,6 +18,7 @@ const CAS_RETRIES: usize = 8;
 
 /// Answers 201 with an empty body and no content type, as Diego does: its
 /// clients treat any body as a failure. Read the LRP back with a GET.
+#[utoipa::path(post, path = "/v1/desired_lrps", tag = "desired LRPs", request_body = lattice_models::DesiredLrpCreateRequest, responses((status = 201, description = "created; empty body, no content type (read it back)"), (status = 400, description = "InvalidJSON (unparsable, unknown field: named) or InvalidLRP (breaks a rule)", body = lattice_models::ApiErrorBody), (status = 409, description = "DesiredLRPAlreadyExists", body = lattice_models::ApiErrorBody), (status = 413, description = "RequestEntityTooLarge", body = lattice_models::ApiErrorBody)))]
 pub async fn create_desired(
     State(state): State<AppState>,
     JsonBody(request): JsonBody<DesiredLrpCreateRequest>,
@@ -33,6 +34,7 @@ pub async fn create_desired(
     Ok(StatusCode::CREATED)
 }
 
+#[utoipa::path(get, path = "/v1/desired_lrps", tag = "desired LRPs", responses((status = 200, body = Vec<lattice_models::DesiredLrp>)))]
 pub async fn list_desired(
     State(state): State<AppState>,
 ) -> Result<Json<Vec<DesiredLrp>>, ApiError> {
@@ -44,6 +46,7 @@ pub async fn list_desired(
     ))
 }
 
+#[utoipa::path(get, path = "/v1/domains/{domain}/desired_lrps", tag = "desired LRPs", params(("domain" = String, Path, description = "a domain")), responses((status = 200, body = Vec<lattice_models::DesiredLrp>), (status = 400, description = "InvalidRequest: a malformed path parameter", body = lattice_models::ApiErrorBody)))]
 pub async fn list_desired_by_domain(
     State(state): State<AppState>,
     Path(domain): Path<String>,
@@ -55,6 +58,7 @@ pub async fn list_desired_by_domain(
     Ok(Json(state.store.list_desired_lrps(&filter).await?))
 }
 
+#[utoipa::path(get, path = "/v1/desired_lrps/{process_guid}", tag = "desired LRPs", params(("process_guid" = String, Path, description = "the desired LRP's process guid")), responses((status = 200, body = lattice_models::DesiredLrp), (status = 404, description = "DesiredLRPNotFound", body = lattice_models::ApiErrorBody)))]
 pub async fn get_desired(
     State(state): State<AppState>,
     Path(guid): Path<String>,
@@ -66,6 +70,7 @@ pub async fn get_desired(
 /// Applies the present fields of the update. With a `modification_tag` in the
 /// body the update is conditional (409 if the LRP changed since the client
 /// read it); without one, concurrent writers are retried so the last one wins.
+#[utoipa::path(put, path = "/v1/desired_lrps/{process_guid}", tag = "desired LRPs", params(("process_guid" = String, Path, description = "the desired LRP's process guid")), request_body = lattice_models::DesiredLrpUpdateRequest, responses((status = 204, description = "updated"), (status = 400, description = "InvalidJSON (unparsable, unknown field: named) or InvalidLRP (breaks a rule)", body = lattice_models::ApiErrorBody), (status = 404, description = "DesiredLRPNotFound", body = lattice_models::ApiErrorBody), (status = 409, description = "ResourceConflict: modification_tag is stale", body = lattice_models::ApiErrorBody)))]
 pub async fn update_desired(
     State(state): State<AppState>,
     Path(guid): Path<String>,
@@ -106,6 +111,7 @@ pub async fn update_desired(
 }
 
 /// Removes the desired LRP; the brain then stops its instances.
+#[utoipa::path(delete, path = "/v1/desired_lrps/{process_guid}", tag = "desired LRPs", params(("process_guid" = String, Path, description = "the desired LRP's process guid")), responses((status = 204, description = "removed; its instances are stopped"), (status = 404, description = "DesiredLRPNotFound", body = lattice_models::ApiErrorBody)))]
 pub async fn delete_desired(
     State(state): State<AppState>,
     Path(guid): Path<String>,
@@ -131,6 +137,7 @@ pub async fn delete_desired(
     )))
 }
 
+#[utoipa::path(get, path = "/v1/actual_lrps", tag = "actual LRPs", responses((status = 200, body = Vec<lattice_models::ActualLrp>)))]
 pub async fn list_actual(State(state): State<AppState>) -> Result<Json<Vec<ActualLrp>>, ApiError> {
     Ok(Json(
         state
@@ -140,6 +147,7 @@ pub async fn list_actual(State(state): State<AppState>) -> Result<Json<Vec<Actua
     ))
 }
 
+#[utoipa::path(get, path = "/v1/actual_lrps/{process_guid}", tag = "actual LRPs", params(("process_guid" = String, Path, description = "the desired LRP's process guid")), responses((status = 200, body = Vec<lattice_models::ActualLrp>), (status = 400, description = "InvalidRequest: a malformed path parameter", body = lattice_models::ApiErrorBody)))]
 pub async fn list_actual_by_process_guid(
     State(state): State<AppState>,
     Path(guid): Path<String>,
@@ -152,6 +160,7 @@ pub async fn list_actual_by_process_guid(
     Ok(Json(state.store.list_actual_lrps(&filter).await?))
 }
 
+#[utoipa::path(get, path = "/v1/domains/{domain}/actual_lrps", tag = "actual LRPs", params(("domain" = String, Path, description = "a domain")), responses((status = 200, body = Vec<lattice_models::ActualLrp>), (status = 400, description = "InvalidRequest: a malformed path parameter", body = lattice_models::ApiErrorBody)))]
 pub async fn list_actual_by_domain(
     State(state): State<AppState>,
     Path(domain): Path<String>,
@@ -164,6 +173,7 @@ pub async fn list_actual_by_domain(
     Ok(Json(state.store.list_actual_lrps(&filter).await?))
 }
 
+#[utoipa::path(get, path = "/v1/actual_lrps/{process_guid}/index/{index}", tag = "actual LRPs", params(("process_guid" = String, Path, description = "the desired LRP's process guid"), ("index" = i64, Path, description = "the instance index")), responses((status = 200, body = lattice_models::ActualLrp), (status = 400, description = "InvalidRequest: a malformed path parameter", body = lattice_models::ApiErrorBody), (status = 404, description = "ActualLRPIndexNotFound", body = lattice_models::ApiErrorBody)))]
 pub async fn get_actual(
     State(state): State<AppState>,
     Path((guid, index)): Path<(String, String)>,
@@ -175,6 +185,7 @@ pub async fn get_actual(
 
 /// Restarts one instance: it is handed back to the auction (UNCLAIMED); the
 /// cell that ran it sees it is no longer its own and destroys the container.
+#[utoipa::path(delete, path = "/v1/actual_lrps/{process_guid}/index/{index}", tag = "actual LRPs", params(("process_guid" = String, Path, description = "the desired LRP's process guid"), ("index" = i64, Path, description = "the instance index")), responses((status = 204, description = "killed; the instance is started again"), (status = 400, description = "InvalidRequest: a malformed path parameter", body = lattice_models::ApiErrorBody), (status = 404, description = "ActualLRPIndexNotFound", body = lattice_models::ApiErrorBody)))]
 pub async fn restart_actual(
     State(state): State<AppState>,
     Path((guid, index)): Path<(String, String)>,

@@ -17,6 +17,7 @@ use crate::AppState;
 pub const LTC_ARTIFACT: &str = "ltc";
 
 /// `GET /v1/version`. `ltc` is named only when this server can hand it out.
+#[utoipa::path(get, path = "/v1/version", tag = "cluster", responses((status = 200, body = lattice_models::VersionResponse)))]
 pub async fn version(State(state): State<AppState>) -> Json<VersionResponse> {
     let version = env!("CARGO_PKG_VERSION").to_string();
     let ltc_served = match &state.config.ltc_path {
@@ -35,6 +36,7 @@ pub async fn version(State(state): State<AppState>) -> Json<VersionResponse> {
 /// `GET /v1/sync/{arch}/ltc`: the `ltc` binary installed beside this server,
 /// for the machine kind it was built for. Anything else is a 404 that says
 /// what this cluster does have.
+#[utoipa::path(get, path = "/v1/sync/{arch}/{artifact}", tag = "cluster", params(("arch" = String, Path, description = "linux or osx"), ("artifact" = String, Path, description = "ltc")), responses((status = 200, content_type = "application/octet-stream", description = "the ltc binary"), (status = 404, description = "ResourceNotFound: no ltc for that architecture here", body = lattice_models::ApiErrorBody)))]
 pub async fn sync(
     State(state): State<AppState>,
     Path((arch, artifact)): Path<(String, String)>,

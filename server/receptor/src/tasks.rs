@@ -19,6 +19,7 @@ const CAS_RETRIES: usize = 8;
 
 /// Answers 201 with an empty body and no content type, as Diego does: its
 /// clients treat any body as a failure. Read the task back with a GET.
+#[utoipa::path(post, path = "/v1/tasks", tag = "tasks", request_body = lattice_models::TaskCreateRequest, responses((status = 201, description = "created; empty body, no content type (read it back)"), (status = 400, description = "InvalidJSON (unparsable, unknown field: named) or InvalidTask (breaks a rule)", body = lattice_models::ApiErrorBody), (status = 409, description = "TaskGuidAlreadyExists", body = lattice_models::ApiErrorBody), (status = 413, description = "RequestEntityTooLarge", body = lattice_models::ApiErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     JsonBody(request): JsonBody<TaskCreateRequest>,
@@ -34,10 +35,12 @@ pub async fn create(
     Ok(StatusCode::CREATED)
 }
 
+#[utoipa::path(get, path = "/v1/tasks", tag = "tasks", responses((status = 200, body = Vec<lattice_models::Task>)))]
 pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<Task>>, ApiError> {
     Ok(Json(state.store.list_tasks(&TaskFilter::default()).await?))
 }
 
+#[utoipa::path(get, path = "/v1/domains/{domain}/tasks", tag = "tasks", params(("domain" = String, Path, description = "a domain")), responses((status = 200, body = Vec<lattice_models::Task>), (status = 400, description = "InvalidRequest: a malformed path parameter", body = lattice_models::ApiErrorBody)))]
 pub async fn list_by_domain(
     State(state): State<AppState>,
     Path(domain): Path<String>,
@@ -50,6 +53,7 @@ pub async fn list_by_domain(
     Ok(Json(state.store.list_tasks(&filter).await?))
 }
 
+#[utoipa::path(get, path = "/v1/tasks/{task_guid}", tag = "tasks", params(("task_guid" = String, Path, description = "the task's guid")), responses((status = 200, body = lattice_models::Task), (status = 400, description = "InvalidRequest: a malformed path parameter", body = lattice_models::ApiErrorBody), (status = 404, description = "TaskNotFound", body = lattice_models::ApiErrorBody)))]
 pub async fn get_one(
     State(state): State<AppState>,
     Path(guid): Path<String>,
@@ -59,6 +63,7 @@ pub async fn get_one(
 }
 
 /// Deletes a COMPLETED task: the client has taken its result.
+#[utoipa::path(delete, path = "/v1/tasks/{task_guid}", tag = "tasks", params(("task_guid" = String, Path, description = "the task's guid")), responses((status = 204, description = "deleted"), (status = 404, description = "TaskNotFound", body = lattice_models::ApiErrorBody), (status = 409, description = "TaskNotDeletable: not COMPLETED", body = lattice_models::ApiErrorBody)))]
 pub async fn delete_one(
     State(state): State<AppState>,
     Path(guid): Path<String>,
@@ -84,6 +89,7 @@ pub async fn delete_one(
 
 /// Cancels a task that has not completed: it completes failed with
 /// [`CANCELLED_REASON`]; a cell running it sees the change and stops it.
+#[utoipa::path(post, path = "/v1/tasks/{task_guid}/cancel", tag = "tasks", params(("task_guid" = String, Path, description = "the task's guid")), responses((status = 204, description = "cancelled: COMPLETED, failed"), (status = 404, description = "TaskNotFound", body = lattice_models::ApiErrorBody), (status = 409, description = "ResourceConflict: already completed", body = lattice_models::ApiErrorBody)))]
 pub async fn cancel(
     State(state): State<AppState>,
     Path(guid): Path<String>,

@@ -752,3 +752,21 @@ async fn version_and_sync() {
     answer.assert_error(StatusCode::NOT_FOUND, "ResourceNotFound");
     assert!(bare.get("/v1/version").await.json().get("ltc").is_none());
 }
+
+/// The served OpenAPI document is the checked-in one.
+#[tokio::test]
+async fn openapi_document_is_served() {
+    let server = start().await;
+    let served = server.get("/v1/openapi.json").await;
+    assert_eq!(served.status, StatusCode::OK);
+    assert_eq!(served.content_type(), Some("application/json"));
+    let checked_in: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../docs/openapi.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(served.json(), checked_in);
+}
