@@ -462,6 +462,8 @@ do_install() {
 
     say "installing into $prefix"
     install_file "$built/lattice" "$bin_dir/lattice" 0755
+    # ltc beside lattice: the receptor serves this copy on
+    # /v1/sync/{arch}/ltc, which `ltc sync` downloads.
     install_file "$built/ltc" "$bin_dir/ltc" 0755
     local f
     for f in "$lifecycle_src"/* "$lifecycle_src"/samples/*; do

@@ -103,9 +103,12 @@ pub enum Command {
     /// Show or set the receptor ltc talks to.
     #[command(after_help = commands::target::EXAMPLES)]
     Target(commands::target::Args),
-    /// Show the versions of ltc and of the receptor.
+    /// Show the versions of ltc and of the cluster.
     #[command(after_help = commands::version::EXAMPLES)]
     Version(commands::version::Args),
+    /// Replace this ltc with the cluster's copy (same build as the cluster).
+    #[command(after_help = commands::sync::EXAMPLES)]
+    Sync(commands::sync::Args),
     /// Submit a task described by a JSON file (a TaskCreateRequest).
     #[command(after_help = commands::submit_task::EXAMPLES)]
     SubmitTask(commands::submit_task::Args),

@@ -139,6 +139,7 @@ async fn run_in(
         Command::Completion(args) => commands::completion::run(&args, out),
         Command::Target(args) => commands::target::run(&args, &ctx()?, out).await,
         Command::Version(args) => commands::version::run(&args, &ctx()?, out).await,
+        Command::Sync(args) => commands::sync::run(&args, &ctx()?, out).await,
         Command::SubmitTask(args) => commands::submit_task::run(&args, &ctx()?, out).await,
         Command::ListTasks(args) => commands::list_tasks::run(&args, &ctx()?, out).await,
         Command::Task(args) => commands::task::run(&args, &ctx()?, out).await,

@@ -144,6 +144,7 @@ pub fn tcp_routes(flags: &[TcpRouteFlag], first_port: u32) -> Vec<TcpRoute> {
         let route = TcpRoute {
             external_port: flag.external_port,
             container_port: flag.container_port.unwrap_or(first_port),
+            router_group_guid: None,
         };
         if !routes.contains(&route) {
             routes.push(route);
@@ -311,11 +312,13 @@ mod tests {
             vec![
                 TcpRoute {
                     external_port: 61000,
-                    container_port: 8080
+                    container_port: 8080,
+                    router_group_guid: None,
                 },
                 TcpRoute {
                     external_port: 61001,
-                    container_port: 22
+                    container_port: 22,
+                    router_group_guid: None,
                 },
             ]
         );
@@ -333,7 +336,9 @@ mod tests {
             tcp: vec![TcpRoute {
                 external_port: 61000,
                 container_port: 22,
+                router_group_guid: None,
             }],
+            other: Default::default(),
         };
         assert_eq!(
             http_urls(&routes, Some("127.0.0.1:8080")),

@@ -280,6 +280,8 @@ pub(crate) fn staging_task(staging: &Staging) -> TaskCreateRequest {
         result_file: STAGING_RESULT_FILE.to_string(),
         completion_callback_url: String::new(),
         annotation: String::new(),
+        metrics_guid: String::new(),
+        egress_rules: Vec::new(),
     }
 }
 

@@ -101,6 +101,7 @@ mod tests {
                 disk_mb: 20480,
                 containers: 250,
             },
+            rootfs_providers: lattice_models::cell::docker_rootfs_providers(),
         };
         receptor
             .store

@@ -29,8 +29,8 @@ use lattice_models::lifecycle::{ExecutionMetadata, BUILDER_PATH, HEALTHCHECK_PAT
 use lattice_models::lrp::MAX_INSTANCES;
 use lattice_models::validation::validate_guid;
 use lattice_models::{
-    Action, ActualLrp, ApiErrorName, DesiredLrpCreateRequest, EnvironmentVariable, HttpRoute,
-    Routes, Task, TaskCreateRequest, TaskState,
+    Action, ActualLrp, DesiredLrpCreateRequest, EnvironmentVariable, HttpRoute, Routes, Task,
+    TaskCreateRequest, TaskState,
 };
 use tokio::time::Instant;
 
@@ -233,7 +233,7 @@ pub async fn run(
 pub(crate) async fn refuse_existing(client: &Client, app: &str) -> anyhow::Result<()> {
     match client.desired_lrp(app).await {
         Ok(_) => bail!("cannot create {app}: desired LRP {app:?} already exists"),
-        Err(err) if err.api_error_name() == Some(ApiErrorName::ResourceNotFound) => Ok(()),
+        Err(err) if err.is_not_found() => Ok(()),
         Err(err) => Err(err).with_context(|| format!("cannot create {app}")),
     }
 }
@@ -390,6 +390,8 @@ pub(crate) fn app_request(
         log_guid: app.to_string(),
         log_source: "APP".to_string(),
         annotation: String::new(),
+        metrics_guid: String::new(),
+        egress_rules: Vec::new(),
     }
 }
 
@@ -486,7 +488,7 @@ fn monitor_action(flags: &AppFlags, first_port: u32) -> Option<Action> {
     });
     Some(Action::Timeout(TimeoutAction {
         action: Box::new(check),
-        timeout_ms: i64::try_from(timeout_ms).unwrap_or(i64::MAX),
+        timeout_ns: i64::try_from(flags.monitor_timeout.as_nanos()).unwrap_or(i64::MAX),
         log_source: None,
     }))
 }
@@ -504,11 +506,13 @@ fn app_routes(app: &str, flags: &AppFlags, domain: &str, first_port: u32) -> Opt
                 port: first_port,
             }],
             tcp: Vec::new(),
+            other: Default::default(),
         });
     }
     Some(Routes {
         http: http_routes(&flags.http_routes, domain, first_port),
         tcp: tcp_routes(&flags.tcp_routes, first_port),
+        other: Default::default(),
     })
 }
 
@@ -550,6 +554,8 @@ pub fn staging_task(
         result_file: STAGING_RESULT.to_string(),
         completion_callback_url: String::new(),
         annotation: String::new(),
+        metrics_guid: String::new(),
+        egress_rules: Vec::new(),
     }
 }
 
@@ -840,7 +846,7 @@ mod tests {
                 "rootfs": "docker:///busybox",
                 "instances": 1,
                 "action": {"run": {"path": "/.lattice/bin/launcher"}},
-                "monitor": {"timeout": {"timeout_ms": 1000, "action": {"run": {
+                "monitor": {"timeout": {"timeout": 1_000_000_000, "action": {"run": {
                     "path": "/.lattice/bin/healthcheck",
                     "args": ["--port", "8080", "--timeout", "1000ms"],
                     "log_source": "HEALTH"}}}},
@@ -903,7 +909,7 @@ mod tests {
                     "args": ["--", "/bin/sh", "-c", "exec server --port $PORT"],
                     "dir": "/srv",
                     "user": "app"}},
-                "monitor": {"timeout": {"timeout_ms": 5000, "action": {"run": {
+                "monitor": {"timeout": {"timeout": 5_000_000_000_i64, "action": {"run": {
                     "path": "/.lattice/bin/healthcheck",
                     "args": ["--port", "9001", "--uri", "/healthz", "--timeout", "5000ms"],
                     "log_source": "HEALTH"}}}},

@@ -269,7 +269,7 @@ mod tests {
                 "action": {"run": {
                     "path": "/.lattice/bin/droplet-launcher",
                     "args": ["--droplet-dir", "/home/lattice"]}},
-                "monitor": {"timeout": {"timeout_ms": 1000, "action": {"run": {
+                "monitor": {"timeout": {"timeout": 1_000_000_000, "action": {"run": {
                     "path": "/.lattice/bin/healthcheck",
                     "args": ["--port", "8080", "--timeout", "1000ms"],
                     "log_source": "HEALTH"}}}},

@@ -17,7 +17,6 @@ use std::io::Write;
 use anyhow::Context as _;
 use lattice_logs::LogFilter;
 use lattice_models::log::{SOURCE_APP, SOURCE_CELL, SOURCE_HEALTH, SOURCE_ROUTER, SOURCE_STAGING};
-use lattice_models::ApiErrorName;
 
 use crate::log_stream::{Event, LineFormat, LiveLogs, Source};
 use crate::Context;
@@ -92,9 +91,7 @@ pub async fn run(
     let (log_guid, exists) = match client.desired_lrp(app).await {
         Ok(lrp) if !lrp.log_guid.is_empty() => (lrp.log_guid, true),
         Ok(_) => (app.clone(), true),
-        Err(err) if err.api_error_name() == Some(ApiErrorName::ResourceNotFound) => {
-            (app.clone(), false)
-        }
+        Err(err) if err.is_not_found() => (app.clone(), false),
         Err(err) => return Err(err).with_context(|| format!("cannot read app {app}")),
     };
     let filter = LogFilter {

@@ -22,6 +22,7 @@ pub mod scale;
 pub mod status;
 pub mod submit_lrp;
 pub mod submit_task;
+pub mod sync;
 pub mod target;
 pub mod task;
 pub mod test;

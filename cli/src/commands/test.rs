@@ -40,7 +40,7 @@ use clap::Parser as _;
 use lattice_client::{Client, Info};
 use lattice_logs::{LogFilter, LogsClient};
 use lattice_models::log::{LogMessage, SOURCE_APP, SOURCE_CELL};
-use lattice_models::{ApiErrorName, TaskState};
+use lattice_models::TaskState;
 use tokio::time::Instant;
 
 use crate::commands::{create, remove, scale};
@@ -501,7 +501,7 @@ impl<'a> Probe<'a> {
     async fn what_is_left(&self, router: &RouterProbe) -> Vec<String> {
         let mut left = Vec::new();
         match self.client.desired_lrp(self.app).await {
-            Err(err) if err.api_error_name() == Some(ApiErrorName::ResourceNotFound) => {}
+            Err(err) if err.is_not_found() => {}
             Ok(_) => left.push("it is still desired".to_string()),
             Err(err) => left.push(format!("cannot read it: {err}")),
         }
@@ -695,7 +695,7 @@ async fn clean_up(client: &Client, app: &str) -> anyhow::Result<Vec<String>> {
     let mut failures = Vec::new();
     match client.delete_desired_lrp(app).await {
         Ok(()) => done.push(format!("removed app {app}")),
-        Err(err) if err.api_error_name() == Some(ApiErrorName::ResourceNotFound) => {}
+        Err(err) if err.is_not_found() => {}
         Err(err) => failures.push(format!("cannot remove {app}: {err}")),
     }
     match client.tasks_by_domain(create::STAGING_DOMAIN).await {

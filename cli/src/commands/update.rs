@@ -163,6 +163,7 @@ mod tests {
         request.routes.as_mut().unwrap().tcp = vec![TcpRoute {
             external_port: 61000,
             container_port: 22,
+            router_group_guid: None,
         }];
         ctx.client()
             .unwrap()
@@ -202,7 +203,8 @@ mod tests {
             lrp.routes.tcp,
             [TcpRoute {
                 external_port: 62000,
-                container_port: 8080
+                container_port: 8080,
+                router_group_guid: None,
             }]
         );
         assert_eq!(lrp.routes.http.len(), 2, "-T keeps the HTTP routes");

@@ -188,6 +188,7 @@ mod tests {
                 disk_mb: 1024,
                 containers: 10,
             },
+            rootfs_providers: lattice_models::cell::docker_rootfs_providers(),
         }
     }
 

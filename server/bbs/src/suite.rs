@@ -47,6 +47,8 @@ pub fn task(task_guid: &str, domain: &str, created_at: i64) -> Task {
         result_file: String::new(),
         completion_callback_url: String::new(),
         annotation: "suite".to_string(),
+        metrics_guid: String::new(),
+        egress_rules: Vec::new(),
     }
     .into_task(created_at)
 }
@@ -72,6 +74,8 @@ pub fn desired_lrp(process_guid: &str, domain: &str, instances: i64) -> DesiredL
         log_guid: process_guid.to_string(),
         log_source: "APP".to_string(),
         annotation: String::new(),
+        metrics_guid: String::new(),
+        egress_rules: Vec::new(),
     }
     .into_desired_lrp()
 }
@@ -92,6 +96,7 @@ pub fn cell(cell_id: &str) -> CellPresence {
             disk_mb: 4096,
             containers: 16,
         },
+        rootfs_providers: lattice_models::cell::docker_rootfs_providers(),
     }
 }
 

@@ -89,6 +89,13 @@ impl ClientError {
             _ => None,
         }
     }
+
+    /// Whether the receptor said the record does not exist (any of Diego's
+    /// not-found names: `TaskNotFound`, `DesiredLRPNotFound`, ...).
+    pub fn is_not_found(&self) -> bool {
+        self.api_error_name()
+            .is_some_and(ApiErrorName::is_not_found)
+    }
 }
 
 fn render_api_error(error: &ApiErrorBody) -> String {

@@ -23,7 +23,7 @@ use futures::stream::{BoxStream, StreamExt};
 use lattice_models::parse::{readable_items, Readable};
 use lattice_models::{
     ActualLrp, ApiErrorBody, CellResponse, DesiredLrp, DesiredLrpCreateRequest,
-    DesiredLrpUpdateRequest, Event, Task, TaskCreateRequest,
+    DesiredLrpUpdateRequest, Event, Task, TaskCreateRequest, VersionResponse,
 };
 use reqwest::header::{ACCEPT, CACHE_CONTROL};
 use reqwest::{Method, RequestBuilder, Response, Url};
@@ -81,6 +81,13 @@ pub struct Info {
     pub router_address: Option<String>,
 }
 
+/// A file the receptor sends (`GET /v1/sync/:arch/ltc`).
+pub struct Download {
+    /// Its size in bytes, when the receptor said it.
+    pub length: Option<u64>,
+    pub chunks: BoxStream<'static, Result<bytes::Bytes, ClientError>>,
+}
+
 /// The change events of `GET /v1/events`, in the order the store committed
 /// them. An item that fails to decode is an `Err` and the stream goes on; the
 /// stream ends when the receptor closes the connection.
@@ -124,6 +131,30 @@ impl Client {
     /// `GET /v1/info`.
     pub async fn info(&self) -> Result<Info, ClientError> {
         self.get_json(&["v1", "info"]).await
+    }
+
+    /// `GET /v1/version`: the versions of what the cluster runs.
+    pub async fn version(&self) -> Result<VersionResponse, ClientError> {
+        self.get_json(&["v1", "version"]).await
+    }
+
+    /// `GET /v1/sync/:arch/ltc`: the cluster's `ltc` for `arch` (`linux`,
+    /// `osx`): its length when the receptor said it, and its bytes as a
+    /// stream of chunks. No overall timeout (the binary is tens of
+    /// megabytes); the receptor's 404 names what it has instead.
+    pub async fn sync_ltc(&self, arch: &str) -> Result<Download, ClientError> {
+        check_segment("architecture", arch)?;
+        let response = self
+            .execute(self.request(Method::GET, &["v1", "sync", arch, "ltc"]))
+            .await?;
+        let target = self.target().to_string();
+        Ok(Download {
+            length: response.content_length(),
+            chunks: response
+                .bytes_stream()
+                .map(move |chunk| chunk.map_err(|e| transport_error(&target, e)))
+                .boxed(),
+        })
     }
 
     // --- tasks -------------------------------------------------------------

@@ -69,6 +69,8 @@ fn task(guid: &str, domain: &str) -> TaskCreateRequest {
         result_file: String::new(),
         completion_callback_url: String::new(),
         annotation: String::new(),
+        metrics_guid: String::new(),
+        egress_rules: Vec::new(),
     }
 }
 
@@ -92,6 +94,8 @@ fn lrp(guid: &str, domain: &str, instances: i64) -> DesiredLrpCreateRequest {
         log_guid: String::new(),
         log_source: String::new(),
         annotation: String::new(),
+        metrics_guid: String::new(),
+        egress_rules: Vec::new(),
     }
 }
 
@@ -116,7 +120,7 @@ async fn task_lifecycle() {
     client.create_task(&task("t2", "batch")).await.unwrap();
 
     let err = client.create_task(&task("t1", "apps")).await.unwrap_err();
-    assert_eq!(api_name(&err), ApiErrorName::ResourceConflict);
+    assert_eq!(api_name(&err), ApiErrorName::TaskGuidAlreadyExists);
     assert_eq!(err.status(), Some(409));
 
     let guids = |tasks: Vec<lattice_models::Task>| {
@@ -139,7 +143,8 @@ async fn task_lifecycle() {
 
     client.delete_task("t1").await.unwrap();
     let err = client.task("t1").await.unwrap_err();
-    assert_eq!(api_name(&err), ApiErrorName::ResourceNotFound);
+    assert_eq!(api_name(&err), ApiErrorName::TaskNotFound);
+    assert!(err.is_not_found());
     assert_eq!(err.status(), Some(404));
 }
 
@@ -149,7 +154,7 @@ async fn invalid_requests_name_the_field() {
     let mut bad = task("t1", "apps");
     bad.memory_mb = -1;
     let err = client.create_task(&bad).await.unwrap_err();
-    assert_eq!(api_name(&err), ApiErrorName::InvalidRequest);
+    assert_eq!(api_name(&err), ApiErrorName::InvalidTask);
     assert_eq!(err.to_string(), "memory_mb: must be >= 0, got -1");
     assert!(receptor.store.get_task("t1").await.is_err());
 }
@@ -215,7 +220,7 @@ async fn desired_lrp_lifecycle() {
 
     client.delete_desired_lrp("web").await.unwrap();
     let err = client.desired_lrp("web").await.unwrap_err();
-    assert_eq!(api_name(&err), ApiErrorName::ResourceNotFound);
+    assert_eq!(api_name(&err), ApiErrorName::DesiredLrpNotFound);
 }
 
 #[tokio::test]
@@ -247,7 +252,7 @@ async fn actual_lrps() {
     // Restarting an UNCLAIMED instance is accepted and changes nothing.
     client.restart_actual_lrp("web", 1).await.unwrap();
     let err = client.actual_lrp("web", 7).await.unwrap_err();
-    assert_eq!(api_name(&err), ApiErrorName::ResourceNotFound);
+    assert_eq!(api_name(&err), ApiErrorName::ActualLrpIndexNotFound);
 }
 
 #[tokio::test]
@@ -263,6 +268,7 @@ async fn cells_and_domains() {
             disk_mb: 2048,
             containers: 10,
         },
+        rootfs_providers: lattice_models::cell::docker_rootfs_providers(),
     };
     receptor
         .store

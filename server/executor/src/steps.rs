@@ -5,8 +5,6 @@
 //! their children a child token when they must stop some children without
 //! stopping their siblings' parents (`timeout`, `codependent`).
 
-use std::time::Duration;
-
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 use lattice_models::action::{
@@ -140,7 +138,7 @@ impl Executor {
         ActionError::combine(errors)
     }
 
-    /// Fails after `timeout_ms`, cancelling the inner action and waiting for
+    /// Fails after the action's limit, cancelling the inner action and waiting for
     /// its processes to be stopped.
     async fn timeout(
         &self,
@@ -149,13 +147,14 @@ impl Executor {
         log: &LogTarget,
         cancel: &CancellationToken,
     ) -> Result<(), ActionError> {
-        let timeout_ms = u64::try_from(timeout.timeout_ms).unwrap_or(0);
+        let limit = timeout.duration();
+        let timeout_ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
         let inner_cancel = cancel.child_token();
         let inner = self.perform(scope, &timeout.action, log, &inner_cancel);
         tokio::pin!(inner);
         tokio::select! {
             result = &mut inner => result,
-            _ = tokio::time::sleep(Duration::from_millis(timeout_ms)) => {
+            _ = tokio::time::sleep(limit) => {
                 tracing::debug!(timeout_ms, "timed out; cancelling the inner action");
                 inner_cancel.cancel();
                 // Whatever it says now, it ran out of time.

@@ -119,7 +119,7 @@ fn codependent(actions: Vec<Action>) -> Action {
 fn timeout(timeout_ms: i64, action: Action) -> Action {
     Action::Timeout(TimeoutAction {
         action: Box::new(action),
-        timeout_ms,
+        timeout_ns: timeout_ms * 1_000_000,
         log_source: None,
     })
 }

@@ -194,7 +194,7 @@ async fn timeout_kills_the_process() {
     let h = harness(Limits::default()).await;
     let action = Action::Timeout(TimeoutAction {
         action: Box::new(Action::run("/bin/sleep", &["100"])),
-        timeout_ms: 1000,
+        timeout_ns: 1_000_000_000,
         log_source: None,
     });
     let err = h.run(&action).await.unwrap_err();

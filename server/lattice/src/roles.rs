@@ -207,6 +207,7 @@ impl Brain {
                 domain: config.domain.clone(),
                 router_address: config.router_address.clone(),
                 allow_privileged: config.allow_privileged,
+                ltc_path: lattice_receptor::ltc_beside_current_exe(),
             },
             shutdown.clone(),
             lattice_logs::http::router(config.hub.clone(), shutdown.clone())

@@ -77,7 +77,8 @@ async fn failing_command_fails_with_exit_status() {
 #[tokio::test(flavor = "multi_thread")]
 async fn timeout_fails_and_kills_the_inner_action() {
     let cluster = Cluster::start().await;
-    let action = json!({"timeout": {"timeout_ms": 300, "action": sh("sleep 100")}});
+    // Diego's form: the limit in nanoseconds.
+    let action = json!({"timeout": {"timeout": 300_000_000, "action": sh("sleep 100")}});
     let task = run_task(&cluster, "timeout", action).await;
     assert!(task.failed);
     assert_eq!(task.failure_reason, "timed out after 300 ms");

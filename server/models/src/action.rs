@@ -27,6 +27,7 @@ pub const ACTION_KINDS: &[&str] = &[
     "emit_progress",
 ];
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
@@ -42,6 +43,7 @@ pub enum Action {
 }
 
 /// Fetch a file or an archive (tar, tgz) and put it at `to` in the container.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DownloadAction {
@@ -59,6 +61,7 @@ pub struct DownloadAction {
 }
 
 /// Send a file of the container to `to` (an HTTP URL) with a PUT-like POST.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UploadAction {
@@ -72,6 +75,7 @@ pub struct UploadAction {
     pub log_source: Option<String>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ResourceLimits {
@@ -107,6 +111,7 @@ impl ResourceLimits {
 }
 
 /// Run a process in the container; a non-zero exit status fails the action.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RunAction {
@@ -127,56 +132,122 @@ pub struct RunAction {
     pub suppress_log_output: bool,
 }
 
-/// Fail the inner action (and kill its processes) after `timeout_ms`.
+/// Fail the inner action (and kill its processes) after `timeout_ns`.
+///
+/// On the wire this is Diego's form, `{"action": ..., "timeout": NANOSECONDS}`.
+/// Our earlier spelling `"timeout_ms": MILLISECONDS` is still read (records
+/// stored before, and existing scripts); it is always written back as Diego's.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "TimeoutWire")]
 pub struct TimeoutAction {
+    #[cfg_attr(feature = "openapi", schema(no_recursion))]
     pub action: Box<Action>,
-    pub timeout_ms: i64,
+    #[serde(rename = "timeout")]
+    pub timeout_ns: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_source: Option<String>,
 }
 
+impl TimeoutAction {
+    /// `timeout` as a duration; zero for a (rejected) non-positive value.
+    pub fn duration(&self) -> std::time::Duration {
+        std::time::Duration::from_nanos(u64::try_from(self.timeout_ns).unwrap_or(0))
+    }
+}
+
+/// What a timeout action may hold on the wire, before the two spellings of
+/// its limit are reconciled.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TimeoutWire {
+    action: Box<Action>,
+    #[serde(default)]
+    timeout: Option<i64>,
+    #[serde(default)]
+    timeout_ms: Option<i64>,
+    #[serde(default)]
+    log_source: Option<String>,
+}
+
+impl TryFrom<TimeoutWire> for TimeoutAction {
+    type Error = String;
+
+    fn try_from(wire: TimeoutWire) -> Result<Self, String> {
+        let timeout_ns = match (wire.timeout, wire.timeout_ms) {
+            (Some(ns), None) => ns,
+            (None, Some(ms)) => ms.checked_mul(1_000_000).ok_or_else(|| {
+                format!(
+                    "timeout_ms {ms} is too large; give at most {} ms",
+                    i64::MAX / 1_000_000
+                )
+            })?,
+            (Some(_), Some(_)) => return Err(
+                "give the limit once: \"timeout\" (nanoseconds, Diego's form) or \"timeout_ms\""
+                    .to_string(),
+            ),
+            (None, None) => {
+                return Err("missing field `timeout` (nanoseconds)".to_string());
+            }
+        };
+        Ok(TimeoutAction {
+            action: wire.action,
+            timeout_ns,
+            log_source: wire.log_source,
+        })
+    }
+}
+
 /// Run the inner action and ignore its failure.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TryAction {
+    #[cfg_attr(feature = "openapi", schema(no_recursion))]
     pub action: Box<Action>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_source: Option<String>,
 }
 
 /// Run the actions one after another; the first failure stops the sequence.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SerialAction {
+    #[cfg_attr(feature = "openapi", schema(no_recursion))]
     pub actions: Vec<Action>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_source: Option<String>,
 }
 
 /// Run the actions at once and wait for all; fails if any failed.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ParallelAction {
+    #[cfg_attr(feature = "openapi", schema(no_recursion))]
     pub actions: Vec<Action>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_source: Option<String>,
 }
 
 /// Run the actions at once; when the first one ends the others are cancelled.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CodependentAction {
+    #[cfg_attr(feature = "openapi", schema(no_recursion))]
     pub actions: Vec<Action>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_source: Option<String>,
 }
 
 /// Run the inner action, writing start/success/failure messages to the log.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EmitProgressAction {
+    #[cfg_attr(feature = "openapi", schema(no_recursion))]
     pub action: Box<Action>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_message: Option<String>,
@@ -312,10 +383,10 @@ impl Action {
                 }
             }
             Action::Timeout(a) => {
-                if a.timeout_ms <= 0 {
+                if a.timeout_ns <= 0 {
                     Err(ValidationError::new(
-                        "timeout_ms",
-                        format!("must be > 0, got {}", a.timeout_ms),
+                        "timeout",
+                        format!("must be > 0 nanoseconds, got {}", a.timeout_ns),
                     ))
                 } else {
                     nested(&a.action)
@@ -459,11 +530,11 @@ mod tests {
     fn validation_paths() {
         let a = parse(json!({"serial": {"actions": [
             {"run": {"path": "a"}},
-            {"timeout": {"timeout_ms": 0, "action": {"run": {"path": "b"}}}}
+            {"timeout": {"timeout": 0, "action": {"run": {"path": "b"}}}}
         ]}}))
         .unwrap();
         let err = a.validate().unwrap_err();
-        assert_eq!(err.field, "serial.actions[1].timeout.timeout_ms");
+        assert_eq!(err.field, "serial.actions[1].timeout.timeout");
 
         let a = parse(json!({"try": {"action": {"run": {"path": ""}}}})).unwrap();
         assert_eq!(a.validate().unwrap_err().field, "try.action.run.path");
@@ -473,6 +544,36 @@ mod tests {
 
         let a = parse(json!({"download": {"from": "ftp://x", "to": "/tmp"}})).unwrap();
         assert_eq!(a.validate().unwrap_err().field, "download.from");
+    }
+
+    #[test]
+    fn timeout_in_diegos_nanoseconds_and_our_milliseconds() {
+        let diego =
+            parse(json!({"timeout": {"action": {"run": {"path": "a"}}, "timeout": 1_500_000}}))
+                .unwrap();
+        let ours =
+            parse(json!({"timeout": {"action": {"run": {"path": "a"}}, "timeout_ms": 2}})).unwrap();
+        let Action::Timeout(t) = &diego else {
+            panic!("{diego:?}")
+        };
+        assert_eq!(t.duration(), std::time::Duration::from_micros(1500));
+        let Action::Timeout(t) = &ours else {
+            panic!("{ours:?}")
+        };
+        assert_eq!(t.timeout_ns, 2_000_000);
+        // Always written in Diego's form.
+        assert_eq!(
+            serde_json::to_value(&ours).unwrap(),
+            json!({"timeout": {"action": {"run": {"path": "a"}}, "timeout": 2_000_000}})
+        );
+        let both = parse(
+            json!({"timeout": {"action": {"run": {"path": "a"}}, "timeout": 1, "timeout_ms": 1}}),
+        );
+        assert!(both.unwrap_err().contains("once"));
+        let neither = parse(json!({"timeout": {"action": {"run": {"path": "a"}}}}));
+        assert!(neither.unwrap_err().contains("timeout"));
+        let typo = parse(json!({"timeout": {"action": {"run": {"path": "a"}}, "timeuot": 1}}));
+        assert!(typo.unwrap_err().contains("timeuot"));
     }
 
     #[test]

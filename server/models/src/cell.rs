@@ -1,10 +1,13 @@
 //! Cells: the machines (or processes) that run containers.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::validation::{self, ValidationError};
 
 /// What a cell can hold in total.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CellCapacity {
@@ -15,6 +18,7 @@ pub struct CellCapacity {
 
 /// A cell's registration, renewed by its rep while it lives. A cell whose
 /// presence expired is gone: its work is placed elsewhere.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CellPresence {
     pub cell_id: String,
@@ -23,6 +27,16 @@ pub struct CellPresence {
     /// Where the auctioneer reaches this cell's rep (`http://host:port`).
     pub rep_address: String,
     pub capacity: CellCapacity,
+    /// Diego's `rootfs_providers`: scheme -> the root filesystems it offers
+    /// (empty for "any", as `docker` is). Cells that registered before this
+    /// field existed are read as docker-only, which is all a cell runs.
+    #[serde(default = "docker_rootfs_providers")]
+    pub rootfs_providers: BTreeMap<String, Vec<String>>,
+}
+
+/// What every one of our cells runs: any Docker image, no preloaded stacks.
+pub fn docker_rootfs_providers() -> BTreeMap<String, Vec<String>> {
+    BTreeMap::from([("docker".to_string(), Vec::new())])
 }
 
 impl CellPresence {
@@ -39,6 +53,7 @@ impl CellPresence {
 }
 
 /// `GET /v1/cells`: a live cell and what it holds now.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CellResponse {
     #[serde(flatten)]

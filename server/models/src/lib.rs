@@ -11,6 +11,7 @@
 //! - [`lrp`]: desired LRPs (what the user asked for) and actual LRPs (instances).
 //! - [`cell`]: cell presence and capacity.
 //! - [`routes`]: HTTP and TCP routes of an LRP.
+//! - [`egress`]: egress rules (Diego's security group rules).
 //! - [`event`]: the change events served on `/v1/events`.
 //! - [`log`]: log lines of containers, as `ltc logs` shows them.
 //! - [`validation`]: the shared validation error and helpers.
@@ -21,6 +22,7 @@ pub mod action;
 pub mod api;
 pub mod auction;
 pub mod cell;
+pub mod egress;
 pub mod event;
 pub mod lifecycle;
 pub mod log;
@@ -31,8 +33,9 @@ pub mod task;
 pub mod validation;
 
 pub use action::Action;
-pub use api::{ApiErrorBody, ApiErrorName};
+pub use api::{ApiErrorBody, ApiErrorName, VersionResponse};
 pub use cell::{CellCapacity, CellPresence, CellResponse};
+pub use egress::SecurityGroupRule;
 pub use event::Event;
 pub use log::{LogMessage, MessageType};
 pub use lrp::{
@@ -44,6 +47,7 @@ pub use task::{Task, TaskCreateRequest, TaskEvent, TaskState};
 pub use validation::{ModificationTag, ValidationError};
 
 /// Environment variable as Diego writes it: `{"name": "...", "value": "..."}`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EnvironmentVariable {

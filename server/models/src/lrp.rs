@@ -12,6 +12,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::action::Action;
+use crate::egress::SecurityGroupRule;
 use crate::routes::{validate_port, Routes};
 use crate::validation::{self, ModificationTag, ValidationError};
 use crate::EnvironmentVariable;
@@ -20,6 +21,7 @@ use crate::EnvironmentVariable;
 pub const MAX_INSTANCES: i64 = 100_000;
 
 /// `POST /v1/desired_lrps`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DesiredLrpCreateRequest {
@@ -54,8 +56,14 @@ pub struct DesiredLrpCreateRequest {
     pub log_guid: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub log_source: String,
+    /// Diego's metrics id; stored and returned, we emit no container metrics.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub metrics_guid: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub annotation: String,
+    /// Stored and returned; not enforced by our cells (see `egress`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub egress_rules: Vec<SecurityGroupRule>,
 }
 
 impl DesiredLrpCreateRequest {
@@ -83,6 +91,7 @@ impl DesiredLrpCreateRequest {
             routes.validate().map_err(|e| e.within("routes"))?;
         }
         validate_annotation(&self.annotation)?;
+        crate::egress::validate_rules("egress_rules", &self.egress_rules)?;
         Ok(())
     }
 
@@ -105,7 +114,9 @@ impl DesiredLrpCreateRequest {
             routes: self.routes.unwrap_or_default(),
             log_guid: self.log_guid,
             log_source: self.log_source,
+            metrics_guid: self.metrics_guid,
             annotation: self.annotation,
+            egress_rules: self.egress_rules,
             modification_tag: ModificationTag::default(),
         }
     }
@@ -135,6 +146,7 @@ fn validate_annotation(annotation: &str) -> Result<(), ValidationError> {
 /// `PUT /v1/desired_lrps/:process_guid`: every field optional; absent fields
 /// stay as they are. With `modification_tag` the update only applies if the
 /// stored record still carries that tag (409 otherwise).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DesiredLrpUpdateRequest {
@@ -179,6 +191,7 @@ impl DesiredLrpUpdateRequest {
 }
 
 /// A desired LRP as stored and answered by `GET /v1/desired_lrps/:guid`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DesiredLrp {
     pub process_guid: String,
@@ -203,11 +216,16 @@ pub struct DesiredLrp {
     pub routes: Routes,
     pub log_guid: String,
     pub log_source: String,
+    #[serde(default)]
+    pub metrics_guid: String,
     pub annotation: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub egress_rules: Vec<SecurityGroupRule>,
     #[serde(default)]
     pub modification_tag: ModificationTag,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ActualLrpState {
@@ -289,6 +307,7 @@ pub struct InvalidActualLrpTransition {
     pub event: ActualLrpEvent,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PortMapping {
@@ -297,6 +316,7 @@ pub struct PortMapping {
 }
 
 /// One instance of a desired LRP, keyed by `(process_guid, index)`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ActualLrp {
     pub process_guid: String,
@@ -317,6 +337,10 @@ pub struct ActualLrp {
     /// Why the auction could not place this instance; empty once placed.
     #[serde(default)]
     pub placement_error: String,
+    /// Diego's flag for an instance whose cell is draining. Our cells do not
+    /// evacuate (a stopped cell's work is placed anew), so it is always false.
+    #[serde(default)]
+    pub evacuating: bool,
     #[serde(default)]
     pub modification_tag: ModificationTag,
 }
@@ -337,6 +361,7 @@ impl ActualLrp {
             crash_reason: String::new(),
             since: now_nanos,
             placement_error: String::new(),
+            evacuating: false,
             modification_tag: ModificationTag::default(),
         }
     }
@@ -424,7 +449,9 @@ mod tests {
             routes: None,
             log_guid: String::new(),
             log_source: String::new(),
+            metrics_guid: String::new(),
             annotation: "a".into(),
+            egress_rules: vec![],
         };
         let mut lrp = req.into_desired_lrp();
         let update = DesiredLrpUpdateRequest {

@@ -11,9 +11,11 @@
 use serde::{Deserialize, Serialize};
 
 use crate::action::Action;
+use crate::egress::SecurityGroupRule;
 use crate::validation::{self, ModificationTag, ValidationError};
 use crate::EnvironmentVariable;
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum TaskState {
@@ -103,6 +105,7 @@ pub struct InvalidTaskTransition {
 }
 
 /// `POST /v1/tasks`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TaskCreateRequest {
@@ -124,12 +127,18 @@ pub struct TaskCreateRequest {
     pub log_guid: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub log_source: String,
+    /// Diego's metrics id; stored and returned, we emit no container metrics.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub metrics_guid: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub result_file: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub completion_callback_url: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub annotation: String,
+    /// Stored and returned; not enforced by our cells (see `egress`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub egress_rules: Vec<SecurityGroupRule>,
 }
 
 impl TaskCreateRequest {
@@ -142,6 +151,7 @@ impl TaskCreateRequest {
         validation::validate_cpu_weight("cpu_weight", self.cpu_weight)?;
         validation::validate_non_negative("disk_mb", self.disk_mb)?;
         validation::validate_non_negative("memory_mb", self.memory_mb)?;
+        crate::egress::validate_rules("egress_rules", &self.egress_rules)?;
         let callback = &self.completion_callback_url;
         let is_http = callback.starts_with("http://") || callback.starts_with("https://");
         if !callback.is_empty() && !is_http {
@@ -173,9 +183,11 @@ impl TaskCreateRequest {
             privileged: self.privileged,
             log_guid: self.log_guid,
             log_source: self.log_source,
+            metrics_guid: self.metrics_guid,
             result_file: self.result_file,
             completion_callback_url: self.completion_callback_url,
             annotation: self.annotation,
+            egress_rules: self.egress_rules,
             state: TaskState::Pending,
             cell_id: String::new(),
             failed: false,
@@ -190,6 +202,7 @@ impl TaskCreateRequest {
 }
 
 /// A task as stored and as answered by `GET /v1/tasks/:guid`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Task {
     pub task_guid: String,
@@ -204,9 +217,13 @@ pub struct Task {
     pub privileged: bool,
     pub log_guid: String,
     pub log_source: String,
+    #[serde(default)]
+    pub metrics_guid: String,
     pub result_file: String,
     pub completion_callback_url: String,
     pub annotation: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub egress_rules: Vec<SecurityGroupRule>,
     pub state: TaskState,
     /// The cell that claimed the task; empty while PENDING.
     pub cell_id: String,

@@ -48,6 +48,7 @@ impl ValidationError {
 /// the tag it read, and the store bumps `index` on success. `epoch` changes when
 /// a record is re-created, so a stale writer holding an old record can never
 /// match a new one with the same key.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct ModificationTag {

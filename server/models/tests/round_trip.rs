@@ -10,7 +10,7 @@ fn every_action_kind() -> serde_json::Value {
         {"download": {"from": "http://file-server/v1/static/lifecycle.tgz", "to": "/tmp/lifecycle",
                       "cache_key": "lifecycle", "artifact": "lifecycle", "user": "root"}},
         {"emit_progress": {
-            "action": {"timeout": {"timeout_ms": 30000, "action": {"run": {
+            "action": {"timeout": {"timeout": 30_000_000_000_i64, "action": {"run": {
                 "path": "/tmp/lifecycle/builder",
                 "args": ["-outputDroplet", "/tmp/droplet"],
                 "dir": "/tmp",
@@ -68,7 +68,7 @@ fn desired_lrp_request_round_trips_unchanged() {
         "instances": 3,
         "setup": every_action_kind(),
         "action": {"run": {"path": "/lattice/launcher", "args": ["app", "start"]}},
-        "monitor": {"timeout": {"timeout_ms": 1000, "action": {"run": {"path": "/lattice/healthcheck", "args": ["-port=8080"]}}}},
+        "monitor": {"timeout": {"timeout": 1_000_000_000, "action": {"run": {"path": "/lattice/healthcheck", "args": ["-port=8080"]}}}},
         "start_timeout": 60,
         "env": [{"name": "PORT", "value": "8080"}],
         "cpu_weight": 100,

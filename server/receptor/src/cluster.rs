@@ -15,13 +15,15 @@ use serde::Serialize;
 use crate::error::ApiError;
 use crate::AppState;
 
-#[derive(Serialize)]
+/// `GET /v1/info` (ours): what `ltc` needs to know about the cluster.
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct Info {
     pub version: &'static str,
     pub domain: String,
     pub router_address: Option<String>,
 }
 
+#[utoipa::path(get, path = "/v1/info", tag = "cluster", responses((status = 200, body = Info, description = "ours: version, system domain, router address")))]
 pub async fn info(State(state): State<AppState>) -> Json<Info> {
     Json(Info {
         version: env!("CARGO_PKG_VERSION"),
@@ -31,6 +33,7 @@ pub async fn info(State(state): State<AppState>) -> Json<Info> {
 }
 
 /// Live cells with what the BBS places on each (claimed or running work).
+#[utoipa::path(get, path = "/v1/cells", tag = "cluster", responses((status = 200, body = Vec<lattice_models::CellResponse>)))]
 pub async fn cells(State(state): State<AppState>) -> Result<Json<Vec<CellResponse>>, ApiError> {
     let cells = state.store.list_cells().await?;
     let tasks = state.store.list_tasks(&TaskFilter::default()).await?;
@@ -92,11 +95,13 @@ fn add(allocated: &mut CellCapacity, memory_mb: i64, disk_mb: i64) {
     allocated.containers += 1;
 }
 
+#[utoipa::path(get, path = "/v1/domains", tag = "cluster", responses((status = 200, body = Vec<String>)))]
 pub async fn domains(State(state): State<AppState>) -> Result<Json<Vec<String>>, ApiError> {
     Ok(Json(state.store.domains().await?))
 }
 
 /// `PUT /v1/domains/:domain`, with an optional TTL from `Cache-Control: max-age=N`.
+#[utoipa::path(put, path = "/v1/domains/{domain}", tag = "cluster", params(("domain" = String, Path, description = "the domain"), ("Cache-Control" = Option<String>, Header, description = "max-age=SECONDS: the domain expires then")), responses((status = 204, description = "fresh"), (status = 400, description = "InvalidRequest: bad domain or Cache-Control", body = lattice_models::ApiErrorBody)))]
 pub async fn upsert_domain(
     State(state): State<AppState>,
     Path(domain): Path<String>,

@@ -5,11 +5,17 @@
 //! one). Failures of the server itself (the store's backend) are logged with
 //! their cause and answered with a generic 500: internal details never reach
 //! clients.
+//!
+//! Names are Diego's where Diego has one, so a Diego client can branch on
+//! them: a missing record is `TaskNotFound`, `DesiredLRPNotFound` or
+//! `ActualLRPIndexNotFound`; a duplicate create `TaskGuidAlreadyExists` or
+//! `DesiredLRPAlreadyExists`; a body that parsed but breaks a rule
+//! `InvalidTask` or `InvalidLRP`. The table is in `docs/api.md`.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use lattice_bbs::StoreError;
+use lattice_bbs::{RecordKind, StoreError};
 use lattice_models::parse::ParseError;
 use lattice_models::{ApiErrorBody, ApiErrorName, ValidationError};
 
@@ -31,6 +37,16 @@ impl ApiError {
 
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(ApiErrorName::ResourceNotFound, message)
+    }
+
+    /// A request body that parsed but breaks a rule, under Diego's name for
+    /// the resource (`InvalidTask`, `InvalidLRP`).
+    pub fn invalid(name: ApiErrorName, err: ValidationError) -> Self {
+        ApiError {
+            name,
+            message: err.to_string(),
+            field: Some(err.field),
+        }
     }
 
     pub fn conflict(message: impl Into<String>) -> Self {
@@ -70,10 +86,24 @@ impl From<ParseError> for ApiError {
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {
-            StoreError::NotFound { .. } => ApiError::not_found(err.to_string()),
-            StoreError::AlreadyExists { .. } | StoreError::Conflict { .. } => {
-                ApiError::conflict(err.to_string())
+            StoreError::NotFound { kind, .. } => {
+                let name = match kind {
+                    RecordKind::Task => ApiErrorName::TaskNotFound,
+                    RecordKind::DesiredLrp => ApiErrorName::DesiredLrpNotFound,
+                    RecordKind::ActualLrp => ApiErrorName::ActualLrpIndexNotFound,
+                    _ => ApiErrorName::ResourceNotFound,
+                };
+                ApiError::new(name, err.to_string())
             }
+            StoreError::AlreadyExists { kind, .. } => {
+                let name = match kind {
+                    RecordKind::Task => ApiErrorName::TaskGuidAlreadyExists,
+                    RecordKind::DesiredLrp => ApiErrorName::DesiredLrpAlreadyExists,
+                    _ => ApiErrorName::ResourceConflict,
+                };
+                ApiError::new(name, err.to_string())
+            }
+            StoreError::Conflict { .. } => ApiError::conflict(err.to_string()),
             StoreError::Corrupt { .. } | StoreError::Backend(_) => {
                 tracing::error!(error = %err, "store failed");
                 ApiError::new(

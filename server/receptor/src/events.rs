@@ -15,6 +15,7 @@ use crate::AppState;
 /// Streams every committed change from now on. A client too slow to keep up
 /// is disconnected (rather than silently missing events) and must re-read the
 /// state and reconnect; the stream also ends when the server shuts down.
+#[utoipa::path(get, path = "/v1/events", tag = "events", responses((status = 200, content_type = "text/event-stream", description = "Server-Sent Events: desired_lrp_created|changed|removed, actual_lrp_created|changed|removed (Diego), task_created|changed|removed (ours); data is the JSON of the record(s)")))]
 pub async fn stream(
     State(state): State<AppState>,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {

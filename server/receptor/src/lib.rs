@@ -9,8 +9,11 @@
 //! # Layout
 //! - [`app`] builds the router; [`serve`] runs it on a bound listener until
 //!   a shutdown token fires.
-//! - `tasks`, `lrps`, `cluster` (cells, domains, info), `events`: handlers.
+//! - `tasks`, `lrps`, `cluster` (cells, domains, info), `events`, `meta`
+//!   (version, ltc sync): handlers.
 //! - [`error`]: the error policy; `extract`: body and path parsing.
+//! - [`openapi`]: the OpenAPI 3 document, derived from the handlers and the
+//!   wire types (`/v1/openapi.json`, `docs/openapi.json`).
 //! - `auth`: optional HTTP basic auth.
 
 use std::sync::Arc;
@@ -27,6 +30,8 @@ pub mod error;
 mod events;
 mod extract;
 mod lrps;
+mod meta;
+pub mod openapi;
 mod tasks;
 
 pub use error::ApiError;
@@ -53,6 +58,17 @@ pub struct ReceptorConfig {
     /// Whether work may ask for `privileged: true` (a container with every
     /// capability of the host's root). Off unless the operator opts in.
     pub allow_privileged: bool,
+    /// The `ltc` binary served on `/v1/sync/{arch}/ltc` (see
+    /// [`ltc_beside_current_exe`]); read on each request, so an install made
+    /// after the server started is served.
+    pub ltc_path: Option<std::path::PathBuf>,
+}
+
+/// Where the installer puts `ltc`: beside the running server binary.
+pub fn ltc_beside_current_exe() -> Option<std::path::PathBuf> {
+    std::env::current_exe()
+        .ok()
+        .map(|exe| exe.with_file_name("ltc"))
 }
 
 impl Default for ReceptorConfig {
@@ -63,6 +79,7 @@ impl Default for ReceptorConfig {
             domain: "localhost".to_string(),
             router_address: None,
             allow_privileged: false,
+            ltc_path: None,
         }
     }
 }
@@ -97,6 +114,9 @@ pub fn app_with_routes(
     };
     let api = Router::new()
         .route("/v1/info", get(cluster::info))
+        .route("/v1/version", get(meta::version))
+        .route("/v1/openapi.json", get(openapi::document))
+        .route("/v1/sync/{arch}/{artifact}", get(meta::sync))
         .route("/v1/tasks", post(tasks::create).get(tasks::list))
         .route(
             "/v1/tasks/{task_guid}",
@@ -183,13 +203,12 @@ pub(crate) fn now_nanos() -> i64 {
 pub(crate) fn check_privileged(
     config: &ReceptorConfig,
     privileged: bool,
-) -> Result<(), error::ApiError> {
+) -> Result<(), lattice_models::ValidationError> {
     if privileged && !config.allow_privileged {
         return Err(lattice_models::ValidationError::new(
             "privileged",
             "privileged containers are refused: this server was not started with --allow-privileged",
-        )
-        .into());
+        ));
     }
     Ok(())
 }

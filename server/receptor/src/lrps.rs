@@ -6,7 +6,7 @@ use axum::Json;
 use lattice_bbs::{ActualLrpFilter, DesiredLrpFilter, StoreError};
 use lattice_models::validation::{validate_domain, validate_guid};
 use lattice_models::{
-    ActualLrp, ActualLrpEvent, ActualLrpState, DesiredLrp, DesiredLrpCreateRequest,
+    ActualLrp, ActualLrpEvent, ActualLrpState, ApiErrorName, DesiredLrp, DesiredLrpCreateRequest,
     DesiredLrpUpdateRequest,
 };
 
@@ -16,20 +16,27 @@ use crate::{now_nanos, AppState};
 
 const CAS_RETRIES: usize = 8;
 
+/// Answers 201 with an empty body and no content type, as Diego does: its
+/// clients treat any body as a failure. Read the LRP back with a GET.
+#[utoipa::path(post, path = "/v1/desired_lrps", tag = "desired LRPs", request_body = lattice_models::DesiredLrpCreateRequest, responses((status = 201, description = "created; empty body, no content type (read it back)"), (status = 400, description = "InvalidJSON (unparsable, unknown field: named) or InvalidLRP (breaks a rule)", body = lattice_models::ApiErrorBody), (status = 409, description = "DesiredLRPAlreadyExists", body = lattice_models::ApiErrorBody), (status = 413, description = "RequestEntityTooLarge", body = lattice_models::ApiErrorBody)))]
 pub async fn create_desired(
     State(state): State<AppState>,
     JsonBody(request): JsonBody<DesiredLrpCreateRequest>,
-) -> Result<(StatusCode, Json<DesiredLrp>), ApiError> {
-    request.validate()?;
-    crate::check_privileged(&state.config, request.privileged)?;
+) -> Result<StatusCode, ApiError> {
+    request
+        .validate()
+        .map_err(|e| ApiError::invalid(ApiErrorName::InvalidLrp, e))?;
+    crate::check_privileged(&state.config, request.privileged)
+        .map_err(|e| ApiError::invalid(ApiErrorName::InvalidLrp, e))?;
     let lrp = state
         .store
         .create_desired_lrp(request.into_desired_lrp())
         .await?;
     tracing::info!(process_guid = %lrp.process_guid, instances = lrp.instances, "LRP desired");
-    Ok((StatusCode::CREATED, Json(lrp)))
+    Ok(StatusCode::CREATED)
 }
 
+#[utoipa::path(get, path = "/v1/desired_lrps", tag = "desired LRPs", responses((status = 200, body = Vec<lattice_models::DesiredLrp>)))]
 pub async fn list_desired(
     State(state): State<AppState>,
 ) -> Result<Json<Vec<DesiredLrp>>, ApiError> {
@@ -41,6 +48,7 @@ pub async fn list_desired(
     ))
 }
 
+#[utoipa::path(get, path = "/v1/domains/{domain}/desired_lrps", tag = "desired LRPs", params(("domain" = String, Path, description = "a domain")), responses((status = 200, body = Vec<lattice_models::DesiredLrp>), (status = 400, description = "InvalidRequest: a malformed path parameter", body = lattice_models::ApiErrorBody)))]
 pub async fn list_desired_by_domain(
     State(state): State<AppState>,
     Path(domain): Path<String>,
@@ -52,6 +60,7 @@ pub async fn list_desired_by_domain(
     Ok(Json(state.store.list_desired_lrps(&filter).await?))
 }
 
+#[utoipa::path(get, path = "/v1/desired_lrps/{process_guid}", tag = "desired LRPs", params(("process_guid" = String, Path, description = "the desired LRP's process guid")), responses((status = 200, body = lattice_models::DesiredLrp), (status = 404, description = "DesiredLRPNotFound", body = lattice_models::ApiErrorBody)))]
 pub async fn get_desired(
     State(state): State<AppState>,
     Path(guid): Path<String>,
@@ -63,13 +72,16 @@ pub async fn get_desired(
 /// Applies the present fields of the update. With a `modification_tag` in the
 /// body the update is conditional (409 if the LRP changed since the client
 /// read it); without one, concurrent writers are retried so the last one wins.
+#[utoipa::path(put, path = "/v1/desired_lrps/{process_guid}", tag = "desired LRPs", params(("process_guid" = String, Path, description = "the desired LRP's process guid")), request_body = lattice_models::DesiredLrpUpdateRequest, responses((status = 204, description = "updated"), (status = 400, description = "InvalidJSON (unparsable, unknown field: named) or InvalidLRP (breaks a rule)", body = lattice_models::ApiErrorBody), (status = 404, description = "DesiredLRPNotFound", body = lattice_models::ApiErrorBody), (status = 409, description = "ResourceConflict: modification_tag is stale", body = lattice_models::ApiErrorBody)))]
 pub async fn update_desired(
     State(state): State<AppState>,
     Path(guid): Path<String>,
     JsonBody(update): JsonBody<DesiredLrpUpdateRequest>,
 ) -> Result<StatusCode, ApiError> {
     validate_guid("process_guid", &guid)?;
-    update.validate()?;
+    update
+        .validate()
+        .map_err(|e| ApiError::invalid(ApiErrorName::InvalidLrp, e))?;
     for _ in 0..CAS_RETRIES {
         let mut lrp = state.store.get_desired_lrp(&guid).await?;
         if let Some(expected) = &update.modification_tag {
@@ -101,6 +113,7 @@ pub async fn update_desired(
 }
 
 /// Removes the desired LRP; the brain then stops its instances.
+#[utoipa::path(delete, path = "/v1/desired_lrps/{process_guid}", tag = "desired LRPs", params(("process_guid" = String, Path, description = "the desired LRP's process guid")), responses((status = 204, description = "removed; its instances are stopped"), (status = 404, description = "DesiredLRPNotFound", body = lattice_models::ApiErrorBody)))]
 pub async fn delete_desired(
     State(state): State<AppState>,
     Path(guid): Path<String>,
@@ -126,6 +139,7 @@ pub async fn delete_desired(
     )))
 }
 
+#[utoipa::path(get, path = "/v1/actual_lrps", tag = "actual LRPs", responses((status = 200, body = Vec<lattice_models::ActualLrp>)))]
 pub async fn list_actual(State(state): State<AppState>) -> Result<Json<Vec<ActualLrp>>, ApiError> {
     Ok(Json(
         state
@@ -135,6 +149,7 @@ pub async fn list_actual(State(state): State<AppState>) -> Result<Json<Vec<Actua
     ))
 }
 
+#[utoipa::path(get, path = "/v1/actual_lrps/{process_guid}", tag = "actual LRPs", params(("process_guid" = String, Path, description = "the desired LRP's process guid")), responses((status = 200, body = Vec<lattice_models::ActualLrp>), (status = 400, description = "InvalidRequest: a malformed path parameter", body = lattice_models::ApiErrorBody)))]
 pub async fn list_actual_by_process_guid(
     State(state): State<AppState>,
     Path(guid): Path<String>,
@@ -147,6 +162,7 @@ pub async fn list_actual_by_process_guid(
     Ok(Json(state.store.list_actual_lrps(&filter).await?))
 }
 
+#[utoipa::path(get, path = "/v1/domains/{domain}/actual_lrps", tag = "actual LRPs", params(("domain" = String, Path, description = "a domain")), responses((status = 200, body = Vec<lattice_models::ActualLrp>), (status = 400, description = "InvalidRequest: a malformed path parameter", body = lattice_models::ApiErrorBody)))]
 pub async fn list_actual_by_domain(
     State(state): State<AppState>,
     Path(domain): Path<String>,
@@ -159,6 +175,7 @@ pub async fn list_actual_by_domain(
     Ok(Json(state.store.list_actual_lrps(&filter).await?))
 }
 
+#[utoipa::path(get, path = "/v1/actual_lrps/{process_guid}/index/{index}", tag = "actual LRPs", params(("process_guid" = String, Path, description = "the desired LRP's process guid"), ("index" = i64, Path, description = "the instance index")), responses((status = 200, body = lattice_models::ActualLrp), (status = 400, description = "InvalidRequest: a malformed path parameter", body = lattice_models::ApiErrorBody), (status = 404, description = "ActualLRPIndexNotFound", body = lattice_models::ApiErrorBody)))]
 pub async fn get_actual(
     State(state): State<AppState>,
     Path((guid, index)): Path<(String, String)>,
@@ -170,6 +187,7 @@ pub async fn get_actual(
 
 /// Restarts one instance: it is handed back to the auction (UNCLAIMED); the
 /// cell that ran it sees it is no longer its own and destroys the container.
+#[utoipa::path(delete, path = "/v1/actual_lrps/{process_guid}/index/{index}", tag = "actual LRPs", params(("process_guid" = String, Path, description = "the desired LRP's process guid"), ("index" = i64, Path, description = "the instance index")), responses((status = 204, description = "killed; the instance is started again"), (status = 400, description = "InvalidRequest: a malformed path parameter", body = lattice_models::ApiErrorBody), (status = 404, description = "ActualLRPIndexNotFound", body = lattice_models::ApiErrorBody)))]
 pub async fn restart_actual(
     State(state): State<AppState>,
     Path((guid, index)): Path<(String, String)>,

@@ -155,12 +155,14 @@ async fn info_names_version_and_domain() {
 async fn task_happy_path() {
     let server = start().await;
     let (status, created) = server.post("/v1/tasks", task_json("t1")).await;
+    // Diego's answer to a create: 201, no body (read it back).
     assert_eq!(status, StatusCode::CREATED, "{created}");
-    assert_eq!(created["state"], "PENDING");
-    assert_eq!(created["modification_tag"]["index"], 0);
+    assert_eq!(created, Value::Null);
 
     let (status, task) = server.get("/v1/tasks/t1").await;
     assert_eq!(status, StatusCode::OK);
+    assert_eq!(task["state"], "PENDING");
+    assert_eq!(task["modification_tag"]["index"], 0);
     assert_eq!(task["task_guid"], "t1");
     assert_eq!(task["result_file"], "/tmp/result");
     assert!(task["created_at"].as_i64().unwrap() > 0);
@@ -192,7 +194,7 @@ async fn task_happy_path() {
     assert_eq!(status, StatusCode::NO_CONTENT);
     let (status, body) = server.get("/v1/tasks/t1").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    assert_error(&body, "ResourceNotFound");
+    assert_error(&body, "TaskNotFound");
 }
 
 #[tokio::test]
@@ -226,7 +228,7 @@ async fn desired_lrp_happy_path() {
     assert_eq!(status, StatusCode::NO_CONTENT);
     let (status, body) = server.get("/v1/desired_lrps/web").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    assert_error(&body, "ResourceNotFound");
+    assert_error(&body, "DesiredLRPNotFound");
 }
 
 #[tokio::test]
@@ -274,7 +276,7 @@ async fn actual_lrps_read_and_restart() {
 
     let (status, body) = server.get("/v1/actual_lrps/web/index/7").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    assert_error(&body, "ResourceNotFound");
+    assert_error(&body, "ActualLRPIndexNotFound");
     let (status, body) = server.get("/v1/actual_lrps/web/index/x").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["field"], "index");
@@ -295,6 +297,7 @@ async fn cells_and_domains() {
                     disk_mb: 2048,
                     containers: 10,
                 },
+                rootfs_providers: lattice_models::cell::docker_rootfs_providers(),
             },
             Duration::from_secs(30),
         )
@@ -387,13 +390,13 @@ async fn invalid_input_is_rejected_and_nothing_stored() {
     // Bad guid.
     let (status, body) = server.post("/v1/tasks", task_json("bad guid!")).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_error(&body, "InvalidRequest");
+    assert_error(&body, "InvalidTask");
     assert_eq!(body["field"], "task_guid");
 
     // Negative instances.
     let (status, body) = server.post("/v1/desired_lrps", lrp_json("web", -1)).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_error(&body, "InvalidRequest");
+    assert_error(&body, "InvalidLRP");
     assert_eq!(body["field"], "instances");
 
     // Negative memory, unknown field, out-of-range port.
@@ -426,7 +429,7 @@ async fn invalid_input_is_rejected_and_nothing_stored() {
         .put("/v1/desired_lrps/missing", json!({"instances": 1}))
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    assert_error(&body, "ResourceNotFound");
+    assert_error(&body, "DesiredLRPNotFound");
 
     // Oversized body.
     let big = format!(
@@ -452,14 +455,14 @@ async fn invalid_input_is_rejected_and_nothing_stored() {
     assert_eq!(status, StatusCode::CREATED);
     let (status, body) = server.post("/v1/desired_lrps", lrp_json("web", 9)).await;
     assert_eq!(status, StatusCode::CONFLICT);
-    assert_error(&body, "ResourceConflict");
+    assert_error(&body, "DesiredLRPAlreadyExists");
     let (_, lrp) = server.get("/v1/desired_lrps/web").await;
     assert_eq!(lrp["instances"], 1);
     let (status, _) = server.post("/v1/tasks", task_json("t1")).await;
     assert_eq!(status, StatusCode::CREATED);
     let (status, body) = server.post("/v1/tasks", task_json("t1")).await;
     assert_eq!(status, StatusCode::CONFLICT);
-    assert_error(&body, "ResourceConflict");
+    assert_error(&body, "TaskGuidAlreadyExists");
 }
 
 /// Two updates made against the same version: exactly one wins.

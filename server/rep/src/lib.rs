@@ -184,6 +184,7 @@ impl Rep {
             zone: self.config.zone.clone(),
             rep_address: self.config.rep_address.clone(),
             capacity: self.config.capacity,
+            rootfs_providers: lattice_models::cell::docker_rootfs_providers(),
         }
     }
 

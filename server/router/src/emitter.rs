@@ -322,6 +322,8 @@ mod tests {
             log_guid: String::new(),
             log_source: String::new(),
             annotation: String::new(),
+            metrics_guid: String::new(),
+            egress_rules: Vec::new(),
         }
         .into_desired_lrp();
         assert!(!affects_routes(&Event::DesiredLrpCreated {
@@ -334,6 +336,7 @@ mod tests {
                 port: 8080,
             }],
             tcp: vec![],
+            other: Default::default(),
         };
         assert!(affects_routes(&Event::DesiredLrpRemoved {
             desired_lrp: routed.clone()

@@ -245,6 +245,8 @@ mod tests {
             log_guid: String::new(),
             log_source: String::new(),
             annotation: String::new(),
+            metrics_guid: String::new(),
+            egress_rules: Vec::new(),
         }
         .into_desired_lrp()
     }
@@ -256,6 +258,7 @@ mod tests {
                 port,
             }],
             tcp: vec![],
+            other: Default::default(),
         }
     }
 
@@ -353,6 +356,7 @@ mod tests {
         lrp.routes.tcp = vec![TcpRoute {
             external_port: 61000,
             container_port: 5222,
+            router_group_guid: None,
         }];
         let table = routing_table(
             &[lrp],

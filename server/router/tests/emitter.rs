@@ -147,11 +147,15 @@ fn web_lrp() -> DesiredLrpCreateRequest {
             tcp: vec![TcpRoute {
                 external_port: 61000,
                 container_port: 5222,
+                router_group_guid: None,
             }],
+            other: Default::default(),
         }),
         log_guid: "web-logs".into(),
         log_source: String::new(),
         annotation: String::new(),
+        metrics_guid: String::new(),
+        egress_rules: Vec::new(),
     }
 }
 
