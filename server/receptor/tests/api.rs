@@ -638,7 +638,7 @@ async fn regression_deep_nesting_is_refused_naming_the_path() {
             .send(reqwest::Method::POST, "/v1/desired_lrps", Some(lrp))
             .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{depth}: {body}");
-        assert_error(&body, "InvalidRequest");
+        assert_error(&body, "InvalidLRP");
         let field = body["field"].as_str().expect("a field");
         assert!(field.starts_with("action.try.action.try"), "{field}");
         assert!(
