@@ -32,7 +32,7 @@ use std::io::{IsTerminal as _, Write};
 
 use anyhow::Context as _;
 use lattice_client::Client;
-use lattice_logs::LogsClient;
+use lattice_client::LogsClient;
 
 mod bits;
 mod buildpacks;

@@ -2,7 +2,7 @@
 //! log hub that survives a lost connection ([`LiveLogs`]), and the app's
 //! lines shown while `ltc create` and `ltc scale` wait ([`LogTail`]).
 //!
-//! The hub's client never reconnects by itself (see `lattice_logs::client`):
+//! The hub's client never reconnects by itself (see `lattice_client::LogsClient`):
 //! reconnecting is ours, always without the recent lines, which the user has
 //! seen already. Lines logged while the connection was down are therefore
 //! not shown; a notice says so.
@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
-use lattice_logs::{FollowOptions, LogFilter, LogStream, LogsClient, LogsClientError};
+use lattice_client::{ClientError, LogStream, LogsClient};
+use lattice_models::log::{FollowOptions, LogFilter};
 use lattice_models::log::{
     LogMessage, MessageType, SOURCE_APP, SOURCE_CELL, SOURCE_HEALTH, SOURCE_ROUTER, SOURCE_STAGING,
 };
@@ -174,7 +175,7 @@ impl LiveLogs {
         client: LogsClient,
         source: Source,
         recent: bool,
-    ) -> Result<LiveLogs, LogsClientError> {
+    ) -> Result<LiveLogs, ClientError> {
         let stream = open(&client, &source, recent).await?;
         Ok(LiveLogs {
             client,
@@ -185,7 +186,7 @@ impl LiveLogs {
     }
 
     /// The next line or notice; see the type's doc for errors.
-    pub async fn next(&mut self) -> Result<Event, LogsClientError> {
+    pub async fn next(&mut self) -> Result<Event, ClientError> {
         use futures::StreamExt as _;
         let Some(stream) = &mut self.stream else {
             return self.reconnect().await;
@@ -194,7 +195,7 @@ impl LiveLogs {
             Some(Ok(line)) => Ok(Event::Line(line)),
             // One event this ltc cannot read (a newer server's): the stream
             // itself is fine.
-            Some(Err(err @ LogsClientError::Decode { .. })) => Ok(Event::Notice(format!(
+            Some(Err(err @ ClientError::Decode { .. })) => Ok(Event::Notice(format!(
                 "skipped a log event: {:#}",
                 anyhow::Error::from(err)
             ))),
@@ -207,7 +208,7 @@ impl LiveLogs {
         }
     }
 
-    async fn reconnect(&mut self) -> Result<Event, LogsClientError> {
+    async fn reconnect(&mut self) -> Result<Event, ClientError> {
         loop {
             tokio::time::sleep(backoff(self.failures)).await;
             match open(&self.client, &self.source, false).await {
@@ -239,7 +240,7 @@ async fn open(
     client: &LogsClient,
     source: &Source,
     recent: bool,
-) -> Result<LogStream, LogsClientError> {
+) -> Result<LogStream, ClientError> {
     match source {
         Source::App { log_guid, filter } => {
             client
@@ -271,10 +272,10 @@ pub fn backoff(failures: u32) -> Duration {
 
 /// A failure that may heal by itself: no connection, a cut one, or a server
 /// error (a proxy in front of a restarting receptor answers 502).
-pub fn is_transient(err: &LogsClientError) -> bool {
+pub fn is_transient(err: &ClientError) -> bool {
     match err {
-        LogsClientError::Unreachable { .. } | LogsClientError::Transport { .. } => true,
-        LogsClientError::Api { status, .. } | LogsClientError::UnexpectedStatus { status, .. } => {
+        ClientError::Unreachable { .. } | ClientError::Transport { .. } => true,
+        ClientError::Api { status, .. } | ClientError::UnexpectedStatus { status, .. } => {
             *status >= 500
         }
         _ => false,
@@ -390,7 +391,7 @@ impl Drop for LogTail {
 /// A line of [`WAIT_SOURCES`], or one the hub wrote (lines dropped).
 fn shown_while_waiting(line: &LogMessage) -> bool {
     WAIT_SOURCES.contains(&line.source_type.as_str())
-        || line.source_type == lattice_logs::SOURCE_LOGGREGATOR
+        || line.source_type == lattice_models::log::SOURCE_LOGGREGATOR
 }
 
 /// The last `max` recent lines of the instances `indexes` of `log_guid`,
@@ -404,7 +405,7 @@ pub async fn recent_lines_of_instances(
     log_guid: &str,
     indexes: &[i64],
     max: usize,
-) -> Result<Vec<String>, LogsClientError> {
+) -> Result<Vec<String>, ClientError> {
     let lines = client.recent(log_guid, &LogFilter::default()).await?;
     let wanted: Vec<String> = indexes.iter().map(i64::to_string).collect();
     let mut kept: Vec<&LogMessage> = lines
@@ -515,7 +516,7 @@ mod tests {
 
     #[test]
     fn only_failures_that_may_heal_are_retried() {
-        let api = |status| LogsClientError::Api {
+        let api = |status| ClientError::Api {
             status,
             error: lattice_models::ApiErrorBody {
                 name: lattice_models::ApiErrorName::Unauthorized,
@@ -525,13 +526,16 @@ mod tests {
         };
         assert!(!is_transient(&api(401)));
         assert!(is_transient(&api(503)));
-        let proxy = LogsClientError::UnexpectedStatus {
+        let proxy = ClientError::UnexpectedStatus {
             target: "http://x".into(),
             status: 502,
             body: String::new(),
         };
         assert!(is_transient(&proxy));
-        assert!(!is_transient(&LogsClientError::InvalidLogGuid(".".into())));
+        assert!(!is_transient(&ClientError::InvalidArgument {
+            what: "log guid",
+            value: ".".into(),
+        }));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use lattice_fileserver::FileServerClient;
+use lattice_client::FileServerClient;
 use reqwest::Url;
 
 use crate::output::Stderr;
@@ -22,12 +22,7 @@ const TICK: Duration = Duration::from_millis(120);
 
 /// The file server of the target in force.
 pub fn file_server(ctx: &Context) -> FileServerClient {
-    let credentials = ctx
-        .target
-        .credentials
-        .as_ref()
-        .map(|c| (c.username.clone(), c.password.clone()));
-    FileServerClient::new(ctx.target.url.clone(), credentials)
+    FileServerClient::new(ctx.target.url.clone(), ctx.target.credentials.clone())
 }
 
 /// The URL a cell uses for `path` (`/v1/...`) on the target, with the

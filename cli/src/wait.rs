@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use lattice_client::LogsClient;
 use lattice_client::{Client, ClientError};
-use lattice_logs::LogsClient;
 use lattice_models::{ActualLrp, ActualLrpState};
 use tokio::time::Instant;
 
@@ -165,7 +165,7 @@ pub fn failing_indexes(actuals: &[ActualLrp], desired: i64) -> Vec<i64> {
 /// `failing`), or why they could not be read.
 pub fn log_details(
     failing: &[i64],
-    lines: Result<Vec<String>, lattice_logs::LogsClientError>,
+    lines: Result<Vec<String>, lattice_client::ClientError>,
 ) -> Vec<String> {
     match lines {
         Ok(lines) if lines.is_empty() => Vec::new(),
@@ -383,7 +383,10 @@ mod tests {
         );
         let unreadable = log_details(
             &[0],
-            Err(lattice_logs::LogsClientError::InvalidLogGuid("".into())),
+            Err(lattice_client::ClientError::InvalidArgument {
+                what: "log guid",
+                value: String::new(),
+            }),
         );
         assert_eq!(
             unreadable,

@@ -32,14 +32,15 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use lattice_fileserver::{BlobInfo, DropletMetadata, DropletName, FileServerClient};
-use lattice_logs::LogFilter;
+use lattice_client::FileServerClient;
 use lattice_models::action::{DownloadAction, RunAction, SerialAction, UploadAction};
+use lattice_models::droplet::{BlobInfo, DropletMetadata, DropletName};
 use lattice_models::lifecycle::{
     StagingResult, BUILDPACK_BUILDER_PATH, BUILDPACK_EXIT_COMPILE_FAILED,
     BUILDPACK_EXIT_DETECT_FAILED, BUILDPACK_EXIT_RELEASE_FAILED, STAGING_APP_DIR,
     STAGING_BUILDPACKS_DIR, STAGING_DROPLET_PATH,
 };
+use lattice_models::log::LogFilter;
 use lattice_models::log::SOURCE_STAGING;
 use lattice_models::validation::validate_guid;
 use lattice_models::{Action, EnvironmentVariable, Task, TaskCreateRequest};

@@ -10,7 +10,7 @@ use std::future::Future;
 use std::io::Write;
 
 use anyhow::Context as _;
-use lattice_logs::LogFilter;
+use lattice_models::log::LogFilter;
 
 use crate::commands::logs::follow;
 use crate::log_stream::{LineFormat, LiveLogs, Source};
@@ -83,8 +83,8 @@ pub async fn run(
 
 #[cfg(test)]
 mod tests {
-    use lattice_logs::DEBUG_LOG_GUID;
     use lattice_models::log::MessageType;
+    use lattice_models::log::DEBUG_LOG_GUID;
     use tokio_util::sync::CancellationToken;
 
     use super::*;

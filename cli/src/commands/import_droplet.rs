@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
 use flate2::read::GzDecoder;
-use lattice_fileserver::{DropletMetadata, DropletName};
+use lattice_models::droplet::{DropletMetadata, DropletName};
 use lattice_models::lifecycle::{StagingInfo, STAGING_INFO_FILE};
 
 use crate::commands::build_droplet::DEFAULT_STACK;

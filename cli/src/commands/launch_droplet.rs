@@ -21,8 +21,8 @@
 use std::io::Write;
 
 use anyhow::{bail, Context as _};
-use lattice_fileserver::{Droplet, DropletName};
 use lattice_models::action::DownloadAction;
+use lattice_models::droplet::{Droplet, DropletName};
 use lattice_models::lifecycle::{ExecutionMetadata, DROPLET_DIR, DROPLET_LAUNCHER_PATH};
 use lattice_models::{Action, DesiredLrpCreateRequest, EnvironmentVariable};
 

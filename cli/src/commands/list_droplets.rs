@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use anyhow::Context as _;
-use lattice_fileserver::Droplet;
+use lattice_models::droplet::Droplet;
 
 use crate::output::{self, or_dash};
 use crate::transfer::{self, human_size};

@@ -15,7 +15,7 @@ use std::future::Future;
 use std::io::Write;
 
 use anyhow::Context as _;
-use lattice_logs::LogFilter;
+use lattice_models::log::LogFilter;
 use lattice_models::log::{SOURCE_APP, SOURCE_CELL, SOURCE_HEALTH, SOURCE_ROUTER, SOURCE_STAGING};
 
 use crate::log_stream::{Event, LineFormat, LiveLogs, Source};

@@ -37,8 +37,9 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _};
 use clap::Parser as _;
+use lattice_client::LogsClient;
 use lattice_client::{Client, Info};
-use lattice_logs::{LogFilter, LogsClient};
+use lattice_models::log::LogFilter;
 use lattice_models::log::{LogMessage, SOURCE_APP, SOURCE_CELL};
 use lattice_models::TaskState;
 use tokio::time::Instant;

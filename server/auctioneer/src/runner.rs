@@ -12,11 +12,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lattice_bbs::{ActualLrpFilter, DesiredLrpFilter, SharedStore, StoreError, TaskFilter};
+use lattice_client::RepClient;
 use lattice_models::auction::{
     AuctionRequest, CellState, LrpKey, LrpStartRequest, Resource, TaskStart,
 };
 use lattice_models::{ActualLrpState, Event, TaskState};
-use lattice_rep::http::RepClient;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;

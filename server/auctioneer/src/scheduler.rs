@@ -7,6 +7,7 @@
 //! caller's job. The rules are in the crate's README.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
 
 use lattice_models::auction::{
     AuctionRequest, AuctionResults, CellState, LrpFailure, LrpInstance, LrpPlacement,
@@ -110,6 +111,8 @@ fn task_order(tasks: &[TaskStart]) -> Vec<&TaskStart> {
 /// The auction's copy of one cell.
 struct Cell<'a> {
     id: &'a str,
+    /// Position in cell id order: ties go to the lower rank.
+    rank: usize,
     zone: usize,
     total: Resource,
     available: Resource,
@@ -191,8 +194,11 @@ struct Spread {
 
 /// The working copy of the cluster for one auction.
 struct Working<'a> {
-    /// Cells that accept work, sorted by id so ties go to the lower id.
+    /// Cells that accept work, grouped by zone (so an LRP instance scans
+    /// only the zones it may go to), by id within a zone.
     cells: Vec<Cell<'a>>,
+    /// The cells of each zone, by zone number: a range of `cells`.
+    zone_cells: Vec<Range<usize>>,
     /// Only the processes named in the request: others do not affect scores.
     spreads: HashMap<&'a str, Spread>,
     /// Instances of the process being placed, per cell: filled from its
@@ -220,10 +226,15 @@ impl<'a> Working<'a> {
             .map(|(n, zone)| (zone, n))
             .collect();
 
-        let working: Vec<Cell<'a>> = by_id
+        // Stable: by zone, and by id (rank) within a zone.
+        let mut grouped: Vec<(usize, &CellState)> = by_id.iter().copied().enumerate().collect();
+        grouped.sort_by_key(|(_, c)| zones[c.zone.as_str()]);
+        let grouped_cells: Vec<&CellState> = grouped.iter().map(|&(_, c)| c).collect();
+        let working: Vec<Cell<'a>> = grouped
             .iter()
-            .map(|c| Cell {
+            .map(|&(rank, c)| Cell {
                 id: &c.cell_id,
+                rank,
                 zone: zones[c.zone.as_str()],
                 total: c.total,
                 available: c.available,
@@ -246,7 +257,7 @@ impl<'a> Working<'a> {
                 (s.process_guid.as_str(), spread)
             })
             .collect();
-        for (position, cell) in by_id.iter().enumerate() {
+        for (position, cell) in grouped_cells.iter().enumerate() {
             for key in &cell.lrps {
                 if let Some(spread) = spreads.get_mut(key.process_guid.as_str()) {
                     *spread.per_cell.entry(position).or_insert(0) += 1;
@@ -263,9 +274,21 @@ impl<'a> Working<'a> {
             None
         };
 
+        let mut zone_cells = Vec::with_capacity(zones.len());
+        let mut start = 0;
+        for zone in 0..zones.len() {
+            let count = working[start..]
+                .iter()
+                .take_while(|c| c.zone == zone)
+                .count();
+            zone_cells.push(start..start + count);
+            start += count;
+        }
+
         Self {
             scratch: vec![0; working.len()],
             cells: working,
+            zone_cells,
             spreads,
             no_cell,
         }
@@ -294,23 +317,43 @@ impl<'a> Working<'a> {
             self.scratch[cell] = count;
         }
 
-        // (instances in the cell's zone, score, position); the first minimum
-        // wins, and cells are in id order, so ties go to the lower id.
-        let mut best: Option<(u32, f64, usize)> = None;
-        for (position, cell) in self.cells.iter().enumerate() {
-            if !cell.fits(need) {
-                continue;
-            }
-            let zone_count = spread.per_zone[cell.zone];
-            let score = cell.score(need) + SAME_PROCESS_PENALTY * f64::from(self.scratch[position]);
-            let better = match best {
-                None => true,
-                Some((best_zone, best_score, _)) => {
-                    zone_count < best_zone || (zone_count == best_zone && score < best_score)
-                }
+        // The lowest (instances in the cell's zone, score, rank) among the
+        // cells that fit: zones are taken level by level, fewest instances
+        // first, and the first level with a cell that fits decides, so most
+        // instances scan only some of the zones.
+        let mut best: Option<(f64, usize, usize)> = None;
+        let mut below: Option<u32> = None;
+        while best.is_none() {
+            let Some(level) = spread
+                .per_zone
+                .iter()
+                .copied()
+                .filter(|&count| below.is_none_or(|b| count > b))
+                .min()
+            else {
+                break;
             };
-            if better {
-                best = Some((zone_count, score, position));
+            below = Some(level);
+            for (zone, _) in spread
+                .per_zone
+                .iter()
+                .enumerate()
+                .filter(|&(_, &count)| count == level)
+            {
+                let range = self.zone_cells[zone].clone();
+                for (cell, position) in self.cells[range.clone()].iter().zip(range) {
+                    if !cell.fits(need) {
+                        continue;
+                    }
+                    let score =
+                        cell.score(need) + SAME_PROCESS_PENALTY * f64::from(self.scratch[position]);
+                    let better = best.is_none_or(|(best_score, best_rank, _)| {
+                        score < best_score || (score == best_score && cell.rank < best_rank)
+                    });
+                    if better {
+                        best = Some((score, cell.rank, position));
+                    }
+                }
             }
         }
 
@@ -330,17 +373,19 @@ impl<'a> Working<'a> {
     /// Picks the cell for one task: the lowest score among those that fit,
     /// which is the emptiest cell relative to its size.
     fn place_task(&mut self, need: &Resource) -> Result<&'a str, PlacementError> {
-        let mut best: Option<(f64, usize)> = None;
+        let mut best: Option<(f64, usize, usize)> = None;
         for (position, cell) in self.cells.iter().enumerate() {
             if !cell.fits(need) {
                 continue;
             }
             let score = cell.score(need);
-            if best.is_none_or(|(best_score, _)| score < best_score) {
-                best = Some((score, position));
+            if best.is_none_or(|(best_score, best_rank, _)| {
+                score < best_score || (score == best_score && cell.rank < best_rank)
+            }) {
+                best = Some((score, cell.rank, position));
             }
         }
-        let Some((_, winner)) = best else {
+        let Some((_, _, winner)) = best else {
             return Err(self.failure(need));
         };
         let cell = &mut self.cells[winner];

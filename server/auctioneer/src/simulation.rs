@@ -68,6 +68,19 @@ impl SimConfig {
         }
     }
 
+    /// A uniform cluster: three zones; every cell 32 GB, 200 GB disk, 250
+    /// containers; every instance 256 MB and 1 GB disk; apps of about ten
+    /// instances. Here sizes allow a perfect spread, so every cell should end
+    /// within one instance of the mean.
+    pub fn uniform(seed: u64, cells: usize, instances: usize) -> Self {
+        const GB: i64 = 1024;
+        Self {
+            cell_sizes: vec![Resource::new(32 * GB, 200 * GB, 250)],
+            instance_sizes: vec![Resource::for_container(256, 1024)],
+            ..Self::mixed(seed, cells, instances)
+        }
+    }
+
     fn validate(&self) -> Result<(), SimError> {
         if self.zones == 0 {
             return Err(SimError::NoZones);
@@ -137,6 +150,10 @@ pub struct SimReport {
     pub slowest_batch: Duration,
     /// Memory in use per cell as a fraction of its total, over all cells.
     pub memory_utilisation: Stats,
+    /// LRP instances per cell, over all cells. With cells of one size and
+    /// instances of one size, every cell should be within one instance of
+    /// the mean.
+    pub instances_per_cell: Stats,
     /// LRP instances per zone, after the run.
     pub instances_per_zone: BTreeMap<String, usize>,
     /// Instances of the largest app.
@@ -241,6 +258,7 @@ pub fn simulate(config: &SimConfig) -> Result<SimReport, SimError> {
         duration: Duration::ZERO,
         slowest_batch: Duration::ZERO,
         memory_utilisation: Stats::of(&[]),
+        instances_per_cell: Stats::of(&[]),
         instances_per_zone: BTreeMap::new(),
         largest_app: app_instances.iter().copied().max().unwrap_or(0) as usize,
         max_instances_of_one_app_on_one_cell: 0,
@@ -330,6 +348,8 @@ fn measure(cells: &[CellState], zones: usize, report: &mut SimReport) {
         .map(|c| 1.0 - c.available.memory_mb as f64 / c.total.memory_mb as f64)
         .collect();
     report.memory_utilisation = Stats::of(&utilisation);
+    let counts: Vec<f64> = cells.iter().map(|c| c.lrps.len() as f64).collect();
+    report.instances_per_cell = Stats::of(&counts);
 
     let mut per_app_zone: HashMap<&str, Vec<usize>> = HashMap::new();
     let mut digest = Fnv::new();

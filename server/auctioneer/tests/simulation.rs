@@ -63,3 +63,22 @@ fn a_seed_fixes_the_run() {
     assert_eq!(a.memory_utilisation, b.memory_utilisation);
     assert_ne!(a.placement_digest, c.placement_digest);
 }
+
+#[test]
+fn equal_cells_and_instances_end_within_one_instance_of_the_mean() {
+    for seed in [1, 2] {
+        // 31 cells do not split evenly over three zones, so zone balance and
+        // cell balance pull against each other here.
+        let report = simulate(&SimConfig {
+            batch_size: 100,
+            ..SimConfig::uniform(seed, 31, 2_000)
+        })
+        .expect("valid configuration");
+        assert_eq!((report.lrps_placed, report.lrps_failed), (2_000, 0));
+        let per_cell = report.instances_per_cell;
+        assert!(
+            per_cell.max - per_cell.mean <= 1.0 && per_cell.mean - per_cell.min <= 1.0,
+            "seed {seed}: {per_cell:?}"
+        );
+    }
+}

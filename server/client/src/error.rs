@@ -1,11 +1,19 @@
-//! The one error type of the client.
+//! The one error type of every client (receptor, log hub, file server: all
+//! served by the receptor, behind its basic auth).
 //!
 //! Policy: an answer of the receptor is kept whole (status and its JSON
 //! body) so that callers can branch on [`ApiErrorName`]; transport failures
 //! keep the reqwest error as their source so that the cause chain says what
 //! happened on the wire.
 
+use std::path::PathBuf;
+
+use lattice_models::droplet::{InvalidDropletName, Sha256Hex};
 use lattice_models::{ApiErrorBody, ApiErrorName};
+use reqwest::Url;
+
+/// How much of a non-JSON error body is kept for the error message.
+const MAX_ERROR_BODY: usize = 512;
 
 /// Anything a call to the receptor can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +73,28 @@ pub enum ClientError {
     #[error("invalid {what} {value:?}: must not be empty, \".\" or \"..\"")]
     InvalidArgument { what: &'static str, value: String },
 
+    /// The name is not a valid droplet name; nothing was sent.
+    #[error(transparent)]
+    InvalidDropletName(#[from] InvalidDropletName),
+
+    /// The downloaded bytes do not have the digest the server sent; the
+    /// partial file was deleted.
+    #[error(
+        "the download's sha256 is {actual}, but the server sent {expected}; the file was deleted"
+    )]
+    ChecksumMismatch {
+        expected: Sha256Hex,
+        actual: Sha256Hex,
+    },
+
+    /// A local file could not be read or written.
+    #[error("{}: {source}", .path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
     /// The HTTP client could not be set up (the TLS-less builder only fails
     /// if the system's resolver or sockets cannot be initialised).
     #[error("could not set up the HTTP client")]
@@ -96,6 +126,73 @@ impl ClientError {
         self.api_error_name()
             .is_some_and(ApiErrorName::is_not_found)
     }
+}
+
+/// The error for a non-2xx answer of `target` with `body`: the receptor's
+/// JSON error if it is one, else the start of the body.
+pub fn error_from_body(target: &str, status: u16, body: &[u8]) -> ClientError {
+    match serde_json::from_slice::<ApiErrorBody>(body) {
+        Ok(error) => ClientError::Api { status, error },
+        Err(_) => {
+            let text = String::from_utf8_lossy(body);
+            let end = text
+                .char_indices()
+                .nth(MAX_ERROR_BODY)
+                .map_or(text.len(), |(i, _)| i);
+            ClientError::UnexpectedStatus {
+                target: target.to_string(),
+                status,
+                body: text[..end].trim().to_string(),
+            }
+        }
+    }
+}
+
+/// A failed exchange with `target`: unreachable when no connection was made.
+pub fn transport_error(target: &str, source: reqwest::Error) -> ClientError {
+    let target = target.to_string();
+    if source.is_connect() {
+        ClientError::Unreachable { target, source }
+    } else {
+        ClientError::Transport { target, source }
+    }
+}
+
+/// Checks a target URL: plain `http` with a host, no credentials, query or
+/// fragment (they would be silently dropped or leak into logs).
+pub fn parse_target(target: &str) -> Result<Url, ClientError> {
+    let invalid = |reason: &str| ClientError::InvalidTarget {
+        target: target.to_string(),
+        reason: reason.to_string(),
+    };
+    let url = Url::parse(target).map_err(|e| invalid(&e.to_string()))?;
+    match url.scheme() {
+        "http" => {}
+        "https" => return Err(invalid("https is not supported; use http://host:port")),
+        _ => return Err(invalid("expected http://host:port")),
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(invalid("expected http://host:port"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid("pass credentials separately, not in the URL"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid("must not have a query or a fragment"));
+    }
+    Ok(url)
+}
+
+/// Refuses arguments that `Url::path_segments_mut` would drop or that would
+/// collapse the path: `.` and `..` are skipped by it, `""` makes `//`.
+pub(crate) fn check_segment(what: &'static str, value: &str) -> Result<(), ClientError> {
+    if matches!(value, "" | "." | "..") {
+        return Err(ClientError::InvalidArgument {
+            what,
+            value: value.to_string(),
+        });
+    }
+    Ok(())
 }
 
 fn render_api_error(error: &ApiErrorBody) -> String {

@@ -1,12 +1,19 @@
-//! Typed client of the receptor API, shared by `ltc` and the tests.
+//! Typed clients of everything the receptor serves, shared by `ltc`, the
+//! server's own remote parts and the tests: the receptor API, the log hub
+//! and the file server; and of the reps' auction API. A client crate holds wire calls only: it must never
+//! depend on a server crate (the CI check `installers/check-deps.sh` fails if
+//! `ltc` links one), so wire types live in `lattice_models`.
 //!
 //! One method per endpoint; bodies are the `lattice_models` types. The client
 //! never retries and never interprets answers beyond decoding them: deciding
 //! what an error means to a user is the caller's job.
 //!
 //! # Layout
-//! - [`Client`]: the endpoints, one method each.
-//! - [`ClientError`] (in `error`): what a call can fail with.
+//! - [`Client`]: the receptor's endpoints, one method each.
+//! - [`LogsClient`] (in `logs`): the log hub's recent and follow streams.
+//! - [`FileServerClient`] (in `files`): blobs and droplets, streamed.
+//! - [`RepClient`] (in `rep`): a cell's auction API, for the auctioneer.
+//! - [`ClientError`] (in `error`): what a call to any of them can fail with.
 //! - [`Info`], [`Credentials`]: the small types only the client needs.
 //!
 //! # Guarantees
@@ -31,17 +38,21 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 mod error;
+mod files;
+mod logs;
+mod rep;
 
-pub use error::ClientError;
+use error::check_segment;
+pub use error::{error_from_body, parse_target, transport_error, ClientError};
+pub use files::FileServerClient;
+pub use logs::{LogStream, LogsClient};
+pub use rep::{RepClient, RepClientError};
 
 /// How long to wait for a TCP connection to the receptor.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long an ordinary call (not the event stream) may take in total.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// How much of a non-JSON error body is kept for the error message.
-const MAX_ERROR_BODY: usize = 512;
 
 /// HTTP basic-auth credentials of the receptor.
 #[derive(Clone, PartialEq, Eq)]
@@ -394,24 +405,9 @@ impl Client {
 
     async fn error_from(&self, response: Response) -> ClientError {
         let status = response.status().as_u16();
-        let body = match response.bytes().await {
-            Ok(body) => body,
-            Err(e) => return transport_error(self.target(), e),
-        };
-        match serde_json::from_slice::<ApiErrorBody>(&body) {
-            Ok(error) => ClientError::Api { status, error },
-            Err(_) => {
-                let text = String::from_utf8_lossy(&body);
-                let end = text
-                    .char_indices()
-                    .nth(MAX_ERROR_BODY)
-                    .map_or(text.len(), |(i, _)| i);
-                ClientError::UnexpectedStatus {
-                    target: self.target().to_string(),
-                    status,
-                    body: text[..end].to_string(),
-                }
-            }
+        match response.bytes().await {
+            Ok(body) => error_from_body(self.target(), status, &body),
+            Err(e) => transport_error(self.target(), e),
         }
     }
 
@@ -464,50 +460,6 @@ impl Client {
         let request = self.request(method, segments).timeout(REQUEST_TIMEOUT);
         self.execute(request).await?;
         Ok(())
-    }
-}
-
-fn parse_target(target: &str) -> Result<Url, ClientError> {
-    let invalid = |reason: &str| ClientError::InvalidTarget {
-        target: target.to_string(),
-        reason: reason.to_string(),
-    };
-    let url = Url::parse(target).map_err(|e| invalid(&e.to_string()))?;
-    match url.scheme() {
-        "http" => {}
-        "https" => return Err(invalid("https is not supported; use http://host:port")),
-        _ => return Err(invalid("expected http://host:port")),
-    }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err(invalid("expected http://host:port"));
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(invalid("pass credentials separately, not in the URL"));
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err(invalid("must not have a query or a fragment"));
-    }
-    Ok(url)
-}
-
-/// Refuses arguments that `Url::path_segments_mut` would drop or that would
-/// collapse the path: `.` and `..` are skipped by it, `""` makes `//`.
-fn check_segment(what: &'static str, value: &str) -> Result<(), ClientError> {
-    if matches!(value, "" | "." | "..") {
-        return Err(ClientError::InvalidArgument {
-            what,
-            value: value.to_string(),
-        });
-    }
-    Ok(())
-}
-
-fn transport_error(target: &str, source: reqwest::Error) -> ClientError {
-    let target = target.to_string();
-    if source.is_connect() {
-        ClientError::Unreachable { target, source }
-    } else {
-        ClientError::Transport { target, source }
     }
 }
 

@@ -303,30 +303,8 @@ impl Converger {
         Ok((report, convergence))
     }
 
-    /// Reads everything the decisions need.
-    ///
-    /// The order matters: cells are read last. A cell registers before it
-    /// claims anything, so every cell named by a claim read earlier is
-    /// either in the cell list or truly gone. Read the other way round, a
-    /// cell that registered and claimed between the two reads would look
-    /// vanished and its fresh work would be taken away.
     async fn snapshot(&self) -> Result<Snapshot, StoreError> {
-        let desired = self
-            .store
-            .list_desired_lrps(&DesiredLrpFilter::default())
-            .await?;
-        let actual = self
-            .store
-            .list_actual_lrps(&ActualLrpFilter::default())
-            .await?;
-        let tasks = self.store.list_tasks(&TaskFilter::default()).await?;
-        let cells = self.store.list_cells().await?;
-        Ok(Snapshot {
-            desired,
-            actual,
-            tasks,
-            cells,
-        })
+        gather(&self.store).await
     }
 
     fn log_gave_up(&self, convergence: &Convergence) {
@@ -413,6 +391,32 @@ async fn next_event(events: &mut Option<EventReceiver>) -> Result<Event, RecvErr
 
 fn now() -> i64 {
     lattice_models::unix_nanos(SystemTime::now())
+}
+
+/// Reads everything the decisions need (the "gather" half of a pass; the
+/// convergence bench times it with [`decide::converge`]).
+///
+/// The order matters: cells are read last. A cell registers before it
+/// claims anything, so every cell named by a claim read earlier is either in
+/// the cell list or truly gone. Read the other way round, a cell that
+/// registered and claimed between the two reads would look vanished and its
+/// fresh work would be taken away.
+///
+/// # Errors
+/// The first [`StoreError`] of the reads.
+pub async fn gather(store: &SharedStore) -> Result<Snapshot, StoreError> {
+    let desired = store
+        .list_desired_lrps(&DesiredLrpFilter::default())
+        .await?;
+    let actual = store.list_actual_lrps(&ActualLrpFilter::default()).await?;
+    let tasks = store.list_tasks(&TaskFilter::default()).await?;
+    let cells = store.list_cells().await?;
+    Ok(Snapshot {
+        desired,
+        actual,
+        tasks,
+        cells,
+    })
 }
 
 #[cfg(test)]

@@ -8,7 +8,6 @@
 //! mutex); the in-memory copy changes only once the file was written.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
@@ -16,107 +15,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::store::Sha256Hex;
 
-/// Longest droplet name; names end up in URLs and log lines.
-pub const MAX_NAME_LEN: usize = 128;
-
-/// A droplet name: `[A-Za-z0-9_-]+`, at most [`MAX_NAME_LEN`] bytes, so it is
-/// safe in a URL path and a file name without escaping.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct DropletName(String);
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("droplet name {value:?} must be 1 to {MAX_NAME_LEN} letters, digits, '_' or '-'")]
-pub struct InvalidDropletName {
-    /// The refused value, cut to 80 characters.
-    pub value: String,
-}
-
-impl DropletName {
-    pub fn parse(value: &str) -> Result<DropletName, InvalidDropletName> {
-        let valid = !value.is_empty()
-            && value.len() <= MAX_NAME_LEN
-            && value
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-        if valid {
-            Ok(DropletName(value.to_string()))
-        } else {
-            Err(InvalidDropletName {
-                value: value.chars().take(80).collect(),
-            })
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for DropletName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl TryFrom<String> for DropletName {
-    type Error = InvalidDropletName;
-
-    fn try_from(value: String) -> Result<Self, Self::Error> {
-        DropletName::parse(&value)
-    }
-}
-
-impl From<DropletName> for String {
-    fn from(value: DropletName) -> String {
-        value.0
-    }
-}
-
-/// What the builder said about a droplet; every field is optional.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DropletMetadata {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub buildpack: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub start_command: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stack: Option<String>,
-}
-
-/// A stored droplet.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Droplet {
-    pub name: DropletName,
-    pub sha256: Sha256Hex,
-    pub size: u64,
-    /// When it was uploaded, in nanoseconds since the Unix epoch (Diego's
-    /// unit).
-    pub created_at: i64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub buildpack: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub start_command: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stack: Option<String>,
-}
-
-impl Droplet {
-    pub fn metadata(&self) -> DropletMetadata {
-        DropletMetadata {
-            buildpack: self.buildpack.clone(),
-            start_command: self.start_command.clone(),
-            stack: self.stack.clone(),
-        }
-    }
-
-    pub fn set_metadata(&mut self, metadata: DropletMetadata) {
-        self.buildpack = metadata.buildpack;
-        self.start_command = metadata.start_command;
-        self.stack = metadata.stack;
-    }
-}
+// The names and records are wire types, shared with the client.
+pub use lattice_models::droplet::{
+    Droplet, DropletMetadata, DropletName, InvalidDropletName, MAX_NAME_LEN,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {

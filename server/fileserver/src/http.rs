@@ -55,8 +55,7 @@ use crate::droplets::{Droplet, DropletMetadata, DropletName};
 use crate::server::{FileServer, FileServerError};
 use crate::store::{BlobError, BlobInfo, Sha256Hex};
 
-/// The header that carries a body's SHA-256, both ways.
-pub const CHECKSUM_HEADER: &str = "x-content-sha256";
+pub use lattice_models::droplet::CHECKSUM_HEADER;
 
 /// The field named in errors about [`CHECKSUM_HEADER`].
 const CHECKSUM_FIELD: &str = "X-Content-Sha256";

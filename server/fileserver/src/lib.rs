@@ -15,7 +15,9 @@
 //!   a tarball inside its destination.
 //! - [`server`]: [`FileServer`], the three behind one handle.
 //! - [`http`]: the routes ([`router`]); the module doc lists the API.
-//! - [`client`]: [`FileServerClient`], for `ltc`.
+//! - The client, `FileServerClient`, and the wire types (droplets,
+//!   digests) live in `lattice_client` and `lattice_models::droplet`, so
+//!   `ltc` does not link the server.
 //!
 //! ```text
 //! ltc ─PUT /v1/droplets/NAME (X-Content-Sha256)─▶ http ─▶ FileServer ─stage─▶ droplets/.upload-*
@@ -25,14 +27,12 @@
 //! ```
 
 pub mod archive;
-pub mod client;
 pub mod droplets;
 pub mod http;
 pub mod server;
 pub mod store;
 
 pub use archive::{check_archive, unpack_safely, UnsafeArchive};
-pub use client::{ClientError, FileServerClient};
 pub use droplets::{Droplet, DropletIndex, DropletMetadata, DropletName, IndexError};
 pub use http::{router, CHECKSUM_HEADER};
 pub use server::{FileServer, FileServerConfig, FileServerError, DEFAULT_MAX_UPLOAD_BYTES};

@@ -12,16 +12,16 @@
 //! uploads a crash left behind, which would break another live store's
 //! uploads in the same directory.
 
-use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncWriteExt, BufWriter};
+
+// The digest and blob record are wire types, shared with the client.
+pub use lattice_models::droplet::{BlobInfo, InvalidSha256, Sha256Hex};
 
 /// Any error a body stream can yield.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -33,85 +33,6 @@ const TEMP_PREFIX: &str = ".upload-";
 /// Write buffer for uploads: large enough that small body chunks do not each
 /// cost a system call.
 const WRITE_BUFFER: usize = 256 * 1024;
-
-/// A SHA-256 digest as 64 lower-case hexadecimal digits.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct Sha256Hex(String);
-
-/// A string that is not a SHA-256 digest.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{value:?} is not a sha256 digest (64 hexadecimal digits)")]
-pub struct InvalidSha256 {
-    /// The refused value, cut to 80 characters.
-    pub value: String,
-}
-
-impl Sha256Hex {
-    /// Parses 64 hexadecimal digits, in either case.
-    pub fn parse(value: &str) -> Result<Sha256Hex, InvalidSha256> {
-        if value.len() == 64 && value.bytes().all(|b| b.is_ascii_hexdigit()) {
-            Ok(Sha256Hex(value.to_ascii_lowercase()))
-        } else {
-            Err(InvalidSha256 {
-                value: value.chars().take(80).collect(),
-            })
-        }
-    }
-
-    /// The digest of `bytes`.
-    pub fn of_bytes(bytes: &[u8]) -> Sha256Hex {
-        Sha256Hex::from_hasher(Sha256::new_with_prefix(bytes))
-    }
-
-    pub(crate) fn from_hasher(hasher: Sha256) -> Sha256Hex {
-        let digest = hasher.finalize();
-        let mut hex = String::with_capacity(64);
-        for byte in digest {
-            hex.push_str(&format!("{byte:02x}"));
-        }
-        Sha256Hex(hex)
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for Sha256Hex {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl FromStr for Sha256Hex {
-    type Err = InvalidSha256;
-
-    fn from_str(value: &str) -> Result<Self, Self::Err> {
-        Sha256Hex::parse(value)
-    }
-}
-
-impl TryFrom<String> for Sha256Hex {
-    type Error = InvalidSha256;
-
-    fn try_from(value: String) -> Result<Self, Self::Error> {
-        Sha256Hex::parse(&value)
-    }
-}
-
-impl From<Sha256Hex> for String {
-    fn from(value: Sha256Hex) -> String {
-        value.0
-    }
-}
-
-/// What the store holds under a digest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BlobInfo {
-    pub sha256: Sha256Hex,
-    pub size: u64,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum BlobError {

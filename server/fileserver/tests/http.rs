@@ -9,9 +9,9 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use axum::response::IntoResponse;
+use lattice_client::{ClientError, Credentials, FileServerClient};
 use lattice_fileserver::{
-    router, ClientError, DropletMetadata, FileServer, FileServerClient, FileServerConfig,
-    Sha256Hex, CHECKSUM_HEADER,
+    router, DropletMetadata, FileServer, FileServerConfig, Sha256Hex, CHECKSUM_HEADER,
 };
 use lattice_models::{ApiErrorBody, ApiErrorName};
 use tower::ServiceExt;
@@ -145,7 +145,7 @@ async fn error_body(response: reqwest::Response) -> ApiErrorBody {
 
 fn api_error(err: ClientError) -> (u16, ApiErrorBody) {
     match err {
-        ClientError::Api { status, body } => (status, body),
+        ClientError::Api { status, error } => (status, error),
         other => panic!("expected an API error, got {other}"),
     }
 }
@@ -677,12 +677,12 @@ async fn the_client_sends_its_credentials() {
         },
     ));
     let url = serve(guarded).await;
-    let with = FileServerClient::new(&url, Some(("user".into(), "pass".into())));
+    let with = FileServerClient::new(&url, Some(Credentials::new("user", "pass")));
     assert!(with.list_droplets().await.unwrap().is_empty());
     let without = FileServerClient::new(&url, None);
     let err = without.list_droplets().await.unwrap_err();
     assert!(
-        matches!(err, ClientError::Status { status: 401, .. }),
+        matches!(err, ClientError::UnexpectedStatus { status: 401, .. }),
         "{err}"
     );
 }

@@ -31,9 +31,9 @@ use lattice_models::parse::from_json_slice;
 use lattice_models::{ApiErrorBody, ApiErrorName};
 use tokio_util::sync::CancellationToken;
 
-use crate::client::LOG_EVENT;
 use crate::debug;
 use crate::hub::{FollowOptions, LogFilter, LogHub, DEBUG_LOG_GUID};
+use lattice_models::log::LOG_EVENT;
 
 /// Longest ingested line. A `LogMessage` carries at most 64 KiB of text
 /// (the executor cuts longer lines), which JSON escaping can grow up to six

@@ -29,17 +29,11 @@ use std::time::SystemTime;
 
 use futures::Stream;
 use lattice_models::log::{LogMessage, MessageType};
+// The filters and names are the hub API's wire types, shared with the client.
+pub use lattice_models::log::{FollowOptions, LogFilter, DEBUG_LOG_GUID, SOURCE_LOGGREGATOR};
 
 pub use crate::debug::TracingLayer;
 use crate::disk::DiskConfig;
-
-/// The log guid under which the server's own tracing events are kept
-/// (`ltc debug-logs`).
-pub const DEBUG_LOG_GUID: &str = "lattice-debug";
-
-/// The source of lines the log system writes itself (the drop marker), as
-/// Loggregator named it.
-pub const SOURCE_LOGGREGATOR: &str = "LGR";
 
 /// Sizes of the hub's buffers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,47 +49,6 @@ impl Default for HubConfig {
         Self {
             recent_per_app: 1000,
             follower_buffer: 1024,
-        }
-    }
-}
-
-/// Which lines of an app a reader wants; `None` matches every value.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct LogFilter {
-    /// Only lines of this `source_type` (`APP`, `CELL`, ...).
-    pub source: Option<String>,
-    /// Only lines of this `source_instance` (an LRP's index).
-    pub instance: Option<String>,
-}
-
-impl LogFilter {
-    pub fn matches(&self, message: &LogMessage) -> bool {
-        self.source
-            .as_ref()
-            .is_none_or(|s| *s == message.source_type)
-            && self
-                .instance
-                .as_ref()
-                .is_none_or(|i| *i == message.source_instance)
-    }
-}
-
-/// What [`LogHub::follow`] streams.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct FollowOptions {
-    /// Start with the recent lines the hub still holds.
-    pub recent: bool,
-    /// See [`LogFilter::source`].
-    pub source: Option<String>,
-    /// See [`LogFilter::instance`].
-    pub instance: Option<String>,
-}
-
-impl FollowOptions {
-    pub fn filter(&self) -> LogFilter {
-        LogFilter {
-            source: self.source.clone(),
-            instance: self.instance.clone(),
         }
     }
 }

@@ -15,7 +15,8 @@
 //! - [`sink`]: [`HubSink`] (in process) and [`RemoteSink`] + [`Forwarder`]
 //!   (a cell on another machine), the executor's `LogSink`s.
 //! - [`http`]: the HTTP API (ingest, recent, follow as Server-Sent Events).
-//! - [`client`]: [`LogsClient`], the API's client for `ltc`.
+//! - The API's client, [`LogsClient`], lives in `lattice_client` (so `ltc`
+//!   does not link the hub); it is re-exported here.
 //!
 //! ```text
 //! executor ─emit─▶ HubSink ───────────────────────publish─▶ LogHub ─▶ Follower ─SSE─▶ LogsClient (ltc logs)
@@ -23,17 +24,16 @@
 //! tracing ─▶ TracingLayer ─▶ (either sink), log guid `lattice-debug`
 //! ```
 
-pub mod client;
 pub mod debug;
 pub mod disk;
 pub mod http;
 pub mod hub;
 pub mod sink;
 
-pub use client::{LogStream, LogsClient, LogsClientError};
 pub use disk::DiskConfig;
 pub use hub::{
     FollowOptions, Follower, HubConfig, LogFilter, LogHub, TracingLayer, DEBUG_LOG_GUID,
     SOURCE_LOGGREGATOR,
 };
+pub use lattice_client::{ClientError, LogStream, LogsClient};
 pub use sink::{Forwarder, HubSink, RemoteSink, RemoteSinkConfig};

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use lattice_client::Credentials;
+use lattice_client::{
+    error_from_body, parse_target, transport_error, ClientError, Credentials, CONNECT_TIMEOUT,
+};
 use lattice_executor::LogSink;
 use lattice_models::log::LogMessage;
 use reqwest::header::CONTENT_TYPE;
@@ -15,7 +17,6 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::client::{error_from, parse_target, transport_error, LogsClientError, CONNECT_TIMEOUT};
 use crate::hub::LogHub;
 
 /// The media type of `POST /v1/log_messages`.
@@ -81,13 +82,13 @@ impl RemoteSink {
     /// hub's API) and the forwarder to run for it.
     ///
     /// # Errors
-    /// [`LogsClientError::InvalidTarget`] for a URL that is not
-    /// `http://host:port[/prefix]`; [`LogsClientError::Setup`] if no HTTP
+    /// [`ClientError::InvalidTarget`] for a URL that is not
+    /// `http://host:port[/prefix]`; [`ClientError::Setup`] if no HTTP
     /// client can be made.
     pub fn new(
         base_url: &str,
         credentials: Option<Credentials>,
-    ) -> Result<(RemoteSink, Forwarder), LogsClientError> {
+    ) -> Result<(RemoteSink, Forwarder), ClientError> {
         Self::with_config(base_url, credentials, RemoteSinkConfig::default())
     }
 
@@ -95,7 +96,7 @@ impl RemoteSink {
         base_url: &str,
         credentials: Option<Credentials>,
         config: RemoteSinkConfig,
-    ) -> Result<(RemoteSink, Forwarder), LogsClientError> {
+    ) -> Result<(RemoteSink, Forwarder), ClientError> {
         let mut url = parse_target(base_url)?;
         url.path_segments_mut()
             // parse_target only accepts http URLs with a host, which always
@@ -107,7 +108,7 @@ impl RemoteSink {
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(config.request_timeout)
             .build()
-            .map_err(LogsClientError::Setup)?;
+            .map_err(ClientError::Setup)?;
         let (tx, rx) = mpsc::channel(config.queue.max(1));
         let dropped = Arc::new(AtomicU64::new(0));
         let sink = RemoteSink {
@@ -161,9 +162,9 @@ pub struct Forwarder {
 /// Why a batch did not go through.
 enum SendFailure {
     /// The hub (or the network) may accept it later.
-    Retry(LogsClientError),
+    Retry(ClientError),
     /// The hub refused it (4xx): sending it again cannot help.
-    Rejected(LogsClientError),
+    Rejected(ClientError),
 }
 
 impl Forwarder {
@@ -315,7 +316,7 @@ async fn send(request: RequestBuilder, target: String) -> Result<(), SendFailure
         return Ok(());
     }
     let body = response.bytes().await.unwrap_or_default();
-    let error = error_from(&target, status.as_u16(), &body);
+    let error = error_from_body(&target, status.as_u16(), &body);
     // 408 and 429 say "later"; any other 4xx says "never like this".
     let retry = status.is_server_error() || status.as_u16() == 408 || status.as_u16() == 429;
     if retry {

@@ -13,7 +13,9 @@
 //! - [`routes`]: HTTP and TCP routes of an LRP.
 //! - [`egress`]: egress rules (Diego's security group rules).
 //! - [`event`]: the change events served on `/v1/events`.
-//! - [`log`]: log lines of containers, as `ltc logs` shows them.
+//! - [`log`]: log lines of containers, as `ltc logs` shows them, and the
+//!   log hub's filters.
+//! - [`droplet`]: the file server's droplet and blob records.
 //! - [`validation`]: the shared validation error and helpers.
 //! - [`api`]: the JSON error body of the receptor API.
 //! - [`parse`]: JSON parsing that names the offending field.
@@ -23,6 +25,7 @@ pub mod api;
 pub mod auction;
 pub mod cell;
 pub mod egress;
+pub mod droplet;
 pub mod event;
 pub mod lifecycle;
 pub mod log;

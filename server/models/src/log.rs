@@ -47,6 +47,58 @@ pub struct LogMessage {
     pub timestamp: i64,
 }
 
+/// The Server-Sent Events name of a log line in the log hub's streams.
+pub const LOG_EVENT: &str = "log";
+
+/// The log guid under which the server's own tracing events are kept
+/// (`ltc debug-logs`).
+pub const DEBUG_LOG_GUID: &str = "lattice-debug";
+
+/// The source of lines the log system writes itself (the drop marker), as
+/// Loggregator named it.
+pub const SOURCE_LOGGREGATOR: &str = "LGR";
+
+/// Which lines of an app a reader wants; `None` matches every value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogFilter {
+    /// Only lines of this `source_type` (`APP`, `CELL`, ...).
+    pub source: Option<String>,
+    /// Only lines of this `source_instance` (an LRP's index).
+    pub instance: Option<String>,
+}
+
+impl LogFilter {
+    pub fn matches(&self, message: &LogMessage) -> bool {
+        self.source
+            .as_ref()
+            .is_none_or(|s| *s == message.source_type)
+            && self
+                .instance
+                .as_ref()
+                .is_none_or(|i| *i == message.source_instance)
+    }
+}
+
+/// What a follower of the log hub asks for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FollowOptions {
+    /// Start with the recent lines the hub still holds.
+    pub recent: bool,
+    /// See [`LogFilter::source`].
+    pub source: Option<String>,
+    /// See [`LogFilter::instance`].
+    pub instance: Option<String>,
+}
+
+impl FollowOptions {
+    pub fn filter(&self) -> LogFilter {
+        LogFilter {
+            source: self.source.clone(),
+            instance: self.instance.clone(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

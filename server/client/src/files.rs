@@ -1,5 +1,5 @@
-//! [`FileServerClient`]: the file server's API for `ltc` (upload bits,
-//! export and import droplets).
+//! [`FileServerClient`]: the file server's API (upload bits, export and
+//! import droplets), which the receptor serves.
 //!
 //! Files are streamed both ways, never held in memory whole. Uploads send
 //! the file's digest, computed first, so the server refuses an upload that
@@ -11,69 +11,30 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
-use lattice_models::ApiErrorBody;
+use lattice_models::droplet::{
+    BlobInfo, Droplet, DropletMetadata, DropletName, Sha256Hex, CHECKSUM_HEADER,
+};
 use reqwest::header::CONTENT_LENGTH;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::droplets::{Droplet, DropletMetadata, DropletName, InvalidDropletName};
-use crate::http::CHECKSUM_HEADER;
-use crate::store::{BlobInfo, Sha256Hex};
+use crate::{error_from_body, transport_error, ClientError, Credentials};
 
 /// Read size for hashing and sending files.
 const CHUNK: usize = 64 * 1024;
-
-#[derive(Debug, thiserror::Error)]
-pub enum ClientError {
-    /// The name is not a valid droplet name; nothing was sent.
-    #[error(transparent)]
-    InvalidName(#[from] InvalidDropletName),
-    /// The server could not be reached, or the transfer broke off.
-    #[error("could not reach the file server at {url}: {source}")]
-    Request {
-        url: String,
-        #[source]
-        source: reqwest::Error,
-    },
-    /// The server refused the request and said why.
-    #[error("{} ({status})", .body.message)]
-    Api { status: u16, body: ApiErrorBody },
-    /// The server failed without a JSON error (a proxy in between, say).
-    #[error("the file server answered {status}: {text}")]
-    Status { status: u16, text: String },
-    /// The server's answer is not what this client expects.
-    #[error("unexpected answer from {url}: {message}")]
-    Decode { url: String, message: String },
-    /// The downloaded bytes do not have the digest the server sent; the
-    /// partial file was deleted.
-    #[error(
-        "the download's sha256 is {actual}, but the server sent {expected}; the file was deleted"
-    )]
-    ChecksumMismatch {
-        expected: Sha256Hex,
-        actual: Sha256Hex,
-    },
-    /// A local file could not be read or written.
-    #[error("{}: {source}", .path.display())]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-}
 
 #[derive(Debug, Clone)]
 pub struct FileServerClient {
     http: reqwest::Client,
     /// The receptor's base URL, without a trailing slash.
     target: String,
-    credentials: Option<(String, String)>,
+    credentials: Option<Credentials>,
 }
 
 impl FileServerClient {
     /// A client for the file server merged into the receptor at `target`
     /// (`http://host:port`), sending `credentials` as HTTP basic auth.
-    pub fn new(target: impl Into<String>, credentials: Option<(String, String)>) -> Self {
+    pub fn new(target: impl Into<String>, credentials: Option<Credentials>) -> Self {
         Self::with_http(reqwest::Client::new(), target, credentials)
     }
 
@@ -82,7 +43,7 @@ impl FileServerClient {
     pub fn with_http(
         http: reqwest::Client,
         target: impl Into<String>,
-        credentials: Option<(String, String)>,
+        credentials: Option<Credentials>,
     ) -> Self {
         FileServerClient {
             http,
@@ -203,9 +164,7 @@ impl FileServerClient {
     pub async fn delete_droplet(&self, name: &str) -> Result<(), ClientError> {
         let name = DropletName::parse(name)?;
         let url = self.url(&format!("/v1/droplets/{name}"));
-        let response = self
-            .send(&url, self.authorized(self.http.delete(&url)))
-            .await?;
+        let response = self.send(self.authorized(self.http.delete(&url))).await?;
         check_status(response).await.map(drop)
     }
 
@@ -215,7 +174,7 @@ impl FileServerClient {
         dest: &Path,
         progress: impl Fn(u64),
     ) -> Result<BlobInfo, ClientError> {
-        let response = self.send(url, self.authorized(self.http.get(url))).await?;
+        let response = self.send(self.authorized(self.http.get(url))).await?;
         let response = check_status(response).await?;
         let expected = response
             .headers()
@@ -223,8 +182,8 @@ impl FileServerClient {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| Sha256Hex::parse(v).ok())
             .ok_or_else(|| ClientError::Decode {
-                url: url.to_string(),
-                message: format!("no valid {CHECKSUM_HEADER} header"),
+                what: format!("the {CHECKSUM_HEADER} header of {url}"),
+                source: "missing or not a sha256 digest".into(),
             })?;
         let dir = match dest.parent() {
             Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
@@ -246,10 +205,7 @@ impl FileServerClient {
         let mut size: u64 = 0;
         let mut chunks = response.bytes_stream();
         while let Some(chunk) = chunks.next().await {
-            let chunk = chunk.map_err(|source| ClientError::Request {
-                url: url.to_string(),
-                source,
-            })?;
+            let chunk = chunk.map_err(|source| transport_error(&self.target, source))?;
             hasher.update(&chunk);
             file.write_all(&chunk).await.map_err(io_error(&temp_path))?;
             size += chunk.len() as u64;
@@ -277,20 +233,19 @@ impl FileServerClient {
 
     fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         match &self.credentials {
-            Some((username, password)) => request.basic_auth(username, Some(password)),
+            Some(c) => request.basic_auth(&c.username, Some(&c.password)),
             None => request,
         }
     }
 
     async fn send(
         &self,
-        url: &str,
         request: reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, ClientError> {
-        request.send().await.map_err(|source| ClientError::Request {
-            url: url.to_string(),
-            source,
-        })
+        request
+            .send()
+            .await
+            .map_err(|source| transport_error(&self.target, source))
     }
 
     async fn json<T: serde::de::DeserializeOwned>(
@@ -298,17 +253,14 @@ impl FileServerClient {
         url: &str,
         request: reqwest::RequestBuilder,
     ) -> Result<T, ClientError> {
-        let response = check_status(self.send(url, request).await?).await?;
+        let response = check_status(self.send(request).await?).await?;
         let bytes = response
             .bytes()
             .await
-            .map_err(|source| ClientError::Request {
-                url: url.to_string(),
-                source,
-            })?;
-        serde_json::from_slice(&bytes).map_err(|err| ClientError::Decode {
-            url: url.to_string(),
-            message: err.to_string(),
+            .map_err(|source| transport_error(&self.target, source))?;
+        serde_json::from_slice(&bytes).map_err(|source| ClientError::Decode {
+            what: format!("the answer of {url}"),
+            source: source.into(),
         })
     }
 }
@@ -319,16 +271,10 @@ async fn check_status(response: reqwest::Response) -> Result<reqwest::Response, 
     if status.is_success() {
         return Ok(response);
     }
-    let text = response.text().await.unwrap_or_default();
-    match serde_json::from_str::<ApiErrorBody>(&text) {
-        Ok(body) => Err(ClientError::Api {
-            status: status.as_u16(),
-            body,
-        }),
-        Err(_) => Err(ClientError::Status {
-            status: status.as_u16(),
-            text: text.chars().take(200).collect(),
-        }),
+    let url = response.url().to_string();
+    match response.bytes().await {
+        Ok(body) => Err(error_from_body(&url, status.as_u16(), &body)),
+        Err(source) => Err(transport_error(&url, source)),
     }
 }
 

@@ -1,4 +1,5 @@
-//! The client of the hub's HTTP API (`ltc logs`, `ltc debug-logs`).
+//! [`LogsClient`]: the client of the log hub's HTTP API (`ltc logs`,
+//! `ltc debug-logs`), which the receptor serves.
 //!
 //! It never retries and never reconnects: a follow stream that ends is the
 //! caller's to reopen (without `recent`, or it would repeat lines).
@@ -8,93 +9,19 @@
 //! without an error only when the server closed it properly (it shut down);
 //! a connection lost midway is an `Err` item first.
 
-use std::time::Duration;
-
 use eventsource_stream::{EventStreamError, Eventsource};
 use futures::stream::{BoxStream, StreamExt};
-use lattice_client::Credentials;
-use lattice_models::log::LogMessage;
-use lattice_models::ApiErrorBody;
+use lattice_models::log::{FollowOptions, LogFilter, LogMessage, LOG_EVENT};
 use reqwest::header::ACCEPT;
 use reqwest::{Method, RequestBuilder, Response, Url};
 
-use crate::hub::{FollowOptions, LogFilter};
-
-/// How long to wait for a TCP connection to the hub.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// How long a read of recent lines may take in total (a follow stream has no
-/// overall timeout).
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The SSE event name of a log line.
-pub const LOG_EVENT: &str = "log";
-
-/// How much of a non-JSON error body is kept for the error message.
-const MAX_ERROR_BODY: usize = 512;
+use crate::{
+    check_segment, error_from_body, parse_target, transport_error, ClientError, Credentials,
+    CONNECT_TIMEOUT, REQUEST_TIMEOUT,
+};
 
 /// Lines as the hub streams them; see the module's guarantees.
-pub type LogStream = BoxStream<'static, Result<LogMessage, LogsClientError>>;
-
-/// Anything a call to the hub can fail with.
-#[derive(Debug, thiserror::Error)]
-pub enum LogsClientError {
-    /// The hub answered with a non-2xx status and a JSON error body.
-    #[error("{}", .error.message)]
-    Api { status: u16, error: ApiErrorBody },
-
-    /// A non-2xx answer whose body is not our JSON error (a proxy, or not a
-    /// lattice server at all).
-    #[error("{target} answered HTTP {status}: {body}")]
-    UnexpectedStatus {
-        target: String,
-        status: u16,
-        /// The start of the body, for the user to recognise what answered.
-        body: String,
-    },
-
-    /// No connection could be made (nothing listens, unknown host, connect
-    /// timeout).
-    #[error("the log server at {target} is not reachable")]
-    Unreachable {
-        target: String,
-        #[source]
-        source: reqwest::Error,
-    },
-
-    /// The connection was made but the exchange failed: a timeout, a reset,
-    /// or a follow stream cut before the server ended it.
-    #[error("the connection to the log server at {target} failed")]
-    Transport {
-        target: String,
-        #[source]
-        source: reqwest::Error,
-    },
-
-    /// A 2xx answer (or one streamed line) that is not what the API
-    /// promises.
-    #[error("could not decode {what} from the log server")]
-    Decode {
-        /// What was being read, e.g. `a log event`.
-        what: String,
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
-
-    /// The target is not an `http://host:port` URL this client can use.
-    #[error("invalid target {target:?}: {reason}")]
-    InvalidTarget { target: String, reason: String },
-
-    /// A log guid that cannot be a path segment (empty, `.`, `..`): it would
-    /// address another resource.
-    #[error("invalid log guid {0:?}: must not be empty, \".\" or \"..\"")]
-    InvalidLogGuid(String),
-
-    /// The HTTP client could not be set up (the TLS-less builder fails only
-    /// if the system's resolver or sockets cannot be initialised).
-    #[error("could not set up the HTTP client")]
-    Setup(#[source] reqwest::Error),
-}
+pub type LogStream = BoxStream<'static, Result<LogMessage, ClientError>>;
 
 /// A client of the hub at one target. Cheap to clone (the connection pool
 /// is shared).
@@ -111,17 +38,14 @@ impl LogsClient {
     /// request is made.
     ///
     /// # Errors
-    /// [`LogsClientError::InvalidTarget`] if `target` is not an `http` URL
+    /// [`ClientError::InvalidTarget`] if `target` is not an `http` URL
     /// with a host, or carries credentials, a query or a fragment.
-    pub fn new(
-        target: &str,
-        credentials: Option<Credentials>,
-    ) -> Result<LogsClient, LogsClientError> {
+    pub fn new(target: &str, credentials: Option<Credentials>) -> Result<LogsClient, ClientError> {
         let base = parse_target(target)?;
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .build()
-            .map_err(LogsClientError::Setup)?;
+            .map_err(ClientError::Setup)?;
         Ok(LogsClient {
             http,
             base,
@@ -139,7 +63,7 @@ impl LogsClient {
         &self,
         log_guid: &str,
         filter: &LogFilter,
-    ) -> Result<Vec<LogMessage>, LogsClientError> {
+    ) -> Result<Vec<LogMessage>, ClientError> {
         check_guid(log_guid)?;
         let query = query(false, true, filter, None);
         self.get_recent(&["v1", "logs", log_guid], &query).await
@@ -152,7 +76,7 @@ impl LogsClient {
         &self,
         log_guid: &str,
         options: &FollowOptions,
-    ) -> Result<LogStream, LogsClientError> {
+    ) -> Result<LogStream, ClientError> {
         check_guid(log_guid)?;
         let query = query(true, options.recent, &options.filter(), None);
         self.get_stream(&["v1", "logs", log_guid], &query).await
@@ -164,7 +88,7 @@ impl LogsClient {
         &self,
         filter: &LogFilter,
         raw: bool,
-    ) -> Result<Vec<LogMessage>, LogsClientError> {
+    ) -> Result<Vec<LogMessage>, ClientError> {
         let query = query(false, true, filter, Some(raw));
         self.get_recent(&["v1", "debug_logs"], &query).await
     }
@@ -175,7 +99,7 @@ impl LogsClient {
         &self,
         options: &FollowOptions,
         raw: bool,
-    ) -> Result<LogStream, LogsClientError> {
+    ) -> Result<LogStream, ClientError> {
         let query = query(true, options.recent, &options.filter(), Some(raw));
         self.get_stream(&["v1", "debug_logs"], &query).await
     }
@@ -203,14 +127,14 @@ impl LogsClient {
         &self,
         segments: &[&str],
         query: &[(&str, String)],
-    ) -> Result<Vec<LogMessage>, LogsClientError> {
+    ) -> Result<Vec<LogMessage>, ClientError> {
         let request = self.request(segments, query).timeout(REQUEST_TIMEOUT);
         let response = self.execute(request).await?;
         let body = response
             .bytes()
             .await
             .map_err(|e| transport_error(self.target(), e))?;
-        serde_json::from_slice(&body).map_err(|source| LogsClientError::Decode {
+        serde_json::from_slice(&body).map_err(|source| ClientError::Decode {
             what: format!("the answer to GET /{}", segments.join("/")),
             source: source.into(),
         })
@@ -220,7 +144,7 @@ impl LogsClient {
         &self,
         segments: &[&str],
         query: &[(&str, String)],
-    ) -> Result<LogStream, LogsClientError> {
+    ) -> Result<LogStream, ClientError> {
         let request = self
             .request(segments, query)
             .header(ACCEPT, "text/event-stream");
@@ -234,7 +158,7 @@ impl LogsClient {
                     // Other event names are for clients newer than this one.
                     Ok(event) if event.event != LOG_EVENT => None,
                     Ok(event) => Some(serde_json::from_str(&event.data).map_err(|source| {
-                        LogsClientError::Decode {
+                        ClientError::Decode {
                             what: "a log event".to_string(),
                             source: source.into(),
                         }
@@ -242,7 +166,7 @@ impl LogsClient {
                     Err(EventStreamError::Transport(source)) => {
                         Some(Err(transport_error(&target, source)))
                     }
-                    Err(other) => Some(Err(LogsClientError::Decode {
+                    Err(other) => Some(Err(ClientError::Decode {
                         what: "the event stream".to_string(),
                         source: Box::new(other),
                     })),
@@ -253,7 +177,7 @@ impl LogsClient {
     }
 
     /// Sends `request`; a non-2xx answer becomes an error.
-    async fn execute(&self, request: RequestBuilder) -> Result<Response, LogsClientError> {
+    async fn execute(&self, request: RequestBuilder) -> Result<Response, ClientError> {
         let response = request
             .send()
             .await
@@ -266,26 +190,7 @@ impl LogsClient {
             .bytes()
             .await
             .map_err(|e| transport_error(self.target(), e))?;
-        Err(error_from(self.target(), status, &body))
-    }
-}
-
-/// The error for a non-2xx answer with `body`.
-pub(crate) fn error_from(target: &str, status: u16, body: &[u8]) -> LogsClientError {
-    match serde_json::from_slice::<ApiErrorBody>(body) {
-        Ok(error) => LogsClientError::Api { status, error },
-        Err(_) => {
-            let text = String::from_utf8_lossy(body);
-            let end = text
-                .char_indices()
-                .nth(MAX_ERROR_BODY)
-                .map_or(text.len(), |(i, _)| i);
-            LogsClientError::UnexpectedStatus {
-                target: target.to_string(),
-                status,
-                body: text[..end].trim().to_string(),
-            }
-        }
+        Err(error_from_body(self.target(), status, &body))
     }
 }
 
@@ -311,47 +216,10 @@ fn query(
     query
 }
 
-/// Checks a target URL: plain `http` with a host, no credentials, query or
-/// fragment (they would be silently dropped or leak into logs).
-pub(crate) fn parse_target(target: &str) -> Result<Url, LogsClientError> {
-    let invalid = |reason: &str| LogsClientError::InvalidTarget {
-        target: target.to_string(),
-        reason: reason.to_string(),
-    };
-    let url = Url::parse(target).map_err(|e| invalid(&e.to_string()))?;
-    match url.scheme() {
-        "http" => {}
-        "https" => return Err(invalid("https is not supported; use http://host:port")),
-        _ => return Err(invalid("expected http://host:port")),
-    }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err(invalid("expected http://host:port"));
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(invalid("pass credentials separately, not in the URL"));
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err(invalid("must not have a query or a fragment"));
-    }
-    Ok(url)
-}
-
 /// Refuses guids that `Url::path_segments_mut` would drop or that would
-/// collapse the path: `.` and `..` are resolved away, `""` makes `//`.
-fn check_guid(log_guid: &str) -> Result<(), LogsClientError> {
-    if matches!(log_guid, "" | "." | "..") {
-        return Err(LogsClientError::InvalidLogGuid(log_guid.to_string()));
-    }
-    Ok(())
-}
-
-pub(crate) fn transport_error(target: &str, source: reqwest::Error) -> LogsClientError {
-    let target = target.to_string();
-    if source.is_connect() {
-        LogsClientError::Unreachable { target, source }
-    } else {
-        LogsClientError::Transport { target, source }
-    }
+/// collapse the path.
+fn check_guid(log_guid: &str) -> Result<(), ClientError> {
+    check_segment("log guid", log_guid)
 }
 
 #[cfg(test)]
@@ -386,7 +254,7 @@ mod tests {
             assert!(
                 matches!(
                     LogsClient::new(target, None),
-                    Err(LogsClientError::InvalidTarget { .. })
+                    Err(ClientError::InvalidTarget { .. })
                 ),
                 "{target}"
             );
@@ -399,14 +267,14 @@ mod tests {
 
     #[test]
     fn error_bodies_are_kept() {
-        let err = error_from(
+        let err = error_from_body(
             "http://x",
             400,
             br#"{"name":"InvalidJSON","message":"line 2: expected value"}"#,
         );
-        assert!(matches!(err, LogsClientError::Api { status: 400, .. }));
+        assert!(matches!(err, ClientError::Api { status: 400, .. }));
         assert_eq!(err.to_string(), "line 2: expected value");
-        let err = error_from("http://x", 502, b"<html>bad gateway</html>\n");
+        let err = error_from_body("http://x", 502, b"<html>bad gateway</html>\n");
         assert_eq!(
             err.to_string(),
             "http://x answered HTTP 502: <html>bad gateway</html>"
