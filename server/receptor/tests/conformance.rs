@@ -113,8 +113,15 @@ async fn start_with(config: ReceptorConfig) -> Server {
     }
 }
 
+/// A server as an operator running Diego's examples would start it: they
+/// ask for privileged containers, which need the opt-in
+/// (`--allow-privileged`).
 async fn start() -> Server {
-    start_with(ReceptorConfig::default()).await
+    start_with(ReceptorConfig {
+        allow_privileged: true,
+        ..Default::default()
+    })
+    .await
 }
 
 impl Server {
