@@ -143,7 +143,9 @@ fn single_file(
     })
 }
 
-/// A tar holding one regular file `name` with `contents`.
+/// A tar holding one regular file `name` with `contents` (for the tests and
+/// the recording fake).
+#[cfg(any(test, feature = "fake"))]
 pub(crate) fn tar_of_file(name: &str, contents: &[u8], mode: u32) -> std::io::Result<Vec<u8>> {
     let mut builder = tar::Builder::new(Vec::new());
     let mut header = tar::Header::new_gnu();
