@@ -372,21 +372,23 @@ build_all() {
         die "installers/build-lifecycles.sh failed (see above)"
 }
 
-# The directory holding the built lifecycles: what build_all made, else the
-# one the test harness builds (server/testkit).
+# The directory holding the built lifecycles: what build_all made or the
+# one the test harness builds (server/testkit), whichever is newer.
 find_lifecycles() {
-    local dir name ok
+    local dir name ok best=
     for dir in "$built/lifecycles" "$target_dir/lifecycles-static/lifecycles"; do
         ok=1
         for name in "${LIFECYCLES[@]}"; do
             [ -f "$dir/$name" ] || ok=0
         done
-        if [ "$ok" = 1 ]; then
-            printf '%s\n' "$dir"
-            return 0
+        # Both may exist: the newer build wins, so a stale copy left by an
+        # older build never shadows the one just made.
+        if [ "$ok" = 1 ] && { [ -z "$best" ] || [ "$dir/lattice-init" -nt "$best/lattice-init" ]; }; then
+            best=$dir
         fi
     done
-    return 1
+    [ -n "$best" ] || return 1
+    printf '%s\n' "$best"
 }
 
 check_docker() {
