@@ -51,6 +51,15 @@ pub use rep::{RepClient, RepClientError};
 /// How long to wait for a TCP connection to the receptor.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The HTTP client every receptor-facing client (API, logs) shares the
+/// settings of: a connect timeout and no overall one (streams stay open).
+pub(crate) fn http_client() -> Result<reqwest::Client, ClientError> {
+    reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .build()
+        .map_err(ClientError::Setup)
+}
+
 /// How long an ordinary call (not the event stream) may take in total.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -121,10 +130,7 @@ impl Client {
     /// host, or carries credentials, a query or a fragment.
     pub fn new(target: &str, credentials: Option<Credentials>) -> Result<Client, ClientError> {
         let base = parse_target(target)?;
-        let http = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .build()
-            .map_err(ClientError::Setup)?;
+        let http = http_client()?;
         Ok(Client {
             http,
             base,

@@ -17,7 +17,7 @@ use reqwest::{Method, RequestBuilder, Response, Url};
 
 use crate::{
     check_segment, error_from_body, parse_target, transport_error, ClientError, Credentials,
-    CONNECT_TIMEOUT, REQUEST_TIMEOUT,
+    REQUEST_TIMEOUT,
 };
 
 /// Lines as the hub streams them; see the module's guarantees.
@@ -42,10 +42,7 @@ impl LogsClient {
     /// with a host, or carries credentials, a query or a fragment.
     pub fn new(target: &str, credentials: Option<Credentials>) -> Result<LogsClient, ClientError> {
         let base = parse_target(target)?;
-        let http = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .build()
-            .map_err(ClientError::Setup)?;
+        let http = crate::http_client()?;
         Ok(LogsClient {
             http,
             base,
