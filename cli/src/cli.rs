@@ -124,7 +124,7 @@ pub enum Command {
     /// Delete a completed task (after its result was read).
     #[command(after_help = commands::delete_task::EXAMPLES)]
     DeleteTask(commands::delete_task::Args),
-    /// List the cells of the cluster and their capacity.
+    /// List the cells of the cluster and their capacity, or drain one.
     #[command(after_help = commands::cells::EXAMPLES)]
     Cells(commands::cells::Args),
     /// Print a shell completion script (bash, zsh, fish, ...).

@@ -11,16 +11,48 @@ use crate::Context;
 pub const EXAMPLES: &str = "\
 Examples:
   ltc cells
-  ltc cells --json";
+  ltc cells --json
+  ltc cells drain cell-web-1";
 
 #[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct Args {
+    #[command(subcommand)]
+    pub action: Option<Action>,
     /// Print the cells as the receptor's JSON instead of a table.
     #[arg(long)]
     pub json: bool,
 }
 
+#[derive(Debug, clap::Subcommand)]
+pub enum Action {
+    /// Drain a cell before taking it down: it takes no new work, and each
+    /// of its running instances is started on another cell and stops only
+    /// once that one runs and is routed (or the cell's evacuation timeout
+    /// passes), so no request fails. The cell stays up, empty, until it is
+    /// stopped.
+    Drain(DrainArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DrainArgs {
+    /// The cell's id, as `ltc cells` lists it.
+    pub cell_id: String,
+}
+
 pub async fn run(args: &Args, ctx: &Context, out: &mut dyn Write) -> anyhow::Result<()> {
+    if let Some(Action::Drain(drain)) = &args.action {
+        ctx.client()?
+            .drain_cell(&drain.cell_id)
+            .await
+            .with_context(|| format!("cannot drain cell {}", drain.cell_id))?;
+        writeln!(
+            out,
+            "Cell {} is draining: its instances move to other cells. `ltc cells` shows it empty when done.",
+            drain.cell_id
+        )?;
+        return Ok(());
+    }
     let cells = ctx.client()?.cells().await.context("cannot list cells")?;
     if args.json {
         return output::write_json(out, &cells);
@@ -83,7 +115,7 @@ mod tests {
     async fn no_cells() {
         let receptor = TestReceptor::start().await;
         let mut out = Vec::new();
-        run(&Args { json: false }, &receptor.context(&[]), &mut out)
+        run(&Args { action: None, json: false }, &receptor.context(&[]), &mut out)
             .await
             .unwrap();
         assert!(output(out).starts_with("No cells."));
@@ -110,7 +142,7 @@ mod tests {
             .unwrap();
 
         let mut out = Vec::new();
-        run(&Args { json: false }, &receptor.context(&[]), &mut out)
+        run(&Args { action: None, json: false }, &receptor.context(&[]), &mut out)
             .await
             .unwrap();
         let table = output(out);
@@ -119,11 +151,41 @@ mod tests {
         }
 
         let mut out = Vec::new();
-        run(&Args { json: true }, &receptor.context(&[]), &mut out)
+        run(&Args { action: None, json: true }, &receptor.context(&[]), &mut out)
             .await
             .unwrap();
         let cells: Vec<CellResponse> = serde_json::from_slice(&out).unwrap();
         assert_eq!(cells[0].presence, cell);
         assert_eq!(cells[0].instances, 0);
+
+        // The only cell: its instances would have nowhere to go.
+        let drain = Args {
+            action: Some(Action::Drain(DrainArgs {
+                cell_id: "cell-1".into(),
+            })),
+            json: false,
+        };
+        let err = run(&drain, &receptor.context(&[]), &mut Vec::new())
+            .await
+            .unwrap_err();
+        let message = format!("{err:#}");
+        assert!(message.contains("only cell"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn draining_an_unknown_cell_says_so() {
+        let receptor = TestReceptor::start().await;
+        let drain = Args {
+            action: Some(Action::Drain(DrainArgs {
+                cell_id: "cell-nope".into(),
+            })),
+            json: false,
+        };
+        let err = run(&drain, &receptor.context(&[]), &mut Vec::new())
+            .await
+            .unwrap_err();
+        let message = format!("{err:#}");
+        assert!(message.contains("cannot drain cell cell-nope"), "{message}");
+        assert!(message.contains("no live cell"), "{message}");
     }
 }

@@ -322,6 +322,15 @@ impl Client {
         self.get_list(&["v1", "cells"]).await
     }
 
+    /// `POST /v1/cells/:cell_id/drain` (ours): the cell stops taking work
+    /// and moves its running instances to other cells (Diego's
+    /// evacuation); returns once the cell accepted, while it drains.
+    pub async fn drain_cell(&self, cell_id: &str) -> Result<(), ClientError> {
+        check_segment("cell id", cell_id)?;
+        self.send_empty(Method::POST, &["v1", "cells", cell_id, "drain"])
+            .await
+    }
+
     /// `PUT /v1/domains/:domain`; the domain expires after `ttl`, or never.
     pub async fn upsert_domain(
         &self,

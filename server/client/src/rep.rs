@@ -1,5 +1,6 @@
-//! [`RepClient`]: the rep's auction API (`/v1/state`, `/v1/perform`), for
-//! the auctioneer, in one process or across machines alike.
+//! [`RepClient`]: the rep's API (`/v1/state`, `/v1/perform` for the
+//! auctioneer, `/v1/evacuate` for the receptor's drain), in one process or
+//! across machines alike.
 
 use std::time::Duration;
 
@@ -70,6 +71,21 @@ impl RepClient {
             .json()
             .await
             .map_err(wrap)
+    }
+
+    /// Tells the rep to drain its cell (evacuation); it answers at once and
+    /// drains in the background.
+    pub async fn evacuate(&self, address: &str) -> Result<(), RepClientError> {
+        let wrap = |source| RepClientError::Http {
+            address: address.to_string(),
+            source,
+        };
+        self.authorize(self.http.post(format!("{address}/v1/evacuate")))
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .map_err(wrap)?;
+        Ok(())
     }
 
     /// Sends work; returns what the rep could not take.

@@ -154,6 +154,34 @@ impl DockerGarden {
         })
     }
 
+    /// Whether this machine reaches its containers at their own addresses:
+    /// the gateway of the network they join (the default bridge unless
+    /// configured) is an address of this machine, so the kernel routes to
+    /// that network directly. False on engines in a VM (Docker Desktop) or
+    /// when the network cannot be read.
+    pub async fn container_network_is_local(&self) -> bool {
+        let name = self.network.as_deref().unwrap_or("bridge");
+        let network = match self.docker.inspect_network(name, None).await {
+            Ok(network) => network,
+            Err(err) => {
+                tracing::debug!(network = name, error = %err, "cannot inspect the containers' network");
+                return false;
+            }
+        };
+        let gateways: Vec<std::net::IpAddr> = network
+            .ipam
+            .and_then(|ipam| ipam.config)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|config| config.gateway?.parse().ok())
+            .collect();
+        // Binding succeeds only to an address of one of this machine's
+        // interfaces; nothing is sent.
+        gateways
+            .iter()
+            .any(|gateway| std::net::UdpSocket::bind((*gateway, 0)).is_ok())
+    }
+
     /// Makes `tag` (`repo:tag`) a local image holding just `program` at
     /// `/bin/NAME`, started as its command, with `changes` (Dockerfile lines
     /// such as `EXPOSE 8080`); does nothing if the image exists. This is how

@@ -48,6 +48,8 @@ async fn main() -> anyhow::Result<()> {
             containers: 64,
             cache_dir: data.path().join("cache"),
             presence_ttl: Duration::from_secs(10),
+            advertise_container_network: None,
+            evacuation_timeout: lattice::cell::DEFAULT_EVACUATION_TIMEOUT,
         }),
         converge_interval: Duration::from_secs(1),
         policy: Default::default(),

@@ -35,7 +35,19 @@ pub struct CellConfig {
     pub containers: i64,
     pub cache_dir: PathBuf,
     pub presence_ttl: Duration,
+    /// Whether routers reach this cell's containers at their own addresses
+    /// (`--advertise-container-network`); `None`: this machine's own
+    /// reach, for a cell whose router runs on the same machine (`lattice
+    /// up`).
+    pub advertise_container_network: Option<bool>,
+    /// How long a drain waits at most for an instance's replacement.
+    pub evacuation_timeout: Duration,
 }
+
+/// The default of [`CellConfig::evacuation_timeout`]: long enough for a
+/// replacement to pull nothing and start (our images are local), short
+/// enough that a cell told to stop does stop when none can be placed.
+pub const DEFAULT_EVACUATION_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The addresses a cell is reached at from other machines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,6 +128,20 @@ impl Cell {
             .machine_capacity()
             .await
             .context("cannot read the machine's capacity from Docker")?;
+        let advertise_container_network = match config.advertise_container_network {
+            Some(advertise) => advertise,
+            None => garden.container_network_is_local().await,
+        };
+        tracing::info!(
+            cell_id = %config.cell_id,
+            advertise_container_network,
+            "routers reach this cell's instances {}",
+            if advertise_container_network {
+                "at their container addresses (skipping the engine's port proxy)"
+            } else {
+                "at the host's published ports"
+            }
+        );
         let capacity = CellCapacity {
             memory_mb: config.memory_mb.unwrap_or(machine_memory_mb as i64),
             disk_mb: config.disk_mb.unwrap_or(machine_disk_mb as i64),
@@ -141,6 +167,8 @@ impl Cell {
             RepConfig {
                 zone: config.zone.clone(),
                 presence_ttl: config.presence_ttl,
+                advertise_container_network,
+                evacuation_timeout: config.evacuation_timeout,
                 ..RepConfig::new(config.cell_id.clone(), capacity, rep_address)
             },
             store,
@@ -157,6 +185,11 @@ impl Cell {
             listener,
             rep_secret: None,
         })
+    }
+
+    /// The cell's rep (to drain it before [`Cell::run`]'s shutdown).
+    pub fn rep(&self) -> Arc<Rep> {
+        self.rep.clone()
     }
 
     /// Makes the rep's interface answer only callers presenting `secret`

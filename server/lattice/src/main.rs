@@ -170,6 +170,18 @@ struct CellArgs {
     /// (renewed every third of it); its work is placed elsewhere after.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     presence_ttl: Duration,
+    /// Tell routers to reach this cell's instances at their container
+    /// addresses, skipping the engine's port proxy (faster). Only when the
+    /// routers' machines route to this cell's container network; a router
+    /// falls back to the published host port when the direct connection
+    /// fails.
+    #[arg(long, env = "LATTICE_ADVERTISE_CONTAINER_NETWORK")]
+    advertise_container_network: bool,
+    /// On SIGTERM the cell drains first: its running instances are placed
+    /// on other cells and stop once their replacements run and are routed.
+    /// This is the longest it waits for a replacement.
+    #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
+    evacuation_timeout: Duration,
     /// Log filter (tracing's EnvFilter syntax), e.g. `info` or `lattice=debug`.
     #[arg(long, env = "LATTICE_LOG", default_value = "info")]
     log: String,
@@ -505,6 +517,8 @@ async fn cell(args: CellArgs) -> anyhow::Result<()> {
             containers: args.cell_containers,
             cache_dir: data_dir.join("cache"),
             presence_ttl: args.presence_ttl,
+            advertise_container_network: Some(args.advertise_container_network),
+            evacuation_timeout: args.evacuation_timeout,
         },
         advertise: args.advertise_address,
         instance_address: args.instance_address,
@@ -558,6 +572,9 @@ async fn up(args: UpArgs, hub: Arc<LogHub>) -> anyhow::Result<()> {
             containers: args.cell_containers,
             cache_dir: data_dir.join("cache"),
             presence_ttl: Duration::from_secs(30),
+            // Its router runs on this machine: direct where it reaches.
+            advertise_container_network: None,
+            evacuation_timeout: lattice::cell::DEFAULT_EVACUATION_TIMEOUT,
         })
     };
     let config = UpConfig {

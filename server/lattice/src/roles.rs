@@ -93,6 +93,32 @@ pub fn spawn_brain_loops(
     Ok(())
 }
 
+/// Reaches reps for the receptor's `POST /v1/cells/{id}/drain`, with the
+/// secret reps require of brains.
+pub struct RepDrainer(lattice_client::RepClient);
+
+impl RepDrainer {
+    pub fn handle(rep_secret: String) -> lattice_receptor::CellDrainerHandle {
+        lattice_receptor::CellDrainerHandle(Arc::new(RepDrainer(
+            lattice_client::RepClient::with_secret(rep_secret),
+        )))
+    }
+}
+
+impl lattice_receptor::CellDrainer for RepDrainer {
+    fn drain<'a>(
+        &'a self,
+        cell: &'a lattice_models::CellPresence,
+    ) -> futures::future::BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            self.0
+                .evacuate(&cell.rep_address)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
 /// A lock owner for a brain called `brain_id`: the id, for people reading
 /// the lock, and a random part, for uniqueness.
 pub fn lock_owner(brain_id: &str) -> String {
@@ -208,6 +234,7 @@ impl Brain {
                 router_address: config.router_address.clone(),
                 allow_privileged: config.allow_privileged,
                 ltc_path: lattice_receptor::ltc_beside_current_exe(),
+                cell_drainer: Some(RepDrainer::handle(config.secret.clone())),
             },
             shutdown.clone(),
             lattice_logs::http::router(config.hub.clone(), shutdown.clone())
@@ -419,17 +446,57 @@ pub async fn run_cell(config: CellRoleConfig, shutdown: CancellationToken) -> an
             rep: advertise,
             instances: config.instance_address.unwrap_or(advertise),
         };
-        let cell = Cell::prepare_advertised(config.cell, Some(addresses), store, logs)
+        let cell = Cell::prepare_advertised(config.cell, Some(addresses), store.clone(), logs)
             .await?
             .with_rep_secret(config.secret);
         tracing::info!(%cell_id, rep = %addresses.rep, instances = %addresses.instances, "cell is up");
-        cell.run(shutdown).await
+        // Told to stop, the cell first drains: its instances move to other
+        // cells without a failed request, then it stops.
+        let stop_cell = CancellationToken::new();
+        let rep = cell.rep();
+        let drain_first = {
+            let stop_cell = stop_cell.clone();
+            let store = store.clone();
+            async move {
+                shutdown.cancelled().await;
+                drain_before_stop(&rep, &store).await;
+                stop_cell.cancel();
+            }
+        };
+        let run = async {
+            let result = cell.run(stop_cell.clone()).await;
+            stop_cell.cancel();
+            result
+        };
+        let (result, ()) = tokio::join!(run, async {
+            tokio::select! {
+                () = drain_first => {}
+                // The cell ended on its own (an error): nothing to drain.
+                () = stop_cell.cancelled() => {}
+            }
+        });
+        result
     }
     .await;
     stop_forwarding.cancel();
     drain(forwarders, config.drain_timeout).await;
     tracing::info!(%cell_id, "cell stopped");
     result
+}
+
+/// Drains the cell of `rep` (see [`lattice_rep::Rep::evacuate`]) when
+/// another cell can take its instances; says why not otherwise.
+pub async fn drain_before_stop(rep: &Arc<lattice_rep::Rep>, store: &SharedStore) {
+    let cell_id = rep.cell_id().to_string();
+    match store.list_cells().await {
+        Ok(cells) if cells.iter().any(|c| c.cell_id != cell_id) => {
+            tracing::info!(%cell_id, "draining the cell before it stops");
+            let report = rep.evacuate().await;
+            tracing::info!(%cell_id, handed_over = report.handed_over, replaced = report.replaced, timed_out = report.timed_out, "cell drained; stopping");
+        }
+        Ok(_) => tracing::info!(%cell_id, "no other cell to move instances to; stopping without draining"),
+        Err(err) => tracing::warn!(%cell_id, error = %err, "cannot list the cells; stopping without draining"),
+    }
 }
 
 // --- router ------------------------------------------------------------------

@@ -171,6 +171,7 @@ impl Up {
             router_address: router_address.map(|a| a.to_string()),
             allow_privileged: config.allow_privileged,
             ltc_path: lattice_receptor::ltc_beside_current_exe(),
+            cell_drainer: Some(crate::roles::RepDrainer::handle(rep_secret.clone())),
         };
         let logs = lattice_logs::http::router(config.hub.clone(), shutdown.clone());
         let files = lattice_fileserver::router(file_server);
@@ -227,6 +228,11 @@ impl Up {
         tracker.close();
 
         shutdown.cancelled().await;
+        if config.cell.is_some() {
+            // Its brain, router and only cell stop together: there is no
+            // other cell its instances could move to.
+            tracing::info!("one-machine cluster: stopping without draining the cell (no other cell to move its instances to)");
+        }
         if tokio::time::timeout(config.drain_timeout, tracker.wait())
             .await
             .is_err()

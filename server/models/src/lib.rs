@@ -43,7 +43,7 @@ pub use event::Event;
 pub use log::{LogMessage, MessageType};
 pub use lrp::{
     ActualLrp, ActualLrpEvent, ActualLrpState, DesiredLrp, DesiredLrpCreateRequest,
-    DesiredLrpUpdateRequest, PortMapping,
+    DesiredLrpUpdateRequest, EvacuatingInstance, PortMapping, PreferredAddress,
 };
 pub use routes::{HttpRoute, Routes, TcpRoute};
 pub use task::{Task, TaskCreateRequest, TaskEvent, TaskState};

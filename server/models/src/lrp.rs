@@ -315,6 +315,39 @@ pub struct PortMapping {
     pub host_port: u32,
 }
 
+/// Diego's `preferred_address` of an actual LRP's net info.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PreferredAddress {
+    /// Diego's default: routers use `address` and the host ports.
+    #[default]
+    Unknown,
+    /// Routers use `address` and the host ports (the engine's port proxy).
+    Host,
+    /// Routers use `instance_address` and the container ports, and fall
+    /// back to the host address when that fails.
+    Instance,
+}
+
+/// Where a draining cell's instance of an index still serves; see
+/// [`ActualLrp::evacuating_instance`].
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvacuatingInstance {
+    pub cell_id: String,
+    pub instance_guid: String,
+    pub address: String,
+    #[serde(default)]
+    pub ports: Vec<PortMapping>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub instance_address: String,
+    #[serde(default)]
+    pub preferred_address: PreferredAddress,
+    /// Nanoseconds since the Unix epoch when it became RUNNING.
+    pub since: i64,
+}
+
 /// One instance of a desired LRP, keyed by `(process_guid, index)`.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -325,10 +358,21 @@ pub struct ActualLrp {
     pub cell_id: String,
     pub domain: String,
     pub index: i64,
-    /// Host address at which the instance's `ports` are reachable.
+    /// Host address at which the instance's `ports` are reachable
+    /// (their `host_port`s).
     pub address: String,
     #[serde(default)]
     pub ports: Vec<PortMapping>,
+    /// Diego's `instance_address`: the container's own address on its
+    /// network, where its `container_port`s answer without the engine's
+    /// port proxy. Empty when the cell does not know it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub instance_address: String,
+    /// Diego's `preferred_address`: which address routers should use.
+    /// `INSTANCE` only when the cell says routers reach its container
+    /// network (one machine, or `lattice cell --advertise-container-network`).
+    #[serde(default)]
+    pub preferred_address: PreferredAddress,
     pub state: ActualLrpState,
     pub crash_count: i64,
     pub crash_reason: String,
@@ -337,10 +381,17 @@ pub struct ActualLrp {
     /// Why the auction could not place this instance; empty once placed.
     #[serde(default)]
     pub placement_error: String,
-    /// Diego's flag for an instance whose cell is draining. Our cells do not
-    /// evacuate (a stopped cell's work is placed anew), so it is always false.
+    /// Diego's flag for an evacuating actual LRP. A stored record is the
+    /// instance itself, so it is false there; the instance a draining cell
+    /// still runs for this index is [`ActualLrp::evacuating_instance`].
     #[serde(default)]
     pub evacuating: bool,
+    /// The running instance of this index on a cell that is being drained
+    /// (Diego's evacuating actual LRP), kept in the same record: it serves
+    /// (routers keep it) until this record's replacement is RUNNING and
+    /// routed, or the drain times out; then its cell clears it and stops it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evacuating_instance: Option<EvacuatingInstance>,
     #[serde(default)]
     pub modification_tag: ModificationTag,
 }
@@ -361,9 +412,51 @@ impl ActualLrp {
             crash_reason: String::new(),
             since: now_nanos,
             placement_error: String::new(),
+            instance_address: String::new(),
+            preferred_address: PreferredAddress::default(),
             evacuating: false,
+            evacuating_instance: None,
             modification_tag: ModificationTag::default(),
         }
+    }
+
+    /// This (RUNNING) instance as an evacuating one: where it serves, so
+    /// that routers keep it while its replacement starts.
+    pub fn as_evacuating(&self) -> EvacuatingInstance {
+        EvacuatingInstance {
+            cell_id: self.cell_id.clone(),
+            instance_guid: self.instance_guid.clone(),
+            address: self.address.clone(),
+            ports: self.ports.clone(),
+            instance_address: self.instance_address.clone(),
+            preferred_address: self.preferred_address,
+            since: self.since,
+        }
+    }
+
+    /// Diego's evacuating actual LRP of this index, as its own record
+    /// (`evacuating: true`, RUNNING on the draining cell), if there is one.
+    pub fn evacuating_lrp(&self) -> Option<ActualLrp> {
+        let evacuee = self.evacuating_instance.as_ref()?;
+        Some(ActualLrp {
+            process_guid: self.process_guid.clone(),
+            instance_guid: evacuee.instance_guid.clone(),
+            cell_id: evacuee.cell_id.clone(),
+            domain: self.domain.clone(),
+            index: self.index,
+            address: evacuee.address.clone(),
+            ports: evacuee.ports.clone(),
+            instance_address: evacuee.instance_address.clone(),
+            preferred_address: evacuee.preferred_address,
+            state: ActualLrpState::Running,
+            crash_count: 0,
+            crash_reason: String::new(),
+            since: evacuee.since,
+            placement_error: String::new(),
+            evacuating: true,
+            evacuating_instance: None,
+            modification_tag: self.modification_tag.clone(),
+        })
     }
 
     /// Applies `event` and stamps `since`; the caller persists with CAS.
@@ -379,6 +472,8 @@ impl ActualLrp {
             self.instance_guid.clear();
             self.address.clear();
             self.ports.clear();
+            self.instance_address.clear();
+            self.preferred_address = PreferredAddress::default();
         }
         if event == ActualLrpEvent::Claim {
             self.placement_error.clear();

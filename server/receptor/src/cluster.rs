@@ -32,6 +32,55 @@ pub async fn info(State(state): State<AppState>) -> Json<Info> {
     })
 }
 
+/// `POST /v1/cells/{cell_id}/drain` (ours): the cell drains (Diego's
+/// evacuation): it takes no new work, its running instances are placed on
+/// other cells and stop once their replacements run and are routed (or the
+/// cell's evacuation timeout passes). Answers 202 once the cell's rep
+/// accepted; the drain runs on the cell.
+#[utoipa::path(
+    post,
+    path = "/v1/cells/{cell_id}/drain",
+    tag = "cluster",
+    params(("cell_id" = String, Path, description = "the cell to drain")),
+    responses(
+        (status = 202, description = "the cell drains"),
+        (status = 404, body = lattice_models::ApiErrorBody, description = "no live cell with that id"),
+        (status = 409, body = lattice_models::ApiErrorBody, description = "the only cell: its instances have nowhere to go"),
+        (status = 503, body = lattice_models::ApiErrorBody, description = "the cell's rep cannot be reached"),
+    )
+)]
+pub async fn drain(
+    State(state): State<AppState>,
+    Path(cell_id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let cells = state.store.list_cells().await?;
+    let Some(cell) = cells.iter().find(|c| c.cell_id == cell_id) else {
+        return Err(ApiError::not_found(format!(
+            "no live cell {cell_id:?} (see GET /v1/cells)"
+        )));
+    };
+    if cells.len() == 1 {
+        return Err(ApiError::conflict(format!(
+            "cell {cell_id} is the cluster's only cell: its instances would have nowhere to go"
+        )));
+    }
+    let Some(drainer) = &state.config.cell_drainer else {
+        return Err(ApiError::new(
+            lattice_models::ApiErrorName::ServiceUnavailable,
+            "this server cannot reach cells to drain them",
+        ));
+    };
+    if let Err(reason) = drainer.0.drain(cell).await {
+        tracing::warn!(%cell_id, rep = %cell.rep_address, %reason, "cannot tell a cell to drain");
+        return Err(ApiError::new(
+            lattice_models::ApiErrorName::ServiceUnavailable,
+            format!("cannot reach cell {cell_id}'s rep; is the cell running?"),
+        ));
+    }
+    tracing::info!(%cell_id, "cell told to drain");
+    Ok(StatusCode::ACCEPTED)
+}
+
 /// Live cells with what the BBS places on each (claimed or running work).
 #[utoipa::path(get, path = "/v1/cells", tag = "cluster", responses((status = 200, body = Vec<lattice_models::CellResponse>)))]
 pub async fn cells(State(state): State<AppState>) -> Result<Json<Vec<CellResponse>>, ApiError> {

@@ -62,6 +62,30 @@ pub struct ReceptorConfig {
     /// [`ltc_beside_current_exe`]); read on each request, so an install made
     /// after the server started is served.
     pub ltc_path: Option<std::path::PathBuf>,
+    /// How `POST /v1/cells/{cell_id}/drain` reaches a cell's rep; `None`:
+    /// that endpoint answers 503.
+    pub cell_drainer: Option<CellDrainerHandle>,
+}
+
+/// Tells a cell's rep to drain (the server binary implements it with the
+/// reps' client and the secret reps require; the receptor links no cell).
+pub trait CellDrainer: Send + Sync {
+    /// Asks the cell registered as `cell` to start draining; returns once
+    /// the rep accepted. The error says why it could not be reached.
+    fn drain<'a>(
+        &'a self,
+        cell: &'a lattice_models::CellPresence,
+    ) -> futures::future::BoxFuture<'a, Result<(), String>>;
+}
+
+/// A shared [`CellDrainer`] in the receptor's config.
+#[derive(Clone)]
+pub struct CellDrainerHandle(pub Arc<dyn CellDrainer>);
+
+impl std::fmt::Debug for CellDrainerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CellDrainer")
+    }
 }
 
 /// Where the installer puts `ltc`: beside the running server binary.
@@ -80,6 +104,7 @@ impl Default for ReceptorConfig {
             router_address: None,
             allow_privileged: false,
             ltc_path: None,
+            cell_drainer: None,
         }
     }
 }
@@ -152,6 +177,7 @@ pub fn app_with_routes(
             get(lrps::list_actual_by_domain),
         )
         .route("/v1/cells", get(cluster::cells))
+        .route("/v1/cells/{cell_id}/drain", post(cluster::drain))
         .route("/v1/domains", get(cluster::domains))
         .route("/v1/domains/{domain}", put(cluster::upsert_domain))
         .route("/v1/events", get(events::stream))

@@ -23,6 +23,7 @@ pub fn router(rep: Arc<Rep>) -> Router {
     Router::new()
         .route("/v1/state", get(state))
         .route("/v1/perform", post(perform))
+        .route("/v1/evacuate", post(evacuate))
         .with_state(rep)
 }
 
@@ -34,6 +35,19 @@ pub fn router_with_secret(rep: Arc<Rep>, secret: String) -> Router {
 
 async fn state(State(rep): State<Arc<Rep>>) -> Json<CellState> {
     Json(rep.state())
+}
+
+/// Starts draining the cell (see [`Rep::evacuate`]) and answers at once:
+/// the drain runs in the background.
+async fn evacuate(State(rep): State<Arc<Rep>>) -> axum::http::StatusCode {
+    if !rep.is_evacuating() {
+        let draining = rep.clone();
+        // Tracked like the cell's work: stopping the cell waits for it.
+        rep.tracker.spawn(async move {
+            draining.evacuate().await;
+        });
+    }
+    axum::http::StatusCode::ACCEPTED
 }
 
 async fn perform(State(rep): State<Arc<Rep>>, Json(work): Json<Work>) -> Json<Work> {

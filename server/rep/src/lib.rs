@@ -22,9 +22,12 @@
 //! - `tasks`: running one task from claim to completion.
 //! - `lrps`: running one LRP instance, or supervising an adopted one.
 //! - `restart`: what a restarted rep keeps, fails, gives back and destroys.
+//! - [`evacuation`]: handing running instances over when the cell drains
+//!   ([`Rep::evacuate`]).
 //! - [`http`]: the rep's HTTP interface and the client the auctioneer uses.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -35,6 +38,7 @@ use lattice_models::{CellCapacity, CellPresence, Event};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub mod evacuation;
 pub mod http;
 mod lrps;
 mod restart;
@@ -83,6 +87,17 @@ pub struct RepConfig {
     /// How long a RUNNING instance that is being stopped keeps serving, so
     /// that routers drop it before its process stops.
     pub drain_delay: Duration,
+    /// Whether routers reach this cell's containers at their own addresses
+    /// (one machine, or a container network routed between machines): its
+    /// instances are then RUNNING with `preferred_address: INSTANCE`, and
+    /// routers skip the engine's port proxy.
+    pub advertise_container_network: bool,
+    /// How long an evacuating instance keeps serving at most while its
+    /// replacement is not RUNNING (Diego's evacuation timeout).
+    pub evacuation_timeout: Duration,
+    /// How long an evacuating instance keeps serving after its replacement
+    /// is RUNNING, so that routers have added the replacement first.
+    pub evacuation_route_delay: Duration,
 }
 
 impl RepConfig {
@@ -103,6 +118,9 @@ impl RepConfig {
             running_monitor_interval: Duration::from_secs(10),
             adopted_check_interval: Duration::from_secs(1),
             drain_delay: Duration::from_secs(1),
+            advertise_container_network: false,
+            evacuation_timeout: Duration::from_secs(10 * 60),
+            evacuation_route_delay: Duration::from_secs(1),
         }
     }
 }
@@ -120,6 +138,9 @@ struct Allocation {
     cancel: CancellationToken,
     /// For an LRP instance: the instance guid it runs under, once claimed.
     instance_guid: Option<String>,
+    /// An instance handed over by an evacuation: the record is no longer
+    /// its own, and only the evacuation decides when it stops.
+    handed_over: bool,
 }
 
 pub struct Rep {
@@ -131,6 +152,24 @@ pub struct Rep {
     /// A std mutex: held only for map updates, never across an `.await`.
     work: Mutex<HashMap<WorkKey, Allocation>>,
     tracker: TaskTracker,
+    /// Set once the cell drains: it takes no new work from then on.
+    evacuating: AtomicBool,
+    /// Held by the evacuation that runs, so that a second request (a
+    /// SIGTERM after `ltc cells drain`) waits for it to end.
+    evacuation: tokio::sync::Mutex<()>,
+}
+
+/// What [`Rep::evacuate`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EvacuationReport {
+    /// Instances handed over to be placed elsewhere.
+    pub handed_over: usize,
+    /// Of those, how many stopped once their replacement was RUNNING.
+    pub replaced: usize,
+    /// Of those, how many stopped at the evacuation timeout instead.
+    pub timed_out: usize,
+    /// Instances that were still starting: stopped and given back at once.
+    pub given_back: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -155,6 +194,8 @@ impl Rep {
             logs,
             work: Mutex::new(HashMap::new()),
             tracker: TaskTracker::new(),
+            evacuating: AtomicBool::new(false),
+            evacuation: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -343,13 +384,18 @@ impl Rep {
             available,
             lrps,
             tasks: task_guids,
-            evacuating: false,
+            evacuating: self.is_evacuating(),
         }
     }
 
     /// Starts the work the cell won; returns what it could not take (no
     /// room left, or already running), for the auctioneer to place again.
     pub fn perform(self: &Arc<Self>, work: Work) -> Work {
+        if self.is_evacuating() {
+            // A draining cell takes no new work (the auctioneer knows from
+            // the cell's state; this covers an auction already under way).
+            return work;
+        }
         let mut rejected = Work::default();
         for lrp in work.lrps {
             let key = WorkKey::Lrp(lrp.key());
@@ -394,6 +440,7 @@ impl Rep {
                 resource: need,
                 cancel: cancel.clone(),
                 instance_guid: None,
+                handed_over: false,
             },
         );
         Some(cancel)
@@ -435,12 +482,193 @@ impl Rep {
             .collect()
     }
 
+    /// The instance guid the cell runs `key` under, while the record is
+    /// its own to follow (not handed over by an evacuation).
     fn instance_guid_of(&self, key: &LrpKey) -> Option<String> {
         self.work
             .lock()
             .expect("rep work map poisoned")
             .get(&WorkKey::Lrp(key.clone()))
+            .filter(|a| !a.handed_over)
             .and_then(|a| a.instance_guid.clone())
+    }
+
+    /// Marks `key`'s allocation (if it still runs `instance_guid`) as
+    /// handed over or not; returns whether it did.
+    fn set_handed_over(&self, key: &LrpKey, instance_guid: &str, handed_over: bool) -> bool {
+        let mut work = self.work.lock().expect("rep work map poisoned");
+        match work.get_mut(&WorkKey::Lrp(key.clone())) {
+            Some(a) if a.instance_guid.as_deref() == Some(instance_guid) => {
+                a.handed_over = handed_over;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether the cell still runs `key` under `instance_guid`.
+    fn runs(&self, key: &LrpKey, instance_guid: &str) -> bool {
+        self.work
+            .lock()
+            .expect("rep work map poisoned")
+            .get(&WorkKey::Lrp(key.clone()))
+            .is_some_and(|a| a.instance_guid.as_deref() == Some(instance_guid))
+    }
+
+    /// Whether the cell drains (and takes no new work).
+    pub fn is_evacuating(&self) -> bool {
+        self.evacuating.load(Ordering::SeqCst)
+    }
+
+    /// Drains the cell (Diego's evacuation): from now on it takes no new
+    /// work; each instance RUNNING here is handed over (the auctioneer
+    /// places a replacement on another cell) and keeps serving until its
+    /// replacement is RUNNING and routed ([`RepConfig::evacuation_route_delay`]),
+    /// or [`RepConfig::evacuation_timeout`] passes; then it stops. Instances
+    /// still starting are stopped and given back at once. Returns when
+    /// every handed-over instance is released; the instances then stop
+    /// after the drain delay, in the background. Tasks run on (a task is
+    /// never moved: stopping the cell fails the ones left).
+    ///
+    /// # Guarantees
+    /// Idempotent: a second call waits for the first and hands over only
+    /// what started meanwhile (nothing: the cell took no new work).
+    ///
+    /// # Caveats
+    /// A draining cell stays draining until it restarts.
+    pub async fn evacuate(self: &Arc<Self>) -> EvacuationReport {
+        use evacuation::{Evacuee, Next, StopReason};
+
+        let _running = self.evacuation.lock().await;
+        self.evacuating.store(true, Ordering::SeqCst);
+        let cell_id = self.config.cell_id.clone();
+        let deadline = tokio::time::Instant::now() + self.config.evacuation_timeout;
+        let mut report = EvacuationReport::default();
+        let mut pending: Vec<Evacuee> = Vec::new();
+        let instances: Vec<(LrpKey, String)> = {
+            let work = self.work.lock().expect("rep work map poisoned");
+            work.iter()
+                .filter_map(|(key, a)| match key {
+                    WorkKey::Lrp(key) if !a.handed_over => {
+                        Some((key.clone(), a.instance_guid.clone().unwrap_or_default()))
+                    }
+                    _ => None,
+                })
+                .collect()
+        };
+        for (key, instance_guid) in instances {
+            if self.hand_over(&key, &instance_guid).await {
+                pending.push(Evacuee::new(key, instance_guid));
+            } else {
+                // Not running yet (or no longer ours): nothing routes to
+                // it, so it stops and its index goes back to the auction.
+                self.cancel(&WorkKey::Lrp(key));
+                report.given_back += 1;
+            }
+        }
+        report.handed_over = pending.len();
+        tracing::info!(%cell_id, handed_over = report.handed_over, given_back = report.given_back, "cell is draining: its instances move to other cells");
+
+        let mut events = self.store.subscribe();
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        while !pending.is_empty() {
+            tokio::select! {
+                _ = tick.tick() => {}
+                // Any change may be a replacement starting; a lagging or
+                // closed feed only leaves the tick.
+                _ = events.recv() => {}
+            }
+            let mut still = Vec::with_capacity(pending.len());
+            for mut evacuee in pending {
+                let key = evacuee.key.clone();
+                let record = match self.store.get_actual_lrp(&key.process_guid, key.index).await {
+                    Ok(record) => Some(record),
+                    Err(StoreError::NotFound { .. }) => None,
+                    Err(err) => {
+                        tracing::warn!(process_guid = %key.process_guid, index = key.index, error = %err, "cannot follow an evacuating instance");
+                        still.push(evacuee);
+                        continue;
+                    }
+                };
+                // Its process ended meanwhile: nothing left to serve.
+                let next = if self.runs(&key, &evacuee.instance_guid) {
+                    evacuee.step(
+                        record.as_ref(),
+                        tokio::time::Instant::now(),
+                        deadline,
+                        self.config.evacuation_route_delay,
+                    )
+                } else {
+                    Next::Stop(StopReason::Ended)
+                };
+                let Next::Stop(reason) = next else {
+                    still.push(evacuee);
+                    continue;
+                };
+                if reason.needs_release() {
+                    self.release_evacuee(&key, &evacuee.instance_guid).await;
+                }
+                match reason {
+                    StopReason::Replaced => report.replaced += 1,
+                    StopReason::TimedOut => report.timed_out += 1,
+                    StopReason::Removed | StopReason::Released | StopReason::Ended => {}
+                }
+                tracing::info!(process_guid = %key.process_guid, index = key.index, instance_guid = %evacuee.instance_guid, ?reason, "evacuated instance stops");
+                // Stops after the drain delay, so routers drop it first.
+                self.cancel(&WorkKey::Lrp(key));
+            }
+            pending = still;
+        }
+        tracing::info!(%cell_id, ?report, "cell drained");
+        report
+    }
+
+    /// Hands `key`'s running instance over with CAS; false when it is not
+    /// this cell's running instance `instance_guid`.
+    async fn hand_over(&self, key: &LrpKey, instance_guid: &str) -> bool {
+        if instance_guid.is_empty() || !self.set_handed_over(key, instance_guid, true) {
+            return false;
+        }
+        for _ in 0..8 {
+            let Ok(record) = self.store.get_actual_lrp(&key.process_guid, key.index).await else {
+                break;
+            };
+            let now = lattice_models::unix_nanos(std::time::SystemTime::now());
+            let Some(next) = evacuation::hand_over(&record, &self.config.cell_id, instance_guid, now) else {
+                break;
+            };
+            match self.store.update_actual_lrp(next).await {
+                Ok(_) => return true,
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(err) => {
+                    tracing::warn!(process_guid = %key.process_guid, index = key.index, error = %err, "cannot hand an instance over");
+                    break;
+                }
+            }
+        }
+        self.set_handed_over(key, instance_guid, false);
+        false
+    }
+
+    /// Clears `key`'s evacuating instance `instance_guid` with CAS (routers
+    /// then drop it).
+    async fn release_evacuee(&self, key: &LrpKey, instance_guid: &str) {
+        for _ in 0..8 {
+            let Ok(record) = self.store.get_actual_lrp(&key.process_guid, key.index).await else {
+                return;
+            };
+            let Some(next) = evacuation::release(&record, instance_guid) else {
+                return;
+            };
+            match self.store.update_actual_lrp(next).await {
+                Ok(_) => return,
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(err) => {
+                    tracing::warn!(process_guid = %key.process_guid, index = key.index, error = %err, "cannot release an evacuated instance");
+                    return;
+                }
+            }
+        }
     }
 
     /// Renews presence, reacts to changes of the tasks it runs (a cancel

@@ -10,7 +10,9 @@ use lattice_executor::{ActionError, ContainerRequest, Limits, RunContext};
 use lattice_garden::{ContainerInfo, OWNER_PROPERTY};
 use lattice_models::auction::LrpKey;
 use lattice_models::log::{SOURCE_APP, SOURCE_HEALTH};
-use lattice_models::{ActualLrp, ActualLrpEvent, ActualLrpState, DesiredLrp, PortMapping};
+use lattice_models::{
+    ActualLrp, ActualLrpEvent, ActualLrpState, DesiredLrp, PortMapping, PreferredAddress,
+};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -511,7 +513,16 @@ async fn run_instance(
                 if desired.monitor.is_some() {
                     rep.cell_log(&desired.log_guid, &instance, "Container became healthy");
                 }
-                if !mark_running(&rep.store, desired, index, instance_guid, &info).await {
+                if !mark_running(
+                    &rep.store,
+                    rep.config.advertise_container_network,
+                    desired,
+                    index,
+                    instance_guid,
+                    &info,
+                )
+                .await
+                {
                     action_cancel.cancel();
                     let _ = (&mut action).await;
                     return Ended::Stopped;
@@ -562,6 +573,7 @@ fn action_ended(
 /// no longer ours.
 async fn mark_running(
     store: &SharedStore,
+    advertise_container_network: bool,
     desired: &DesiredLrp,
     index: i64,
     instance_guid: &str,
@@ -579,6 +591,12 @@ async fn mark_running(
             return false;
         }
         lrp.address = info.host_ip.clone();
+        lrp.instance_address = info.container_ip.clone();
+        lrp.preferred_address = if advertise_container_network && !info.container_ip.is_empty() {
+            PreferredAddress::Instance
+        } else {
+            PreferredAddress::Host
+        };
         lrp.ports = info
             .ports
             .iter()

@@ -102,6 +102,7 @@ async fn start_backend(shutdown: CancellationToken) -> SocketAddr {
 async fn start_router(backend: SocketAddr, shutdown: CancellationToken) -> SocketAddr {
     let endpoint = Endpoint {
         address: backend.to_string(),
+        fallback: None,
         process_guid: "bench".into(),
         log_guid: "bench".into(),
         index: 0,

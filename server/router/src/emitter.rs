@@ -230,17 +230,20 @@ pub fn affects_routes(event: &Event) -> bool {
                 || desired_lrp_before.log_guid != desired_lrp_after.log_guid
         }
         Event::ActualLrpCreated { actual_lrp } | Event::ActualLrpRemoved { actual_lrp } => {
-            running(actual_lrp.state)
+            running(actual_lrp.state) || actual_lrp.evacuating_instance.is_some()
         }
         Event::ActualLrpChanged {
             actual_lrp_before: before,
             actual_lrp_after: after,
         } => {
-            (running(before.state) || running(after.state))
-                && (before.state != after.state
-                    || before.address != after.address
-                    || before.ports != after.ports
-                    || before.instance_guid != after.instance_guid)
+            before.evacuating_instance != after.evacuating_instance
+                || (running(before.state) || running(after.state))
+                    && (before.state != after.state
+                        || before.address != after.address
+                        || before.ports != after.ports
+                        || before.instance_address != after.instance_address
+                        || before.preferred_address != after.preferred_address
+                        || before.instance_guid != after.instance_guid)
         }
         Event::TaskCreated { .. } | Event::TaskChanged { .. } | Event::TaskRemoved { .. } => false,
     }
@@ -290,6 +293,10 @@ mod tests {
         let mut moved = running(0);
         moved.address = "10.0.0.2".into();
         assert!(affects(changed(running(0), moved)));
+        let mut evacuated = ActualLrp::unclaimed("web", "apps", 0, 2);
+        evacuated.evacuating_instance = Some(running(0).as_evacuating());
+        assert!(affects(changed(running(0), evacuated.clone())));
+        assert!(affects(changed(evacuated, unclaimed.clone())));
         let mut crash_counted = running(0);
         crash_counted.crash_count = 3;
         assert!(!affects(changed(running(0), crash_counted)));

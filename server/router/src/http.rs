@@ -328,15 +328,20 @@ impl Proxy {
         let mut retried = false;
         for attempt in 0..endpoints.len() {
             let endpoint = &endpoints[(first + attempt) % endpoints.len()];
-            record.backend = endpoint.address.clone();
             record.log_guid = Some(endpoint.log_guid.clone());
             record.index = Some(endpoint.index);
-            let uri: Uri = match format!("http://{}{path}", endpoint.address).parse() {
+            // The container's own address first when it has one; its host
+            // address only if that connection fails.
+            let addresses = std::iter::once(&endpoint.address).chain(&endpoint.fallback);
+            for (position, address) in addresses.enumerate() {
+            let has_fallback = position == 0 && endpoint.fallback.is_some();
+            record.backend = address.clone();
+            let uri: Uri = match format!("http://{address}{path}").parse() {
                 Ok(uri) => uri,
                 Err(e) => {
                     // The table builds addresses from the store; one that is
                     // not a valid authority is a bad record, not the client's.
-                    tracing::warn!(backend = %endpoint.address, error = %e, "skipping a backend with an invalid address");
+                    tracing::warn!(backend = %address, error = %e, "skipping a backend with an invalid address");
                     continue;
                 }
             };
@@ -349,9 +354,18 @@ impl Proxy {
                 Ok(response) => {
                     return self.proxied(response, client_upgrade.map(|(_, on)| on), record, clock);
                 }
+                Err(e) if e.is_connect() && body.untouched() && has_fallback => {
+                    tracing::debug!(
+                        backend = %address,
+                        process_guid = %endpoint.process_guid,
+                        index = endpoint.index,
+                        error = %error_chain(&e),
+                        "instance refused the connection at its container address; trying its host address"
+                    );
+                }
                 Err(e) if e.is_connect() && body.untouched() => {
                     tracing::debug!(
-                        backend = %endpoint.address,
+                        backend = %address,
                         process_guid = %endpoint.process_guid,
                         index = endpoint.index,
                         error = %error_chain(&e),
@@ -367,7 +381,7 @@ impl Proxy {
                 {
                     retried = true;
                     tracing::debug!(
-                        backend = %endpoint.address,
+                        backend = %address,
                         process_guid = %endpoint.process_guid,
                         index = endpoint.index,
                         error = %error_chain(&e),
@@ -376,7 +390,7 @@ impl Proxy {
                 }
                 Err(e) => {
                     tracing::warn!(
-                        backend = %endpoint.address,
+                        backend = %address,
                         process_guid = %endpoint.process_guid,
                         index = endpoint.index,
                         error = %error_chain(&e),
@@ -389,6 +403,13 @@ impl Proxy {
                         clock,
                     );
                 }
+            }
+            // Only a connection refused at the container address tries the
+            // host address of the same instance; every other failure that
+            // may try again does so on the next instance.
+            if !has_fallback {
+                break;
+            }
             }
         }
         tracing::warn!(%host, backends = endpoints.len(), "no backend accepted the connection");

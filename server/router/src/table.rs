@@ -9,14 +9,19 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use lattice_models::{ActualLrp, ActualLrpState, DesiredLrp};
+use lattice_models::{ActualLrp, ActualLrpState, DesiredLrp, PreferredAddress};
 use tokio::sync::watch;
 
 /// One running instance that serves a route.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Endpoint {
-    /// `host:port` to connect to (IPv6 hosts in brackets).
+    /// `host:port` to connect to first (IPv6 hosts in brackets): the
+    /// container's own address and port when its cell says routers reach
+    /// its container network, else the host address and port.
     pub address: String,
+    /// The host address and port to use when connecting to `address`
+    /// fails, for an endpoint whose `address` is the container's own.
+    pub fallback: Option<String>,
     pub process_guid: String,
     /// The desired LRP's `log_guid` (its process guid when empty): the app
     /// log stream the router's access lines belong to, the same stream the
@@ -30,7 +35,9 @@ pub struct Endpoint {
 ///
 /// # Guarantees
 /// - Only RUNNING instances with an address and a mapping of the route's
-///   container port appear.
+///   container port appear, and the instance a draining cell still runs
+///   for an index (its evacuating instance) beside that index's
+///   replacement, so that traffic never waits for the replacement.
 /// - Every list is sorted by process guid, then index, then address, and has
 ///   no duplicates, so equal snapshots give equal tables.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -72,8 +79,11 @@ impl RoutingTable {
 
 /// Builds the routing table from a snapshot of desired and actual LRPs.
 pub fn routing_table(desired: &[DesiredLrp], actual: &[ActualLrp]) -> RoutingTable {
+    // Evacuating instances as records of their own (Diego's shape), so
+    // they route like any running instance.
+    let evacuating: Vec<ActualLrp> = actual.iter().filter_map(ActualLrp::evacuating_lrp).collect();
     let mut running: HashMap<&str, Vec<&ActualLrp>> = HashMap::new();
-    for lrp in actual {
+    for lrp in actual.iter().chain(&evacuating) {
         if lrp.state == ActualLrpState::Running && !lrp.address.is_empty() {
             running.entry(&lrp.process_guid).or_default().push(lrp);
         }
@@ -136,8 +146,22 @@ fn endpoints_for(instances: &[&ActualLrp], container_port: u32, log_guid: &str) 
                 .iter()
                 .find(|m| m.container_port == container_port)?;
             let host_port = u16::try_from(mapping.host_port).ok().filter(|p| *p != 0)?;
+            let host = join_host_port(&lrp.address, host_port);
+            let direct = u16::try_from(mapping.container_port)
+                .ok()
+                .filter(|p| *p != 0)
+                .filter(|_| {
+                    lrp.preferred_address == PreferredAddress::Instance
+                        && !lrp.instance_address.is_empty()
+                })
+                .map(|port| join_host_port(&lrp.instance_address, port));
+            let (address, fallback) = match direct {
+                Some(direct) => (direct, Some(host)),
+                None => (host, None),
+            };
             Some(Endpoint {
-                address: join_host_port(&lrp.address, host_port),
+                address,
+                fallback,
                 process_guid: lrp.process_guid.clone(),
                 log_guid: log_guid.to_string(),
                 index: lrp.index,
@@ -404,6 +428,48 @@ mod tests {
         let mut reversed_desired = desired_lrps.to_vec();
         reversed_desired.reverse();
         assert_eq!(routing_table(&reversed_desired, &actual_lrps), first);
+    }
+
+    #[test]
+    fn instances_on_a_reachable_container_network_are_routed_directly() {
+        let mut direct = actual("web", 0, ActualLrpState::Running, 60000);
+        direct.instance_address = "172.17.0.5".into();
+        direct.preferred_address = PreferredAddress::Instance;
+        let mut host_only = actual("web", 1, ActualLrpState::Running, 60010);
+        host_only.instance_address = "172.17.0.6".into();
+        host_only.preferred_address = PreferredAddress::Host;
+        let table = routing_table(
+            &[desired("web", http(&["web.example"], 8080))],
+            &[direct, host_only],
+        );
+        let web = &table.http["web.example"];
+        assert_eq!(addresses(web), ["172.17.0.5:8080", "10.0.0.1:60010"]);
+        assert_eq!(web[0].fallback.as_deref(), Some("10.0.0.1:60000"));
+        assert_eq!(web[1].fallback, None);
+    }
+
+    #[test]
+    fn an_evacuating_instance_serves_beside_its_replacement() {
+        let old = actual("web", 0, ActualLrpState::Running, 60000);
+        let mut record = ActualLrp::unclaimed("web", "apps", 0, 2);
+        record.evacuating_instance = Some(old.as_evacuating());
+        let route = desired("web", http(&["web.example"], 8080));
+        let table = routing_table(std::slice::from_ref(&route), std::slice::from_ref(&record));
+        assert_eq!(addresses(&table.http["web.example"]), ["10.0.0.1:60000"]);
+        assert_eq!(table.http["web.example"][0].instance_guid, "web-i0");
+
+        // The replacement runs: both serve until the old one is cleared.
+        let mut replaced = actual("web", 0, ActualLrpState::Running, 61000);
+        replaced.instance_guid = "web-new".into();
+        replaced.evacuating_instance = record.evacuating_instance.clone();
+        let table = routing_table(std::slice::from_ref(&route), std::slice::from_ref(&replaced));
+        assert_eq!(
+            addresses(&table.http["web.example"]),
+            ["10.0.0.1:60000", "10.0.0.1:61000"]
+        );
+        replaced.evacuating_instance = None;
+        let table = routing_table(&[route], &[replaced]);
+        assert_eq!(addresses(&table.http["web.example"]), ["10.0.0.1:61000"]);
     }
 
     #[test]

@@ -192,8 +192,10 @@ async fn forward(mut client: TcpStream, peer: SocketAddr, port: u16, start: usiz
     let candidates: Vec<String> = match shared.table.current().tcp.get(&port) {
         Some(endpoints) if !endpoints.is_empty() => {
             let n = endpoints.len();
+            // An instance's container address, then its host address.
             (0..n)
-                .map(|i| endpoints[(start + i) % n].address.clone())
+                .map(|i| &endpoints[(start + i) % n])
+                .flat_map(|e| std::iter::once(&e.address).chain(&e.fallback).cloned())
                 .collect()
         }
         _ => {

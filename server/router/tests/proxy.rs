@@ -161,6 +161,7 @@ async fn dead_address() -> SocketAddr {
 fn endpoint(address: SocketAddr, index: i64) -> Endpoint {
     Endpoint {
         address: address.to_string(),
+        fallback: None,
         process_guid: "web".into(),
         log_guid: "web-logs".into(),
         index,
@@ -264,6 +265,21 @@ async fn a_dead_backend_among_live_ones_is_skipped() {
     }
     assert_eq!(seen.len(), 2, "{seen:?}");
     assert!(seen.contains_key("backend 0") && seen.contains_key("backend 2"));
+}
+
+#[tokio::test]
+async fn a_refused_container_address_falls_back_to_the_host_address() {
+    // The only instance: its container address refuses, its host port
+    // answers, so no request fails.
+    let mut direct = endpoint(dead_address().await, 0);
+    direct.fallback = Some(backend(0).await.to_string());
+    let router = Router::start(http_table(&[("direct.example", vec![direct])])).await;
+    let client = router.client();
+    for _ in 0..5 {
+        let (status, body) = get_text(&client, &router.url("direct.example", "/")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body, "backend 0");
+    }
 }
 
 #[tokio::test]

@@ -79,6 +79,8 @@ pub fn up_config(data_dir: &Path, cell_id: &str, options: &ClusterOptions) -> Up
             containers: 64,
             cache_dir: data_dir.join("cache"),
             presence_ttl: Duration::from_secs(10),
+            advertise_container_network: None,
+            evacuation_timeout: lattice::cell::DEFAULT_EVACUATION_TIMEOUT,
         }),
         converge_interval: Duration::from_secs(1),
         policy: options.policy.clone(),
