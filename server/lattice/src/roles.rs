@@ -109,7 +109,7 @@ impl lattice_receptor::CellDrainer for RepDrainer {
     fn drain<'a>(
         &'a self,
         cell: &'a lattice_models::CellPresence,
-    ) -> futures::future::BoxFuture<'a, Result<(), String>> {
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>> {
         Box::pin(async move {
             self.0
                 .evacuate(&cell.rep_address)

@@ -1,0 +1,380 @@
+//! Routed throughput against what a user would put in front of the same
+//! instance (issue 16, goal 4): one instance of the sample app
+//! (`lattice-app`, the image `ltc create APP lattice/lattice-app` runs) in
+//! a real container, and `wrk` against, in one run:
+//!
+//! - `container`: the container's own address (no proxy at all);
+//! - `host port`: the port the engine publishes (its port proxy);
+//! - `router direct`: our HTTP router, routing as it does when the cell
+//!   advertises its container network (the container's address);
+//! - `router host`: our router through the published port (as it must when
+//!   routers cannot reach the container network);
+//! - `nginx`, `haproxy` (Debian's packages): proxying the published port,
+//!   the way they can without knowing the container's address.
+//!
+//! Each row is `wrk -t2 -c32 -d10s --latency` with the route's `Host`.
+//! The app answers `Connection: close`, so every request is a new
+//! connection from each proxy to the app, as with many small apps.
+//!
+//! Run: `cargo bench -p lattice --bench routing` (needs Docker, and `wrk`,
+//! `nginx` and `haproxy` on PATH: `apt-get install wrk nginx-light
+//! haproxy`; a missing one is skipped with a note). Builds the static
+//! lifecycles on first use. `ROUTING_BENCH_SECONDS` changes the duration.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use futures::StreamExt;
+use lattice_garden::docker::{DockerGarden, DockerGardenConfig};
+use lattice_garden::{ContainerSpec, Garden, ProcessSpec};
+use lattice_router::{Endpoint, HttpRouter, HttpRouterConfig, RoutingTable, TableHandle};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+const APP_IMAGE: &str = "lattice/lattice-app:latest";
+const DIRECT_HOST: &str = "direct.bench";
+const HOST_HOST: &str = "host.bench";
+const PATH: &str = "/index";
+
+/// What `wrk` measured for one target.
+struct Row {
+    name: &'static str,
+    requests_per_second: f64,
+    p99_ms: f64,
+    errors: u64,
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    if which("wrk").is_none() {
+        println!("routing bench skipped: `wrk` is not installed (apt-get install wrk)");
+        return Ok(());
+    }
+    let seconds: u64 = std::env::var("ROUTING_BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    let owner = lattice_testkit::docker::OwnerGuard::new("bench-routing");
+    let lifecycles = lattice_testkit::lifecycles::build_static();
+    let garden = DockerGarden::connect(DockerGardenConfig::new(&lifecycles)).await?;
+    garden
+        .ensure_program_image(
+            APP_IMAGE,
+            &lifecycles.join("samples").join("lattice-app"),
+            &["EXPOSE 8080".to_string()],
+        )
+        .await
+        .context("cannot build the sample app's image")?;
+    let handle = format!("{}-app", owner.owner());
+    let info = garden
+        .create(ContainerSpec {
+            handle: handle.clone(),
+            rootfs: "docker:///lattice/lattice-app#latest".to_string(),
+            ports: vec![8080],
+            properties: owner.properties(),
+            ..Default::default()
+        })
+        .await
+        .context("cannot create the app's container")?;
+    let mut app = garden
+        .run(
+            &handle,
+            ProcessSpec {
+                path: "/bin/lattice-app".to_string(),
+                env: vec![
+                    ("PORT".to_string(), "8080".to_string()),
+                    ("INSTANCE_INDEX".to_string(), "0".to_string()),
+                ],
+                ..Default::default()
+            },
+        )
+        .await
+        .context("cannot start the app")?;
+    // The app logs a line per request: read them, or its pipe fills up.
+    let output = app.output();
+    tokio::spawn(output.for_each(|_| async {}));
+
+    let host_port = info
+        .ports
+        .iter()
+        .find(|p| p.container_port == 8080)
+        .context("port 8080 is not published")?
+        .host_port;
+    let published = format!("{}:{host_port}", info.host_ip);
+    let container = format!("{}:8080", info.container_ip);
+    anyhow::ensure!(
+        !info.container_ip.is_empty() && garden.container_network_is_local().await,
+        "this machine does not reach its containers' network; nothing to compare"
+    );
+    wait_for_answer(&published).await?;
+    wait_for_answer(&container).await?;
+
+    let shutdown = CancellationToken::new();
+    let router = start_router(&container, &published, shutdown.clone()).await?;
+    let scratch = tempfile::tempdir()?;
+    let nginx = start_nginx(scratch.path(), &published)?;
+    let haproxy = start_haproxy(scratch.path(), &published)?;
+
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "routing bench: wrk -t2 -c32 -d{seconds}s --latency, GET {PATH} of one lattice-app instance (Connection: close); load before: {}",
+        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+    );
+    let mut rows = Vec::new();
+    rows.push(wrk("container", &container, "app.bench", seconds)?);
+    rows.push(wrk("host port", &published, "app.bench", seconds)?);
+    rows.push(wrk("router direct", &router.to_string(), DIRECT_HOST, seconds)?);
+    rows.push(wrk("router host", &router.to_string(), HOST_HOST, seconds)?);
+    if let Some((_, port)) = &nginx {
+        rows.push(wrk("nginx", &format!("127.0.0.1:{port}"), "app.bench", seconds)?);
+    }
+    if let Some((_, port)) = &haproxy {
+        rows.push(wrk("haproxy", &format!("127.0.0.1:{port}"), "app.bench", seconds)?);
+    }
+    print_rows(&rows);
+
+    for (mut child, _) in [nginx, haproxy].into_iter().flatten() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    shutdown.cancel();
+    garden.destroy(&handle).await?;
+    Ok(())
+}
+
+fn print_rows(rows: &[Row]) {
+    println!(
+        "{:<14} {:>12} {:>9} {:>7}",
+        "target", "requests/s", "p99 ms", "errors"
+    );
+    for row in rows {
+        println!(
+            "{:<14} {:>12.0} {:>9.2} {:>7}",
+            row.name, row.requests_per_second, row.p99_ms, row.errors
+        );
+    }
+    let find = |name: &str| rows.iter().find(|r| r.name == name);
+    let Some(routed) = find("router direct") else {
+        return;
+    };
+    for other in ["container", "host port", "nginx", "haproxy"] {
+        if let Some(other_row) = find(other) {
+            println!(
+                "router direct / {other}: {:.2}x requests/s, p99 {:.2} vs {:.2} ms",
+                routed.requests_per_second / other_row.requests_per_second,
+                routed.p99_ms,
+                other_row.p99_ms
+            );
+        }
+    }
+}
+
+/// `program`'s path on PATH, if installed.
+fn which(program: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .chain([std::path::PathBuf::from("/usr/sbin")])
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
+}
+
+async fn wait_for_answer(address: &str) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    for _ in 0..100 {
+        if let Ok(response) = http.get(format!("http://{address}{PATH}")).send().await {
+            if response.status().is_success() {
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    anyhow::bail!("the app does not answer at {address}")
+}
+
+/// Our HTTP router with one route to the container's address (falling
+/// back to the published port) and one to the published port only.
+async fn start_router(
+    container: &str,
+    published: &str,
+    shutdown: CancellationToken,
+) -> anyhow::Result<SocketAddr> {
+    let endpoint = |address: &str, fallback: Option<&str>| Endpoint {
+        address: address.to_string(),
+        fallback: fallback.map(str::to_string),
+        process_guid: "bench".into(),
+        log_guid: "bench".into(),
+        index: 0,
+        instance_guid: "bench-0".into(),
+    };
+    let table = TableHandle::new(RoutingTable {
+        http: [
+            (
+                DIRECT_HOST.to_string(),
+                vec![endpoint(container, Some(published))],
+            ),
+            (HOST_HOST.to_string(), vec![endpoint(published, None)]),
+        ]
+        .into(),
+        tcp: Default::default(),
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    let router = HttpRouter::new(
+        table,
+        Arc::new(lattice_router::TracingAccessLog),
+        HttpRouterConfig::default(),
+    );
+    tokio::spawn(router.serve(listener, shutdown));
+    Ok(address)
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// nginx in the foreground with two workers (one per core, like the
+/// router's two threads) proxying to `published`.
+fn start_nginx(dir: &Path, published: &str) -> anyhow::Result<Option<(Child, u16)>> {
+    let Some(nginx) = which("nginx") else {
+        println!("nginx skipped: not installed (apt-get install nginx-light)");
+        return Ok(None);
+    };
+    let port = free_port()?;
+    let prefix = dir.join("nginx");
+    std::fs::create_dir_all(prefix.join("logs"))?;
+    let config = format!(
+        "worker_processes 2;\n\
+         error_log {prefix}/logs/error.log;\n\
+         pid {prefix}/nginx.pid;\n\
+         events {{ worker_connections 4096; }}\n\
+         http {{\n\
+           access_log off;\n\
+           client_body_temp_path {prefix};\n\
+           proxy_temp_path {prefix};\n\
+           fastcgi_temp_path {prefix};\n\
+           uwsgi_temp_path {prefix};\n\
+           scgi_temp_path {prefix};\n\
+           upstream app {{ server {published}; }}\n\
+           server {{\n\
+             listen 127.0.0.1:{port};\n\
+             location / {{ proxy_pass http://app; proxy_set_header Host $host; }}\n\
+           }}\n\
+         }}\n",
+        prefix = prefix.display()
+    );
+    let config_path = prefix.join("nginx.conf");
+    std::fs::write(&config_path, config)?;
+    let child = Command::new(nginx)
+        .arg("-p")
+        .arg(&prefix)
+        .arg("-c")
+        .arg(&config_path)
+        .args(["-g", "daemon off; master_process on;"])
+        .stdout(Stdio::null())
+        .spawn()
+        .context("cannot start nginx")?;
+    wait_for_port(port)?;
+    Ok(Some((child, port)))
+}
+
+/// haproxy in the foreground with two threads proxying to `published`.
+fn start_haproxy(dir: &Path, published: &str) -> anyhow::Result<Option<(Child, u16)>> {
+    let Some(haproxy) = which("haproxy") else {
+        println!("haproxy skipped: not installed (apt-get install haproxy)");
+        return Ok(None);
+    };
+    let port = free_port()?;
+    let config = format!(
+        "global\n  nbthread 2\n  maxconn 4096\n\
+         defaults\n  mode http\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n\
+         frontend web\n  bind 127.0.0.1:{port}\n  default_backend app\n\
+         backend app\n  server app {published}\n"
+    );
+    let config_path = dir.join("haproxy.cfg");
+    std::fs::write(&config_path, config)?;
+    let child = Command::new(haproxy)
+        .arg("-db")
+        .arg("-f")
+        .arg(&config_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot start haproxy")?;
+    wait_for_port(port)?;
+    Ok(Some((child, port)))
+}
+
+fn wait_for_port(port: u16) -> anyhow::Result<()> {
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    anyhow::bail!("nothing listens on 127.0.0.1:{port}")
+}
+
+/// Runs `wrk` against `address` with `Host: host`; parses requests/s, the
+/// 99th percentile and the errors.
+fn wrk(name: &'static str, address: &str, host: &str, seconds: u64) -> anyhow::Result<Row> {
+    let output = Command::new("wrk")
+        .args(["-t2", "-c32", &format!("-d{seconds}s"), "--latency"])
+        .args(["-H", &format!("Host: {host}")])
+        .arg(format!("http://{address}{PATH}"))
+        .output()
+        .context("cannot run wrk")?;
+    let text = String::from_utf8_lossy(&output.stdout).to_string();
+    anyhow::ensure!(output.status.success(), "wrk failed: {text}");
+    let requests_per_second = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .with_context(|| format!("no Requests/sec in wrk's output:\n{text}"))?;
+    let p99_ms = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("99%"))
+        .and_then(|v| parse_wrk_duration(v.trim()))
+        .with_context(|| format!("no 99% latency in wrk's output:\n{text}"))?;
+    let errors = parse_errors(&text);
+    Ok(Row {
+        name,
+        requests_per_second,
+        p99_ms,
+        errors,
+    })
+}
+
+/// `1.23ms`, `456.00us`, `1.02s` as milliseconds.
+fn parse_wrk_duration(text: &str) -> Option<f64> {
+    let units: BTreeMap<&str, f64> = [("us", 0.001), ("ms", 1.0), ("s", 1000.0), ("m", 60_000.0)].into();
+    for suffix in ["us", "ms", "s", "m"] {
+        if let Some(number) = text.strip_suffix(suffix) {
+            if let Ok(value) = number.parse::<f64>() {
+                return Some(value * units[suffix]);
+            }
+        }
+    }
+    None
+}
+
+/// Socket errors and non-2xx/3xx answers wrk reports.
+fn parse_errors(text: &str) -> u64 {
+    let mut errors = 0;
+    for line in text.lines().map(str::trim) {
+        if let Some(rest) = line.strip_prefix("Non-2xx or 3xx responses:") {
+            errors += rest.trim().parse::<u64>().unwrap_or(0);
+        }
+        if let Some(rest) = line.strip_prefix("Socket errors:") {
+            errors += rest
+                .split(',')
+                .filter_map(|part| part.split_whitespace().last()?.parse::<u64>().ok())
+                .sum::<u64>();
+        }
+    }
+    errors
+}
