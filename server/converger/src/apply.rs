@@ -50,6 +50,8 @@ pub struct Applied {
     pub tasks_kicked: usize,
     /// Completed tasks deleted.
     pub tasks_expired: usize,
+    /// Evacuating instances of vanished cells forgotten.
+    pub evacuees_released: usize,
     /// Actions dropped because their record changed since the snapshot.
     pub skipped: usize,
     /// Actions that failed on a store error.
@@ -130,6 +132,10 @@ pub async fn apply(
         };
         let outcome = transition(store, lrp, ActualLrpEvent::Unclaim, now_nanos, still_lost).await;
         applied.count(outcome, |a| a.unclaimed += 1);
+    }
+    for lrp in &convergence.release_lost_evacuees {
+        let outcome = release_lost_evacuee(store, lrp).await;
+        applied.count(outcome, |a| a.evacuees_released += 1);
     }
     for lrp in &convergence.reauction_stuck {
         // Debug: a cluster without room repeats this every pass.
@@ -275,6 +281,48 @@ async fn retire(store: &dyn Store, desired: &mut DesiredCache, extra: &ActualLrp
 }
 
 /// Applies `event` to the stored instance while `still_applies` holds for it.
+/// Clears the record's evacuating instance if it is still the one decided
+/// on (same instance guid), with CAS.
+async fn release_lost_evacuee(store: &dyn Store, decided: &ActualLrp) -> Outcome {
+    let Some(lost) = &decided.evacuating_instance else {
+        return Outcome::Skipped;
+    };
+    let mut current = decided.clone();
+    for _ in 0..CAS_ATTEMPTS {
+        let same = current
+            .evacuating_instance
+            .as_ref()
+            .is_some_and(|e| e.instance_guid == lost.instance_guid);
+        if !same {
+            return Outcome::Skipped;
+        }
+        let mut next = current.clone();
+        next.evacuating_instance = None;
+        match store.update_actual_lrp(next).await {
+            Ok(_) => {
+                tracing::info!(process_guid = %decided.process_guid, index = decided.index, cell_id = %lost.cell_id, "forgot the evacuating instance of a vanished cell");
+                return Outcome::Done;
+            }
+            Err(StoreError::NotFound { .. }) => return Outcome::Skipped,
+            Err(StoreError::Conflict { .. }) => {
+                match store
+                    .get_actual_lrp(&decided.process_guid, decided.index)
+                    .await
+                {
+                    Ok(fresh) => current = fresh,
+                    Err(StoreError::NotFound { .. }) => return Outcome::Skipped,
+                    Err(_) => return Outcome::Failed,
+                }
+            }
+            Err(err) => {
+                tracing::warn!(process_guid = %decided.process_guid, index = decided.index, error = %err, "cannot forget an evacuating instance");
+                return Outcome::Failed;
+            }
+        }
+    }
+    Outcome::Skipped
+}
+
 async fn transition(
     store: &dyn Store,
     decided: &ActualLrp,

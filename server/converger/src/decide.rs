@@ -176,6 +176,9 @@ pub struct Convergence {
     pub unclaim_lost: Vec<ActualLrp>,
     /// UNCLAIMED for longer than `unclaimed_timeout`: ask the auctioneer again.
     pub reauction_stuck: Vec<ActualLrp>,
+    /// Records whose evacuating instance's cell vanished (it died while it
+    /// drained): forget that instance, so routers stop sending to it.
+    pub release_lost_evacuees: Vec<ActualLrp>,
     /// CLAIMED/RUNNING tasks on a vanished cell: complete them failed.
     pub fail_lost_tasks: Vec<LostTask>,
     /// PENDING for longer than `pending_kick_after`: ask the auctioneer again.
@@ -223,6 +226,13 @@ fn converge_lrps(
     let mut present: HashSet<(&str, i64)> = HashSet::new();
     for actual in &snapshot.actual {
         present.insert((actual.process_guid.as_str(), actual.index));
+        if actual
+            .evacuating_instance
+            .as_ref()
+            .is_some_and(|e| !live.contains(e.cell_id.as_str()))
+        {
+            out.release_lost_evacuees.push(actual.clone());
+        }
         let wanted = desired
             .get(actual.process_guid.as_str())
             .is_some_and(|d| (0..d.instances).contains(&actual.index));

@@ -53,6 +53,24 @@ fn keys(lrps: &[ActualLrp]) -> Vec<(String, i64)> {
 // --- LRPs --------------------------------------------------------------------
 
 #[test]
+fn forgets_evacuating_instances_of_vanished_cells_only() {
+    let mut snap = snapshot_with_cells(&["cell-1", "cell-draining"]);
+    snap.desired = vec![suite::desired_lrp("web", "apps", 2)];
+    let mut draining = actual("web", 0, ActualLrpState::Running, "cell-draining", NOW);
+    draining.instance_guid = "old-0".into();
+    let mut moving = actual("web", 0, ActualLrpState::Unclaimed, "", NOW);
+    moving.evacuating_instance = Some(draining.as_evacuating());
+    let mut died = actual("web", 1, ActualLrpState::Running, "cell-gone", NOW);
+    died.instance_guid = "old-1".into();
+    let mut replaced = actual("web", 1, ActualLrpState::Running, "cell-1", NOW);
+    replaced.evacuating_instance = Some(died.as_evacuating());
+    snap.actual = vec![moving, replaced];
+    let out = converge(&snap, NOW, &Policy::default());
+    assert_eq!(keys(&out.release_lost_evacuees), [("web".to_string(), 1)]);
+    assert!(out.unclaim_lost.is_empty(), "the replacement's own cell is live");
+}
+
+#[test]
 fn starts_every_missing_index() {
     let mut snap = snapshot_with_cells(&["cell-1"]);
     snap.desired = vec![suite::desired_lrp("web", "apps", 3)];
