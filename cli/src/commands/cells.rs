@@ -115,9 +115,16 @@ mod tests {
     async fn no_cells() {
         let receptor = TestReceptor::start().await;
         let mut out = Vec::new();
-        run(&Args { action: None, json: false }, &receptor.context(&[]), &mut out)
-            .await
-            .unwrap();
+        run(
+            &Args {
+                action: None,
+                json: false,
+            },
+            &receptor.context(&[]),
+            &mut out,
+        )
+        .await
+        .unwrap();
         assert!(output(out).starts_with("No cells."));
     }
 
@@ -142,18 +149,32 @@ mod tests {
             .unwrap();
 
         let mut out = Vec::new();
-        run(&Args { action: None, json: false }, &receptor.context(&[]), &mut out)
-            .await
-            .unwrap();
+        run(
+            &Args {
+                action: None,
+                json: false,
+            },
+            &receptor.context(&[]),
+            &mut out,
+        )
+        .await
+        .unwrap();
         let table = output(out);
         for expected in ["cell-1", "z1", "4096/4096", "20480/20480", "250/250"] {
             assert!(table.contains(expected), "{expected} missing from\n{table}");
         }
 
         let mut out = Vec::new();
-        run(&Args { action: None, json: true }, &receptor.context(&[]), &mut out)
-            .await
-            .unwrap();
+        run(
+            &Args {
+                action: None,
+                json: true,
+            },
+            &receptor.context(&[]),
+            &mut out,
+        )
+        .await
+        .unwrap();
         let cells: Vec<CellResponse> = serde_json::from_slice(&out).unwrap();
         assert_eq!(cells[0].presence, cell);
         assert_eq!(cells[0].instances, 0);

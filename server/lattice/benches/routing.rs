@@ -125,16 +125,28 @@ async fn main() -> anyhow::Result<()> {
         "routing bench: wrk -t2 -c32 -d{seconds}s --latency, GET {PATH} of one lattice-app instance (Connection: close); load before: {}",
         load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
     );
-    let mut rows = Vec::new();
-    rows.push(wrk("container", &container, "app.bench", seconds)?);
-    rows.push(wrk("host port", &published, "app.bench", seconds)?);
-    rows.push(wrk("router direct", &router.to_string(), DIRECT_HOST, seconds)?);
-    rows.push(wrk("router host", &router.to_string(), HOST_HOST, seconds)?);
+    let router = router.to_string();
+    let mut rows = vec![
+        wrk("container", &container, "app.bench", seconds)?,
+        wrk("host port", &published, "app.bench", seconds)?,
+        wrk("router direct", &router, DIRECT_HOST, seconds)?,
+        wrk("router host", &router, HOST_HOST, seconds)?,
+    ];
     if let Some((_, port)) = &nginx {
-        rows.push(wrk("nginx", &format!("127.0.0.1:{port}"), "app.bench", seconds)?);
+        rows.push(wrk(
+            "nginx",
+            &format!("127.0.0.1:{port}"),
+            "app.bench",
+            seconds,
+        )?);
     }
     if let Some((_, port)) = &haproxy {
-        rows.push(wrk("haproxy", &format!("127.0.0.1:{port}"), "app.bench", seconds)?);
+        rows.push(wrk(
+            "haproxy",
+            &format!("127.0.0.1:{port}"),
+            "app.bench",
+            seconds,
+        )?);
     }
     print_rows(&rows);
 
@@ -234,7 +246,9 @@ async fn start_router(
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// nginx in the foreground with two workers (one per core, like the
@@ -351,7 +365,8 @@ fn wrk(name: &'static str, address: &str, host: &str, seconds: u64) -> anyhow::R
 
 /// `1.23ms`, `456.00us`, `1.02s` as milliseconds.
 fn parse_wrk_duration(text: &str) -> Option<f64> {
-    let units: BTreeMap<&str, f64> = [("us", 0.001), ("ms", 1.0), ("s", 1000.0), ("m", 60_000.0)].into();
+    let units: BTreeMap<&str, f64> =
+        [("us", 0.001), ("ms", 1.0), ("s", 1000.0), ("m", 60_000.0)].into();
     for suffix in ["us", "ms", "s", "m"] {
         if let Some(number) = text.strip_suffix(suffix) {
             if let Ok(value) = number.parse::<f64>() {

@@ -494,8 +494,12 @@ pub async fn drain_before_stop(rep: &Arc<lattice_rep::Rep>, store: &SharedStore)
             let report = rep.evacuate().await;
             tracing::info!(%cell_id, handed_over = report.handed_over, replaced = report.replaced, timed_out = report.timed_out, "cell drained; stopping");
         }
-        Ok(_) => tracing::info!(%cell_id, "no other cell to move instances to; stopping without draining"),
-        Err(err) => tracing::warn!(%cell_id, error = %err, "cannot list the cells; stopping without draining"),
+        Ok(_) => {
+            tracing::info!(%cell_id, "no other cell to move instances to; stopping without draining")
+        }
+        Err(err) => {
+            tracing::warn!(%cell_id, error = %err, "cannot list the cells; stopping without draining")
+        }
     }
 }
 

@@ -14,9 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::{containers_of, eventually, lifecycle_dir, run_ltc};
 use lattice::cell::CellConfig;
-use lattice::roles::{
-    run_cell, Brain, BrainConfig, CellRoleConfig, RouterRole, RouterRoleConfig,
-};
+use lattice::roles::{run_cell, Brain, BrainConfig, CellRoleConfig, RouterRole, RouterRoleConfig};
 use lattice_client::Client;
 use lattice_models::{ActualLrpState, DesiredLrpCreateRequest, DesiredLrpUpdateRequest};
 use lattice_testkit::docker::OwnerGuard;
@@ -35,7 +33,12 @@ struct TestCell {
     _guard: OwnerGuard,
 }
 
-async fn start_cell(brain: &str, zone: &str, data: &std::path::Path, direct: Option<bool>) -> TestCell {
+async fn start_cell(
+    brain: &str,
+    zone: &str,
+    data: &std::path::Path,
+    direct: Option<bool>,
+) -> TestCell {
     let guard = OwnerGuard::new("evac-cell");
     let id = guard.owner().to_string();
     let config = CellRoleConfig {
@@ -94,14 +97,18 @@ async fn web_app(guid: &str, instances: i64) -> DesiredLrpCreateRequest {
 /// Waits until `guid` has `count` RUNNING instances and no evacuating
 /// one; the cell of each index.
 async fn settled(client: &Client, guid: &str, count: usize) -> BTreeMap<i64, String> {
-    eventually(&format!("{count} running instances of {guid}"), WAIT, || async {
-        let lrps = client.actual_lrps_by_process_guid(guid).await.ok()?;
-        let ok = lrps.len() == count
-            && lrps
-                .iter()
-                .all(|l| l.state == ActualLrpState::Running && l.evacuating_instance.is_none());
-        ok.then(|| lrps.into_iter().map(|l| (l.index, l.cell_id)).collect())
-    })
+    eventually(
+        &format!("{count} running instances of {guid}"),
+        WAIT,
+        || async {
+            let lrps = client.actual_lrps_by_process_guid(guid).await.ok()?;
+            let ok = lrps.len() == count
+                && lrps
+                    .iter()
+                    .all(|l| l.state == ActualLrpState::Running && l.evacuating_instance.is_none());
+            ok.then(|| lrps.into_iter().map(|l| (l.index, l.cell_id)).collect())
+        },
+    )
     .await
 }
 
@@ -207,7 +214,10 @@ async fn drained_and_stopped_cells_hand_their_instances_over_without_a_failed_re
         .expect("created");
     let placement = settled(&client, "drain", 4).await;
     let on_a = placement.values().filter(|c| **c == a.id).count();
-    assert_eq!(on_a, 2, "the auction spreads over both cells: {placement:?}");
+    assert_eq!(
+        on_a, 2,
+        "the auction spreads over both cells: {placement:?}"
+    );
     eventually("the router to reach the app", WAIT, || async {
         let response = reqwest::Client::new()
             .get(format!("http://{router_address}/index.html"))
@@ -240,7 +250,10 @@ async fn drained_and_stopped_cells_hand_their_instances_over_without_a_failed_re
     let (sent, failed) = load.finish().await;
     println!("drain of a cell with 2 of 4 instances: {sent} requests through the router, {failed} failed, drained in {drained_in:?}");
     assert!(sent > 100, "the load ran: {sent} requests");
-    assert_eq!(failed, 0, "no request failed while the cell drained ({sent} sent)");
+    assert_eq!(
+        failed, 0,
+        "no request failed while the cell drained ({sent} sent)"
+    );
 
     // The drained cell takes no new work.
     client
@@ -275,14 +288,23 @@ async fn drained_and_stopped_cells_hand_their_instances_over_without_a_failed_re
     );
     let (sent, failed) = load.finish().await;
     println!("stop (SIGTERM) of a cell with 6 instances: {sent} requests, {failed} failed");
-    assert_eq!(failed, 0, "no request failed while the cell stopped ({sent} sent)");
-    assert!(containers_of(&b.id).await.is_empty(), "the stopped cell left no container");
+    assert_eq!(
+        failed, 0,
+        "no request failed while the cell stopped ({sent} sent)"
+    );
+    assert!(
+        containers_of(&b.id).await.is_empty(),
+        "the stopped cell left no container"
+    );
 
     // Teardown: nothing left to move.
     client.delete_desired_lrp("drain").await.expect("deleted");
     for cell in [a, c] {
         cell.stop.cancel();
-        cell.running.await.expect("no panic").expect("stops cleanly");
+        cell.running
+            .await
+            .expect("no panic")
+            .expect("stops cleanly");
     }
     stop_router.cancel();
     router.await.expect("no panic").expect("router stops");

@@ -220,7 +220,11 @@ mod tests {
 
         assert_eq!(step(&mut evacuee, &handed), Next::Wait, "unplaced");
         tokio::time::advance(Duration::from_secs(2)).await;
-        assert_eq!(step(&mut evacuee, &replaced(&handed, false)), Next::Wait, "claimed");
+        assert_eq!(
+            step(&mut evacuee, &replaced(&handed, false)),
+            Next::Wait,
+            "claimed"
+        );
         let running = replaced(&handed, true);
         assert_eq!(step(&mut evacuee, &running), Next::Wait, "just running");
         tokio::time::advance(ROUTE_DELAY - Duration::from_millis(1)).await;
@@ -241,9 +245,15 @@ mod tests {
         let mut crashed = running.clone();
         crashed.apply(ActualLrpEvent::Crash, 5).expect("running");
         let now = Instant::now;
-        assert_eq!(evacuee.step(Some(&running), now(), deadline, ROUTE_DELAY), Next::Wait);
+        assert_eq!(
+            evacuee.step(Some(&running), now(), deadline, ROUTE_DELAY),
+            Next::Wait
+        );
         tokio::time::advance(ROUTE_DELAY / 2).await;
-        assert_eq!(evacuee.step(Some(&crashed), now(), deadline, ROUTE_DELAY), Next::Wait);
+        assert_eq!(
+            evacuee.step(Some(&crashed), now(), deadline, ROUTE_DELAY),
+            Next::Wait
+        );
         tokio::time::advance(ROUTE_DELAY / 2).await;
         assert_eq!(
             evacuee.step(Some(&running), now(), deadline, ROUTE_DELAY),

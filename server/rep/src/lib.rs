@@ -581,7 +581,11 @@ impl Rep {
             let mut still = Vec::with_capacity(pending.len());
             for mut evacuee in pending {
                 let key = evacuee.key.clone();
-                let record = match self.store.get_actual_lrp(&key.process_guid, key.index).await {
+                let record = match self
+                    .store
+                    .get_actual_lrp(&key.process_guid, key.index)
+                    .await
+                {
                     Ok(record) => Some(record),
                     Err(StoreError::NotFound { .. }) => None,
                     Err(err) => {
@@ -630,11 +634,17 @@ impl Rep {
             return false;
         }
         for _ in 0..8 {
-            let Ok(record) = self.store.get_actual_lrp(&key.process_guid, key.index).await else {
+            let Ok(record) = self
+                .store
+                .get_actual_lrp(&key.process_guid, key.index)
+                .await
+            else {
                 break;
             };
             let now = lattice_models::unix_nanos(std::time::SystemTime::now());
-            let Some(next) = evacuation::hand_over(&record, &self.config.cell_id, instance_guid, now) else {
+            let Some(next) =
+                evacuation::hand_over(&record, &self.config.cell_id, instance_guid, now)
+            else {
                 break;
             };
             match self.store.update_actual_lrp(next).await {
@@ -654,7 +664,11 @@ impl Rep {
     /// then drop it).
     async fn release_evacuee(&self, key: &LrpKey, instance_guid: &str) {
         for _ in 0..8 {
-            let Ok(record) = self.store.get_actual_lrp(&key.process_guid, key.index).await else {
+            let Ok(record) = self
+                .store
+                .get_actual_lrp(&key.process_guid, key.index)
+                .await
+            else {
                 return;
             };
             let Some(next) = evacuation::release(&record, instance_guid) else {
@@ -976,5 +990,158 @@ mod pids_tests {
         let monitor = run_with_nproc(Some(200));
         assert_eq!(super::pids_limit([&serial, &monitor]), 200);
         assert_eq!(super::pids_limit([&Action::run("/bin/app", &[])]), 0);
+    }
+}
+
+#[cfg(test)]
+mod evacuation_tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use lattice_bbs::suite;
+    use lattice_executor::fake::{FakeGarden, Script};
+    use lattice_executor::{CollectingSink, Executor, ExecutorConfig};
+    use lattice_models::auction::{LrpInstance, Resource, Work};
+    use lattice_models::{ActualLrp, ActualLrpEvent, ActualLrpState, CellCapacity};
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+
+    const CELL: &str = "cell-draining";
+
+    async fn until<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+        for _ in 0..1000 {
+            if let Some(value) = check().await {
+                return value;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("timed out waiting for {what}");
+    }
+
+    /// The rep's evacuation on a real store and the recording fake Garden:
+    /// the running instance is handed over, keeps running while its
+    /// replacement starts elsewhere, and stops once that one has run for
+    /// the route delay; the draining cell takes no new work.
+    #[tokio::test]
+    async fn a_draining_cell_hands_its_instance_over_and_stops_it_once_replaced() {
+        let garden = FakeGarden::new();
+        garden.script("/bin/httpd", Script::runs_for(Duration::from_secs(3600)));
+        let sink = CollectingSink::new();
+        let cache = tempfile::tempdir().expect("a temp dir");
+        let executor = Executor::new(
+            Arc::new(garden.clone()),
+            sink.clone(),
+            ExecutorConfig::new(CELL, cache.path()),
+        );
+        let store: SharedStore = Arc::new(
+            lattice_bbs::SqliteStore::open_in_memory()
+                .await
+                .expect("a store"),
+        );
+        let capacity = CellCapacity {
+            memory_mb: 1024,
+            disk_mb: 1024,
+            containers: 8,
+        };
+        let rep = Rep::new(
+            RepConfig {
+                starting_monitor_interval: Duration::from_millis(10),
+                drain_delay: Duration::from_millis(50),
+                evacuation_route_delay: Duration::from_millis(200),
+                evacuation_timeout: Duration::from_secs(30),
+                ..RepConfig::new(CELL, capacity, "http://127.0.0.1:1")
+            },
+            store.clone(),
+            executor,
+            sink,
+        );
+        let shutdown = CancellationToken::new();
+        let running = tokio::spawn(rep.clone().run(shutdown.clone()));
+        store
+            .create_desired_lrp(suite::desired_lrp("web", "apps", 1))
+            .await
+            .expect("desired");
+        store
+            .create_actual_lrp(ActualLrp::unclaimed("web", "apps", 0, 1))
+            .await
+            .expect("actual");
+        let instance = LrpInstance {
+            process_guid: "web".into(),
+            index: 0,
+            domain: "apps".into(),
+            resource: Resource::for_container(0, 0),
+            rootfs: "docker:///busybox".into(),
+        };
+        let work = Work {
+            lrps: vec![instance.clone()],
+            tasks: vec![],
+        };
+        assert!(rep.perform(work.clone()).is_empty());
+        let old = until("the instance to run", async || {
+            let lrp = store.get_actual_lrp("web", 0).await.ok()?;
+            (lrp.state == ActualLrpState::Running).then_some(lrp)
+        })
+        .await;
+
+        let draining = tokio::spawn({
+            let rep = rep.clone();
+            async move { rep.evacuate().await }
+        });
+        let handed = until("the instance to be handed over", async || {
+            let lrp = store.get_actual_lrp("web", 0).await.ok()?;
+            lrp.evacuating_instance.is_some().then_some(lrp)
+        })
+        .await;
+        assert_eq!(handed.state, ActualLrpState::Unclaimed);
+        assert_eq!(
+            handed
+                .evacuating_instance
+                .as_ref()
+                .map(|e| &e.instance_guid),
+            Some(&old.instance_guid)
+        );
+        assert!(rep.state().evacuating, "the auction is told");
+        assert_eq!(rep.perform(work.clone()).lrps.len(), 1, "no new work");
+        assert_eq!(rep.state().lrps.len(), 1, "the old instance still serves");
+
+        // Another cell claims and starts the replacement.
+        let mut replacement = handed;
+        replacement
+            .apply(ActualLrpEvent::Claim, 2)
+            .expect("unclaimed");
+        replacement.cell_id = "cell-other".into();
+        replacement.instance_guid = "new".into();
+        let mut replacement = store.update_actual_lrp(replacement).await.expect("claimed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(rep.state().lrps.len(), 1, "claimed is not running yet");
+        replacement
+            .apply(ActualLrpEvent::Start, 3)
+            .expect("claimed");
+        store.update_actual_lrp(replacement).await.expect("running");
+
+        let report = draining.await.expect("the drain does not panic");
+        assert_eq!(
+            report,
+            EvacuationReport {
+                handed_over: 1,
+                replaced: 1,
+                timed_out: 0,
+                given_back: 0,
+            }
+        );
+        let after = store.get_actual_lrp("web", 0).await.expect("kept");
+        assert_eq!(after.evacuating_instance, None, "released");
+        assert_eq!(
+            (after.cell_id.as_str(), after.state),
+            ("cell-other", ActualLrpState::Running),
+            "the replacement is untouched"
+        );
+        until("the old instance to stop", async || {
+            rep.state().lrps.is_empty().then_some(())
+        })
+        .await;
+        shutdown.cancel();
+        running.await.expect("the rep stops");
     }
 }

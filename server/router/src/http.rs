@@ -334,82 +334,87 @@ impl Proxy {
             // address only if that connection fails.
             let addresses = std::iter::once(&endpoint.address).chain(&endpoint.fallback);
             for (position, address) in addresses.enumerate() {
-            let has_fallback = position == 0 && endpoint.fallback.is_some();
-            record.backend = address.clone();
-            let uri: Uri = match format!("http://{address}{path}").parse() {
-                Ok(uri) => uri,
-                Err(e) => {
-                    // The table builds addresses from the store; one that is
-                    // not a valid authority is a bad record, not the client's.
-                    tracing::warn!(backend = %address, error = %e, "skipping a backend with an invalid address");
-                    continue;
+                let has_fallback = position == 0 && endpoint.fallback.is_some();
+                record.backend = address.clone();
+                let uri: Uri = match format!("http://{address}{path}").parse() {
+                    Ok(uri) => uri,
+                    Err(e) => {
+                        // The table builds addresses from the store; one that is
+                        // not a valid authority is a bad record, not the client's.
+                        tracing::warn!(backend = %address, error = %e, "skipping a backend with an invalid address");
+                        continue;
+                    }
+                };
+                let mut outgoing = Request::new(body.body());
+                *outgoing.method_mut() = parts.method.clone();
+                *outgoing.uri_mut() = uri;
+                *outgoing.version_mut() = Version::HTTP_11;
+                *outgoing.headers_mut() = headers.clone();
+                match self.client.request(outgoing).await {
+                    Ok(response) => {
+                        return self.proxied(
+                            response,
+                            client_upgrade.map(|(_, on)| on),
+                            record,
+                            clock,
+                        );
+                    }
+                    Err(e) if e.is_connect() && body.untouched() && has_fallback => {
+                        tracing::debug!(
+                            backend = %address,
+                            process_guid = %endpoint.process_guid,
+                            index = endpoint.index,
+                            error = %error_chain(&e),
+                            "instance refused the connection at its container address; trying its host address"
+                        );
+                    }
+                    Err(e) if e.is_connect() && body.untouched() => {
+                        tracing::debug!(
+                            backend = %address,
+                            process_guid = %endpoint.process_guid,
+                            index = endpoint.index,
+                            error = %error_chain(&e),
+                            "backend refused the connection; trying the next"
+                        );
+                    }
+                    Err(e)
+                        if !retried
+                            && attempt + 1 < endpoints.len()
+                            && body.untouched()
+                            && client_upgrade.is_none()
+                            && is_idempotent(&parts.method) =>
+                    {
+                        retried = true;
+                        tracing::debug!(
+                            backend = %address,
+                            process_guid = %endpoint.process_guid,
+                            index = endpoint.index,
+                            error = %error_chain(&e),
+                            "backend failed before answering; retrying the idempotent request on the next"
+                        );
+                    }
+                    Err(e) => {
+                        tracing::warn!(
+                            backend = %address,
+                            process_guid = %endpoint.process_guid,
+                            index = endpoint.index,
+                            error = %error_chain(&e),
+                            "proxied request failed"
+                        );
+                        return self.answer(
+                            StatusCode::BAD_GATEWAY,
+                            "bad gateway\n".into(),
+                            record,
+                            clock,
+                        );
+                    }
                 }
-            };
-            let mut outgoing = Request::new(body.body());
-            *outgoing.method_mut() = parts.method.clone();
-            *outgoing.uri_mut() = uri;
-            *outgoing.version_mut() = Version::HTTP_11;
-            *outgoing.headers_mut() = headers.clone();
-            match self.client.request(outgoing).await {
-                Ok(response) => {
-                    return self.proxied(response, client_upgrade.map(|(_, on)| on), record, clock);
+                // Only a connection refused at the container address tries the
+                // host address of the same instance; every other failure that
+                // may try again does so on the next instance.
+                if !has_fallback {
+                    break;
                 }
-                Err(e) if e.is_connect() && body.untouched() && has_fallback => {
-                    tracing::debug!(
-                        backend = %address,
-                        process_guid = %endpoint.process_guid,
-                        index = endpoint.index,
-                        error = %error_chain(&e),
-                        "instance refused the connection at its container address; trying its host address"
-                    );
-                }
-                Err(e) if e.is_connect() && body.untouched() => {
-                    tracing::debug!(
-                        backend = %address,
-                        process_guid = %endpoint.process_guid,
-                        index = endpoint.index,
-                        error = %error_chain(&e),
-                        "backend refused the connection; trying the next"
-                    );
-                }
-                Err(e)
-                    if !retried
-                        && attempt + 1 < endpoints.len()
-                        && body.untouched()
-                        && client_upgrade.is_none()
-                        && is_idempotent(&parts.method) =>
-                {
-                    retried = true;
-                    tracing::debug!(
-                        backend = %address,
-                        process_guid = %endpoint.process_guid,
-                        index = endpoint.index,
-                        error = %error_chain(&e),
-                        "backend failed before answering; retrying the idempotent request on the next"
-                    );
-                }
-                Err(e) => {
-                    tracing::warn!(
-                        backend = %address,
-                        process_guid = %endpoint.process_guid,
-                        index = endpoint.index,
-                        error = %error_chain(&e),
-                        "proxied request failed"
-                    );
-                    return self.answer(
-                        StatusCode::BAD_GATEWAY,
-                        "bad gateway\n".into(),
-                        record,
-                        clock,
-                    );
-                }
-            }
-            // Only a connection refused at the container address tries the
-            // host address of the same instance; every other failure that
-            // may try again does so on the next instance.
-            if !has_fallback {
-                break;
-            }
             }
         }
         tracing::warn!(%host, backends = endpoints.len(), "no backend accepted the connection");

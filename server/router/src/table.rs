@@ -81,7 +81,10 @@ impl RoutingTable {
 pub fn routing_table(desired: &[DesiredLrp], actual: &[ActualLrp]) -> RoutingTable {
     // Evacuating instances as records of their own (Diego's shape), so
     // they route like any running instance.
-    let evacuating: Vec<ActualLrp> = actual.iter().filter_map(ActualLrp::evacuating_lrp).collect();
+    let evacuating: Vec<ActualLrp> = actual
+        .iter()
+        .filter_map(ActualLrp::evacuating_lrp)
+        .collect();
     let mut running: HashMap<&str, Vec<&ActualLrp>> = HashMap::new();
     for lrp in actual.iter().chain(&evacuating) {
         if lrp.state == ActualLrpState::Running && !lrp.address.is_empty() {
@@ -462,7 +465,10 @@ mod tests {
         let mut replaced = actual("web", 0, ActualLrpState::Running, 61000);
         replaced.instance_guid = "web-new".into();
         replaced.evacuating_instance = record.evacuating_instance.clone();
-        let table = routing_table(std::slice::from_ref(&route), std::slice::from_ref(&replaced));
+        let table = routing_table(
+            std::slice::from_ref(&route),
+            std::slice::from_ref(&replaced),
+        );
         assert_eq!(
             addresses(&table.http["web.example"]),
             ["10.0.0.1:60000", "10.0.0.1:61000"]

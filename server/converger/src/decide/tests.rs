@@ -67,7 +67,10 @@ fn forgets_evacuating_instances_of_vanished_cells_only() {
     snap.actual = vec![moving, replaced];
     let out = converge(&snap, NOW, &Policy::default());
     assert_eq!(keys(&out.release_lost_evacuees), [("web".to_string(), 1)]);
-    assert!(out.unclaim_lost.is_empty(), "the replacement's own cell is live");
+    assert!(
+        out.unclaim_lost.is_empty(),
+        "the replacement's own cell is live"
+    );
 }
 
 #[test]
