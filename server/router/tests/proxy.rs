@@ -273,10 +273,10 @@ async fn a_refused_container_address_falls_back_to_the_host_address() {
     // answers, so no request fails.
     let mut direct = endpoint(dead_address().await, 0);
     direct.fallback = Some(backend(0).await.to_string());
-    let router = Router::start(http_table(&[("direct.example", vec![direct])])).await;
+    let router = Router::start(http_table(&[("mixed.example", vec![direct])])).await;
     let client = router.client();
     for _ in 0..5 {
-        let (status, body) = get_text(&client, &router.url("direct.example", "/")).await;
+        let (status, body) = get_text(&client, &router.url("mixed.example", "/")).await;
         assert_eq!(status, StatusCode::OK, "{body}");
         assert_eq!(body, "backend 0");
     }
