@@ -112,8 +112,9 @@ async fn settled(client: &Client, guid: &str, count: usize) -> BTreeMap<i64, Str
     .await
 }
 
-/// Requests through the router, one after another, until stopped (at most
-/// 30,000): how many were sent and how many failed (not a 200).
+/// Requests through the router from 4 clients, each one request after
+/// another, until stopped (at most 10,000 each): how many were sent and how
+/// many failed (not a 200).
 struct Load {
     stop: Arc<AtomicBool>,
     sent: Arc<AtomicUsize>,
@@ -128,23 +129,28 @@ impl Load {
         let failed = Arc::new(AtomicUsize::new(0));
         let (s, n, f) = (stop.clone(), sent.clone(), failed.clone());
         let running = tokio::spawn(async move {
-            let http = reqwest::Client::new();
-            for _ in 0..30_000 {
-                if s.load(Ordering::SeqCst) {
-                    break;
+            let client = |_| {
+                let (s, n, f, router) = (s.clone(), n.clone(), f.clone(), router.clone());
+                async move {
+                    let http = reqwest::Client::new();
+                    for _ in 0..10_000 {
+                        if s.load(Ordering::SeqCst) {
+                            break;
+                        }
+                        let ok = http
+                            .get(format!("http://{router}/index.html"))
+                            .header("host", HOST)
+                            .send()
+                            .await
+                            .is_ok_and(|r| r.status() == 200);
+                        n.fetch_add(1, Ordering::SeqCst);
+                        if !ok {
+                            f.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
                 }
-                let ok = http
-                    .get(format!("http://{router}/index.html"))
-                    .header("host", HOST)
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status() == 200);
-                n.fetch_add(1, Ordering::SeqCst);
-                if !ok {
-                    f.fetch_add(1, Ordering::SeqCst);
-                }
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
+            };
+            futures::future::join_all((0..4).map(client)).await;
         });
         Load {
             stop,
