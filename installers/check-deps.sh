@@ -5,7 +5,11 @@
 #      tracing-subscriber): a client must not link the server.
 #   2. The auctioneer links no cell crate (rep, executor, garden) nor
 #      bollard: it reaches reps through lattice-client's RepClient.
-#   3. The graph drawn in docs/architecture.md is the one the manifests say.
+#   3. Only the `lattice` binary (and the test kit) compile a store backend
+#      or the Docker backend: every other crate links neither sqlx nor
+#      bollard (lattice-bbs's `sqlite`/`postgres` and lattice-garden's
+#      `docker` features stay off in them).
+#   4. The graph drawn in docs/architecture.md is the one the manifests say.
 # Usage: installers/check-deps.sh          check (exit 1 on a violation)
 #        installers/check-deps.sh --write  redraw the graph in the doc
 # Needs only cargo (offline: it reads Cargo.lock).
@@ -47,7 +51,20 @@ for name in lattice-rep lattice-executor lattice-garden bollard; do
     fi
 done
 
-# --- 3. the drawn graph ----------------------------------------------------
+# --- 3. who compiles a backend --------------------------------------------
+for crate in lattice-models lattice-client lattice-bbs lattice-receptor lattice-auctioneer \
+    lattice-converger lattice-rep lattice-executor lattice-garden lattice-logs \
+    lattice-router lattice-fileserver lattice-ui; do
+    deps=$(cargo tree --offline -p "$crate" -e normal --prefix none | awk '{print $1}' | sort -u)
+    for name in sqlx bollard; do
+        if grep -qx "$name" <<<"$deps"; then
+            echo "check-deps: $crate links $name; only the lattice binary turns on a store or Docker backend (see: cargo tree -p $crate -e normal,features -i $name)" >&2
+            status=1
+        fi
+    done
+done
+
+# --- 4. the drawn graph ----------------------------------------------------
 # Our crates' direct normal dependencies on each other, from the manifests
 # (`--depth 1` lists each member, depth 0, then its direct dependencies).
 # Names lose the `lattice-` prefix to keep the picture short.

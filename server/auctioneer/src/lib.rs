@@ -13,6 +13,8 @@
 //! - [`scheduler`]: [`auction`], the scoring and the working copy of cells.
 //! - [`simulation`]: a seeded cluster and load run through [`auction`] in
 //!   batches, reporting placement failures, balance and spread.
+//! - [`pending`]: [`pending::select`], which work the next auction gets
+//!   (pure, like [`auction`]).
 //! - [`runner`]: the only part with I/O: the loop that holds the auctioneer
 //!   lock, gathers pending work and cell states, calls [`auction`] and sends
 //!   each cell its work.
@@ -20,6 +22,7 @@
 //! The wire types (cell state, requests, results) live in
 //! [`lattice_models::auction`], because the reps speak them too.
 
+pub mod pending;
 pub mod runner;
 pub mod scheduler;
 pub mod simulation;

@@ -8,17 +8,16 @@
 //! compare-and-swap, so a task sent twice still runs at most once.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
+use lattice_bbs::modify::{modify_actual_lrp, modify_task, Change};
 use lattice_bbs::{ActualLrpFilter, DesiredLrpFilter, SharedStore, StoreError, TaskFilter};
 use lattice_client::RepClient;
-use lattice_models::auction::{
-    AuctionRequest, CellState, LrpKey, LrpStartRequest, Resource, TaskStart,
-};
+use lattice_models::auction::{AuctionRequest, CellState, LrpKey};
 use lattice_models::{ActualLrpState, Event, TaskState};
-use tokio::sync::Notify;
 use tokio::time::Instant;
+
+use crate::pending::{self, SentKey};
 use tokio_util::sync::CancellationToken;
 
 /// Name of the BBS lock only the active auctioneer holds.
@@ -66,18 +65,19 @@ pub struct RoundReport {
     pub returned: usize,
 }
 
+/// The auctioneer's loop. It is woken by the store's change feed only (new
+/// tasks, instances that became UNCLAIMED) and by its own scan: a brain
+/// that stands by is never woken by another part of its process.
 pub struct Auctioneer {
     store: SharedStore,
     reps: RepClient,
     config: AuctioneerConfig,
-    /// Wakes the loop early (the converger calls it after creating work).
-    wake: Arc<Notify>,
     /// Work sent to a cell and when; not re-sent until `resend_after`.
     sent: HashMap<SentKey, Instant>,
 }
 
 impl Auctioneer {
-    pub fn new(store: SharedStore, config: AuctioneerConfig, wake: Arc<Notify>) -> Self {
+    pub fn new(store: SharedStore, config: AuctioneerConfig) -> Self {
         Self {
             store,
             reps: match &config.rep_secret {
@@ -85,7 +85,6 @@ impl Auctioneer {
                 None => RepClient::new(),
             },
             config,
-            wake,
             sent: HashMap::new(),
         }
     }
@@ -105,7 +104,6 @@ impl Auctioneer {
                     active = self.hold_lock(active).await;
                 }
                 _ = scan.tick() => pending_work = true,
-                _ = self.wake.notified() => pending_work = true,
                 event = events.recv() => match event {
                     Ok(event) => {
                         self.forget_delivered(&event);
@@ -195,20 +193,13 @@ impl Auctioneer {
         if request.tasks.is_empty() && request.lrps.is_empty() {
             return Ok(RoundReport::default());
         }
-        let cells = self.cell_states().await?;
+        let (cells, addresses) = self.cell_states().await?;
         let results = crate::auction(&cells, &request);
         let mut report = RoundReport {
             tasks_placed: results.tasks_placed.len(),
             lrps_placed: results.lrps_placed.len(),
             ..Default::default()
         };
-        let addresses: HashMap<String, String> = self
-            .store
-            .list_cells()
-            .await?
-            .into_iter()
-            .map(|c| (c.cell_id, c.rep_address))
-            .collect();
         for (cell_id, work) in results.work_by_cell() {
             let keys: Vec<SentKey> = work
                 .tasks
@@ -273,90 +264,55 @@ impl Auctioneer {
         Ok(report)
     }
 
-    /// PENDING tasks and UNCLAIMED instances not already sent to a cell.
+    /// PENDING tasks and UNCLAIMED instances not already sent to a cell
+    /// (chosen by [`pending::select`]); the store is asked only for those.
     async fn pending_work(&self) -> Result<AuctionRequest, StoreError> {
-        let pending = self
+        let tasks = self
             .store
             .list_tasks(&TaskFilter {
                 state: Some(TaskState::Pending),
                 ..Default::default()
             })
             .await?;
-        let tasks = pending
-            .iter()
-            .filter(|t| !self.sent.contains_key(&SentKey::Task(t.task_guid.clone())))
-            .map(|t| TaskStart {
-                task_guid: t.task_guid.clone(),
-                domain: t.domain.clone(),
-                resource: Resource::for_container(t.memory_mb, t.disk_mb),
-                rootfs: t.rootfs.clone(),
-            })
-            .collect();
-        let unclaimed: Vec<_> = self
+        let unclaimed = self
             .store
-            .list_actual_lrps(&ActualLrpFilter::default())
-            .await?
-            .into_iter()
-            .filter(|a| a.state == ActualLrpState::Unclaimed)
-            .filter(|a| {
-                !self
-                    .sent
-                    .contains_key(&SentKey::Lrp(LrpKey::new(a.process_guid.clone(), a.index)))
+            .list_actual_lrps(&ActualLrpFilter {
+                state: Some(ActualLrpState::Unclaimed),
+                ..Default::default()
             })
-            .collect();
-        let mut lrps = Vec::new();
-        if !unclaimed.is_empty() {
-            let desired: HashMap<String, _> = self
-                .store
+            .await?;
+        let desired = if unclaimed.is_empty() {
+            Vec::new()
+        } else {
+            self.store
                 .list_desired_lrps(&DesiredLrpFilter::default())
                 .await?
-                .into_iter()
-                .map(|d| (d.process_guid.clone(), d))
-                .collect();
-            let mut by_process: HashMap<String, Vec<i64>> = HashMap::new();
-            for actual in &unclaimed {
-                // An instance whose LRP is gone is the converger's to retire.
-                if desired.contains_key(&actual.process_guid) {
-                    by_process
-                        .entry(actual.process_guid.clone())
-                        .or_default()
-                        .push(actual.index);
-                }
-            }
-            let mut guids: Vec<_> = by_process.keys().cloned().collect();
-            guids.sort();
-            for guid in guids {
-                let d = &desired[&guid];
-                lrps.push(LrpStartRequest {
-                    process_guid: guid.clone(),
-                    domain: d.domain.clone(),
-                    indices: by_process.remove(&guid).unwrap_or_default(),
-                    resource: Resource::for_container(d.memory_mb, d.disk_mb),
-                    rootfs: d.rootfs.clone(),
-                });
-            }
-        }
-        Ok(AuctionRequest { lrps, tasks })
+        };
+        Ok(pending::select(&tasks, &unclaimed, &desired, |key| {
+            self.sent.contains_key(key)
+        }))
     }
 
     /// Records why an instance could not be placed, for `ltc status`; it
     /// stays UNCLAIMED and is auctioned again later.
     async fn mark_placement_error(&self, process_guid: &str, index: i64, error: &str) {
-        let Ok(mut actual) = self.store.get_actual_lrp(process_guid, index).await else {
-            return;
-        };
-        if actual.state != ActualLrpState::Unclaimed || actual.placement_error == error {
-            return;
-        }
-        actual.placement_error = error.to_string();
-        if let Err(err) = self.store.update_actual_lrp(actual).await {
-            tracing::info!(process_guid, index, error = %err, "instance changed while recording its placement error");
+        let recorded = modify_actual_lrp(self.store.as_ref(), process_guid, index, |actual| {
+            if actual.state != ActualLrpState::Unclaimed || actual.placement_error == error {
+                return Ok::<_, std::convert::Infallible>(Change::Keep);
+            }
+            actual.placement_error = error.to_string();
+            Ok(Change::Update)
+        })
+        .await;
+        if let Err(err) = recorded {
+            tracing::info!(process_guid, index, error = %err, "cannot record the instance's placement error; the next round tries again");
         }
     }
 
-    /// Asks every live cell for its state; a cell that does not answer
-    /// takes no part in this auction.
-    async fn cell_states(&self) -> Result<Vec<CellState>, StoreError> {
+    /// Lists the live cells once and asks each for its state: the states
+    /// of the cells that answered (a cell that does not takes no part in
+    /// this auction), and every live cell's rep address by id.
+    async fn cell_states(&self) -> Result<(Vec<CellState>, HashMap<String, String>), StoreError> {
         let cells = self.store.list_cells().await?;
         let queries = cells.iter().map(|cell| {
             let reps = self.reps.clone();
@@ -369,32 +325,34 @@ impl Auctioneer {
                 Err(err) => tracing::warn!(%cell_id, error = %err, "cell did not report its state"),
             }
         }
-        Ok(states)
+        let addresses = cells
+            .into_iter()
+            .map(|c| (c.cell_id, c.rep_address))
+            .collect();
+        Ok((states, addresses))
     }
 
     /// A task no cell can take completes failed: it is never left PENDING
     /// forever, and never runs later by surprise.
     async fn fail_task(&self, task_guid: &str, reason: &str) {
         let now = lattice_models::unix_nanos(std::time::SystemTime::now());
-        let Ok(mut task) = self.store.get_task(task_guid).await else {
-            return;
-        };
-        if task.state != TaskState::Pending || task.fail(reason, now).is_err() {
-            return;
-        }
-        match self.store.update_task(task).await {
-            Ok(_) => tracing::info!(task_guid, reason, "task could not be placed"),
+        let failed = modify_task(self.store.as_ref(), task_guid, |task| {
+            if task.state != TaskState::Pending || task.fail(reason, now).is_err() {
+                return Ok::<_, std::convert::Infallible>(Change::Keep);
+            }
+            Ok(Change::Update)
+        })
+        .await;
+        match failed {
+            Ok(lattice_bbs::modify::Modified::Updated(_)) => {
+                tracing::info!(task_guid, reason, "task could not be placed")
+            }
+            Ok(_) => {}
             Err(err) => {
-                tracing::info!(task_guid, error = %err, "task changed while failing placement; next round decides")
+                tracing::info!(task_guid, error = %err, "cannot fail the unplaceable task; the next round decides")
             }
         }
     }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum SentKey {
-    Task(String),
-    Lrp(LrpKey),
 }
 
 fn wants_auction(event: &Event) -> bool {

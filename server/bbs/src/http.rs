@@ -1,6 +1,7 @@
 //! The store over HTTP: what a brain serves so that cells on other machines
-//! use the cluster's store without database credentials ([`router`]), and
-//! the wire types its client, [`RemoteStore`](crate::RemoteStore), shares.
+//! use the cluster's store without database credentials ([`router`]). The
+//! methods and their wire types come from [`crate::rpc`], which the client,
+//! [`RemoteStore`](crate::RemoteStore), shares.
 //!
 //! # Endpoints
 //! Every request must carry the cluster secret as `Authorization: Bearer
@@ -44,7 +45,6 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, Request, State};
@@ -55,389 +55,37 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine;
-use lattice_models::{
-    ActualLrp, CellPresence, DesiredLrp, Event, ModificationTag, Task, TaskState,
-};
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio_util::sync::CancellationToken;
 
-use crate::{
-    ActualLrpFilter, DesiredLrpFilter, EventReceiver, RecordKind, SharedStore, Store, StoreError,
-    TaskFilter,
-};
+use crate::rpc::{dispatch, Call, ErrorBody, FeedLine, FeedQuery, WireError};
+pub use crate::rpc::{FeedPosition, EVENTS_PATH, HEARTBEAT, NDJSON, PREFIX};
+use crate::{EventReceiver, SharedStore};
 
-/// Where the store's methods are served; `{PREFIX}/{method}`.
-pub const PREFIX: &str = "/internal/v1/store";
-/// Where the change feed is served.
-pub const EVENTS_PATH: &str = "/internal/v1/store/events";
-/// The media type of the change feed.
-pub const NDJSON: &str = "application/x-ndjson";
-/// How often an idle feed stream sends a `ping` line.
-pub const HEARTBEAT: Duration = Duration::from_secs(5);
 /// How many recent events a hub keeps for streams that resume.
 pub const REPLAY_EVENTS: usize = 4096;
 /// How many events a stream may fall behind before it is ended (its client
 /// resumes from the replay buffer).
 const LIVE_CAPACITY: usize = 1024;
 
-// --- wire types ------------------------------------------------------------
-
-/// One call of a [`Store`] method: the variant name is the method, the
-/// fields its arguments. Serialized adjacently tagged, so the client splits
-/// it into the path (`method`) and the body (`args`).
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "method", content = "args", rename_all = "snake_case")]
-pub(crate) enum Call {
-    UpsertDomain {
-        domain: String,
-        ttl: Option<Duration>,
-    },
-    Domains {},
-    CreateTask {
-        task: Task,
-    },
-    GetTask {
-        task_guid: String,
-    },
-    ListTasks {
-        filter: WireTaskFilter,
-    },
-    UpdateTask {
-        task: Task,
-    },
-    DeleteTask {
-        task_guid: String,
-        expected: ModificationTag,
-    },
-    CreateDesiredLrp {
-        lrp: DesiredLrp,
-    },
-    GetDesiredLrp {
-        process_guid: String,
-    },
-    ListDesiredLrps {
-        filter: WireDesiredLrpFilter,
-    },
-    UpdateDesiredLrp {
-        lrp: DesiredLrp,
-    },
-    DeleteDesiredLrp {
-        process_guid: String,
-        expected: ModificationTag,
-    },
-    CreateActualLrp {
-        lrp: ActualLrp,
-    },
-    GetActualLrp {
-        process_guid: String,
-        index: i64,
-    },
-    ListActualLrps {
-        filter: WireActualLrpFilter,
-    },
-    UpdateActualLrp {
-        lrp: ActualLrp,
-    },
-    DeleteActualLrp {
-        process_guid: String,
-        index: i64,
-        expected: ModificationTag,
-    },
-    UpsertCell {
-        presence: CellPresence,
-        ttl: Duration,
-    },
-    ListCells {},
-    RemoveCell {
-        cell_id: String,
-    },
-    AcquireLock {
-        name: String,
-        owner: String,
-        ttl: Duration,
-    },
-    ReleaseLock {
-        name: String,
-        owner: String,
-    },
-    LockOwner {
-        name: String,
-    },
-}
-
-impl Call {
-    /// Whether the call writes a task or LRP (publishes an event), which is
-    /// also whether sending it twice could differ from sending it once: a
-    /// create or compare-and-swap sent again fails though the first landed.
-    pub(crate) fn writes_record(&self) -> bool {
-        matches!(
-            self,
-            Call::CreateTask { .. }
-                | Call::UpdateTask { .. }
-                | Call::DeleteTask { .. }
-                | Call::CreateDesiredLrp { .. }
-                | Call::UpdateDesiredLrp { .. }
-                | Call::DeleteDesiredLrp { .. }
-                | Call::CreateActualLrp { .. }
-                | Call::UpdateActualLrp { .. }
-                | Call::DeleteActualLrp { .. }
-        )
-    }
-}
-
-#[derive(Debug, Default, Serialize, Deserialize)]
-pub(crate) struct WireTaskFilter {
-    domain: Option<String>,
-    cell_id: Option<String>,
-    state: Option<TaskState>,
-}
-
-impl From<&TaskFilter> for WireTaskFilter {
-    fn from(f: &TaskFilter) -> Self {
-        WireTaskFilter {
-            domain: f.domain.clone(),
-            cell_id: f.cell_id.clone(),
-            state: f.state,
-        }
-    }
-}
-
-impl From<WireTaskFilter> for TaskFilter {
-    fn from(f: WireTaskFilter) -> Self {
-        TaskFilter {
-            domain: f.domain,
-            cell_id: f.cell_id,
-            state: f.state,
-        }
-    }
-}
-
-#[derive(Debug, Default, Serialize, Deserialize)]
-pub(crate) struct WireDesiredLrpFilter {
-    domain: Option<String>,
-}
-
-impl From<&DesiredLrpFilter> for WireDesiredLrpFilter {
-    fn from(f: &DesiredLrpFilter) -> Self {
-        WireDesiredLrpFilter {
-            domain: f.domain.clone(),
-        }
-    }
-}
-
-impl From<WireDesiredLrpFilter> for DesiredLrpFilter {
-    fn from(f: WireDesiredLrpFilter) -> Self {
-        DesiredLrpFilter { domain: f.domain }
-    }
-}
-
-#[derive(Debug, Default, Serialize, Deserialize)]
-pub(crate) struct WireActualLrpFilter {
-    process_guid: Option<String>,
-    domain: Option<String>,
-    cell_id: Option<String>,
-}
-
-impl From<&ActualLrpFilter> for WireActualLrpFilter {
-    fn from(f: &ActualLrpFilter) -> Self {
-        WireActualLrpFilter {
-            process_guid: f.process_guid.clone(),
-            domain: f.domain.clone(),
-            cell_id: f.cell_id.clone(),
-        }
-    }
-}
-
-impl From<WireActualLrpFilter> for ActualLrpFilter {
-    fn from(f: WireActualLrpFilter) -> Self {
-        ActualLrpFilter {
-            process_guid: f.process_guid,
-            domain: f.domain,
-            cell_id: f.cell_id,
-        }
-    }
-}
-
-/// A point in one hub's numbering of the change feed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FeedPosition {
-    /// The hub (one per server, renewed when it falls behind its store).
-    pub hub: String,
-    /// The sequence number of the last event numbered.
-    pub seq: u64,
-}
-
-/// A successful answer.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct Reply<T> {
-    pub(crate) result: T,
-    /// For writes of tasks and LRPs: the feed position that covers the
-    /// write's event.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) feed: Option<FeedPosition>,
-}
-
-/// [`RecordKind`] on the wire.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub(crate) enum WireKind {
-    Task,
-    DesiredLrp,
-    ActualLrp,
-    Cell,
-    Domain,
-    Lock,
-}
-
-impl From<RecordKind> for WireKind {
-    fn from(kind: RecordKind) -> Self {
-        match kind {
-            RecordKind::Task => WireKind::Task,
-            RecordKind::DesiredLrp => WireKind::DesiredLrp,
-            RecordKind::ActualLrp => WireKind::ActualLrp,
-            RecordKind::Cell => WireKind::Cell,
-            RecordKind::Domain => WireKind::Domain,
-            RecordKind::Lock => WireKind::Lock,
-        }
-    }
-}
-
-impl From<WireKind> for RecordKind {
-    fn from(kind: WireKind) -> Self {
-        match kind {
-            WireKind::Task => RecordKind::Task,
-            WireKind::DesiredLrp => RecordKind::DesiredLrp,
-            WireKind::ActualLrp => RecordKind::ActualLrp,
-            WireKind::Cell => RecordKind::Cell,
-            WireKind::Domain => RecordKind::Domain,
-            WireKind::Lock => RecordKind::Lock,
-        }
-    }
-}
-
-/// A failed answer: a [`StoreError`] variant with its fields, or a refusal
-/// of the request itself.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub(crate) enum WireError {
-    NotFound {
-        record: WireKind,
-        key: String,
-    },
-    AlreadyExists {
-        record: WireKind,
-        key: String,
-    },
-    Conflict {
-        record: WireKind,
-        key: String,
-    },
-    Corrupt {
-        record: WireKind,
-        key: String,
-        reason: String,
-    },
-    Backend {
-        message: String,
-    },
-    /// A missing or wrong secret.
-    Unauthorized {
-        message: String,
-    },
-    /// Not a known method, or arguments that do not fit it.
-    BadRequest {
-        message: String,
-    },
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct ErrorBody {
-    pub(crate) error: WireError,
-}
-
-impl From<StoreError> for WireError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::NotFound { kind, key } => WireError::NotFound {
-                record: kind.into(),
-                key,
-            },
-            StoreError::AlreadyExists { kind, key } => WireError::AlreadyExists {
-                record: kind.into(),
-                key,
-            },
-            StoreError::Conflict { kind, key } => WireError::Conflict {
-                record: kind.into(),
-                key,
-            },
-            StoreError::Corrupt { kind, key, reason } => WireError::Corrupt {
-                record: kind.into(),
-                key,
-                reason,
-            },
-            StoreError::Backend(message) => WireError::Backend { message },
-        }
-    }
-}
-
-impl WireError {
-    fn status(&self) -> StatusCode {
-        match self {
-            WireError::NotFound { .. } => StatusCode::NOT_FOUND,
-            WireError::AlreadyExists { .. } => StatusCode::CONFLICT,
-            WireError::Conflict { .. } => StatusCode::PRECONDITION_FAILED,
-            WireError::Corrupt { .. } => StatusCode::INTERNAL_SERVER_ERROR,
-            WireError::Backend { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            WireError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
-            WireError::BadRequest { .. } => StatusCode::BAD_REQUEST,
-        }
+fn status(error: &WireError) -> StatusCode {
+    match error {
+        WireError::NotFound { .. } => StatusCode::NOT_FOUND,
+        WireError::AlreadyExists { .. } => StatusCode::CONFLICT,
+        WireError::Conflict { .. } => StatusCode::PRECONDITION_FAILED,
+        WireError::Corrupt { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        WireError::Backend { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        WireError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+        WireError::BadRequest { .. } => StatusCode::BAD_REQUEST,
     }
 }
 
 impl IntoResponse for WireError {
     fn into_response(self) -> Response {
-        (self.status(), Json(ErrorBody { error: self })).into_response()
+        (status(&self), Json(ErrorBody { error: self })).into_response()
     }
-}
-
-/// One line of the change feed stream.
-// Lines are decoded one at a time and handed on: boxing the event would
-// only add an allocation.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub(crate) enum FeedLine {
-    /// First line: which hub numbers the events, the number of the last
-    /// event before the stream's first, and whether that continues the
-    /// position the client asked for.
-    Hello {
-        hub: String,
-        seq: u64,
-        resumed: bool,
-    },
-    Event {
-        seq: u64,
-        event: Event,
-    },
-    /// Nothing happened; the connection is alive.
-    Ping {},
-    /// An event line this follower could not decode; never sent, made by
-    /// the follower so that it can skip the event and keep its position.
-    #[serde(skip)]
-    Unreadable {
-        seq: u64,
-        reason: String,
-    },
-}
-
-/// The query of the feed stream.
-#[derive(Debug, Default, Serialize, Deserialize)]
-pub(crate) struct FeedQuery {
-    pub(crate) hub: Option<String>,
-    pub(crate) after: Option<u64>,
 }
 
 // --- authentication --------------------------------------------------------
@@ -707,90 +355,10 @@ async fn call(
             .into_response()
         }
     };
-    match dispatch(state.store.as_ref(), &state.hub, call).await {
-        Ok(response) => response,
+    let hub = &state.hub;
+    match dispatch(state.store.as_ref(), call, || hub.pump()).await {
+        Ok(reply) => ([(CONTENT_TYPE, "application/json")], reply).into_response(),
         Err(e) => WireError::from(e).into_response(),
-    }
-}
-
-fn reply<T: Serialize>(result: T, feed: Option<FeedPosition>) -> Response {
-    Json(Reply { result, feed }).into_response()
-}
-
-/// The answer to a write of a task or LRP: its event is numbered first, so
-/// the position returned covers it.
-fn written<T: Serialize>(hub: &FeedHub, result: T) -> Response {
-    reply(result, Some(hub.pump()))
-}
-
-/// Runs `call` on the store; writes of tasks and LRPs answer with the feed
-/// position that covers their event.
-async fn dispatch(store: &dyn Store, hub: &FeedHub, call: Call) -> Result<Response, StoreError> {
-    match call {
-        Call::UpsertDomain { domain, ttl } => {
-            Ok(reply(store.upsert_domain(&domain, ttl).await?, None))
-        }
-        Call::Domains {} => Ok(reply(store.domains().await?, None)),
-        Call::CreateTask { task } => Ok(written(hub, store.create_task(task).await?)),
-        Call::GetTask { task_guid } => Ok(reply(store.get_task(&task_guid).await?, None)),
-        Call::ListTasks { filter } => Ok(reply(store.list_tasks(&filter.into()).await?, None)),
-        Call::UpdateTask { task } => Ok(written(hub, store.update_task(task).await?)),
-        Call::DeleteTask {
-            task_guid,
-            expected,
-        } => Ok(written(
-            hub,
-            store.delete_task(&task_guid, &expected).await?,
-        )),
-        Call::CreateDesiredLrp { lrp } => Ok(written(hub, store.create_desired_lrp(lrp).await?)),
-        Call::GetDesiredLrp { process_guid } => {
-            Ok(reply(store.get_desired_lrp(&process_guid).await?, None))
-        }
-        Call::ListDesiredLrps { filter } => {
-            Ok(reply(store.list_desired_lrps(&filter.into()).await?, None))
-        }
-        Call::UpdateDesiredLrp { lrp } => Ok(written(hub, store.update_desired_lrp(lrp).await?)),
-        Call::DeleteDesiredLrp {
-            process_guid,
-            expected,
-        } => Ok(written(
-            hub,
-            store.delete_desired_lrp(&process_guid, &expected).await?,
-        )),
-        Call::CreateActualLrp { lrp } => Ok(written(hub, store.create_actual_lrp(lrp).await?)),
-        Call::GetActualLrp {
-            process_guid,
-            index,
-        } => Ok(reply(
-            store.get_actual_lrp(&process_guid, index).await?,
-            None,
-        )),
-        Call::ListActualLrps { filter } => {
-            Ok(reply(store.list_actual_lrps(&filter.into()).await?, None))
-        }
-        Call::UpdateActualLrp { lrp } => Ok(written(hub, store.update_actual_lrp(lrp).await?)),
-        Call::DeleteActualLrp {
-            process_guid,
-            index,
-            expected,
-        } => Ok(written(
-            hub,
-            store
-                .delete_actual_lrp(&process_guid, index, &expected)
-                .await?,
-        )),
-        Call::UpsertCell { presence, ttl } => {
-            Ok(reply(store.upsert_cell(presence, ttl).await?, None))
-        }
-        Call::ListCells {} => Ok(reply(store.list_cells().await?, None)),
-        Call::RemoveCell { cell_id } => Ok(reply(store.remove_cell(&cell_id).await?, None)),
-        Call::AcquireLock { name, owner, ttl } => {
-            Ok(reply(store.acquire_lock(&name, &owner, ttl).await?, None))
-        }
-        Call::ReleaseLock { name, owner } => {
-            Ok(reply(store.release_lock(&name, &owner).await?, None))
-        }
-        Call::LockOwner { name } => Ok(reply(store.lock_owner(&name).await?, None)),
     }
 }
 
@@ -850,40 +418,8 @@ impl FeedStream {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn calls_split_into_method_and_arguments() {
-        let call = Call::GetActualLrp {
-            process_guid: "web".into(),
-            index: 3,
-        };
-        let value = serde_json::to_value(&call).expect("serializable");
-        assert_eq!(value["method"], "get_actual_lrp");
-        assert_eq!(value["args"]["process_guid"], "web");
-        assert_eq!(value["args"]["index"], 3);
-        let value = serde_json::to_value(Call::ListCells {}).expect("serializable");
-        assert_eq!(value["method"], "list_cells");
-        assert!(value["args"].is_object(), "arguments are always an object");
-    }
-
-    #[test]
-    fn only_record_writes_are_marked_as_writes() {
-        assert!(Call::DeleteTask {
-            task_guid: "t".into(),
-            expected: ModificationTag::default(),
-        }
-        .writes_record());
-        assert!(!Call::AcquireLock {
-            name: "l".into(),
-            owner: "o".into(),
-            ttl: Duration::from_secs(1),
-        }
-        .writes_record());
-        assert!(!Call::GetTask {
-            task_guid: "t".into()
-        }
-        .writes_record());
-    }
+    use crate::{RecordKind, StoreError};
+    use lattice_models::Event;
 
     #[test]
     fn every_store_error_survives_the_wire() {

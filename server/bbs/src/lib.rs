@@ -13,14 +13,25 @@
 //!
 //! # Layout
 //! - [`Store`]: the trait every backend implements; callers hold `Arc<dyn Store>`.
-//! - [`sqlite`]: the default, embedded backend (one file in the data dir).
-//! - [`postgres`]: the backend of a cluster of several machines; its change
-//!   feed crosses processes.
+//! - [`modify`]: [`modify::modify_task`] and its kin, the one read, change
+//!   and compare-and-swap loop every caller uses.
+//! - `sql` (features `sqlite`, `postgres`): every operation written once
+//!   over a SQL dialect, as [`SqlStore`]; the backends supply a connection:
+//!   - `sqlite`: the default, embedded backend (one file in the data dir).
+//!   - `postgres`: the backend of a cluster of several machines; its change
+//!     feed crosses processes.
 //! - [`open_store`]: picks the backend from a `--store` value.
-//! - [`http`]: the store served over HTTP by a brain, behind the cluster
-//!   secret; [`remote`]: [`RemoteStore`], its client, for cells and routers
-//!   on other machines.
+//! - `rpc` (features `http`, `remote`): the store's wire surface, derived
+//!   from one list of operations; `http`: the store served over HTTP by a
+//!   brain, behind the cluster secret; `remote`: `RemoteStore`, its
+//!   client, for cells and routers on other machines.
 //! - [`suite`]: the contract test suite every backend runs, with sample records.
+//!
+//! # Features
+//! Nothing beyond the trait is compiled unless asked for: `sqlite`,
+//! `postgres`, `remote` and `http` each turn on one part (and its
+//! dependencies: sqlx, reqwest, axum), so that a crate that only uses the
+//! trait (the converger, the auctioneer) compiles none of them.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,22 +39,40 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use lattice_models::{
-    ActualLrp, CellPresence, DesiredLrp, Event, ModificationTag, Task, TaskState,
+    ActualLrp, ActualLrpState, CellPresence, DesiredLrp, Event, ModificationTag, Task, TaskState,
 };
+use serde::{Deserialize, Serialize};
 
+#[cfg(feature = "http")]
 pub mod http;
+pub mod modify;
+#[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod records;
+#[cfg(feature = "remote")]
 pub mod remote;
+#[cfg(any(feature = "http", feature = "remote"))]
+mod rpc;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub mod sql;
+#[cfg(feature = "sqlite")]
 pub mod sqlite;
 pub mod suite;
 
+#[cfg(feature = "postgres")]
 pub use postgres::PostgresStore;
+#[cfg(feature = "remote")]
 pub use remote::RemoteStore;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub use sql::SqlStore;
+#[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 
-/// Which kind of record an error is about; used in messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which kind of record an error is about; used in messages and, snake
+/// case, on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum RecordKind {
     Task,
     DesiredLrp,
@@ -93,8 +122,10 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// Which tasks to list; `None` fields match everything.
-#[derive(Debug, Clone, Default)]
+/// Which tasks to list; `None` fields match everything. Filters travel to a
+/// brain as they are; a field an older peer does not send is `None`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct TaskFilter {
     pub domain: Option<String>,
     pub cell_id: Option<String>,
@@ -102,17 +133,21 @@ pub struct TaskFilter {
 }
 
 /// Which desired LRPs to list.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct DesiredLrpFilter {
     pub domain: Option<String>,
 }
 
 /// Which actual LRPs to list.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ActualLrpFilter {
     pub process_guid: Option<String>,
     pub domain: Option<String>,
     pub cell_id: Option<String>,
+    /// Only instances in this state (the auctioneer asks for `UNCLAIMED`).
+    pub state: Option<ActualLrpState>,
 }
 
 /// A live subscription to the change feed. A subscriber that falls too far
@@ -261,10 +296,18 @@ impl StoreSpec {
 /// # Errors
 /// [`StoreError::Backend`] if the value names no known backend (the message
 /// repeats only its scheme, never a password), or the backend fails to open.
+/// [`StoreError::Backend`] also when this build leaves the backend out (its
+/// cargo feature is off).
 pub async fn open_store(spec: &str, default_sqlite_path: &Path) -> StoreResult<SharedStore> {
     match StoreSpec::parse(spec, default_sqlite_path)? {
+        #[cfg(feature = "sqlite")]
         StoreSpec::Sqlite(path) => Ok(Arc::new(SqliteStore::open(&path).await?)),
+        #[cfg(feature = "postgres")]
         StoreSpec::Postgres(url) => Ok(Arc::new(PostgresStore::connect(&url).await?)),
+        #[allow(unreachable_patterns)]
+        _ => Err(StoreError::Backend(
+            "this build has no such store backend (built without its cargo feature)".to_string(),
+        )),
     }
 }
 

@@ -11,6 +11,9 @@
 //! Migrations run on connect; sqlx holds an advisory lock while it migrates,
 //! so brains starting at once take turns.
 //!
+//! Every statement of a record, cell, domain or lock is [`crate::sql`]'s;
+//! this module connects, and supplies the transaction and the change feed.
+//!
 //! # Writers
 //! A write of a task or LRP is one transaction:
 //! 1. its record statement: `INSERT ... ON CONFLICT DO NOTHING` for a create
@@ -65,7 +68,6 @@
 //! - Each store holds up to [`MAX_CONNECTIONS`] connections plus one for
 //!   `LISTEN`; size the server's `max_connections` for every brain and cell.
 
-use std::future::Future;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -73,22 +75,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 use futures::StreamExt;
-use lattice_models::{ActualLrp, CellPresence, DesiredLrp, Event, ModificationTag, Task};
-use serde::de::DeserializeOwned;
+use lattice_models::Event;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgNotification, PgPool, PgPoolOptions};
-use sqlx::{Postgres, QueryBuilder, Row, Transaction};
+use sqlx::{Postgres, Row, Transaction};
 use tokio::sync::{broadcast, Mutex};
 use tokio::task::JoinHandle;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use crate::records::{
-    actual_key, already_exists, backend, check_tag, decode, decode_readable, encode,
-    ensure_one_row, fresh_tag, next_tag, not_found,
-};
-use crate::{
-    ActualLrpFilter, DesiredLrpFilter, EventReceiver, RecordKind, Store, StoreError, StoreResult,
-    TaskFilter,
-};
+use crate::sql::{backend_error as backend, ttl_millis, Backend, Dialect, SqlStore};
+use crate::{EventReceiver, StoreError, StoreResult};
 
 /// How many events a subscriber may fall behind before it gets `Lagged`.
 const EVENT_CAPACITY: usize = 4096;
@@ -108,16 +103,11 @@ pub const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
 pub const EVENT_RETENTION: Duration = Duration::from_secs(600);
 /// Events read per query when catching up.
 const CATCH_UP_BATCH: i64 = 1_000;
-/// The longest TTL a lease or presence may have (about 100 years); longer
-/// ones are clamped so that `now() + ttl` stays a valid timestamp.
-const MAX_TTL_MILLIS: i64 = 100 * 365 * 24 * 3_600 * 1_000;
-
 /// The PostgreSQL store. Cheap to share behind an `Arc<dyn Store>`.
-pub struct PostgresStore {
-    inner: Arc<Inner>,
-}
+pub type PostgresStore = SqlStore<PostgresBackend>;
 
-struct Inner {
+/// The PostgreSQL side of [`PostgresStore`].
+pub struct PostgresBackend {
     pool: PgPool,
     feed: Arc<Feed>,
     /// Stops the feed task; cancelled by [`PostgresStore::close`] or when the
@@ -138,7 +128,7 @@ struct Feed {
     events: broadcast::Sender<Event>,
 }
 
-impl PostgresStore {
+impl SqlStore<PostgresBackend> {
     /// Connects to the database at `url` (`postgres://user:password@host:port/db`),
     /// migrates it to the current schema and starts following its change feed.
     ///
@@ -185,24 +175,22 @@ impl PostgresStore {
             stop.clone(),
         ));
         tracing::info!(database = %target, first_event = start + 1, "connected to postgres store");
-        Ok(PostgresStore {
-            inner: Arc::new(Inner {
-                pool,
-                feed,
-                _stop_on_drop: stop.clone().drop_guard(),
-                stop,
-                feed_task: std::sync::Mutex::new(Some(feed_task)),
-            }),
-        })
+        Ok(SqlStore::new(PostgresBackend {
+            pool,
+            feed,
+            _stop_on_drop: stop.clone().drop_guard(),
+            stop,
+            feed_task: std::sync::Mutex::new(Some(feed_task)),
+        }))
     }
 
     /// Stops following the change feed, waits for running writes and closes
     /// every connection. Calls after this fail. (Dropping the store, which
     /// also ends the feed, is enough when nothing needs to wait for it.)
     pub async fn close(&self) {
-        self.inner.stop.cancel();
+        self.backend.stop.cancel();
         let task = self
-            .inner
+            .backend
             .feed_task
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -212,7 +200,7 @@ impl PostgresStore {
                 tracing::warn!(error = %e, "the change feed task failed");
             }
         }
-        self.inner.pool.close().await;
+        self.backend.pool.close().await;
     }
 
     /// Deletes the events older than `retention` and returns how many. Every
@@ -222,24 +210,7 @@ impl PostgresStore {
     /// # Errors
     /// [`StoreError::Backend`] if the delete fails.
     pub async fn prune_events(&self, retention: Duration) -> StoreResult<u64> {
-        prune(&self.inner.pool, retention).await
-    }
-
-    /// Runs a write on its own task so that dropping the caller's future
-    /// cannot separate a commit from its event.
-    async fn write<T, F, Fut>(&self, write: F) -> StoreResult<T>
-    where
-        F: FnOnce(Arc<Inner>) -> Fut,
-        Fut: Future<Output = StoreResult<T>> + Send + 'static,
-        T: Send + 'static,
-    {
-        match tokio::spawn(write(Arc::clone(&self.inner))).await {
-            Ok(result) => result,
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(e) => Err(StoreError::Backend(format!(
-                "store write was cancelled: {e}"
-            ))),
-        }
+        prune(&self.backend.pool, retention).await
     }
 }
 
@@ -254,13 +225,6 @@ fn describe(options: &PgConnectOptions) -> String {
             options.get_port()
         ),
     }
-}
-
-/// Milliseconds of a TTL, clamped to [`MAX_TTL_MILLIS`].
-fn ttl_millis(ttl: Duration) -> i64 {
-    i64::try_from(ttl.as_millis())
-        .unwrap_or(MAX_TTL_MILLIS)
-        .min(MAX_TTL_MILLIS)
 }
 
 async fn prune(pool: &PgPool, retention: Duration) -> StoreResult<u64> {
@@ -441,7 +405,16 @@ impl Feed {
 
 // --- writes that publish events ------------------------------------------
 
-impl Inner {
+#[async_trait]
+impl Backend for PostgresBackend {
+    const DIALECT: Dialect = Dialect::Postgres;
+    type Tx = Transaction<'static, Postgres>;
+    type Pool = PgPool;
+
+    fn pool(&self) -> PgPool {
+        self.pool.clone()
+    }
+
     async fn begin(&self) -> StoreResult<Transaction<'static, Postgres>> {
         self.pool
             .begin()
@@ -449,19 +422,10 @@ impl Inner {
             .map_err(|e| backend("cannot begin a write", e))
     }
 
-    /// Appends `event` to the feed inside `tx`, commits, and publishes it on
-    /// this store's broadcast (see the module doc for why in that order).
-    async fn commit_with_event(
-        &self,
-        tx: Transaction<'static, Postgres>,
-        event: Event,
-    ) -> StoreResult<()> {
-        self.commit_with_events(tx, vec![event]).await
-    }
-
-    /// [`Inner::commit_with_event`] for several events of one commit, in
-    /// order: each follows the one before it in the feed.
-    async fn commit_with_events(
+    /// Appends `events` to the feed inside `tx`, each following the one
+    /// before it, commits, and publishes them on this store's broadcast
+    /// (see the module doc for why in that order).
+    async fn commit(
         &self,
         mut tx: Transaction<'static, Postgres>,
         events: Vec<Event>,
@@ -516,646 +480,14 @@ impl Inner {
         Ok(())
     }
 
-    async fn create_actual_lrps(
-        &self,
-        lrps: Vec<ActualLrp>,
-    ) -> StoreResult<Vec<Option<ActualLrp>>> {
-        let mut tx = self.begin().await?;
-        let mut created = Vec::with_capacity(lrps.len());
-        for mut lrp in lrps {
-            lrp.modification_tag = fresh_tag();
-            let key = actual_key(&lrp.process_guid, lrp.index);
-            let record = encode(RecordKind::ActualLrp, &key, &lrp)?;
-            let inserted = sqlx::query(
-                "INSERT INTO actual_lrps
-                   (process_guid, instance_index, domain, cell_id, state, mod_epoch, mod_index, record)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-                 ON CONFLICT DO NOTHING",
-            )
-            .bind(&lrp.process_guid)
-            .bind(lrp.index)
-            .bind(&lrp.domain)
-            .bind(&lrp.cell_id)
-            .bind(lrp.state.as_str())
-            .bind(&lrp.modification_tag.epoch)
-            .bind(i64::from(lrp.modification_tag.index))
-            .bind(record)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| backend("cannot create actual LRPs", e))?;
-            created.push((inserted.rows_affected() > 0).then_some(lrp));
-        }
-        let events = created
-            .iter()
-            .flatten()
-            .map(|lrp| Event::ActualLrpCreated {
-                actual_lrp: lrp.clone(),
-            })
-            .collect();
-        self.commit_with_events(tx, events).await?;
-        Ok(created)
-    }
-
-    async fn create_task(&self, mut task: Task) -> StoreResult<Task> {
-        let kind = RecordKind::Task;
-        task.modification_tag = fresh_tag();
-        let record = encode(kind, &task.task_guid, &task)?;
-        let mut tx = self.begin().await?;
-        let result = sqlx::query(
-            "INSERT INTO tasks (task_guid, domain, state, cell_id, created_at, mod_epoch, mod_index, record)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(&task.task_guid)
-        .bind(&task.domain)
-        .bind(task.state.as_str())
-        .bind(&task.cell_id)
-        .bind(task.created_at)
-        .bind(&task.modification_tag.epoch)
-        .bind(i64::from(task.modification_tag.index))
-        .bind(record)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| backend("cannot create task", e))?;
-        if result.rows_affected() == 0 {
-            return Err(already_exists(kind, &task.task_guid));
-        }
-        self.commit_with_event(tx, Event::TaskCreated { task: task.clone() })
-            .await?;
-        Ok(task)
-    }
-
-    async fn update_task(&self, mut task: Task) -> StoreResult<Task> {
-        let kind = RecordKind::Task;
-        let mut tx = self.begin().await?;
-        let before: Task = read_record(
-            &mut tx,
-            kind,
-            &task.task_guid,
-            sqlx::query("SELECT record FROM tasks WHERE task_guid = $1 FOR UPDATE")
-                .bind(&task.task_guid),
-        )
-        .await?;
-        check_tag(
-            kind,
-            &task.task_guid,
-            &before.modification_tag,
-            &task.modification_tag,
-        )?;
-        task.modification_tag = next_tag(&before.modification_tag);
-        let record = encode(kind, &task.task_guid, &task)?;
-        let result = sqlx::query(
-            "UPDATE tasks SET domain = $1, state = $2, cell_id = $3, created_at = $4, mod_index = $5, record = $6
-             WHERE task_guid = $7 AND mod_epoch = $8 AND mod_index = $9",
-        )
-        .bind(&task.domain)
-        .bind(task.state.as_str())
-        .bind(&task.cell_id)
-        .bind(task.created_at)
-        .bind(i64::from(task.modification_tag.index))
-        .bind(record)
-        .bind(&task.task_guid)
-        .bind(&before.modification_tag.epoch)
-        .bind(i64::from(before.modification_tag.index))
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| backend("cannot update task", e))?;
-        ensure_one_row(kind, &task.task_guid, result.rows_affected())?;
-        let event = Event::TaskChanged {
-            task_before: before,
-            task_after: task.clone(),
-        };
-        self.commit_with_event(tx, event).await?;
-        Ok(task)
-    }
-
-    async fn delete_task(&self, task_guid: String, expected: ModificationTag) -> StoreResult<()> {
-        let kind = RecordKind::Task;
-        let mut tx = self.begin().await?;
-        let task: Task = read_record(
-            &mut tx,
-            kind,
-            &task_guid,
-            sqlx::query("SELECT record FROM tasks WHERE task_guid = $1 FOR UPDATE")
-                .bind(&task_guid),
-        )
-        .await?;
-        check_tag(kind, &task_guid, &task.modification_tag, &expected)?;
-        let result = sqlx::query(
-            "DELETE FROM tasks WHERE task_guid = $1 AND mod_epoch = $2 AND mod_index = $3",
-        )
-        .bind(&task_guid)
-        .bind(&expected.epoch)
-        .bind(i64::from(expected.index))
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| backend("cannot delete task", e))?;
-        ensure_one_row(kind, &task_guid, result.rows_affected())?;
-        self.commit_with_event(tx, Event::TaskRemoved { task })
-            .await
-    }
-
-    async fn create_desired_lrp(&self, mut lrp: DesiredLrp) -> StoreResult<DesiredLrp> {
-        let kind = RecordKind::DesiredLrp;
-        lrp.modification_tag = fresh_tag();
-        let record = encode(kind, &lrp.process_guid, &lrp)?;
-        let mut tx = self.begin().await?;
-        let result = sqlx::query(
-            "INSERT INTO desired_lrps (process_guid, domain, mod_epoch, mod_index, record)
-             VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(&lrp.process_guid)
-        .bind(&lrp.domain)
-        .bind(&lrp.modification_tag.epoch)
-        .bind(i64::from(lrp.modification_tag.index))
-        .bind(record)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| backend("cannot create desired LRP", e))?;
-        if result.rows_affected() == 0 {
-            return Err(already_exists(kind, &lrp.process_guid));
-        }
-        let event = Event::DesiredLrpCreated {
-            desired_lrp: lrp.clone(),
-        };
-        self.commit_with_event(tx, event).await?;
-        Ok(lrp)
-    }
-
-    async fn update_desired_lrp(&self, mut lrp: DesiredLrp) -> StoreResult<DesiredLrp> {
-        let kind = RecordKind::DesiredLrp;
-        let mut tx = self.begin().await?;
-        let before: DesiredLrp = read_record(
-            &mut tx,
-            kind,
-            &lrp.process_guid,
-            sqlx::query("SELECT record FROM desired_lrps WHERE process_guid = $1 FOR UPDATE")
-                .bind(&lrp.process_guid),
-        )
-        .await?;
-        check_tag(
-            kind,
-            &lrp.process_guid,
-            &before.modification_tag,
-            &lrp.modification_tag,
-        )?;
-        lrp.modification_tag = next_tag(&before.modification_tag);
-        let record = encode(kind, &lrp.process_guid, &lrp)?;
-        let result = sqlx::query(
-            "UPDATE desired_lrps SET domain = $1, mod_index = $2, record = $3
-             WHERE process_guid = $4 AND mod_epoch = $5 AND mod_index = $6",
-        )
-        .bind(&lrp.domain)
-        .bind(i64::from(lrp.modification_tag.index))
-        .bind(record)
-        .bind(&lrp.process_guid)
-        .bind(&before.modification_tag.epoch)
-        .bind(i64::from(before.modification_tag.index))
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| backend("cannot update desired LRP", e))?;
-        ensure_one_row(kind, &lrp.process_guid, result.rows_affected())?;
-        let event = Event::DesiredLrpChanged {
-            desired_lrp_before: before,
-            desired_lrp_after: lrp.clone(),
-        };
-        self.commit_with_event(tx, event).await?;
-        Ok(lrp)
-    }
-
-    async fn delete_desired_lrp(
-        &self,
-        process_guid: String,
-        expected: ModificationTag,
-    ) -> StoreResult<()> {
-        let kind = RecordKind::DesiredLrp;
-        let mut tx = self.begin().await?;
-        let lrp: DesiredLrp = read_record(
-            &mut tx,
-            kind,
-            &process_guid,
-            sqlx::query("SELECT record FROM desired_lrps WHERE process_guid = $1 FOR UPDATE")
-                .bind(&process_guid),
-        )
-        .await?;
-        check_tag(kind, &process_guid, &lrp.modification_tag, &expected)?;
-        let result = sqlx::query(
-            "DELETE FROM desired_lrps WHERE process_guid = $1 AND mod_epoch = $2 AND mod_index = $3",
-        )
-        .bind(&process_guid)
-        .bind(&expected.epoch)
-        .bind(i64::from(expected.index))
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| backend("cannot delete desired LRP", e))?;
-        ensure_one_row(kind, &process_guid, result.rows_affected())?;
-        self.commit_with_event(tx, Event::DesiredLrpRemoved { desired_lrp: lrp })
-            .await
-    }
-
-    async fn create_actual_lrp(&self, lrp: ActualLrp) -> StoreResult<ActualLrp> {
-        let key = actual_key(&lrp.process_guid, lrp.index);
-        match self.create_actual_lrps(vec![lrp]).await?.pop().flatten() {
-            Some(created) => Ok(created),
-            None => Err(StoreError::AlreadyExists {
-                kind: RecordKind::ActualLrp,
-                key,
-            }),
-        }
-    }
-
-    async fn update_actual_lrp(&self, mut lrp: ActualLrp) -> StoreResult<ActualLrp> {
-        let kind = RecordKind::ActualLrp;
-        let key = actual_key(&lrp.process_guid, lrp.index);
-        let mut tx = self.begin().await?;
-        let before: ActualLrp = read_record(
-            &mut tx,
-            kind,
-            &key,
-            sqlx::query(
-                "SELECT record FROM actual_lrps
-                 WHERE process_guid = $1 AND instance_index = $2 FOR UPDATE",
-            )
-            .bind(&lrp.process_guid)
-            .bind(lrp.index),
-        )
-        .await?;
-        check_tag(kind, &key, &before.modification_tag, &lrp.modification_tag)?;
-        lrp.modification_tag = next_tag(&before.modification_tag);
-        let record = encode(kind, &key, &lrp)?;
-        let result = sqlx::query(
-            "UPDATE actual_lrps SET domain = $1, cell_id = $2, state = $3, mod_index = $4, record = $5
-             WHERE process_guid = $6 AND instance_index = $7 AND mod_epoch = $8 AND mod_index = $9",
-        )
-        .bind(&lrp.domain)
-        .bind(&lrp.cell_id)
-        .bind(lrp.state.as_str())
-        .bind(i64::from(lrp.modification_tag.index))
-        .bind(record)
-        .bind(&lrp.process_guid)
-        .bind(lrp.index)
-        .bind(&before.modification_tag.epoch)
-        .bind(i64::from(before.modification_tag.index))
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| backend("cannot update actual LRP", e))?;
-        ensure_one_row(kind, &key, result.rows_affected())?;
-        let event = Event::ActualLrpChanged {
-            actual_lrp_before: before,
-            actual_lrp_after: lrp.clone(),
-        };
-        self.commit_with_event(tx, event).await?;
-        Ok(lrp)
-    }
-
-    async fn delete_actual_lrp(
-        &self,
-        process_guid: String,
-        index: i64,
-        expected: ModificationTag,
-    ) -> StoreResult<()> {
-        let kind = RecordKind::ActualLrp;
-        let key = actual_key(&process_guid, index);
-        let mut tx = self.begin().await?;
-        let lrp: ActualLrp = read_record(
-            &mut tx,
-            kind,
-            &key,
-            sqlx::query(
-                "SELECT record FROM actual_lrps
-                 WHERE process_guid = $1 AND instance_index = $2 FOR UPDATE",
-            )
-            .bind(&process_guid)
-            .bind(index),
-        )
-        .await?;
-        check_tag(kind, &key, &lrp.modification_tag, &expected)?;
-        let result = sqlx::query(
-            "DELETE FROM actual_lrps
-             WHERE process_guid = $1 AND instance_index = $2 AND mod_epoch = $3 AND mod_index = $4",
-        )
-        .bind(&process_guid)
-        .bind(index)
-        .bind(&expected.epoch)
-        .bind(i64::from(expected.index))
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| backend("cannot delete actual LRP", e))?;
-        ensure_one_row(kind, &key, result.rows_affected())?;
-        self.commit_with_event(tx, Event::ActualLrpRemoved { actual_lrp: lrp })
-            .await
-    }
-}
-
-type PgQuery<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>;
-
-/// Reads and decodes the one record `query` selects (its first column)
-/// inside a write; `NotFound` if there is none.
-async fn read_record<T: DeserializeOwned>(
-    tx: &mut Transaction<'static, Postgres>,
-    kind: RecordKind,
-    key: &str,
-    query: PgQuery<'_>,
-) -> StoreResult<T> {
-    let row = query
-        .fetch_optional(&mut **tx)
-        .await
-        .map_err(|e| backend(&format!("cannot read {kind} {key:?}"), e))?
-        .ok_or_else(|| not_found(kind, key))?;
-    let json: String = row
-        .try_get(0)
-        .map_err(|e| backend(&format!("cannot read {kind} {key:?}"), e))?;
-    decode(kind, key, &json)
-}
-
-// --- reads ---------------------------------------------------------------
-
-impl Inner {
-    async fn get_one<T: DeserializeOwned>(
-        &self,
-        kind: RecordKind,
-        key: &str,
-        query: PgQuery<'_>,
-    ) -> StoreResult<T> {
-        let row = query
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(|e| backend(&format!("cannot read {kind} {key:?}"), e))?
-            .ok_or_else(|| not_found(kind, key))?;
-        let json: String = row
-            .try_get(0)
-            .map_err(|e| backend(&format!("cannot read {kind} {key:?}"), e))?;
-        decode(kind, key, &json)
-    }
-
-    /// Runs a list query whose rows are `(key, record)` and decodes them.
-    async fn list<T: DeserializeOwned>(
-        &self,
-        kind: RecordKind,
-        mut query: QueryBuilder<'_, Postgres>,
-    ) -> StoreResult<Vec<T>> {
-        let rows: Vec<(String, String)> = query
-            .build_query_as()
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| backend(&format!("cannot list {kind}s"), e))?;
-        Ok(decode_readable(kind, &rows))
-    }
-}
-
-#[async_trait]
-impl Store for PostgresStore {
-    async fn upsert_domain(&self, domain: &str, ttl: Option<Duration>) -> StoreResult<()> {
-        // A NULL ttl makes a NULL `expires_at`: never expires.
-        sqlx::query(
-            "INSERT INTO domains (domain, expires_at) VALUES ($1, now() + $2 * interval '1 millisecond')
-             ON CONFLICT (domain) DO UPDATE SET expires_at = excluded.expires_at",
-        )
-        .bind(domain)
-        .bind(ttl.map(ttl_millis))
-        .execute(&self.inner.pool)
-        .await
-        .map_err(|e| backend("cannot upsert domain", e))?;
-        Ok(())
-    }
-
-    async fn domains(&self) -> StoreResult<Vec<String>> {
-        sqlx::query_scalar(
-            "SELECT domain FROM domains WHERE expires_at IS NULL OR expires_at > now() ORDER BY domain",
-        )
-        .fetch_all(&self.inner.pool)
-        .await
-        .map_err(|e| backend("cannot list domains", e))
-    }
-
-    async fn create_task(&self, task: Task) -> StoreResult<Task> {
-        self.write(move |inner| async move { inner.create_task(task).await })
-            .await
-    }
-
-    async fn get_task(&self, task_guid: &str) -> StoreResult<Task> {
-        let query = sqlx::query("SELECT record FROM tasks WHERE task_guid = $1").bind(task_guid);
-        self.inner.get_one(RecordKind::Task, task_guid, query).await
-    }
-
-    async fn list_tasks(&self, filter: &TaskFilter) -> StoreResult<Vec<Task>> {
-        let mut query = QueryBuilder::new("SELECT task_guid, record FROM tasks WHERE TRUE");
-        if let Some(domain) = &filter.domain {
-            query.push(" AND domain = ").push_bind(domain.as_str());
-        }
-        if let Some(cell_id) = &filter.cell_id {
-            query.push(" AND cell_id = ").push_bind(cell_id.as_str());
-        }
-        if let Some(state) = filter.state {
-            query.push(" AND state = ").push_bind(state.as_str());
-        }
-        query.push(" ORDER BY created_at, task_guid");
-        self.inner.list(RecordKind::Task, query).await
-    }
-
-    async fn update_task(&self, task: Task) -> StoreResult<Task> {
-        self.write(move |inner| async move { inner.update_task(task).await })
-            .await
-    }
-
-    async fn delete_task(&self, task_guid: &str, expected: &ModificationTag) -> StoreResult<()> {
-        let (task_guid, expected) = (task_guid.to_string(), expected.clone());
-        self.write(move |inner| async move { inner.delete_task(task_guid, expected).await })
-            .await
-    }
-
-    async fn create_desired_lrp(&self, lrp: DesiredLrp) -> StoreResult<DesiredLrp> {
-        self.write(move |inner| async move { inner.create_desired_lrp(lrp).await })
-            .await
-    }
-
-    async fn get_desired_lrp(&self, process_guid: &str) -> StoreResult<DesiredLrp> {
-        let query = sqlx::query("SELECT record FROM desired_lrps WHERE process_guid = $1")
-            .bind(process_guid);
-        self.inner
-            .get_one(RecordKind::DesiredLrp, process_guid, query)
-            .await
-    }
-
-    async fn list_desired_lrps(&self, filter: &DesiredLrpFilter) -> StoreResult<Vec<DesiredLrp>> {
-        let mut query =
-            QueryBuilder::new("SELECT process_guid, record FROM desired_lrps WHERE TRUE");
-        if let Some(domain) = &filter.domain {
-            query.push(" AND domain = ").push_bind(domain.as_str());
-        }
-        query.push(" ORDER BY process_guid");
-        self.inner.list(RecordKind::DesiredLrp, query).await
-    }
-
-    async fn update_desired_lrp(&self, lrp: DesiredLrp) -> StoreResult<DesiredLrp> {
-        self.write(move |inner| async move { inner.update_desired_lrp(lrp).await })
-            .await
-    }
-
-    async fn delete_desired_lrp(
-        &self,
-        process_guid: &str,
-        expected: &ModificationTag,
-    ) -> StoreResult<()> {
-        let (process_guid, expected) = (process_guid.to_string(), expected.clone());
-        self.write(
-            move |inner| async move { inner.delete_desired_lrp(process_guid, expected).await },
-        )
-        .await
-    }
-
-    async fn create_actual_lrp(&self, lrp: ActualLrp) -> StoreResult<ActualLrp> {
-        self.write(move |inner| async move { inner.create_actual_lrp(lrp).await })
-            .await
-    }
-
-    async fn create_actual_lrps(
-        &self,
-        lrps: Vec<ActualLrp>,
-    ) -> StoreResult<Vec<Option<ActualLrp>>> {
-        self.write(move |inner| async move { inner.create_actual_lrps(lrps).await })
-            .await
-    }
-
-    async fn get_actual_lrp(&self, process_guid: &str, index: i64) -> StoreResult<ActualLrp> {
-        let query = sqlx::query(
-            "SELECT record FROM actual_lrps WHERE process_guid = $1 AND instance_index = $2",
-        )
-        .bind(process_guid)
-        .bind(index);
-        self.inner
-            .get_one(
-                RecordKind::ActualLrp,
-                &actual_key(process_guid, index),
-                query,
-            )
-            .await
-    }
-
-    async fn list_actual_lrps(&self, filter: &ActualLrpFilter) -> StoreResult<Vec<ActualLrp>> {
-        let mut query = QueryBuilder::new(
-            "SELECT process_guid || '/' || instance_index::text, record FROM actual_lrps WHERE TRUE",
-        );
-        if let Some(process_guid) = &filter.process_guid {
-            query
-                .push(" AND process_guid = ")
-                .push_bind(process_guid.as_str());
-        }
-        if let Some(domain) = &filter.domain {
-            query.push(" AND domain = ").push_bind(domain.as_str());
-        }
-        if let Some(cell_id) = &filter.cell_id {
-            query.push(" AND cell_id = ").push_bind(cell_id.as_str());
-        }
-        query.push(" ORDER BY process_guid, instance_index");
-        self.inner.list(RecordKind::ActualLrp, query).await
-    }
-
-    async fn update_actual_lrp(&self, lrp: ActualLrp) -> StoreResult<ActualLrp> {
-        self.write(move |inner| async move { inner.update_actual_lrp(lrp).await })
-            .await
-    }
-
-    async fn delete_actual_lrp(
-        &self,
-        process_guid: &str,
-        index: i64,
-        expected: &ModificationTag,
-    ) -> StoreResult<()> {
-        let (process_guid, expected) = (process_guid.to_string(), expected.clone());
-        self.write(move |inner| async move {
-            inner.delete_actual_lrp(process_guid, index, expected).await
-        })
-        .await
-    }
-
-    async fn upsert_cell(&self, presence: CellPresence, ttl: Duration) -> StoreResult<()> {
-        let record = encode(RecordKind::Cell, &presence.cell_id, &presence)?;
-        sqlx::query(
-            "INSERT INTO cells (cell_id, expires_at, record)
-             VALUES ($1, now() + $2 * interval '1 millisecond', $3)
-             ON CONFLICT (cell_id) DO UPDATE SET
-               expires_at = excluded.expires_at, record = excluded.record",
-        )
-        .bind(&presence.cell_id)
-        .bind(ttl_millis(ttl))
-        .bind(record)
-        .execute(&self.inner.pool)
-        .await
-        .map_err(|e| backend("cannot upsert cell", e))?;
-        Ok(())
-    }
-
-    async fn list_cells(&self) -> StoreResult<Vec<CellPresence>> {
-        let query = QueryBuilder::new(
-            "SELECT cell_id, record FROM cells WHERE expires_at > now() ORDER BY cell_id",
-        );
-        self.inner.list(RecordKind::Cell, query).await
-    }
-
-    async fn remove_cell(&self, cell_id: &str) -> StoreResult<()> {
-        sqlx::query("DELETE FROM cells WHERE cell_id = $1")
-            .bind(cell_id)
-            .execute(&self.inner.pool)
-            .await
-            .map_err(|e| backend("cannot remove cell", e))?;
-        Ok(())
-    }
-
-    async fn acquire_lock(&self, name: &str, owner: &str, ttl: Duration) -> StoreResult<bool> {
-        // One statement, so atomic: insert if absent; otherwise take over
-        // only if the lease is ours or has run out. A refused update changes
-        // no row. Racing inserts of a free lock: the later one waits for the
-        // earlier to commit, then sees its row and is refused.
-        let result = sqlx::query(
-            "INSERT INTO locks (name, owner, expires_at)
-             VALUES ($1, $2, now() + $3 * interval '1 millisecond')
-             ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at
-             WHERE locks.owner = excluded.owner OR locks.expires_at <= now()",
-        )
-        .bind(name)
-        .bind(owner)
-        .bind(ttl_millis(ttl))
-        .execute(&self.inner.pool)
-        .await
-        .map_err(|e| backend("cannot acquire lock", e))?;
-        Ok(result.rows_affected() == 1)
-    }
-
-    async fn release_lock(&self, name: &str, owner: &str) -> StoreResult<()> {
-        sqlx::query("DELETE FROM locks WHERE name = $1 AND owner = $2")
-            .bind(name)
-            .bind(owner)
-            .execute(&self.inner.pool)
-            .await
-            .map_err(|e| backend("cannot release lock", e))?;
-        Ok(())
-    }
-
-    async fn lock_owner(&self, name: &str) -> StoreResult<Option<String>> {
-        sqlx::query_scalar("SELECT owner FROM locks WHERE name = $1 AND expires_at > now()")
-            .bind(name)
-            .fetch_optional(&self.inner.pool)
-            .await
-            .map_err(|e| backend("cannot read lock", e))
-    }
-
     fn subscribe(&self) -> EventReceiver {
-        self.inner.feed.events.subscribe()
+        self.feed.events.subscribe()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ttls_are_clamped_to_a_valid_interval() {
-        assert_eq!(ttl_millis(Duration::from_millis(50)), 50);
-        assert_eq!(ttl_millis(Duration::ZERO), 0);
-        assert_eq!(ttl_millis(Duration::MAX), MAX_TTL_MILLIS);
-    }
 
     #[test]
     fn descriptions_never_hold_the_password() {

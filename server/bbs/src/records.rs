@@ -7,10 +7,6 @@ use serde::Serialize;
 
 use crate::{RecordKind, StoreError, StoreResult};
 
-pub(crate) fn backend(context: &str, e: sqlx::Error) -> StoreError {
-    StoreError::Backend(format!("{context}: {e}"))
-}
-
 pub(crate) fn encode(kind: RecordKind, key: &str, record: &impl Serialize) -> StoreResult<String> {
     serde_json::to_string(record)
         .map_err(|e| StoreError::Backend(format!("cannot encode {kind} {key:?}: {e}")))

@@ -3,7 +3,8 @@
 //! that only brains hold database credentials.
 //!
 //! # Calls
-//! Each [`Store`] method is one HTTP request to the current brain. When a
+//! Each [`Store`](crate::Store) method is one HTTP request (the `impl Store`
+//! is derived in [`crate::rpc`] from its list of operations) to the current brain. When a
 //! brain cannot be connected to, the call goes to the next brain of the
 //! list, which then becomes the current one. A call that writes a task or
 //! LRP is only sent again when the first brain was never reached: a create
@@ -13,7 +14,7 @@
 //!
 //! # The change feed
 //! A background task follows one brain's event stream and republishes it
-//! on a local broadcast, which [`Store::subscribe`] hands out. It reconnects
+//! on a local broadcast, which [`Store::subscribe`](crate::Store::subscribe) hands out. It reconnects
 //! with back-off, to the next brain when one cannot be reached, and resumes
 //! right after the last event it saw when the brain still holds the events
 //! since. A write through this store returns only after its event has
@@ -42,22 +43,19 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use lattice_models::parse::{readable_items, Readable};
-use lattice_models::{ActualLrp, CellPresence, DesiredLrp, Event, ModificationTag, Task};
+use lattice_models::Event;
 use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
 use tokio::sync::{broadcast, oneshot, watch};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use crate::http::{
+use crate::rpc::{
     Call, ErrorBody, FeedLine, FeedPosition, Reply, WireError, EVENTS_PATH, HEARTBEAT, PREFIX,
 };
-use crate::{
-    ActualLrpFilter, DesiredLrpFilter, EventReceiver, Store, StoreError, StoreResult, TaskFilter,
-};
+use crate::{EventReceiver, StoreError, StoreResult};
 
 /// How many events a local subscriber may fall behind before it gets
 /// `Lagged` (as for the local backends).
@@ -76,7 +74,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// receptor accepts, JSON-escaped, fit many times over.
 const MAX_LINE_BYTES: usize = 64 * 1024 * 1024;
 
-/// A [`Store`] served by one of several brains (see the module doc).
+/// A [`Store`](crate::Store) served by one of several brains (see the module doc).
 /// Dropping it stops following the feed; its subscribers then see
 /// `Closed`.
 pub struct RemoteStore {
@@ -84,7 +82,7 @@ pub struct RemoteStore {
     _stop: DropGuard,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     http: reqwest::Client,
     /// Base URLs of the brains, without a trailing slash.
     urls: Arc<[String]>,
@@ -136,24 +134,15 @@ fn chain(error: &dyn std::error::Error) -> String {
 /// The [`StoreError`] a brain's error answer stands for.
 pub(crate) fn store_error(error: WireError, url: &str) -> StoreError {
     match error {
-        WireError::NotFound { record, key } => StoreError::NotFound {
-            kind: record.into(),
-            key,
-        },
-        WireError::AlreadyExists { record, key } => StoreError::AlreadyExists {
-            kind: record.into(),
-            key,
-        },
-        WireError::Conflict { record, key } => StoreError::Conflict {
-            kind: record.into(),
-            key,
-        },
+        WireError::NotFound { record, key } => StoreError::NotFound { kind: record, key },
+        WireError::AlreadyExists { record, key } => StoreError::AlreadyExists { kind: record, key },
+        WireError::Conflict { record, key } => StoreError::Conflict { kind: record, key },
         WireError::Corrupt {
             record,
             key,
             reason,
         } => StoreError::Corrupt {
-            kind: record.into(),
+            kind: record,
             key,
             reason,
         },
@@ -262,6 +251,17 @@ impl RemoteStore {
     pub fn feed_connected(&self) -> bool {
         self.inner.feed.borrow().hub.is_some()
     }
+
+    /// What sends the calls of the `Store` impl, which
+    /// [`crate::rpc`] derives from its list of operations.
+    pub(crate) fn inner(&self) -> &Inner {
+        &self.inner
+    }
+
+    /// The local end of the change feed ([`Store::subscribe`](crate::Store::subscribe)).
+    pub(crate) fn subscribe_feed(&self) -> EventReceiver {
+        self.inner.events.subscribe()
+    }
 }
 
 impl Inner {
@@ -270,7 +270,7 @@ impl Inner {
     /// A list call whose items are decoded one by one: an item this cell
     /// cannot decode (a newer version's, or a damaged record) is logged and
     /// skipped, so that the rest of the list still reaches the rep.
-    async fn call_list<T: DeserializeOwned>(&self, call: Call) -> StoreResult<Vec<T>> {
+    pub(crate) async fn call_list<T: DeserializeOwned>(&self, call: Call) -> StoreResult<Vec<T>> {
         let method = split(&call)?.0;
         let items: Vec<Readable<T>> = self.call(call).await?;
         let (items, unreadable) = readable_items(items);
@@ -280,7 +280,7 @@ impl Inner {
         Ok(items)
     }
 
-    async fn call<T: DeserializeOwned>(&self, call: Call) -> StoreResult<T> {
+    pub(crate) async fn call<T: DeserializeOwned>(&self, call: Call) -> StoreResult<T> {
         let retry_any_failure = !call.writes_record();
         let (method, args) = split(&call)?;
         let count = self.urls.len();
@@ -675,179 +675,6 @@ impl Lines {
                 Err(e) => return Some(Err(chain(&e))),
             }
         }
-    }
-}
-
-#[async_trait]
-impl Store for RemoteStore {
-    async fn upsert_domain(&self, domain: &str, ttl: Option<Duration>) -> StoreResult<()> {
-        self.inner
-            .call(Call::UpsertDomain {
-                domain: domain.to_string(),
-                ttl,
-            })
-            .await
-    }
-
-    async fn domains(&self) -> StoreResult<Vec<String>> {
-        self.inner.call(Call::Domains {}).await
-    }
-
-    async fn create_task(&self, task: Task) -> StoreResult<Task> {
-        self.inner.call(Call::CreateTask { task }).await
-    }
-
-    async fn get_task(&self, task_guid: &str) -> StoreResult<Task> {
-        self.inner
-            .call(Call::GetTask {
-                task_guid: task_guid.to_string(),
-            })
-            .await
-    }
-
-    async fn list_tasks(&self, filter: &TaskFilter) -> StoreResult<Vec<Task>> {
-        self.inner
-            .call_list(Call::ListTasks {
-                filter: filter.into(),
-            })
-            .await
-    }
-
-    async fn update_task(&self, task: Task) -> StoreResult<Task> {
-        self.inner.call(Call::UpdateTask { task }).await
-    }
-
-    async fn delete_task(&self, task_guid: &str, expected: &ModificationTag) -> StoreResult<()> {
-        self.inner
-            .call(Call::DeleteTask {
-                task_guid: task_guid.to_string(),
-                expected: expected.clone(),
-            })
-            .await
-    }
-
-    async fn create_desired_lrp(&self, lrp: DesiredLrp) -> StoreResult<DesiredLrp> {
-        self.inner.call(Call::CreateDesiredLrp { lrp }).await
-    }
-
-    async fn get_desired_lrp(&self, process_guid: &str) -> StoreResult<DesiredLrp> {
-        self.inner
-            .call(Call::GetDesiredLrp {
-                process_guid: process_guid.to_string(),
-            })
-            .await
-    }
-
-    async fn list_desired_lrps(&self, filter: &DesiredLrpFilter) -> StoreResult<Vec<DesiredLrp>> {
-        self.inner
-            .call_list(Call::ListDesiredLrps {
-                filter: filter.into(),
-            })
-            .await
-    }
-
-    async fn update_desired_lrp(&self, lrp: DesiredLrp) -> StoreResult<DesiredLrp> {
-        self.inner.call(Call::UpdateDesiredLrp { lrp }).await
-    }
-
-    async fn delete_desired_lrp(
-        &self,
-        process_guid: &str,
-        expected: &ModificationTag,
-    ) -> StoreResult<()> {
-        self.inner
-            .call(Call::DeleteDesiredLrp {
-                process_guid: process_guid.to_string(),
-                expected: expected.clone(),
-            })
-            .await
-    }
-
-    async fn create_actual_lrp(&self, lrp: ActualLrp) -> StoreResult<ActualLrp> {
-        self.inner.call(Call::CreateActualLrp { lrp }).await
-    }
-
-    async fn get_actual_lrp(&self, process_guid: &str, index: i64) -> StoreResult<ActualLrp> {
-        self.inner
-            .call(Call::GetActualLrp {
-                process_guid: process_guid.to_string(),
-                index,
-            })
-            .await
-    }
-
-    async fn list_actual_lrps(&self, filter: &ActualLrpFilter) -> StoreResult<Vec<ActualLrp>> {
-        self.inner
-            .call_list(Call::ListActualLrps {
-                filter: filter.into(),
-            })
-            .await
-    }
-
-    async fn update_actual_lrp(&self, lrp: ActualLrp) -> StoreResult<ActualLrp> {
-        self.inner.call(Call::UpdateActualLrp { lrp }).await
-    }
-
-    async fn delete_actual_lrp(
-        &self,
-        process_guid: &str,
-        index: i64,
-        expected: &ModificationTag,
-    ) -> StoreResult<()> {
-        self.inner
-            .call(Call::DeleteActualLrp {
-                process_guid: process_guid.to_string(),
-                index,
-                expected: expected.clone(),
-            })
-            .await
-    }
-
-    async fn upsert_cell(&self, presence: CellPresence, ttl: Duration) -> StoreResult<()> {
-        self.inner.call(Call::UpsertCell { presence, ttl }).await
-    }
-
-    async fn list_cells(&self) -> StoreResult<Vec<CellPresence>> {
-        self.inner.call_list(Call::ListCells {}).await
-    }
-
-    async fn remove_cell(&self, cell_id: &str) -> StoreResult<()> {
-        self.inner
-            .call(Call::RemoveCell {
-                cell_id: cell_id.to_string(),
-            })
-            .await
-    }
-
-    async fn acquire_lock(&self, name: &str, owner: &str, ttl: Duration) -> StoreResult<bool> {
-        self.inner
-            .call(Call::AcquireLock {
-                name: name.to_string(),
-                owner: owner.to_string(),
-                ttl,
-            })
-            .await
-    }
-
-    async fn release_lock(&self, name: &str, owner: &str) -> StoreResult<()> {
-        self.inner
-            .call(Call::ReleaseLock {
-                name: name.to_string(),
-                owner: owner.to_string(),
-            })
-            .await
-    }
-
-    async fn lock_owner(&self, name: &str) -> StoreResult<Option<String>> {
-        self.inner
-            .call(Call::LockOwner {
-                name: name.to_string(),
-            })
-            .await
-    }
-
-    fn subscribe(&self) -> EventReceiver {
-        self.inner.events.subscribe()
     }
 }
 

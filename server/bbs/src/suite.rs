@@ -691,10 +691,28 @@ pub async fn actual_lrp_filters_and_order(store: SharedStore) {
         .await,
         ["web/2"]
     );
+    assert_eq!(
+        list(ActualLrpFilter {
+            state: Some(ActualLrpState::Unclaimed),
+            ..ActualLrpFilter::default()
+        })
+        .await,
+        ["api/0", "web/0", "web/10"]
+    );
+    assert_eq!(
+        list(ActualLrpFilter {
+            cell_id: Some("cell-1".into()),
+            state: Some(ActualLrpState::Claimed),
+            ..ActualLrpFilter::default()
+        })
+        .await,
+        ["web/2"]
+    );
     assert!(list(ActualLrpFilter {
         process_guid: Some("api".into()),
         domain: Some("x".into()),
         cell_id: None,
+        state: None,
     })
     .await
     .is_empty());

@@ -19,14 +19,13 @@
 //! instances: one per batch).
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 
+use lattice_bbs::modify::{modify, modify_task, Change, Modified, ModifyError};
 use lattice_bbs::{Store, StoreError};
 use lattice_models::{ActualLrp, ActualLrpEvent, ActualLrpState, TaskState};
 
 use crate::decide::{self, Convergence, LostTask, MissingInstance, Policy};
-
-/// How often one action is retried after compare-and-swap conflicts.
-const CAS_ATTEMPTS: usize = 3;
 
 /// Most missing instances created in one commit.
 const CREATE_BATCH: usize = 256;
@@ -251,33 +250,39 @@ async fn retire(store: &dyn Store, desired: &mut DesiredCache, extra: &ActualLrp
             return Outcome::Failed;
         }
     }
-    let mut tag = extra.modification_tag.clone();
-    for _ in 0..CAS_ATTEMPTS {
-        match store.delete_actual_lrp(process_guid, index, &tag).await {
-            Ok(()) => {
-                tracing::info!(process_guid, index, cell_id = %extra.cell_id, "instance not desired; retired it");
-                return Outcome::Done;
-            }
-            Err(StoreError::NotFound { .. }) => return Outcome::Skipped,
-            // The instance changed (claimed, started, crashed), but its
-            // index is still unwanted: retire what is there now.
-            Err(StoreError::Conflict { .. }) => {
-                match store.get_actual_lrp(process_guid, index).await {
-                    Ok(fresh) => tag = fresh.modification_tag,
-                    Err(StoreError::NotFound { .. }) => return Outcome::Skipped,
-                    Err(err) => {
-                        tracing::warn!(process_guid, index, error = %err, "cannot re-read instance to retire");
-                        return Outcome::Failed;
-                    }
-                }
-            }
-            Err(err) => {
-                tracing::warn!(process_guid, index, error = %err, "cannot retire instance");
-                return Outcome::Failed;
-            }
+    // The instance may change (claimed, started, crashed) before it is
+    // deleted, but its index is still unwanted: retire what is there then.
+    let retired = modify(store, extra.clone(), |_| {
+        Ok::<_, Infallible>(Change::Delete)
+    })
+    .await;
+    match retired {
+        Ok(_) => {
+            tracing::info!(process_guid, index, cell_id = %extra.cell_id, "instance not desired; retired it");
+            Outcome::Done
+        }
+        Err(err) => skipped_or_failed(err, |err| {
+            tracing::warn!(process_guid, index, error = %err, "cannot retire instance");
+        }),
+    }
+}
+
+/// A write that did not happen: skipped when the record is gone or kept
+/// changing (the next pass decides again), failed (and `log`ged) on a
+/// store error.
+fn skipped_or_failed(
+    err: ModifyError<Infallible>,
+    log: impl FnOnce(&ModifyError<Infallible>),
+) -> Outcome {
+    match err {
+        ModifyError::Store(StoreError::NotFound { .. }) | ModifyError::KeptChanging { .. } => {
+            Outcome::Skipped
+        }
+        err => {
+            log(&err);
+            Outcome::Failed
         }
     }
-    Outcome::Skipped
 }
 
 /// Applies `event` to the stored instance while `still_applies` holds for it.
@@ -328,114 +333,82 @@ async fn transition(
     decided: &ActualLrp,
     event: ActualLrpEvent,
     now: i64,
-    still_applies: impl Fn(&ActualLrp) -> bool,
+    still_applies: impl Fn(&ActualLrp) -> bool + Sync,
 ) -> Outcome {
     let process_guid = decided.process_guid.as_str();
     let index = decided.index;
     let cell_id = decided.cell_id.as_str();
-    let mut current = decided.clone();
-    for _ in 0..CAS_ATTEMPTS {
-        if !still_applies(&current) {
-            return Outcome::Skipped;
+    let changed = modify(store, decided.clone(), |current| {
+        if !still_applies(current) || current.apply(event, now).is_err() {
+            return Ok::<_, Infallible>(Change::Keep);
         }
-        let mut next = current.clone();
-        if next.apply(event, now).is_err() {
-            return Outcome::Skipped;
+        Ok(Change::Update)
+    })
+    .await;
+    match changed {
+        Ok(Modified::Updated(_)) => {
+            tracing::info!(
+                process_guid,
+                index,
+                cell_id,
+                crash_count = decided.crash_count,
+                ?event,
+                "instance back to unclaimed"
+            );
+            Outcome::Done
         }
-        match store.update_actual_lrp(next).await {
-            Ok(_) => {
-                tracing::info!(
-                    process_guid,
-                    index,
-                    cell_id,
-                    crash_count = decided.crash_count,
-                    ?event,
-                    "instance back to unclaimed"
-                );
-                return Outcome::Done;
-            }
-            Err(StoreError::NotFound { .. }) => return Outcome::Skipped,
-            Err(StoreError::Conflict { .. }) => {
-                match store.get_actual_lrp(process_guid, index).await {
-                    Ok(fresh) => current = fresh,
-                    Err(StoreError::NotFound { .. }) => return Outcome::Skipped,
-                    Err(err) => {
-                        tracing::warn!(process_guid, index, error = %err, "cannot re-read instance");
-                        return Outcome::Failed;
-                    }
-                }
-            }
-            Err(err) => {
-                tracing::warn!(process_guid, index, cell_id, ?event, error = %err, "cannot update instance");
-                return Outcome::Failed;
-            }
-        }
+        Ok(_) => Outcome::Skipped,
+        Err(err) => skipped_or_failed(err, |err| {
+            tracing::warn!(process_guid, index, cell_id, ?event, error = %err, "cannot update instance");
+        }),
     }
-    Outcome::Skipped
 }
 
 async fn fail_lost_task(store: &dyn Store, lost: &LostTask, now: i64) -> Outcome {
     let task_guid = lost.task_guid.as_str();
     let cell_id = lost.cell_id.as_str();
-    for _ in 0..CAS_ATTEMPTS {
-        let mut task = match store.get_task(task_guid).await {
-            Ok(task) => task,
-            Err(StoreError::NotFound { .. }) => return Outcome::Skipped,
-            Err(err) => {
-                tracing::warn!(task_guid, error = %err, "cannot read lost task");
-                return Outcome::Failed;
-            }
-        };
+    let failed = modify_task(store, task_guid, |task| {
         let still_lost = matches!(task.state, TaskState::Claimed | TaskState::Running)
             && task.cell_id == lost.cell_id;
         if !still_lost || task.fail(lost.reason.clone(), now).is_err() {
-            return Outcome::Skipped;
+            return Ok::<_, Infallible>(Change::Keep);
         }
-        match store.update_task(task).await {
-            Ok(_) => {
-                tracing::warn!(task_guid, cell_id, reason = %lost.reason, "task's cell vanished; completed it failed");
-                return Outcome::Done;
-            }
-            Err(StoreError::Conflict { .. }) => continue,
-            Err(StoreError::NotFound { .. }) => return Outcome::Skipped,
-            Err(err) => {
-                tracing::warn!(task_guid, cell_id, error = %err, "cannot fail lost task");
-                return Outcome::Failed;
-            }
+        Ok(Change::Update)
+    })
+    .await;
+    match failed {
+        Ok(Modified::Updated(_)) => {
+            tracing::warn!(task_guid, cell_id, reason = %lost.reason, "task's cell vanished; completed it failed");
+            Outcome::Done
         }
+        Ok(_) => Outcome::Skipped,
+        Err(err) => skipped_or_failed(err, |err| {
+            tracing::warn!(task_guid, cell_id, error = %err, "cannot fail lost task");
+        }),
     }
-    Outcome::Skipped
 }
 
 async fn expire_task(store: &dyn Store, task_guid: &str, now: i64, policy: &Policy) -> Outcome {
-    for _ in 0..CAS_ATTEMPTS {
-        let task = match store.get_task(task_guid).await {
-            Ok(task) => task,
-            Err(StoreError::NotFound { .. }) => return Outcome::Skipped,
-            Err(err) => {
-                tracing::warn!(task_guid, error = %err, "cannot read task to expire");
-                return Outcome::Failed;
-            }
-        };
-        if !decide::should_expire(&task, now, policy) {
-            return Outcome::Skipped;
+    let expired = modify_task(store, task_guid, |task| {
+        Ok::<_, Infallible>(if decide::should_expire(task, now, policy) {
+            Change::Delete
+        } else {
+            Change::Keep
+        })
+    })
+    .await;
+    match expired {
+        Ok(Modified::Deleted(task)) => {
+            tracing::info!(
+                task_guid,
+                failed = task.failed,
+                "completed task expired; deleted it"
+            );
+            Outcome::Done
         }
-        match store.delete_task(task_guid, &task.modification_tag).await {
-            Ok(()) => {
-                tracing::info!(
-                    task_guid,
-                    failed = task.failed,
-                    "completed task expired; deleted it"
-                );
-                return Outcome::Done;
-            }
-            Err(StoreError::Conflict { .. }) => continue,
-            Err(StoreError::NotFound { .. }) => return Outcome::Skipped,
-            Err(err) => {
-                tracing::warn!(task_guid, error = %err, "cannot delete expired task");
-                return Outcome::Failed;
-            }
-        }
+        Ok(_) => Outcome::Skipped,
+        Err(err) => skipped_or_failed(err, |err| {
+            tracing::warn!(task_guid, error = %err, "cannot delete expired task");
+        }),
     }
-    Outcome::Skipped
 }

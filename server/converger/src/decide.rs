@@ -18,6 +18,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
+use lattice_models::crash::{CrashDecision, CrashPolicy};
 use lattice_models::{ActualLrp, ActualLrpState, CellPresence, DesiredLrp, Task, TaskState};
 
 /// Failure reason of a task whose cell's presence expired while it was
@@ -37,18 +38,10 @@ pub struct Snapshot {
 /// The converger's timings, with Diego's defaults. Tests shrink them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
-    /// Crashes (counted from 1) that are restarted at once.
-    pub immediate_restarts: i64,
-    /// Wait before the first delayed restart; doubles with each crash.
-    pub crash_backoff_min: Duration,
-    /// Cap of the doubling wait.
-    pub crash_backoff_max: Duration,
-    /// An instance that crashed this many times stays CRASHED for good.
-    pub max_restart_attempts: i64,
-    /// An instance that ran at least this long before crashing starts its
-    /// crash count afresh (applied by the cell, see
-    /// [`Policy::crash_count_after_crash`]).
-    pub crash_count_reset_after: Duration,
+    /// When a CRASHED instance starts again: the one crash policy, shared
+    /// with the cell, which counts the crashes
+    /// ([`lattice_models::crash::crash_count_after_crash`]).
+    pub crash: CrashPolicy,
     /// An UNCLAIMED instance older than this is offered to the auctioneer
     /// again (the auction that should have placed it may have been lost).
     pub unclaimed_timeout: Duration,
@@ -66,79 +59,13 @@ pub struct Policy {
 impl Default for Policy {
     fn default() -> Self {
         Policy {
-            immediate_restarts: 3,
-            crash_backoff_min: Duration::from_secs(30),
-            crash_backoff_max: Duration::from_secs(16 * 60),
-            max_restart_attempts: 200,
-            crash_count_reset_after: Duration::from_secs(5 * 60),
+            crash: CrashPolicy::default(),
             unclaimed_timeout: Duration::from_secs(30),
             pending_kick_after: Duration::from_secs(30),
             resolving_timeout: Duration::from_secs(60),
             completed_ttl: Duration::from_secs(120),
         }
     }
-}
-
-/// What the crash policy says about a CRASHED instance at some instant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CrashDecision {
-    RestartNow,
-    /// Not before this time (nanoseconds since the Unix epoch).
-    WaitUntil(i64),
-    /// Crashed too often: it stays CRASHED.
-    GiveUp,
-}
-
-impl Policy {
-    /// How long an instance that crashed `crash_count` times waits, from
-    /// the crash, before it is restarted: nothing for the first
-    /// `immediate_restarts` crashes, then `crash_backoff_min` doubling up to
-    /// `crash_backoff_max` (30 s, 1 m, 2 m, ... 16 m, 16 m, ...).
-    pub fn crash_backoff(&self, crash_count: i64) -> Duration {
-        if crash_count <= self.immediate_restarts {
-            return Duration::ZERO;
-        }
-        // The exponent is capped well below overflow; the cap applies anyway.
-        let exponent = u32::try_from(crash_count - self.immediate_restarts - 1)
-            .unwrap_or(u32::MAX)
-            .min(32);
-        self.crash_backoff_min
-            .checked_mul(1u32.checked_shl(exponent).unwrap_or(u32::MAX))
-            .unwrap_or(self.crash_backoff_max)
-            .min(self.crash_backoff_max)
-    }
-
-    /// Diego's crash policy for an instance that crashed `crash_count` times,
-    /// the last time at `since`.
-    pub fn crash_decision(&self, crash_count: i64, since: i64, now_nanos: i64) -> CrashDecision {
-        if crash_count >= self.max_restart_attempts {
-            return CrashDecision::GiveUp;
-        }
-        let due = since.saturating_add(nanos(self.crash_backoff(crash_count)));
-        if now_nanos >= due {
-            CrashDecision::RestartNow
-        } else {
-            CrashDecision::WaitUntil(due)
-        }
-    }
-
-    /// The crash count to record when an instance that had crashed
-    /// `previous_count` times crashes again after running for `ran_for`: an
-    /// instance that ran long enough has recovered, so its count starts over.
-    pub fn crash_count_after_crash(&self, previous_count: i64, ran_for: Duration) -> i64 {
-        let base = if ran_for >= self.crash_count_reset_after {
-            0
-        } else {
-            previous_count.max(0)
-        };
-        base.saturating_add(1)
-    }
-}
-
-/// [`Policy::crash_count_after_crash`] with Diego's 5-minute reset, for the
-/// rep to call when an instance crashes.
-pub fn crash_count_after_crash(previous_count: i64, ran_for: Duration) -> i64 {
-    Policy::default().crash_count_after_crash(previous_count, ran_for)
 }
 
 /// An index of a desired LRP that has no actual LRP.
@@ -252,7 +179,7 @@ fn converge_lrps(
                 }
             }
             ActualLrpState::Crashed => {
-                match policy.crash_decision(actual.crash_count, actual.since, now) {
+                match policy.crash.decision(actual.crash_count, actual.since, now) {
                     CrashDecision::RestartNow => out.restart_crashed.push(actual.clone()),
                     CrashDecision::GiveUp => out.gave_up.push(actual.clone()),
                     CrashDecision::WaitUntil(at) => {

@@ -11,8 +11,8 @@
 //! [`LOCK_NAME`] lock acts; a standby keeps trying to take it.
 //!
 //! # Layout
-//! - [`decide`]: [`decide::converge`], the pure decisions on a [`Snapshot`],
-//!   and the crash policy.
+//! - [`decide`]: [`decide::converge`], the pure decisions on a [`Snapshot`]
+//!   (restarts follow [`CrashPolicy`], the one crash policy, in models).
 //! - [`apply`]: performs the decisions with compare-and-swap.
 //! - [`callbacks`]: task completion callbacks (COMPLETED -> RESOLVING ->
 //!   deleted).
@@ -20,7 +20,7 @@
 //!   ([`Converger::run`]).
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use lattice_bbs::{
@@ -28,7 +28,6 @@ use lattice_bbs::{
 };
 use lattice_models::{ActualLrpState, Event, TaskState};
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::Notify;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -39,9 +38,8 @@ pub mod decide;
 
 pub use apply::Applied;
 pub use callbacks::{CallbackConfig, CallbackCounts, Resolution, Resolver};
-pub use decide::{
-    converge, crash_count_after_crash, Convergence, Policy, Snapshot, CELL_DISAPPEARED_REASON,
-};
+pub use decide::{converge, Convergence, Policy, Snapshot, CELL_DISAPPEARED_REASON};
+pub use lattice_models::crash::CrashPolicy;
 
 /// Name of the BBS lock only the active converger holds.
 pub const LOCK_NAME: &str = "converger";
@@ -55,9 +53,6 @@ pub struct ConvergerConfig {
     /// Lease of the converger lock; renewed every third of it.
     pub lock_ttl: Duration,
     pub policy: Policy,
-    /// Notified (one permit) when a pass made work for the auctioneer:
-    /// instances created or unclaimed, or stuck work to place again.
-    pub on_work: Arc<Notify>,
     pub callbacks: CallbackConfig,
     /// After a relevant event, how long to gather more before a pass, so a
     /// burst of changes costs one pass.
@@ -66,13 +61,17 @@ pub struct ConvergerConfig {
 
 impl ConvergerConfig {
     /// Diego's defaults: a pass every 30 s, a 15 s lease.
-    pub fn new(owner: impl Into<String>, on_work: Arc<Notify>) -> Self {
+    ///
+    /// The converger never wakes the auctioneer itself: the instances it
+    /// creates or unclaims reach the auctioneer through the store's change
+    /// feed, and stuck work through the auctioneer's own scan. So a brain
+    /// that stands by is never woken by the active one's converger.
+    pub fn new(owner: impl Into<String>) -> Self {
         ConvergerConfig {
             owner: owner.into(),
             interval: Duration::from_secs(30),
             lock_ttl: Duration::from_secs(15),
             policy: Policy::default(),
-            on_work,
             callbacks: CallbackConfig::default(),
             debounce: Duration::from_millis(75),
         }
@@ -290,11 +289,6 @@ impl Converger {
         self.log_gave_up(&convergence);
         let applied =
             apply::apply(self.store.as_ref(), &convergence, now, &self.config.policy).await;
-        if applied.wants_auction() {
-            // One stored permit: the auctioneer looks once even if it is busy
-            // right now, and many passes do not queue many rounds.
-            self.config.on_work.notify_one();
-        }
         let report = Report {
             applied,
             gave_up: convergence.gave_up.len(),

@@ -214,8 +214,8 @@ impl Garden for FakeGarden {
                 .iter()
                 .enumerate()
                 .map(|(i, &port)| lattice_garden::PortMapping {
-                    container_port: port,
-                    host_port: 61000 + i as u16,
+                    container_port: u32::from(port),
+                    host_port: 61000 + i as u32,
                 })
                 .collect(),
             properties: spec.properties.clone(),

@@ -389,10 +389,12 @@ impl DockerGarden {
             .unwrap_or_default()
             .into_iter()
             .filter_map(|(key, bindings)| {
-                let container_port = key.split('/').next()?.parse().ok()?;
+                // Parsed as u16: Docker never reports a port above 65535.
+                let container_port = u32::from(key.split('/').next()?.parse::<u16>().ok()?);
                 let host_port = bindings?
                     .into_iter()
-                    .find_map(|b| b.host_port?.parse().ok())?;
+                    .find_map(|b| b.host_port?.parse::<u16>().ok())
+                    .map(u32::from)?;
                 Some(PortMapping {
                     container_port,
                     host_port,

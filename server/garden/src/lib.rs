@@ -4,13 +4,13 @@
 //! Docker. A container is a long-lived sandbox (created from a rootfs, with
 //! limits, port mappings and properties) in which any number of processes are
 //! run, each with streamed output and an exit status, as in Cloud Foundry's
-//! Garden. The [`docker`] backend implements it with bollard; bollard's types
+//! Garden. The `docker` backend (cargo feature `docker`) implements it with bollard; bollard's types
 //! never leave that module.
 //!
 //! # Layout
 //! - [`Garden`], [`Process`]: the traits.
 //! - [`ContainerSpec`], [`ProcessSpec`], [`ContainerInfo`]: plain data.
-//! - [`docker`]: the Docker backend.
+//! - `docker` (cargo feature `docker`): the Docker backend.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -19,6 +19,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 
+#[cfg(feature = "docker")]
 pub mod docker;
 
 /// The label/property every container we create carries, naming its owner
@@ -124,11 +125,9 @@ pub struct ContainerSpec {
     pub bind_mounts: Vec<BindMount>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PortMapping {
-    pub container_port: u16,
-    pub host_port: u16,
-}
+/// A published port: the wire type of actual LRPs, so that a container's
+/// ports reach the BBS without a conversion.
+pub use lattice_models::PortMapping;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerInfo {

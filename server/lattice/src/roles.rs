@@ -35,7 +35,6 @@ use lattice_fileserver::FileServer;
 use lattice_logs::{LogHub, RemoteSink};
 use lattice_receptor::{Credentials, ReceptorConfig};
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -70,7 +69,9 @@ pub fn spawn_brain_loops(
     loops: BrainLoops,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let wake_auctioneer = Arc::new(Notify::new());
+    // The two loops share nothing but the store: the converger's work
+    // reaches the auctioneer through the change feed, so a standby brain's
+    // auctioneer is never woken by anything in this process.
     let auctioneer = Auctioneer::new(
         store.clone(),
         AuctioneerConfig {
@@ -78,14 +79,13 @@ pub fn spawn_brain_loops(
             rep_secret: loops.rep_secret,
             ..AuctioneerConfig::new(loops.owner.clone())
         },
-        wake_auctioneer.clone(),
     );
     tracker.spawn(auctioneer.run(shutdown.clone()));
     let converger_config = ConvergerConfig {
         interval: loops.converge_interval,
         policy: loops.policy,
         lock_ttl: loops.lock_ttl,
-        ..ConvergerConfig::new(loops.owner, wake_auctioneer)
+        ..ConvergerConfig::new(loops.owner)
     };
     let converger =
         Converger::new(store, converger_config).context("cannot start the converger")?;

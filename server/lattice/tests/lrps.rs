@@ -145,10 +145,12 @@ async fn scale_up_and_down_then_remove_leaves_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_crashing_app_is_restarted_by_the_crash_policy_then_given_up() {
     let policy = lattice_converger::Policy {
-        immediate_restarts: 2,
-        crash_backoff_min: Duration::from_millis(300),
-        crash_backoff_max: Duration::from_millis(600),
-        max_restart_attempts: 4,
+        crash: lattice_converger::CrashPolicy {
+            immediate_restarts: 2,
+            backoff_min: Duration::from_millis(300),
+            backoff_max: Duration::from_millis(600),
+            max_restart_attempts: 4,
+        },
         ..Default::default()
     };
     let cluster = Cluster::start_with(ClusterOptions {

@@ -24,6 +24,7 @@ pub mod action;
 pub mod api;
 pub mod auction;
 pub mod cell;
+pub mod crash;
 pub mod droplet;
 pub mod egress;
 pub mod event;

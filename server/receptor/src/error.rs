@@ -15,6 +15,7 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use lattice_bbs::modify::ModifyError;
 use lattice_bbs::{RecordKind, StoreError};
 use lattice_models::parse::ParseError;
 use lattice_models::{ApiErrorBody, ApiErrorName, ValidationError};
@@ -79,6 +80,21 @@ impl From<ParseError> for ApiError {
             name: ApiErrorName::InvalidJson,
             message: err.to_string(),
             field,
+        }
+    }
+}
+
+/// A read-decide-write of the store that did not land: the store's error,
+/// the handler's own refusal, or a record that kept changing (409: the
+/// client may try again).
+impl From<ModifyError<ApiError>> for ApiError {
+    fn from(err: ModifyError<ApiError>) -> Self {
+        match err {
+            ModifyError::Store(err) => err.into(),
+            ModifyError::Refused(err) => err,
+            ModifyError::KeptChanging { kind, key } => {
+                ApiError::conflict(format!("{kind} {key:?} kept changing; try again"))
+            }
         }
     }
 }

@@ -40,11 +40,10 @@ pub use error::ApiError;
 /// a runaway client cannot exhaust memory.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 
-#[derive(Debug, Clone)]
-pub struct Credentials {
-    pub username: String,
-    pub password: String,
-}
+/// The HTTP basic-auth credentials a receptor asks for: the client's type,
+/// so that the server and every client agree on one (with a `Debug` that
+/// never shows the password).
+pub use lattice_client::Credentials;
 
 #[derive(Debug, Clone)]
 pub struct ReceptorConfig {

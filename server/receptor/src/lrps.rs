@@ -3,7 +3,8 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use lattice_bbs::{ActualLrpFilter, DesiredLrpFilter, StoreError};
+use lattice_bbs::modify::{modify_actual_lrp, modify_desired_lrp, Change, Modified};
+use lattice_bbs::{ActualLrpFilter, DesiredLrpFilter};
 use lattice_models::validation::{validate_domain, validate_guid};
 use lattice_models::{
     ActualLrp, ActualLrpEvent, ActualLrpState, ApiErrorName, DesiredLrp, DesiredLrpCreateRequest,
@@ -13,8 +14,6 @@ use lattice_models::{
 use crate::error::ApiError;
 use crate::extract::{parse_index, JsonBody};
 use crate::{now_nanos, AppState};
-
-const CAS_RETRIES: usize = 8;
 
 /// Answers 201 with an empty body and no content type, as Diego does: its
 /// clients treat any body as a failure. Read the LRP back with a GET.
@@ -82,8 +81,7 @@ pub async fn update_desired(
     update
         .validate()
         .map_err(|e| ApiError::invalid(ApiErrorName::InvalidLrp, e))?;
-    for _ in 0..CAS_RETRIES {
-        let mut lrp = state.store.get_desired_lrp(&guid).await?;
+    let updated = modify_desired_lrp(state.store.as_ref(), &guid, |lrp| {
         if let Some(expected) = &update.modification_tag {
             if *expected != lrp.modification_tag {
                 return Err(ApiError::conflict(format!(
@@ -92,24 +90,17 @@ pub async fn update_desired(
                 )));
             }
         }
-        if !update.apply_to(&mut lrp) {
-            return Ok(StatusCode::NO_CONTENT);
-        }
-        match state.store.update_desired_lrp(lrp).await {
-            Ok(lrp) => {
-                tracing::info!(process_guid = %guid, instances = lrp.instances, "LRP updated");
-                return Ok(StatusCode::NO_CONTENT);
-            }
-            Err(err @ StoreError::Conflict { .. }) if update.modification_tag.is_some() => {
-                return Err(err.into())
-            }
-            Err(StoreError::Conflict { .. }) => continue,
-            Err(err) => return Err(err.into()),
-        }
+        Ok(if update.apply_to(lrp) {
+            Change::Update
+        } else {
+            Change::Keep
+        })
+    })
+    .await?;
+    if let Modified::Updated(lrp) = updated {
+        tracing::info!(process_guid = %guid, instances = lrp.instances, "LRP updated");
     }
-    Err(ApiError::conflict(format!(
-        "desired LRP {guid:?} kept changing while being updated; try again"
-    )))
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Removes the desired LRP; the brain then stops its instances.
@@ -119,24 +110,12 @@ pub async fn delete_desired(
     Path(guid): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     validate_guid("process_guid", &guid)?;
-    for _ in 0..CAS_RETRIES {
-        let lrp = state.store.get_desired_lrp(&guid).await?;
-        match state
-            .store
-            .delete_desired_lrp(&guid, &lrp.modification_tag)
-            .await
-        {
-            Ok(()) => {
-                tracing::info!(process_guid = %guid, "LRP removed");
-                return Ok(StatusCode::NO_CONTENT);
-            }
-            Err(StoreError::Conflict { .. }) => continue,
-            Err(err) => return Err(err.into()),
-        }
-    }
-    Err(ApiError::conflict(format!(
-        "desired LRP {guid:?} kept changing while being removed; try again"
-    )))
+    modify_desired_lrp(state.store.as_ref(), &guid, |_| {
+        Ok::<_, ApiError>(Change::Delete)
+    })
+    .await?;
+    tracing::info!(process_guid = %guid, "LRP removed");
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(get, path = "/v1/actual_lrps", tag = "actual LRPs", responses((status = 200, body = Vec<lattice_models::ActualLrp>)))]
@@ -194,25 +173,19 @@ pub async fn restart_actual(
 ) -> Result<StatusCode, ApiError> {
     validate_guid("process_guid", &guid)?;
     let index = parse_index(&index)?;
-    for _ in 0..CAS_RETRIES {
-        let mut lrp = state.store.get_actual_lrp(&guid, index).await?;
+    let restarted = modify_actual_lrp(state.store.as_ref(), &guid, index, |lrp| {
         let event = match lrp.state {
-            ActualLrpState::Unclaimed => return Ok(StatusCode::NO_CONTENT),
+            ActualLrpState::Unclaimed => return Ok(Change::Keep),
             ActualLrpState::Claimed | ActualLrpState::Running => ActualLrpEvent::Unclaim,
             ActualLrpState::Crashed => ActualLrpEvent::Restart,
         };
         lrp.apply(event, now_nanos())
             .map_err(|e| ApiError::conflict(e.to_string()))?;
-        match state.store.update_actual_lrp(lrp).await {
-            Ok(_) => {
-                tracing::info!(process_guid = %guid, index, "instance restart requested");
-                return Ok(StatusCode::NO_CONTENT);
-            }
-            Err(StoreError::Conflict { .. }) => continue,
-            Err(err) => return Err(err.into()),
-        }
+        Ok(Change::Update)
+    })
+    .await?;
+    if let Modified::Updated(_) = restarted {
+        tracing::info!(process_guid = %guid, index, "instance restart requested");
     }
-    Err(ApiError::conflict(format!(
-        "instance {index} of {guid:?} kept changing while being restarted; try again"
-    )))
+    Ok(StatusCode::NO_CONTENT)
 }

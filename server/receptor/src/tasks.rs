@@ -3,7 +3,8 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use lattice_bbs::{StoreError, TaskFilter};
+use lattice_bbs::modify::{modify_task, Change};
+use lattice_bbs::TaskFilter;
 use lattice_models::validation::{validate_domain, validate_guid};
 use lattice_models::{ApiErrorName, Task, TaskCreateRequest, TaskState};
 
@@ -13,9 +14,6 @@ use crate::{now_nanos, AppState};
 
 /// Reason recorded on a task cancelled through the API.
 pub const CANCELLED_REASON: &str = "task was cancelled";
-
-/// How often a read-modify-write retries when another writer got in between.
-const CAS_RETRIES: usize = 8;
 
 /// Answers 201 with an empty body and no content type, as Diego does: its
 /// clients treat any body as a failure. Read the task back with a GET.
@@ -97,8 +95,7 @@ pub async fn cancel(
     Path(guid): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     validate_guid("task_guid", &guid)?;
-    for _ in 0..CAS_RETRIES {
-        let mut task = state.store.get_task(&guid).await?;
+    modify_task(state.store.as_ref(), &guid, |task| {
         if task.state.is_terminal() {
             return Err(ApiError::conflict(format!(
                 "task {guid:?} is already {}; there is nothing to cancel",
@@ -107,16 +104,9 @@ pub async fn cancel(
         }
         task.fail(CANCELLED_REASON, now_nanos())
             .map_err(|e| ApiError::conflict(e.to_string()))?;
-        match state.store.update_task(task).await {
-            Ok(_) => {
-                tracing::info!(task_guid = %guid, "task cancelled");
-                return Ok(StatusCode::NO_CONTENT);
-            }
-            Err(StoreError::Conflict { .. }) => continue,
-            Err(err) => return Err(err.into()),
-        }
-    }
-    Err(ApiError::conflict(format!(
-        "task {guid:?} kept changing while being cancelled; try again"
-    )))
+        Ok(Change::Update)
+    })
+    .await?;
+    tracing::info!(task_guid = %guid, "task cancelled");
+    Ok(StatusCode::NO_CONTENT)
 }

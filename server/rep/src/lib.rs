@@ -359,14 +359,7 @@ impl Rep {
     pub fn state(&self) -> CellState {
         let total = Resource::from(self.config.capacity);
         let work = self.work.lock().expect("rep work map poisoned");
-        let used = work.values().fold(Resource::ZERO, |acc, a| {
-            acc.checked_add(&a.resource).unwrap_or(acc)
-        });
-        let available = Resource {
-            memory_mb: (total.memory_mb - used.memory_mb).max(0),
-            disk_mb: (total.disk_mb - used.disk_mb).max(0),
-            containers: (total.containers - used.containers).max(0),
-        };
+        let available = available(&total, &work);
         let mut task_guids = Vec::new();
         let mut lrps = Vec::new();
         for key in work.keys() {
@@ -425,11 +418,15 @@ impl Rep {
     }
 
     /// Holds `need` for `key` if it fits; the token cancels the work.
+    ///
+    /// # Guarantees
+    /// Atomic: what is free is read and the work inserted under one hold
+    /// of the lock, so concurrent performs never over-commit the cell.
     fn reserve(&self, key: &WorkKey, need: Resource) -> Option<CancellationToken> {
-        let state = self.state();
+        let total = Resource::from(self.config.capacity);
         let mut work = self.work.lock().expect("rep work map poisoned");
-        let fits =
-            state.available.contains(&need) || is_unlimited(&state.total, &need, &state.available);
+        let available = available(&total, &work);
+        let fits = available.contains(&need) || is_unlimited(&total, &need, &available);
         if work.contains_key(key) || !fits {
             return None;
         }
@@ -863,6 +860,18 @@ impl Rep {
 }
 
 /// A dimension of 0 in the cell's total means the cell does not limit it.
+/// What `work` leaves free of `total`.
+fn available(total: &Resource, work: &HashMap<WorkKey, Allocation>) -> Resource {
+    let used = work.values().fold(Resource::ZERO, |acc, a| {
+        acc.checked_add(&a.resource).unwrap_or(acc)
+    });
+    Resource {
+        memory_mb: (total.memory_mb - used.memory_mb).max(0),
+        disk_mb: (total.disk_mb - used.disk_mb).max(0),
+        containers: (total.containers - used.containers).max(0),
+    }
+}
+
 fn is_unlimited(total: &Resource, need: &Resource, available: &Resource) -> bool {
     let fits = |t: i64, n: i64, a: i64| t == 0 || n <= a;
     fits(total.memory_mb, need.memory_mb, available.memory_mb)
@@ -1143,5 +1152,72 @@ mod evacuation_tests {
         .await;
         shutdown.cancel();
         running.await.expect("the rep stops");
+    }
+}
+
+#[cfg(test)]
+mod reserve_tests {
+    use std::sync::{Arc, Barrier};
+
+    use lattice_executor::fake::FakeGarden;
+    use lattice_executor::{CollectingSink, Executor, ExecutorConfig};
+    use lattice_models::CellCapacity;
+
+    use super::*;
+
+    /// Regression (issue 18): `reserve` read what was free, let go of the
+    /// lock and took it again to insert, so performs racing on one cell
+    /// could both take the last room.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn concurrent_reserves_never_over_commit() {
+        let cache = tempfile::tempdir().expect("a temp dir");
+        let sink = CollectingSink::new();
+        let executor = Executor::new(
+            Arc::new(FakeGarden::new()),
+            sink.clone(),
+            ExecutorConfig::new("cell-race", cache.path()),
+        );
+        let store: SharedStore = Arc::new(
+            lattice_bbs::SqliteStore::open_in_memory()
+                .await
+                .expect("a store"),
+        );
+        let capacity = CellCapacity {
+            memory_mb: 1000,
+            disk_mb: 100_000,
+            containers: 1000,
+        };
+        let rep = Rep::new(
+            RepConfig::new("cell-race", capacity, "http://127.0.0.1:1"),
+            store,
+            executor,
+            sink,
+        );
+        let need = Resource::for_container(100, 10);
+        const RACERS: usize = 64;
+        for round in 0..20 {
+            let start = Barrier::new(RACERS);
+            let reserved: usize = std::thread::scope(|scope| {
+                let racers: Vec<_> = (0..RACERS)
+                    .map(|i| {
+                        let (rep, start) = (&rep, &start);
+                        scope.spawn(move || {
+                            start.wait();
+                            let key = WorkKey::Task(format!("task-{round}-{i}"));
+                            rep.reserve(&key, need).is_some()
+                        })
+                    })
+                    .collect();
+                racers
+                    .into_iter()
+                    .map(|racer| usize::from(racer.join().expect("no panic")))
+                    .sum()
+            });
+            assert_eq!(reserved, 10, "round {round}: exactly what fits");
+            assert_eq!(rep.state().available.memory_mb, 0, "round {round}");
+            for key in rep.running_keys() {
+                rep.release(&key);
+            }
+        }
     }
 }

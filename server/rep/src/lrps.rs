@@ -9,10 +9,9 @@ use lattice_bbs::{SharedStore, StoreError};
 use lattice_executor::{ActionError, ContainerRequest, Limits, RunContext};
 use lattice_garden::{ContainerInfo, OWNER_PROPERTY};
 use lattice_models::auction::LrpKey;
+use lattice_models::crash::crash_count_after_crash;
 use lattice_models::log::{SOURCE_APP, SOURCE_HEALTH};
-use lattice_models::{
-    ActualLrp, ActualLrpEvent, ActualLrpState, DesiredLrp, PortMapping, PreferredAddress,
-};
+use lattice_models::{ActualLrp, ActualLrpEvent, ActualLrpState, DesiredLrp, PreferredAddress};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -21,10 +20,6 @@ use crate::{
 };
 
 const CAS_RETRIES: usize = 8;
-
-/// An instance that ran at least this long starts its crash count afresh
-/// (Diego's rule).
-pub const CRASH_RESET_AFTER: Duration = Duration::from_secs(5 * 60);
 
 fn now() -> i64 {
     lattice_models::unix_nanos(std::time::SystemTime::now())
@@ -324,11 +319,7 @@ fn instance_env(
     ];
     if let Some(first) = desired.ports.first() {
         env.push(("PORT".to_string(), first.to_string()));
-        if let Some(mapping) = info
-            .ports
-            .iter()
-            .find(|m| u32::from(m.container_port) == *first)
-        {
+        if let Some(mapping) = info.ports.iter().find(|m| m.container_port == *first) {
             env.push((
                 "CF_INSTANCE_PORT".to_string(),
                 mapping.host_port.to_string(),
@@ -347,7 +338,7 @@ fn instance_env(
         .filter_map(|port| {
             info.ports
                 .iter()
-                .find(|m| u32::from(m.container_port) == *port)
+                .find(|m| m.container_port == *port)
                 .map(|m| format!("{}:{}", m.host_port, m.container_port))
         })
         .collect();
@@ -597,14 +588,7 @@ async fn mark_running(
         } else {
             PreferredAddress::Host
         };
-        lrp.ports = info
-            .ports
-            .iter()
-            .map(|m| PortMapping {
-                container_port: u32::from(m.container_port),
-                host_port: u32::from(m.host_port),
-            })
-            .collect();
+        lrp.ports = info.ports.clone();
         match store.update_actual_lrp(lrp).await {
             Ok(_) => {
                 tracing::info!(process_guid, index, instance_guid, "instance is running");
@@ -637,15 +621,6 @@ async fn crash(
         Some(())
     })
     .await;
-}
-
-/// Diego's rule: an instance that ran for 5 minutes starts counting anew.
-pub fn crash_count_after_crash(previous: i64, ran_for: Duration) -> i64 {
-    if ran_for >= CRASH_RESET_AFTER {
-        1
-    } else {
-        previous + 1
-    }
 }
 
 /// Hands an instance this cell can no longer run back to the auction.
@@ -685,17 +660,5 @@ async fn update_ours(
                 return;
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn crash_count_resets_after_five_minutes() {
-        assert_eq!(crash_count_after_crash(0, Duration::ZERO), 1);
-        assert_eq!(crash_count_after_crash(3, Duration::from_secs(299)), 4);
-        assert_eq!(crash_count_after_crash(7, Duration::from_secs(300)), 1);
     }
 }

@@ -1,18 +1,17 @@
 //! One task on this cell, from claim to completion.
 
 use std::collections::BTreeMap;
+use std::convert::Infallible;
 use std::sync::Arc;
 
-use lattice_bbs::{SharedStore, StoreError};
+use lattice_bbs::modify::{modify_task, Change, Modified};
+use lattice_bbs::SharedStore;
 use lattice_executor::{ActionError, ContainerRequest, Limits, RunContext, RESULT_FILE_MAX_BYTES};
 use lattice_garden::OWNER_PROPERTY;
 use lattice_models::{Task, TaskEvent, TaskState};
 use tokio_util::sync::CancellationToken;
 
 use crate::{Rep, CELL_STOPPED_REASON, LOG_GUID_PROPERTY, TASK_GUID_PROPERTY};
-
-/// How often a completion retries when another writer changed the task.
-const CAS_RETRIES: usize = 8;
 
 /// How a task ended.
 pub(crate) struct Outcome {
@@ -196,34 +195,27 @@ pub(crate) async fn complete(
     cell_id: &str,
     outcome: Outcome,
 ) {
-    for _ in 0..CAS_RETRIES {
-        let mut task = match store.get_task(task_guid).await {
-            Ok(task) => task,
-            Err(err) => {
-                tracing::info!(task_guid, error = %err, "task to complete is gone");
-                return;
-            }
-        };
-        if task.state.is_terminal() || task.cell_id != cell_id {
-            return;
-        }
-        if task.apply(TaskEvent::Complete, now()).is_err() {
-            return;
+    let completed = modify_task(store.as_ref(), task_guid, |task| {
+        if task.state.is_terminal()
+            || task.cell_id != cell_id
+            || task.apply(TaskEvent::Complete, now()).is_err()
+        {
+            return Ok::<_, Infallible>(Change::Keep);
         }
         task.failed = outcome.failed;
         task.failure_reason = outcome.failure_reason.clone();
         task.result = outcome.result.clone();
-        match store.update_task(task).await {
-            Ok(task) => {
-                tracing::info!(task_guid, failed = task.failed, reason = %task.failure_reason, "task completed");
-                return;
-            }
-            Err(StoreError::Conflict { .. }) => continue,
-            Err(err) => {
-                tracing::error!(task_guid, error = %err, "cannot complete task");
-                return;
-            }
+        Ok(Change::Update)
+    })
+    .await;
+    match completed {
+        Ok(Modified::Updated(task)) => {
+            tracing::info!(task_guid, failed = task.failed, reason = %task.failure_reason, "task completed");
         }
+        Ok(_) => {}
+        Err(err) if err.is_not_found() => {
+            tracing::info!(task_guid, error = %err, "task to complete is gone");
+        }
+        Err(err) => tracing::error!(task_guid, error = %err, "cannot complete task"),
     }
-    tracing::error!(task_guid, "task kept changing; gave up completing it");
 }

@@ -141,9 +141,9 @@ fn reauctions_instances_unclaimed_too_long() {
 fn first_three_crashes_restart_at_once() {
     let policy = Policy::default();
     for count in 1..=3 {
-        assert_eq!(policy.crash_backoff(count), Duration::ZERO, "crash {count}");
+        assert_eq!(policy.crash.backoff(count), Duration::ZERO, "crash {count}");
         assert_eq!(
-            policy.crash_decision(count, NOW, NOW),
+            policy.crash.decision(count, NOW, NOW),
             CrashDecision::RestartNow,
             "crash {count}"
         );
@@ -167,18 +167,18 @@ fn later_crashes_wait_doubling_up_to_sixteen_minutes() {
     ];
     for (count, secs) in expected {
         assert_eq!(
-            policy.crash_backoff(count),
+            policy.crash.backoff(count),
             Duration::from_secs(secs),
             "crash {count}"
         );
         let since = NOW - secs as i64 * SEC;
         assert_eq!(
-            policy.crash_decision(count, since + 1, NOW),
+            policy.crash.decision(count, since + 1, NOW),
             CrashDecision::WaitUntil(NOW + 1),
             "crash {count}, one nanosecond early"
         );
         assert_eq!(
-            policy.crash_decision(count, since, NOW),
+            policy.crash.decision(count, since, NOW),
             CrashDecision::RestartNow,
             "crash {count}, on time"
         );
@@ -188,8 +188,8 @@ fn later_crashes_wait_doubling_up_to_sixteen_minutes() {
 #[test]
 fn two_hundredth_crash_gives_up() {
     let policy = Policy::default();
-    assert_eq!(policy.crash_decision(200, 0, NOW), CrashDecision::GiveUp);
-    assert_eq!(policy.crash_decision(201, 0, NOW), CrashDecision::GiveUp);
+    assert_eq!(policy.crash.decision(200, 0, NOW), CrashDecision::GiveUp);
+    assert_eq!(policy.crash.decision(201, 0, NOW), CrashDecision::GiveUp);
     let mut snap = snapshot_with_cells(&["cell-1"]);
     snap.desired = vec![suite::desired_lrp("web", "apps", 1)];
     snap.actual = vec![crashed(200, 0)];
@@ -222,32 +222,25 @@ fn crashed_instances_restart_when_due_and_say_when_next() {
 #[test]
 fn crash_policy_durations_shrink_for_tests() {
     let policy = Policy {
-        crash_backoff_min: Duration::from_millis(10),
-        crash_backoff_max: Duration::from_millis(40),
+        crash: CrashPolicy {
+            backoff_min: Duration::from_millis(10),
+            backoff_max: Duration::from_millis(40),
+            ..CrashPolicy::default()
+        },
         ..Policy::default()
     };
-    assert_eq!(policy.crash_backoff(4), Duration::from_millis(10));
-    assert_eq!(policy.crash_backoff(6), Duration::from_millis(40));
-    assert_eq!(policy.crash_backoff(7), Duration::from_millis(40));
+    assert_eq!(policy.crash.backoff(4), Duration::from_millis(10));
+    assert_eq!(policy.crash.backoff(6), Duration::from_millis(40));
+    assert_eq!(policy.crash.backoff(7), Duration::from_millis(40));
 }
 
 #[test]
 fn crash_count_resets_after_a_long_run() {
+    // The rule the cell applies, from the one crash policy in models.
+    use lattice_models::crash::crash_count_after_crash;
     assert_eq!(crash_count_after_crash(0, Duration::from_secs(1)), 1);
     assert_eq!(crash_count_after_crash(7, Duration::from_secs(299)), 8);
     assert_eq!(crash_count_after_crash(7, Duration::from_secs(300)), 1);
-    let policy = Policy {
-        crash_count_reset_after: Duration::from_millis(5),
-        ..Policy::default()
-    };
-    assert_eq!(
-        policy.crash_count_after_crash(3, Duration::from_millis(5)),
-        1
-    );
-    assert_eq!(
-        policy.crash_count_after_crash(3, Duration::from_millis(4)),
-        4
-    );
 }
 
 // --- tasks -------------------------------------------------------------------
@@ -418,8 +411,11 @@ fn snapshot() -> impl Strategy<Value = Snapshot> {
 
 fn policy() -> Policy {
     Policy {
-        crash_backoff_min: Duration::from_secs(30),
-        crash_backoff_max: Duration::from_secs(240),
+        crash: CrashPolicy {
+            backoff_min: Duration::from_secs(30),
+            backoff_max: Duration::from_secs(240),
+            ..CrashPolicy::default()
+        },
         ..Policy::default()
     }
 }
