@@ -51,6 +51,7 @@ where
     match crate::run_in(cli, &|| Ok(ctx.clone()), &no_env, out).await {
         Ok(()) => 0,
         Err(error) if crate::is_broken_pipe(&error) => 0,
+        Err(error) if crate::is_silent(&error) => crate::exit_code(&error),
         Err(error) => {
             stderr.line(&format!("error: {error:#}"));
             crate::exit_code(&error)

@@ -82,6 +82,14 @@ struct BrainArgs {
     /// System domain apps are routed under: APP.DOMAIN.
     #[arg(long, env = "LATTICE_DOMAIN", default_value = "localhost")]
     domain: String,
+    /// Where the SSH proxy (`ltc ssh`, `ssh -p 2222 diego:APP/0@HOST`)
+    /// listens. Default: the --listen address with port 2222. Without
+    /// --username/--password it listens on loopback only, whatever this says.
+    #[arg(long, env = "LATTICE_SSH_LISTEN")]
+    ssh_listen: Option<SocketAddr>,
+    /// Run no SSH proxy: `ltc ssh` then does not work with this cluster.
+    #[arg(long, conflicts_with = "ssh_listen")]
+    no_ssh: bool,
     /// Where the routers take app traffic (HOST:PORT), told to `ltc` in /v1/info.
     #[arg(long, env = "LATTICE_ROUTER_ADDRESS")]
     router_address: Option<String>,
@@ -229,6 +237,14 @@ struct UpArgs {
     /// Run no router here.
     #[arg(long)]
     no_router: bool,
+    /// Where the SSH proxy (`ltc ssh`, `ssh -p 2222 diego:APP/0@HOST`)
+    /// listens. Default: the --listen address with port 2222. Without
+    /// --username/--password it listens on loopback only, whatever this says.
+    #[arg(long, env = "LATTICE_SSH_LISTEN")]
+    ssh_listen: Option<SocketAddr>,
+    /// Run no SSH proxy: `ltc ssh` then does not work with this cluster.
+    #[arg(long, conflicts_with = "ssh_listen")]
+    no_ssh: bool,
     /// System domain apps are routed under: APP.DOMAIN. `localhost` resolves
     /// without DNS on most systems.
     #[arg(long, env = "LATTICE_DOMAIN", default_value = "localhost")]
@@ -477,6 +493,7 @@ async fn brain(args: BrainArgs, hub: Arc<LogHub>) -> anyhow::Result<()> {
         },
         hub,
         drain_timeout: Duration::from_secs(10),
+        ssh_listen: ssh_listen(args.no_ssh, args.ssh_listen, args.listen),
     };
     let shutdown = CancellationToken::new();
     lattice::shutdown::cancel_on_signal(shutdown.clone());
@@ -530,6 +547,22 @@ async fn router(args: RouterArgs) -> anyhow::Result<()> {
     router.run(shutdown).await
 }
 
+/// Where the SSH proxy listens: `--ssh-listen`, else the API's address
+/// with the default port; `None` with `--no-ssh`.
+fn ssh_listen(
+    no_ssh: bool,
+    ssh_listen: Option<SocketAddr>,
+    api_listen: SocketAddr,
+) -> Option<SocketAddr> {
+    if no_ssh {
+        return None;
+    }
+    Some(
+        ssh_listen
+            .unwrap_or_else(|| SocketAddr::new(api_listen.ip(), lattice_ssh::DEFAULT_SSH_PORT)),
+    )
+}
+
 async fn up(args: UpArgs, hub: Arc<LogHub>) -> anyhow::Result<()> {
     let data_dir = data_dir_or_default(args.data_dir)?;
     keep_logs_on_disk(&hub, &data_dir)?;
@@ -564,6 +597,7 @@ async fn up(args: UpArgs, hub: Arc<LogHub>) -> anyhow::Result<()> {
         store: args.store,
         hub,
         router_listen: (!args.no_router).then_some(args.router_listen),
+        ssh_listen: ssh_listen(args.no_ssh, args.ssh_listen, args.listen),
         cell,
         converge_interval: args.converge_interval,
         policy: lattice_converger::Policy {

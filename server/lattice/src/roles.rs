@@ -136,6 +136,9 @@ pub struct BrainConfig {
     pub policy: Policy,
     pub hub: Arc<LogHub>,
     pub drain_timeout: Duration,
+    /// Where the SSH proxy (`ltc ssh`) listens; `None`: no proxy. Loopback
+    /// only when the API has no credentials (see [`crate::ssh`]).
+    pub ssh_listen: Option<SocketAddr>,
 }
 
 /// A brain with its store open and its listener bound; [`Brain::run`]
@@ -145,6 +148,7 @@ pub struct Brain {
     store: SharedStore,
     listener: TcpListener,
     file_server: Arc<FileServer>,
+    ssh: Option<crate::ssh::PreparedSsh>,
 }
 
 impl Brain {
@@ -175,16 +179,33 @@ impl Brain {
         // docs/multi-machine.md); cells fetch them by URL.
         let file_server =
             crate::up::open_file_server(&config.data_dir, None, config.max_upload_bytes).await?;
+        let ssh = match config.ssh_listen {
+            Some(listen) => Some(
+                crate::ssh::PreparedSsh::prepare(
+                    &config.data_dir,
+                    listen,
+                    config.credentials.as_ref(),
+                )
+                .await?,
+            ),
+            None => None,
+        };
         Ok(Brain {
             config,
             store,
             listener,
             file_server,
+            ssh,
         })
     }
 
     pub fn address(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// Where the SSH proxy listens, if this brain runs one.
+    pub fn ssh_address(&self) -> Option<SocketAddr> {
+        self.ssh.as_ref().and_then(|ssh| ssh.address().ok())
     }
 
     /// Serves the API and runs the loops until `shutdown`, then drains.
@@ -194,6 +215,7 @@ impl Brain {
             store,
             listener,
             file_server,
+            ssh,
         } = self;
         let address = listener
             .local_addr()
@@ -208,6 +230,10 @@ impl Brain {
                 router_address: config.router_address.clone(),
                 allow_privileged: config.allow_privileged,
                 ltc_path: lattice_receptor::ltc_beside_current_exe(),
+                ssh: match &ssh {
+                    Some(ssh) => Some(ssh.info().context("ssh listener has no address")?),
+                    None => None,
+                },
             },
             shutdown.clone(),
             lattice_logs::http::router(config.hub.clone(), shutdown.clone())
@@ -217,6 +243,15 @@ impl Brain {
         let app = internal_routes(&store, &config, shutdown.clone()).merge(receptor);
         tracker.spawn(lattice_receptor::serve(listener, app, shutdown.clone()));
 
+        if let Some(ssh) = ssh {
+            ssh.spawn(
+                &tracker,
+                store.clone(),
+                config.credentials.as_ref(),
+                config.secret.clone(),
+                shutdown.clone(),
+            );
+        }
         let owner = lock_owner(&config.brain_id);
         spawn_brain_loops(
             &tracker,

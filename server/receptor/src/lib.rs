@@ -62,6 +62,17 @@ pub struct ReceptorConfig {
     /// [`ltc_beside_current_exe`]); read on each request, so an install made
     /// after the server started is served.
     pub ltc_path: Option<std::path::PathBuf>,
+    /// The SSH proxy (`ltc ssh`), when this server runs one: told to
+    /// clients in `/v1/info`.
+    pub ssh: Option<SshInfo>,
+}
+
+/// Where the SSH proxy listens and the host key it presents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshInfo {
+    pub port: u16,
+    /// `SHA256:...`, as OpenSSH shows it.
+    pub host_key_fingerprint: String,
 }
 
 /// Where the installer puts `ltc`: beside the running server binary.
@@ -80,6 +91,7 @@ impl Default for ReceptorConfig {
             router_address: None,
             allow_privileged: false,
             ltc_path: None,
+            ssh: None,
         }
     }
 }

@@ -22,6 +22,7 @@
 //! - `tasks`: running one task from claim to completion.
 //! - `lrps`: running one LRP instance, or supervising an adopted one.
 //! - `restart`: what a restarted rep keeps, fails, gives back and destroys.
+//! - `session`: `ltc ssh` sessions into an instance's container.
 //! - [`http`]: the rep's HTTP interface and the client the auctioneer uses.
 
 use std::collections::HashMap;
@@ -38,6 +39,7 @@ use tokio_util::task::TaskTracker;
 pub mod http;
 mod lrps;
 mod restart;
+mod session;
 mod tasks;
 
 /// Container label naming the task a container runs.
