@@ -360,3 +360,116 @@ mod tests {
         assert_eq!(spec.env, vec![("TERM".to_string(), "xterm".to_string())]);
     }
 }
+
+#[cfg(test)]
+mod session_tests {
+    use std::collections::BTreeMap;
+
+    use lattice_client::session::{read_frame, write_frame};
+    use lattice_executor::fake::{FakeGarden, Script};
+    use lattice_executor::{CollectingSink, ContainerRequest, Executor, ExecutorConfig};
+    use lattice_models::auction::Resource;
+    use lattice_models::ssh::{Frame, SessionRequest};
+    use lattice_models::CellCapacity;
+
+    use super::*;
+    use crate::{RepConfig, WorkKey};
+
+    /// A rep running instance 0 of `web` as `instance-1` in a fake garden.
+    async fn rep_with_instance() -> (Arc<Rep>, FakeGarden, tempfile::TempDir) {
+        let garden = FakeGarden::new();
+        let sink = CollectingSink::new();
+        let cache = tempfile::tempdir().expect("a temp dir");
+        let executor = Executor::new(
+            Arc::new(garden.clone()),
+            sink.clone(),
+            ExecutorConfig::new("cell-ssh", cache.path()),
+        );
+        let store: lattice_bbs::SharedStore = Arc::new(
+            lattice_bbs::SqliteStore::open_in_memory()
+                .await
+                .expect("a store"),
+        );
+        let capacity = CellCapacity {
+            memory_mb: 1024,
+            disk_mb: 1024,
+            containers: 8,
+        };
+        let rep = Rep::new(
+            RepConfig::new("cell-ssh", capacity, "http://127.0.0.1:1"),
+            store,
+            executor.clone(),
+            sink,
+        );
+        let key = LrpKey::new("web", 0);
+        rep.reserve(&WorkKey::Lrp(key.clone()), Resource::for_container(1, 1))
+            .expect("room for it");
+        rep.set_instance_guid(&key, "instance-1");
+        executor
+            .create_container(ContainerRequest {
+                handle: crate::lrps::container_handle("instance-1"),
+                rootfs: "docker:///busybox".into(),
+                properties: BTreeMap::from([(
+                    lattice_garden::OWNER_PROPERTY.into(),
+                    "cell-ssh".into(),
+                )]),
+                ..ContainerRequest::default()
+            })
+            .await
+            .expect("created");
+        (rep, garden, cache)
+    }
+
+    fn exec(instance_guid: &str, command: &str) -> Frame {
+        Frame::Start(SessionRequest::Exec {
+            instance_guid: instance_guid.into(),
+            command: Some(command.into()),
+            tty: None,
+            env: vec![],
+        })
+    }
+
+    #[tokio::test]
+    async fn a_command_sends_its_output_then_its_exit_status() {
+        let (rep, garden, _cache) = rep_with_instance().await;
+        garden.script("/bin/sh", Script::exits(3).stdout("hi\n").stderr("oops"));
+        let (mut proxy, cell) = tokio::io::duplex(1024);
+        let session = tokio::spawn(serve(rep, LrpKey::new("web", 0), cell));
+        write_frame(&mut proxy, &exec("instance-1", "echo hi; exit 3"))
+            .await
+            .expect("sent");
+        let mut frames = Vec::new();
+        while let Some(frame) = read_frame(&mut proxy).await.expect("a frame") {
+            frames.push(frame);
+        }
+        session.await.expect("the session ends");
+        assert!(
+            frames.contains(&Frame::Data(b"hi\n".to_vec())),
+            "{frames:?}"
+        );
+        assert!(
+            frames.contains(&Frame::Stderr(b"oops".to_vec())),
+            "{frames:?}"
+        );
+        assert_eq!(frames.last(), Some(&Frame::Exit(3)));
+        let started = garden.processes_of("/bin/sh");
+        assert_eq!(started[0].spec.args, ["-c", "echo hi; exit 3"]);
+    }
+
+    #[tokio::test]
+    async fn another_run_of_the_instance_is_refused() {
+        let (rep, garden, _cache) = rep_with_instance().await;
+        let (mut proxy, cell) = tokio::io::duplex(1024);
+        let session = tokio::spawn(serve(rep, LrpKey::new("web", 0), cell));
+        write_frame(&mut proxy, &exec("instance-0", "true"))
+            .await
+            .expect("sent");
+        let frame = read_frame(&mut proxy).await.expect("a frame");
+        session.await.expect("the session ends");
+        assert!(
+            matches!(&frame, Some(Frame::Error(message)) if message.contains("restarted or moved")),
+            "{frame:?}"
+        );
+        assert!(garden.processes().is_empty(), "nothing ran");
+    }
+}

@@ -109,7 +109,61 @@ pub(crate) async fn resolve(store: &SharedStore, target: &SshTarget) -> Result<I
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use lattice_bbs::suite;
+
     use super::*;
+
+    fn target(process_guid: &str, index: i64) -> SshTarget {
+        SshTarget {
+            process_guid: process_guid.to_string(),
+            index,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_running_instance_resolves_to_its_cell_and_others_say_why_not() {
+        let store: SharedStore = Arc::new(
+            lattice_bbs::SqliteStore::open_in_memory()
+                .await
+                .expect("a store"),
+        );
+        store
+            .create_desired_lrp(suite::desired_lrp("web", "apps", 2))
+            .await
+            .expect("created");
+        let mut closed = suite::desired_lrp("closed", "apps", 1);
+        closed.disable_ssh = true;
+        store.create_desired_lrp(closed).await.expect("created");
+        let mut running = suite::actual_lrp("web", "apps", 0);
+        running.state = ActualLrpState::Running;
+        running.cell_id = "cell-1".into();
+        running.instance_guid = "i-1".into();
+        store.create_actual_lrp(running).await.expect("created");
+        store
+            .create_actual_lrp(suite::actual_lrp("web", "apps", 1))
+            .await
+            .expect("created");
+        store
+            .upsert_cell(suite::cell("cell-1"), Duration::from_secs(30))
+            .await
+            .expect("registered");
+
+        let instance = resolve(&store, &target("web", 0)).await.expect("found");
+        assert_eq!(instance.instance_guid, "i-1");
+        assert_eq!(instance.rep_address, "http://cell-1.local:1800");
+        for (target, why) in [
+            (target("nope", 0), "no app \"nope\""),
+            (target("web", 2), "web has no instance 2"),
+            (target("web", 1), "is UNCLAIMED, not RUNNING"),
+            (target("closed", 0), "--no-ssh"),
+        ] {
+            let message = resolve(&store, &target).await.unwrap_err();
+            assert!(message.contains(why), "{message}");
+        }
+    }
 
     #[test]
     fn the_password_is_user_colon_password() {
