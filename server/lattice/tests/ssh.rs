@@ -121,6 +121,97 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// The variable that makes this test binary act as `ltc` (see [`ltc_main`]):
+/// its arguments, separated by newlines.
+const RUN_LTC: &str = "LATTICE_TEST_RUN_LTC";
+
+/// Not a test of its own: `ltc`'s main when this binary is started by
+/// [`interactive_shell`] with [`RUN_LTC`] set (ignored otherwise), so that
+/// `ltc` runs on a pseudo-terminal without a binary of its own to build.
+#[test]
+#[ignore = "run by interactive_shell as ltc"]
+fn ltc_main() {
+    let Some(args) = std::env::var(RUN_LTC).ok() else {
+        return;
+    };
+    use clap::Parser as _;
+    let cli = ltc::cli::Cli::parse_from(std::iter::once("ltc").chain(args.lines()));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let mut stdout = std::io::stdout();
+    let code = match runtime.block_on(ltc::run(cli, &ltc::config::process_env, &mut stdout)) {
+        Ok(()) => 0,
+        Err(err) => {
+            if !ltc::is_silent(&err) {
+                eprintln!("error: {err:#}");
+            }
+            ltc::exit_code(&err)
+        }
+    };
+    std::process::exit(i32::from(code));
+}
+
+/// Asks the remote terminal its size (`stty size`) until it is `rows
+/// columns`: the local size reaches it a moment after it changes.
+fn remote_size_becomes(shell: &mut expectrl::session::OsSession, size: &str) {
+    use expectrl::Expect as _;
+
+    shell.set_expect_timeout(Some(Duration::from_secs(2)));
+    for _ in 0..30 {
+        shell.send_line("stty size").expect("typed");
+        if shell.expect(size).is_ok() {
+            shell.set_expect_timeout(Some(WAIT));
+            return;
+        }
+    }
+    panic!("the remote terminal never became {size}");
+}
+
+/// Runs `ltc ssh web` on a pseudo-terminal and uses the shell.
+fn interactive_shell(base: &str, config_dir: &std::path::Path) {
+    use expectrl::Expect as _;
+
+    let mut command = std::process::Command::new(std::env::current_exe().expect("this test"));
+    command
+        .args([
+            "--ignored",
+            "--exact",
+            "ltc_main",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(RUN_LTC, "ssh\nweb")
+        .env("LTC_TARGET", base)
+        .env("LTC_USERNAME", USER)
+        .env("LTC_PASSWORD", PASSWORD)
+        .env("LTC_CONFIG_DIR", config_dir)
+        .env("TERM", "xterm");
+    let mut shell = expectrl::Session::spawn(command).expect("ltc starts on a pty");
+    shell.set_expect_timeout(Some(WAIT));
+    shell
+        .get_process_mut()
+        .set_window_size(100, 30)
+        .expect("sized");
+    shell.send_line("tty; echo term=$TERM").expect("typed");
+    shell.expect("/dev/pts/").expect("a remote terminal");
+    shell.expect("term=xterm").expect("TERM passed on");
+    remote_size_becomes(&mut shell, "30 100");
+    shell
+        .get_process_mut()
+        .set_window_size(120, 40)
+        .expect("resized");
+    remote_size_becomes(&mut shell, "40 120");
+    shell.send_line("exit 7").expect("typed");
+    let status = shell.get_process().wait().expect("ltc ends");
+    assert_eq!(
+        status,
+        expectrl::WaitStatus::Exited(shell.get_process().pid(), 7),
+        "ltc exits with the shell's status"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn openssh_and_ltc_reach_instances_through_the_proxy() {
     let cluster = Cluster::start_with(ClusterOptions {
@@ -278,6 +369,15 @@ async fn openssh_and_ltc_reach_instances_through_the_proxy() {
     assert!(err.contains("--no-ssh"), "{err}");
     let known_hosts = std::fs::read_to_string(config.path().join("known_hosts")).expect("recorded");
     assert!(known_hosts.contains("127.0.0.1"), "{known_hosts}");
+
+    // ltc ssh on a pseudo-terminal: an interactive shell with a remote
+    // terminal that follows the local one's size, and the shell's exit
+    // status as ltc's.
+    let base = cluster.base.clone();
+    let config_dir = config.path().to_path_buf();
+    tokio::task::spawn_blocking(move || interactive_shell(&base, &config_dir))
+        .await
+        .expect("the interactive session ran");
 
     cluster.stop().await;
 }
