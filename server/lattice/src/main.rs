@@ -83,8 +83,9 @@ struct BrainArgs {
     #[arg(long, env = "LATTICE_DOMAIN", default_value = "localhost")]
     domain: String,
     /// Where the SSH proxy (`ltc ssh`, `ssh -p 2222 diego:APP/0@HOST`)
-    /// listens. Default: the --listen address with port 2222. Without
-    /// --username/--password it listens on loopback only, whatever this says.
+    /// listens. Default: the --listen address with port 2222 (no proxy, with
+    /// a warning, when that port is taken). Without --username/--password it
+    /// listens on loopback only, whatever this says.
     #[arg(long, env = "LATTICE_SSH_LISTEN")]
     ssh_listen: Option<SocketAddr>,
     /// Run no SSH proxy: `ltc ssh` then does not work with this cluster.
@@ -238,8 +239,9 @@ struct UpArgs {
     #[arg(long)]
     no_router: bool,
     /// Where the SSH proxy (`ltc ssh`, `ssh -p 2222 diego:APP/0@HOST`)
-    /// listens. Default: the --listen address with port 2222. Without
-    /// --username/--password it listens on loopback only, whatever this says.
+    /// listens. Default: the --listen address with port 2222 (no proxy, with
+    /// a warning, when that port is taken). Without --username/--password it
+    /// listens on loopback only, whatever this says.
     #[arg(long, env = "LATTICE_SSH_LISTEN")]
     ssh_listen: Option<SocketAddr>,
     /// Run no SSH proxy: `ltc ssh` then does not work with this cluster.
@@ -548,19 +550,26 @@ async fn router(args: RouterArgs) -> anyhow::Result<()> {
 }
 
 /// Where the SSH proxy listens: `--ssh-listen`, else the API's address
-/// with the default port; `None` with `--no-ssh`.
+/// with the default port (given up, with a warning, when it is taken);
+/// `None` with `--no-ssh`.
 fn ssh_listen(
     no_ssh: bool,
     ssh_listen: Option<SocketAddr>,
     api_listen: SocketAddr,
-) -> Option<SocketAddr> {
+) -> Option<lattice::ssh::SshListen> {
     if no_ssh {
         return None;
     }
-    Some(
-        ssh_listen
-            .unwrap_or_else(|| SocketAddr::new(api_listen.ip(), lattice_ssh::DEFAULT_SSH_PORT)),
-    )
+    Some(match ssh_listen {
+        Some(address) => lattice::ssh::SshListen {
+            address,
+            required: true,
+        },
+        None => lattice::ssh::SshListen {
+            address: SocketAddr::new(api_listen.ip(), lattice_ssh::DEFAULT_SSH_PORT),
+            required: false,
+        },
+    })
 }
 
 async fn up(args: UpArgs, hub: Arc<LogHub>) -> anyhow::Result<()> {
@@ -639,6 +648,18 @@ mod tests {
             assert!(help.contains("total size"), "{role}: {help}");
             assert!(!help.contains("free disk"), "{role}: {help}");
         }
+    }
+
+    #[test]
+    fn the_ssh_proxy_listens_beside_the_api_unless_told_otherwise() {
+        let api: std::net::SocketAddr = "0.0.0.0:8888".parse().expect("valid");
+        let default = super::ssh_listen(false, None, api).expect("on by default");
+        assert_eq!(default.address.to_string(), "0.0.0.0:2222");
+        assert!(!default.required, "a taken default port turns it off only");
+        let asked: std::net::SocketAddr = "127.0.0.1:2200".parse().expect("valid");
+        let explicit = super::ssh_listen(false, Some(asked), api).expect("on");
+        assert_eq!((explicit.address, explicit.required), (asked, true));
+        assert_eq!(super::ssh_listen(true, None, api), None);
     }
 
     #[test]

@@ -138,7 +138,7 @@ pub struct BrainConfig {
     pub drain_timeout: Duration,
     /// Where the SSH proxy (`ltc ssh`) listens; `None`: no proxy. Loopback
     /// only when the API has no credentials (see [`crate::ssh`]).
-    pub ssh_listen: Option<SocketAddr>,
+    pub ssh_listen: Option<crate::ssh::SshListen>,
 }
 
 /// A brain with its store open and its listener bound; [`Brain::run`]
@@ -180,14 +180,14 @@ impl Brain {
         let file_server =
             crate::up::open_file_server(&config.data_dir, None, config.max_upload_bytes).await?;
         let ssh = match config.ssh_listen {
-            Some(listen) => Some(
+            Some(listen) => {
                 crate::ssh::PreparedSsh::prepare(
                     &config.data_dir,
                     listen,
                     config.credentials.as_ref(),
                 )
-                .await?,
-            ),
+                .await?
+            }
             None => None,
         };
         Ok(Brain {

@@ -18,6 +18,16 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+/// Where the SSH proxy listens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SshListen {
+    pub address: SocketAddr,
+    /// Whether the address was asked for (`--ssh-listen`): then a port in
+    /// use is an error. The default port in use only turns the proxy off,
+    /// with a warning, so that a second cluster on one machine still starts.
+    pub required: bool,
+}
+
 /// The proxy's listener and host key, ready to serve.
 pub struct PreparedSsh {
     listener: TcpListener,
@@ -37,19 +47,32 @@ pub fn effective_listen(listen: SocketAddr, has_credentials: bool) -> SocketAddr
 }
 
 impl PreparedSsh {
-    /// Loads (or makes) the host key in `data_dir` and binds the listener.
+    /// Loads (or makes) the host key in `data_dir` and binds the listener;
+    /// `None` when the default port is taken (see [`SshListen::required`]).
     ///
     /// # Errors
-    /// An unreadable or invalid host key file, a port in use.
+    /// An unreadable or invalid host key file, a required port in use.
     pub async fn prepare(
         data_dir: &Path,
-        listen: SocketAddr,
+        listen: SshListen,
         credentials: Option<&Credentials>,
-    ) -> anyhow::Result<PreparedSsh> {
-        let address = effective_listen(listen, credentials.is_some());
-        if address != listen {
+    ) -> anyhow::Result<Option<PreparedSsh>> {
+        let address = effective_listen(listen.address, credentials.is_some());
+        let listener = match TcpListener::bind(address).await {
+            Ok(listener) => listener,
+            Err(err) if !listen.required && err.kind() == std::io::ErrorKind::AddrInUse => {
+                tracing::warn!(%address, "the ssh proxy is off: its default port is in use (pass --ssh-listen HOST:PORT, or --no-ssh)");
+                return Ok(None);
+            }
+            Err(err) => {
+                return Err(err).with_context(|| {
+                    format!("cannot listen for ssh on {address} (try --ssh-listen, or --no-ssh)")
+                })
+            }
+        };
+        if address != listen.address {
             tracing::warn!(
-                requested = %listen,
+                requested = %listen.address,
                 listening = %address,
                 "the API has no credentials (--username/--password), so the ssh proxy accepts any login and listens on loopback only"
             );
@@ -60,10 +83,7 @@ impl PreparedSsh {
             );
         }
         let host_key = lattice_ssh::host_key::load_or_create(data_dir)?;
-        let listener = TcpListener::bind(address).await.with_context(|| {
-            format!("cannot listen for ssh on {address} (try --ssh-listen, or --no-ssh)")
-        })?;
-        Ok(PreparedSsh { listener, host_key })
+        Ok(Some(PreparedSsh { listener, host_key }))
     }
 
     pub fn address(&self) -> std::io::Result<SocketAddr> {

@@ -48,7 +48,7 @@ pub struct UpConfig {
     pub router_listen: Option<SocketAddr>,
     /// Where the SSH proxy (`ltc ssh`) listens; `None`: no proxy. Loopback
     /// only when the API has no credentials (see [`crate::ssh`]).
-    pub ssh_listen: Option<SocketAddr>,
+    pub ssh_listen: Option<crate::ssh::SshListen>,
 }
 
 /// The file of the embedded store inside the data dir.
@@ -115,9 +115,9 @@ impl Up {
             None => None,
         };
         let ssh = match config.ssh_listen {
-            Some(listen) => Some(
-                PreparedSsh::prepare(&config.data_dir, listen, config.credentials.as_ref()).await?,
-            ),
+            Some(listen) => {
+                PreparedSsh::prepare(&config.data_dir, listen, config.credentials.as_ref()).await?
+            }
             None => None,
         };
         // Only this process's auctioneer may hand the cell work, though

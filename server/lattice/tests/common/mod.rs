@@ -86,7 +86,10 @@ pub fn up_config(data_dir: &Path, cell_id: &str, options: &ClusterOptions) -> Up
         policy: options.policy.clone(),
         hub: std::sync::Arc::new(lattice_logs::LogHub::new(lattice_logs::HubConfig::default())),
         router_listen: Some("127.0.0.1:0".parse().expect("valid address")),
-        ssh_listen: Some("127.0.0.1:0".parse().expect("valid address")),
+        ssh_listen: Some(lattice::ssh::SshListen {
+            address: "127.0.0.1:0".parse().expect("valid address"),
+            required: true,
+        }),
     }
 }
 
