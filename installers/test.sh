@@ -69,6 +69,10 @@ if [ "$fast" = 0 ]; then
     # The dashboard's end-to-end test drives a real headless browser.
     need chromium command -v chromium
     need chromium-driver command -v chromedriver
+    # `ltc ssh`'s tests log in with a real OpenSSH client, its password
+    # given by sshpass.
+    need openssh-client command -v ssh
+    need sshpass command -v sshpass
 fi
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -55,6 +55,10 @@ pub enum Command {
     /// Show an app and its instances.
     #[command(after_help = commands::status::EXAMPLES)]
     Status(commands::status::Args),
+    /// Open a shell or run a command in an instance, or forward local
+    /// ports to it, through the cluster's SSH proxy.
+    #[command(after_help = commands::ssh::EXAMPLES)]
+    Ssh(commands::ssh::Args),
     /// List apps and tasks.
     #[command(after_help = commands::list::EXAMPLES)]
     List(commands::list::Args),

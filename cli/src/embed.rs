@@ -40,8 +40,14 @@ where
         }
     };
     let ctx = Context {
-        // Never read: `ltc target` would save here, and cannot.
-        config_file: ConfigFile::in_dir(std::path::Path::new("/nonexistent/ltc-embedded")),
+        // Never read: `ltc target` would save here, and cannot. `ltc ssh`
+        // keeps its known hosts beside it: in LTC_CONFIG_DIR when the
+        // embedding program sets it.
+        config_file: ConfigFile::in_dir(
+            &std::env::var_os(crate::config::ENV_CONFIG_DIR)
+                .map(std::path::PathBuf::from)
+                .unwrap_or_else(|| "/nonexistent/ltc-embedded".into()),
+        ),
         saved: SavedConfig::default(),
         target: target.clone(),
         color: false,
@@ -51,6 +57,7 @@ where
     match crate::run_in(cli, &|| Ok(ctx.clone()), &no_env, out).await {
         Ok(()) => 0,
         Err(error) if crate::is_broken_pipe(&error) => 0,
+        Err(error) if crate::is_silent(&error) => crate::exit_code(&error),
         Err(error) => {
             stderr.line(&format!("error: {error:#}"));
             crate::exit_code(&error)

@@ -27,6 +27,7 @@
 //! 0 success; 1 failure (the message and its causes go to stderr); 2 usage
 //! error (from clap); 3 placement failed: an app's instances (or its staging
 //! task) were not running in time, as Lattice's `ltc create` reported.
+//! `ltc ssh` exits with the remote command's status.
 
 use std::io::{IsTerminal as _, Write};
 
@@ -63,8 +64,12 @@ pub const EXIT_USAGE: u8 = 2;
 /// ([`PlacementFailed`]).
 pub const EXIT_PLACEMENT: u8 = 3;
 
-/// The exit code for a command that failed with `err`.
+/// The exit code for a command that failed with `err`: `ltc ssh`'s
+/// remote command's own, or one of the codes above.
 pub fn exit_code(err: &anyhow::Error) -> u8 {
+    if let Some(remote) = err.downcast_ref::<commands::ssh::RemoteExit>() {
+        return remote.0;
+    }
     if err.chain().any(|cause| cause.is::<PlacementFailed>()) {
         EXIT_PLACEMENT
     } else {
@@ -149,6 +154,7 @@ async fn run_in(
         Command::Create(args) => commands::create::run(&args, &ctx()?, env, out).await,
         Command::Scale(args) => commands::scale::run(&args, &ctx()?, out).await,
         Command::Status(args) => commands::status::run(&args, &ctx()?, out).await,
+        Command::Ssh(args) => commands::ssh::run(&args, &ctx()?, out).await,
         Command::List(args) => commands::list::run(&args, &ctx()?, out).await,
         Command::Remove(args) => commands::remove::run(&args, &ctx()?, out).await,
         Command::Update(args) => commands::update::run(&args, &ctx()?, out).await,
@@ -170,6 +176,12 @@ async fn run_in(
         Command::ImportDroplet(args) => commands::import_droplet::run(&args, &ctx()?, out).await,
     }?;
     out.flush().context("cannot write the output")
+}
+
+/// Whether `err` needs no message: the remote command of `ltc ssh`
+/// failed, and said why itself.
+pub fn is_silent(err: &anyhow::Error) -> bool {
+    err.is::<commands::ssh::RemoteExit>()
 }
 
 /// Whether `err` is a closed stdout (`ltc list-tasks | head`), which is not a

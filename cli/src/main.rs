@@ -12,6 +12,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) if ltc::is_broken_pipe(&err) => ExitCode::SUCCESS,
+        Err(err) if ltc::is_silent(&err) => ExitCode::from(ltc::exit_code(&err)),
         Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::from(ltc::exit_code(&err))

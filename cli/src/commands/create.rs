@@ -144,6 +144,11 @@ pub struct AppFlags {
     #[arg(long)]
     pub no_routes: bool,
 
+    /// Refuse `ltc ssh` (and OpenSSH through the cluster's proxy) into the
+    /// app's instances.
+    #[arg(long)]
+    pub no_ssh: bool,
+
     /// The port the health check connects to (default: the first port).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..),
           conflicts_with_all = ["monitor_url", "no_monitor"])]
@@ -392,6 +397,7 @@ pub(crate) fn app_request(
         annotation: String::new(),
         metrics_guid: String::new(),
         egress_rules: Vec::new(),
+        disable_ssh: flags.no_ssh,
     }
 }
 

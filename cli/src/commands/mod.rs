@@ -19,6 +19,7 @@ pub mod logs;
 pub mod remove;
 pub mod remove_droplet;
 pub mod scale;
+pub mod ssh;
 pub mod status;
 pub mod submit_lrp;
 pub mod submit_task;

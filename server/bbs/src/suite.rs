@@ -76,6 +76,7 @@ pub fn desired_lrp(process_guid: &str, domain: &str, instances: i64) -> DesiredL
         annotation: String::new(),
         metrics_guid: String::new(),
         egress_rules: Vec::new(),
+        disable_ssh: false,
     }
     .into_desired_lrp()
 }

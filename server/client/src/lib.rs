@@ -12,7 +12,8 @@
 //! - [`Client`]: the receptor's endpoints, one method each.
 //! - [`LogsClient`] (in `logs`): the log hub's recent and follow streams.
 //! - [`FileServerClient`] (in `files`): blobs and droplets, streamed.
-//! - [`RepClient`] (in `rep`): a cell's auction API, for the auctioneer.
+//! - [`RepClient`] (in `rep`): a cell's auction API, for the auctioneer,
+//!   and its sessions ([`session`]), for the SSH proxy.
 //! - [`ClientError`] (in `error`): what a call to any of them can fail with.
 //! - [`Info`], [`Credentials`]: the small types only the client needs.
 //!
@@ -41,6 +42,7 @@ mod error;
 mod files;
 mod logs;
 mod rep;
+pub mod session;
 
 use error::check_segment;
 pub use error::{error_from_body, parse_target, transport_error, ClientError};
@@ -99,6 +101,12 @@ pub struct Info {
     /// Where the router listens (`host:port`), if the cluster runs one.
     #[serde(default)]
     pub router_address: Option<String>,
+    /// The SSH proxy's port (on the receptor's host), if the cluster runs one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_port: Option<u16>,
+    /// The SSH proxy's host key fingerprint (`SHA256:...`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_host_key_fingerprint: Option<String>,
 }
 
 /// A file the receptor sends (`GET /v1/sync/:arch/ltc`).

@@ -1,6 +1,7 @@
 //! [`RepClient`]: the rep's API (`/v1/state`, `/v1/perform` for the
 //! auctioneer, `/v1/evacuate` for the receptor's drain), in one process or
-//! across machines alike.
+//! across machines alike; and its sessions (`ltc ssh`, in `session`), for
+//! the SSH proxy.
 
 use std::time::Duration;
 
@@ -17,12 +18,19 @@ pub enum RepClientError {
         #[source]
         source: reqwest::Error,
     },
+    /// A session (`ltc ssh`) could not be opened; `message` has the rep's
+    /// own words when it answered.
+    #[error("rep at {address} refused the session: {message}")]
+    Session { address: String, message: String },
 }
 
 /// Talks to reps.
 #[derive(Clone)]
 pub struct RepClient {
     http: reqwest::Client,
+    /// For sessions: no overall timeout, as a session lasts as long as its
+    /// user wants.
+    sessions: reqwest::Client,
     /// Presented to every rep (the rep's `router_with_secret`).
     secret: Option<String>,
 }
@@ -40,7 +48,15 @@ impl RepClient {
             .timeout(Duration::from_secs(10))
             .build()
             .unwrap_or_default();
-        RepClient { http, secret: None }
+        let sessions = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .build()
+            .unwrap_or_default();
+        RepClient {
+            http,
+            sessions,
+            secret: None,
+        }
     }
 
     /// A client that presents `secret` to reps that require it.
@@ -51,7 +67,11 @@ impl RepClient {
         }
     }
 
-    fn authorize(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    pub(crate) fn session_http(&self) -> &reqwest::Client {
+        &self.sessions
+    }
+
+    pub(crate) fn authorize(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         match &self.secret {
             Some(secret) => request.bearer_auth(secret),
             None => request,

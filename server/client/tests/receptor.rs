@@ -96,6 +96,7 @@ fn lrp(guid: &str, domain: &str, instances: i64) -> DesiredLrpCreateRequest {
         annotation: String::new(),
         metrics_guid: String::new(),
         egress_rules: Vec::new(),
+        disable_ssh: false,
     }
 }
 

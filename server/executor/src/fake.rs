@@ -14,8 +14,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::{self, BoxStream};
 use lattice_garden::{
-    ContainerInfo, ContainerSpec, Garden, GardenError, GardenResult, OomEvent, OutputChunk,
-    OutputStream, Process, ProcessSpec, Signal,
+    ContainerInfo, ContainerSpec, Garden, GardenError, GardenResult, Interactive,
+    InteractiveProcess, OomEvent, OutputChunk, OutputStream, Process, ProcessSpec, Signal, TtySize,
 };
 use tokio::sync::{mpsc, watch};
 
@@ -89,6 +89,8 @@ struct State {
     containers: BTreeMap<String, ContainerInfo>,
     specs: Vec<ContainerSpec>,
     processes: Vec<ProcessRecord>,
+    /// Terminal sizes interactive processes were given, by process index.
+    resizes: Vec<(usize, TtySize)>,
     /// Per process, the sender of its signals (to kill them on destroy).
     signal_senders: Vec<mpsc::UnboundedSender<Signal>>,
     streamed_in: Vec<(String, String, Bytes)>,
@@ -142,6 +144,12 @@ impl FakeGarden {
     /// Every process started so far, in start order.
     pub fn processes(&self) -> Vec<ProcessRecord> {
         self.lock().processes.clone()
+    }
+
+    /// Every resize of an interactive process's terminal: the process's
+    /// index in [`FakeGarden::processes`] and the size.
+    pub fn resizes(&self) -> Vec<(usize, TtySize)> {
+        self.lock().resizes.clone()
     }
 
     /// The records of processes started with `path`.
@@ -348,6 +356,31 @@ impl Garden for FakeGarden {
     }
 
     async fn run(&self, handle: &str, spec: ProcessSpec) -> GardenResult<Box<dyn Process>> {
+        Ok(Box::new(self.start(handle, spec)?))
+    }
+
+    /// Plays the script as [`Garden::run`] does; stdin is read and dropped,
+    /// and resizes are recorded ([`FakeGarden::resizes`]).
+    async fn exec_interactive(
+        &self,
+        handle: &str,
+        spec: ProcessSpec,
+        _tty: Option<TtySize>,
+    ) -> GardenResult<Interactive> {
+        Ok(Interactive {
+            stdin: Box::pin(tokio::io::sink()),
+            process: Box::new(self.start(handle, spec)?),
+        })
+    }
+
+    async fn machine_capacity(&self) -> GardenResult<(u64, u64)> {
+        Ok((8192, 65536))
+    }
+}
+
+impl FakeGarden {
+    /// Starts a process playing the script of its path.
+    fn start(&self, handle: &str, spec: ProcessSpec) -> GardenResult<FakeProcess> {
         self.container_exists(handle)?;
         let (signal_tx, signal_rx) = mpsc::unbounded_channel();
         let (output_tx, output_rx) = mpsc::channel(16);
@@ -372,17 +405,13 @@ impl Garden for FakeGarden {
             output_tx,
             exit_tx,
         ));
-        Ok(Box::new(FakeProcess {
+        Ok(FakeProcess {
             garden: self.clone(),
             index,
             output: Some(output_rx),
             exit: exit_rx,
             signals: signal_tx,
-        }))
-    }
-
-    async fn machine_capacity(&self) -> GardenResult<(u64, u64)> {
-        Ok((8192, 65536))
+        })
     }
 }
 
@@ -460,6 +489,14 @@ impl Process for FakeProcess {
             .push(signal);
         // An exited process ignores signals, as a real one would be gone.
         let _ = self.signals.send(signal);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl InteractiveProcess for FakeProcess {
+    async fn resize(&self, size: TtySize) -> GardenResult<()> {
+        self.garden.lock().resizes.push((self.index, size));
         Ok(())
     }
 }

@@ -67,6 +67,7 @@ use crate::{
 };
 
 mod cell_lock;
+mod interactive;
 pub use cell_lock::{
     cell_lock_name, CellLock, CellLockError, CELL_LOCK_IMAGE, CELL_LOCK_LABEL, HOLDER_GONE_GRACE,
 };
@@ -711,23 +712,7 @@ impl Garden for DockerGarden {
             ));
         }
         validate_env(&spec.env)?;
-        let pidfile = format!("{RUN_DIR}/{}.pid", uuid::Uuid::new_v4().simple());
-        let mut cmd = vec![
-            INIT_PATH.to_string(),
-            "spawn".to_string(),
-            "--pidfile".to_string(),
-            pidfile.clone(),
-        ];
-        if let Some(nofile) = spec.nofile {
-            cmd.extend(["--nofile".to_string(), nofile.to_string()]);
-        }
-        if let Some(dir) = &spec.dir {
-            cmd.extend(["--dir".to_string(), dir.clone()]);
-        }
-        cmd.push("--".to_string());
-        cmd.push(spec.path.clone());
-        cmd.extend(spec.args.iter().cloned());
-
+        let (pidfile, cmd) = spawn_command(&spec);
         let (exec_id, output) = self
             .start_exec(handle, cmd, &spec.env, spec.user.clone())
             .await?;
@@ -743,6 +728,15 @@ impl Garden for DockerGarden {
             pump: Some(pump),
             exit_status: None,
         }))
+    }
+
+    async fn exec_interactive(
+        &self,
+        handle: &str,
+        spec: ProcessSpec,
+        tty: Option<crate::TtySize>,
+    ) -> GardenResult<crate::Interactive> {
+        self.start_interactive(handle, spec, tty).await
     }
 
     /// Memory from the engine (`MemTotal`); disk: the size of the file
@@ -765,8 +759,31 @@ impl Garden for DockerGarden {
     }
 }
 
-/// A process started by [`DockerGarden::run`]: a Docker exec of
-/// `lattice-init spawn`.
+/// `lattice-init spawn` of `spec` with a new pidfile (in the container),
+/// so that `lattice-init signal` can reach the process later: the pidfile
+/// and the exec's command.
+fn spawn_command(spec: &ProcessSpec) -> (String, Vec<String>) {
+    let pidfile = format!("{RUN_DIR}/{}.pid", uuid::Uuid::new_v4().simple());
+    let mut cmd = vec![
+        INIT_PATH.to_string(),
+        "spawn".to_string(),
+        "--pidfile".to_string(),
+        pidfile.clone(),
+    ];
+    if let Some(nofile) = spec.nofile {
+        cmd.extend(["--nofile".to_string(), nofile.to_string()]);
+    }
+    if let Some(dir) = &spec.dir {
+        cmd.extend(["--dir".to_string(), dir.clone()]);
+    }
+    cmd.push("--".to_string());
+    cmd.push(spec.path.clone());
+    cmd.extend(spec.args.iter().cloned());
+    (pidfile, cmd)
+}
+
+/// A process started by [`DockerGarden::run`] (or `exec_interactive`): a
+/// Docker exec of `lattice-init spawn`.
 struct DockerProcess {
     garden: DockerGarden,
     handle: String,

@@ -8,7 +8,7 @@
 //! never leave that module.
 //!
 //! # Layout
-//! - [`Garden`], [`Process`]: the traits.
+//! - [`Garden`], [`Process`], [`InteractiveProcess`]: the traits.
 //! - [`ContainerSpec`], [`ProcessSpec`], [`ContainerInfo`]: plain data.
 //! - `docker` (cargo feature `docker`): the Docker backend.
 
@@ -228,6 +228,25 @@ pub trait Process: Send + Sync {
     async fn signal(&self, signal: Signal) -> GardenResult<()>;
 }
 
+/// The terminal size of an interactive process (see
+/// [`Garden::exec_interactive`]).
+pub use lattice_models::ssh::TtySize;
+
+/// A process started with [`Garden::exec_interactive`]: what a user typing
+/// into it (`ltc ssh`) needs beside what [`Process`] gives.
+#[async_trait]
+pub trait InteractiveProcess: Process {
+    /// Tells the process's terminal its new size (a no-op without one).
+    async fn resize(&self, size: TtySize) -> GardenResult<()>;
+}
+
+/// An interactive process and its standard input.
+pub struct Interactive {
+    /// Closing (shutting down) it is the process's end of input.
+    pub stdin: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
+    pub process: Box<dyn InteractiveProcess>,
+}
+
 /// A container backend.
 ///
 /// # Guarantees
@@ -273,6 +292,16 @@ pub trait Garden: Send + Sync + 'static {
     ) -> GardenResult<BoxStream<'static, GardenResult<Bytes>>>;
     /// Starts a process in the container.
     async fn run(&self, handle: &str, spec: ProcessSpec) -> GardenResult<Box<dyn Process>>;
+    /// Starts a process in the container with its standard input attached
+    /// and, with `tty`, a pseudo-terminal of that size (its output then
+    /// all comes as [`OutputStream::Stdout`]). For `ltc ssh`: nothing needs
+    /// to be installed in the image.
+    async fn exec_interactive(
+        &self,
+        handle: &str,
+        spec: ProcessSpec,
+        tty: Option<TtySize>,
+    ) -> GardenResult<Interactive>;
     /// Total memory (MB) and disk (MB) the backend's machine offers; the rep's
     /// default capacity.
     async fn machine_capacity(&self) -> GardenResult<(u64, u64)>;

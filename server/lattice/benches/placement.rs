@@ -95,6 +95,7 @@ impl Cluster {
             policy: Default::default(),
             hub: Arc::new(lattice_logs::LogHub::new(Default::default())),
             drain_timeout: Duration::from_secs(10),
+            ssh_listen: None,
         })
         .await?;
         let url = format!("http://{}", brain.address()?);

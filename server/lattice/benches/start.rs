@@ -55,6 +55,7 @@ async fn main() -> anyhow::Result<()> {
         policy: Default::default(),
         hub: Arc::new(lattice_logs::LogHub::new(Default::default())),
         router_listen: None,
+        ssh_listen: None,
     };
     let up = Up::prepare(config).await?;
     let client = Client::new(&format!("http://{}", up.receptor_address()?), None)?;

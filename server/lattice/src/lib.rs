@@ -11,10 +11,12 @@
 //! - [`router`]: the router role (route emitter, HTTP and TCP routers).
 //! - [`roles`]: the roles apart: brain, cell and router processes for a
 //!   cluster of several machines.
+//! - [`ssh`]: the SSH proxy (`ltc ssh`) in `up` and the brain.
 //! - [`shutdown`]: signal handling and draining.
 
 pub mod cell;
 pub mod roles;
 pub mod router;
 pub mod shutdown;
+pub mod ssh;
 pub mod up;

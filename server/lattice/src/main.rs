@@ -82,6 +82,15 @@ struct BrainArgs {
     /// System domain apps are routed under: APP.DOMAIN.
     #[arg(long, env = "LATTICE_DOMAIN", default_value = "localhost")]
     domain: String,
+    /// Where the SSH proxy (`ltc ssh`, `ssh -p 2222 diego:APP/0@HOST`)
+    /// listens. Default: the --listen address with port 2222 (no proxy, with
+    /// a warning, when that port is taken). Without --username/--password it
+    /// listens on loopback only, whatever this says.
+    #[arg(long, env = "LATTICE_SSH_LISTEN")]
+    ssh_listen: Option<SocketAddr>,
+    /// Run no SSH proxy: `ltc ssh` then does not work with this cluster.
+    #[arg(long, conflicts_with = "ssh_listen")]
+    no_ssh: bool,
     /// Where the routers take app traffic (HOST:PORT), told to `ltc` in /v1/info.
     #[arg(long, env = "LATTICE_ROUTER_ADDRESS")]
     router_address: Option<String>,
@@ -241,6 +250,15 @@ struct UpArgs {
     /// Run no router here.
     #[arg(long)]
     no_router: bool,
+    /// Where the SSH proxy (`ltc ssh`, `ssh -p 2222 diego:APP/0@HOST`)
+    /// listens. Default: the --listen address with port 2222 (no proxy, with
+    /// a warning, when that port is taken). Without --username/--password it
+    /// listens on loopback only, whatever this says.
+    #[arg(long, env = "LATTICE_SSH_LISTEN")]
+    ssh_listen: Option<SocketAddr>,
+    /// Run no SSH proxy: `ltc ssh` then does not work with this cluster.
+    #[arg(long, conflicts_with = "ssh_listen")]
+    no_ssh: bool,
     /// System domain apps are routed under: APP.DOMAIN. `localhost` resolves
     /// without DNS on most systems.
     #[arg(long, env = "LATTICE_DOMAIN", default_value = "localhost")]
@@ -489,6 +507,7 @@ async fn brain(args: BrainArgs, hub: Arc<LogHub>) -> anyhow::Result<()> {
         },
         hub,
         drain_timeout: Duration::from_secs(10),
+        ssh_listen: ssh_listen(args.no_ssh, args.ssh_listen, args.listen),
     };
     let shutdown = CancellationToken::new();
     lattice::shutdown::cancel_on_signal(shutdown.clone());
@@ -544,6 +563,29 @@ async fn router(args: RouterArgs) -> anyhow::Result<()> {
     router.run(shutdown).await
 }
 
+/// Where the SSH proxy listens: `--ssh-listen`, else the API's address
+/// with the default port (given up, with a warning, when it is taken);
+/// `None` with `--no-ssh`.
+fn ssh_listen(
+    no_ssh: bool,
+    ssh_listen: Option<SocketAddr>,
+    api_listen: SocketAddr,
+) -> Option<lattice::ssh::SshListen> {
+    if no_ssh {
+        return None;
+    }
+    Some(match ssh_listen {
+        Some(address) => lattice::ssh::SshListen {
+            address,
+            required: true,
+        },
+        None => lattice::ssh::SshListen {
+            address: SocketAddr::new(api_listen.ip(), lattice_ssh::DEFAULT_SSH_PORT),
+            required: false,
+        },
+    })
+}
+
 async fn up(args: UpArgs, hub: Arc<LogHub>) -> anyhow::Result<()> {
     let data_dir = data_dir_or_default(args.data_dir)?;
     keep_logs_on_disk(&hub, &data_dir)?;
@@ -581,6 +623,7 @@ async fn up(args: UpArgs, hub: Arc<LogHub>) -> anyhow::Result<()> {
         store: args.store,
         hub,
         router_listen: (!args.no_router).then_some(args.router_listen),
+        ssh_listen: ssh_listen(args.no_ssh, args.ssh_listen, args.listen),
         cell,
         converge_interval: args.converge_interval,
         policy: lattice_converger::Policy {
@@ -622,6 +665,18 @@ mod tests {
             assert!(help.contains("total size"), "{role}: {help}");
             assert!(!help.contains("free disk"), "{role}: {help}");
         }
+    }
+
+    #[test]
+    fn the_ssh_proxy_listens_beside_the_api_unless_told_otherwise() {
+        let api: std::net::SocketAddr = "0.0.0.0:8888".parse().expect("valid");
+        let default = super::ssh_listen(false, None, api).expect("on by default");
+        assert_eq!(default.address.to_string(), "0.0.0.0:2222");
+        assert!(!default.required, "a taken default port turns it off only");
+        let asked: std::net::SocketAddr = "127.0.0.1:2200".parse().expect("valid");
+        let explicit = super::ssh_listen(false, Some(asked), api).expect("on");
+        assert_eq!((explicit.address, explicit.required), (asked, true));
+        assert_eq!(super::ssh_listen(true, None, api), None);
     }
 
     #[test]

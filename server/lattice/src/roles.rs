@@ -162,6 +162,9 @@ pub struct BrainConfig {
     pub policy: Policy,
     pub hub: Arc<LogHub>,
     pub drain_timeout: Duration,
+    /// Where the SSH proxy (`ltc ssh`) listens; `None`: no proxy. Loopback
+    /// only when the API has no credentials (see [`crate::ssh`]).
+    pub ssh_listen: Option<crate::ssh::SshListen>,
 }
 
 /// A brain with its store open and its listener bound; [`Brain::run`]
@@ -171,6 +174,7 @@ pub struct Brain {
     store: SharedStore,
     listener: TcpListener,
     file_server: Arc<FileServer>,
+    ssh: Option<crate::ssh::PreparedSsh>,
 }
 
 impl Brain {
@@ -201,16 +205,33 @@ impl Brain {
         // docs/multi-machine.md); cells fetch them by URL.
         let file_server =
             crate::up::open_file_server(&config.data_dir, None, config.max_upload_bytes).await?;
+        let ssh = match config.ssh_listen {
+            Some(listen) => {
+                crate::ssh::PreparedSsh::prepare(
+                    &config.data_dir,
+                    listen,
+                    config.credentials.as_ref(),
+                )
+                .await?
+            }
+            None => None,
+        };
         Ok(Brain {
             config,
             store,
             listener,
             file_server,
+            ssh,
         })
     }
 
     pub fn address(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// Where the SSH proxy listens, if this brain runs one.
+    pub fn ssh_address(&self) -> Option<SocketAddr> {
+        self.ssh.as_ref().and_then(|ssh| ssh.address().ok())
     }
 
     /// Serves the API and runs the loops until `shutdown`, then drains.
@@ -220,6 +241,7 @@ impl Brain {
             store,
             listener,
             file_server,
+            ssh,
         } = self;
         let address = listener
             .local_addr()
@@ -235,6 +257,10 @@ impl Brain {
                 allow_privileged: config.allow_privileged,
                 ltc_path: lattice_receptor::ltc_beside_current_exe(),
                 cell_drainer: Some(RepDrainer::handle(config.secret.clone())),
+                ssh: match &ssh {
+                    Some(ssh) => Some(ssh.info().context("ssh listener has no address")?),
+                    None => None,
+                },
             },
             shutdown.clone(),
             lattice_logs::http::router(config.hub.clone(), shutdown.clone())
@@ -244,6 +270,15 @@ impl Brain {
         let app = internal_routes(&store, &config, shutdown.clone()).merge(receptor);
         tracker.spawn(lattice_receptor::serve(listener, app, shutdown.clone()));
 
+        if let Some(ssh) = ssh {
+            ssh.spawn(
+                &tracker,
+                store.clone(),
+                config.credentials.as_ref(),
+                config.secret.clone(),
+                shutdown.clone(),
+            );
+        }
         let owner = lock_owner(&config.brain_id);
         spawn_brain_loops(
             &tracker,

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::cell::{Cell, CellConfig};
+use crate::ssh::PreparedSsh;
 
 /// Everything `lattice up` needs, resolved from flags.
 #[derive(Clone)]
@@ -45,6 +46,9 @@ pub struct UpConfig {
     pub hub: Arc<LogHub>,
     /// Where the router listens for app traffic; `None`: no router here.
     pub router_listen: Option<SocketAddr>,
+    /// Where the SSH proxy (`ltc ssh`) listens; `None`: no proxy. Loopback
+    /// only when the API has no credentials (see [`crate::ssh`]).
+    pub ssh_listen: Option<crate::ssh::SshListen>,
 }
 
 /// The file of the embedded store inside the data dir.
@@ -78,6 +82,7 @@ pub struct Up {
     store: SharedStore,
     listener: TcpListener,
     router_listener: Option<TcpListener>,
+    ssh: Option<PreparedSsh>,
     cell: Option<Cell>,
     /// What the cell's rep requires of the auctioneer.
     rep_secret: String,
@@ -109,6 +114,12 @@ impl Up {
             })?),
             None => None,
         };
+        let ssh = match config.ssh_listen {
+            Some(listen) => {
+                PreparedSsh::prepare(&config.data_dir, listen, config.credentials.as_ref()).await?
+            }
+            None => None,
+        };
         // Only this process's auctioneer may hand the cell work, though
         // its rep listens on a port other local users could reach.
         let rep_secret = uuid::Uuid::new_v4().simple().to_string();
@@ -132,9 +143,15 @@ impl Up {
             store,
             listener,
             router_listener,
+            ssh,
             cell,
             rep_secret,
         })
+    }
+
+    /// Where the SSH proxy listens, if this cluster runs one.
+    pub fn ssh_address(&self) -> Option<SocketAddr> {
+        self.ssh.as_ref().and_then(|ssh| ssh.address().ok())
     }
 
     pub fn receptor_address(&self) -> std::io::Result<SocketAddr> {
@@ -156,6 +173,7 @@ impl Up {
             store,
             listener,
             router_listener,
+            ssh,
             cell,
             file_server,
             rep_secret,
@@ -172,6 +190,10 @@ impl Up {
             allow_privileged: config.allow_privileged,
             ltc_path: lattice_receptor::ltc_beside_current_exe(),
             cell_drainer: Some(crate::roles::RepDrainer::handle(rep_secret.clone())),
+            ssh: match &ssh {
+                Some(ssh) => Some(ssh.info().context("ssh listener has no address")?),
+                None => None,
+            },
         };
         let logs = lattice_logs::http::router(config.hub.clone(), shutdown.clone());
         let files = lattice_fileserver::router(file_server);
@@ -206,10 +228,19 @@ impl Up {
                 lock_ttl: crate::roles::DEFAULT_LOCK_TTL,
                 converge_interval: config.converge_interval,
                 policy: config.policy.clone(),
-                rep_secret: Some(rep_secret),
+                rep_secret: Some(rep_secret.clone()),
             },
             shutdown.clone(),
         )?;
+        if let Some(ssh) = ssh {
+            ssh.spawn(
+                &tracker,
+                store.clone(),
+                config.credentials.as_ref(),
+                rep_secret,
+                shutdown.clone(),
+            );
+        }
 
         if let Some(cell) = cell {
             let shutdown = shutdown.clone();

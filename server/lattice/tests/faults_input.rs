@@ -303,6 +303,7 @@ async fn start_server() -> Server {
         policy: Default::default(),
         hub: std::sync::Arc::new(lattice_logs::LogHub::new(Default::default())),
         router_listen: None,
+        ssh_listen: None,
     };
     let up = Up::prepare(config).await.expect("server starts");
     let base = format!("http://{}", up.receptor_address().expect("address"));

@@ -11,6 +11,7 @@
 //! - [`lrp`]: desired LRPs (what the user asked for) and actual LRPs (instances).
 //! - [`cell`]: cell presence and capacity.
 //! - [`routes`]: HTTP and TCP routes of an LRP.
+//! - [`ssh`]: `ltc ssh` login names and the proxy-to-rep session frames.
 //! - [`egress`]: egress rules (Diego's security group rules).
 //! - [`event`]: the change events served on `/v1/events`.
 //! - [`log`]: log lines of containers, as `ltc logs` shows them, and the
@@ -33,6 +34,7 @@ pub mod log;
 pub mod lrp;
 pub mod parse;
 pub mod routes;
+pub mod ssh;
 pub mod task;
 pub mod validation;
 

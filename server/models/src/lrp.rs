@@ -64,6 +64,10 @@ pub struct DesiredLrpCreateRequest {
     /// Stored and returned; not enforced by our cells (see `egress`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub egress_rules: Vec<SecurityGroupRule>,
+    /// Ours: refuse `ltc ssh` and the SSH proxy for this LRP's instances
+    /// (`ltc create --no-ssh`). A Diego client never sends it: ssh is on.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub disable_ssh: bool,
 }
 
 impl DesiredLrpCreateRequest {
@@ -117,6 +121,7 @@ impl DesiredLrpCreateRequest {
             metrics_guid: self.metrics_guid,
             annotation: self.annotation,
             egress_rules: self.egress_rules,
+            disable_ssh: self.disable_ssh,
             modification_tag: ModificationTag::default(),
         }
     }
@@ -221,6 +226,9 @@ pub struct DesiredLrp {
     pub annotation: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub egress_rules: Vec<SecurityGroupRule>,
+    /// Ours: no `ltc ssh` into this LRP's instances (see the create request).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub disable_ssh: bool,
     #[serde(default)]
     pub modification_tag: ModificationTag,
 }
@@ -547,6 +555,7 @@ mod tests {
             metrics_guid: String::new(),
             annotation: "a".into(),
             egress_rules: vec![],
+            disable_ssh: false,
         };
         let mut lrp = req.into_desired_lrp();
         let update = DesiredLrpUpdateRequest {

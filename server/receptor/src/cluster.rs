@@ -21,14 +21,25 @@ pub struct Info {
     pub version: &'static str,
     pub domain: String,
     pub router_address: Option<String>,
+    /// The port of the SSH proxy (`ltc ssh`) on this server's host, when
+    /// it runs one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ssh_port: Option<u16>,
+    /// The SSH proxy's host key fingerprint (`SHA256:...`), to check a
+    /// first connection against.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ssh_host_key_fingerprint: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/info", tag = "cluster", responses((status = 200, body = Info, description = "ours: version, system domain, router address")))]
+#[utoipa::path(get, path = "/v1/info", tag = "cluster", responses((status = 200, body = Info, description = "ours: version, system domain, router address, SSH proxy")))]
 pub async fn info(State(state): State<AppState>) -> Json<Info> {
+    let ssh = state.config.ssh.as_ref();
     Json(Info {
         version: env!("CARGO_PKG_VERSION"),
         domain: state.config.domain.clone(),
         router_address: state.config.router_address.clone(),
+        ssh_port: ssh.map(|ssh| ssh.port),
+        ssh_host_key_fingerprint: ssh.map(|ssh| ssh.host_key_fingerprint.clone()),
     })
 }
 

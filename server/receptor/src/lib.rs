@@ -64,6 +64,9 @@ pub struct ReceptorConfig {
     /// How `POST /v1/cells/{cell_id}/drain` reaches a cell's rep; `None`:
     /// that endpoint answers 503.
     pub cell_drainer: Option<CellDrainerHandle>,
+    /// The SSH proxy (`ltc ssh`), when this server runs one: told to
+    /// clients in `/v1/info`.
+    pub ssh: Option<SshInfo>,
 }
 
 /// Tells a cell's rep to drain (the server binary implements it with the
@@ -87,6 +90,14 @@ impl std::fmt::Debug for CellDrainerHandle {
     }
 }
 
+/// Where the SSH proxy listens and the host key it presents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshInfo {
+    pub port: u16,
+    /// `SHA256:...`, as OpenSSH shows it.
+    pub host_key_fingerprint: String,
+}
+
 /// Where the installer puts `ltc`: beside the running server binary.
 pub fn ltc_beside_current_exe() -> Option<std::path::PathBuf> {
     std::env::current_exe()
@@ -104,6 +115,7 @@ impl Default for ReceptorConfig {
             allow_privileged: false,
             ltc_path: None,
             cell_drainer: None,
+            ssh: None,
         }
     }
 }

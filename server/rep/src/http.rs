@@ -2,6 +2,8 @@
 //! `RepClient`, lives in `lattice_client` so the auctioneer does not link
 //! the cell; it is re-exported here.
 //!
+//! The SSH proxy opens sessions (`ltc ssh`) the same way (see `session`).
+//!
 //! The auctioneer reaches every rep this way, in one process or across
 //! machines alike, so the one-machine cluster runs the same code path as a
 //! real one. Across machines it sits behind the cluster secret
@@ -24,6 +26,10 @@ pub fn router(rep: Arc<Rep>) -> Router {
         .route("/v1/state", get(state))
         .route("/v1/perform", post(perform))
         .route("/v1/evacuate", post(evacuate))
+        .route(
+            "/v1/sessions/{process_guid}/{index}",
+            get(crate::session::open),
+        )
         .with_state(rep)
 }
 

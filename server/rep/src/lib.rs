@@ -24,6 +24,7 @@
 //! - `restart`: what a restarted rep keeps, fails, gives back and destroys.
 //! - [`evacuation`]: handing running instances over when the cell drains
 //!   ([`Rep::evacuate`]).
+//! - `session`: `ltc ssh` sessions into an instance's container.
 //! - [`http`]: the rep's HTTP interface and the client the auctioneer uses.
 
 use std::collections::HashMap;
@@ -42,6 +43,7 @@ pub mod evacuation;
 pub mod http;
 mod lrps;
 mod restart;
+mod session;
 mod tasks;
 
 /// Container label naming the task a container runs.

@@ -51,7 +51,7 @@ pub(crate) async fn run(rep: &Arc<Rep>, process_guid: &str, index: i64, cancel: 
             return;
         }
     };
-    let handle = format!("lattice-lrp-{instance_guid}");
+    let handle = container_handle(&instance_guid);
     let instance = index.to_string();
     let log_guid = desired.log_guid.as_str();
     rep.cell_log(
@@ -61,6 +61,11 @@ pub(crate) async fn run(rep: &Arc<Rep>, process_guid: &str, index: i64, cancel: 
     );
     let ended = run_instance(rep, &desired, index, &handle, &instance_guid, &cancel).await;
     finish(rep, &desired, index, &handle, &instance_guid, ended).await;
+}
+
+/// The container of the instance that runs as `instance_guid`.
+pub(crate) fn container_handle(instance_guid: &str) -> String {
+    format!("lattice-lrp-{instance_guid}")
 }
 
 /// Records how the instance ended (crashed, or handed back), then destroys

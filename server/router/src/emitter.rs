@@ -331,6 +331,7 @@ mod tests {
             annotation: String::new(),
             metrics_guid: String::new(),
             egress_rules: Vec::new(),
+            disable_ssh: false,
         }
         .into_desired_lrp();
         assert!(!affects_routes(&Event::DesiredLrpCreated {

@@ -274,6 +274,7 @@ mod tests {
             annotation: String::new(),
             metrics_guid: String::new(),
             egress_rules: Vec::new(),
+            disable_ssh: false,
         }
         .into_desired_lrp()
     }

@@ -156,6 +156,7 @@ fn web_lrp() -> DesiredLrpCreateRequest {
         annotation: String::new(),
         metrics_guid: String::new(),
         egress_rules: Vec::new(),
+        disable_ssh: false,
     }
 }
 

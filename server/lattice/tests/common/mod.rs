@@ -21,6 +21,8 @@ pub struct Cluster {
     pub base: String,
     /// `host:port` of the cluster's router.
     pub router: String,
+    /// Where the cluster's SSH proxy listens.
+    pub ssh: std::net::SocketAddr,
     pub cell_id: String,
     shutdown: CancellationToken,
     running: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -86,6 +88,10 @@ pub fn up_config(data_dir: &Path, cell_id: &str, options: &ClusterOptions) -> Up
         policy: options.policy.clone(),
         hub: std::sync::Arc::new(lattice_logs::LogHub::new(lattice_logs::HubConfig::default())),
         router_listen: Some("127.0.0.1:0".parse().expect("valid address")),
+        ssh_listen: Some(lattice::ssh::SshListen {
+            address: "127.0.0.1:0".parse().expect("valid address"),
+            required: true,
+        }),
     }
 }
 
@@ -102,6 +108,7 @@ impl Cluster {
         let address = up.receptor_address().expect("receptor address");
         let base = format!("http://{address}");
         let router = up.router_address().expect("router address").to_string();
+        let ssh = up.ssh_address().expect("ssh address");
         let shutdown = CancellationToken::new();
         let running = tokio::spawn(up.run(shutdown.clone()));
         let credentials = options
@@ -113,6 +120,7 @@ impl Cluster {
             client,
             base,
             router,
+            ssh,
             cell_id: guard.owner().to_string(),
             shutdown,
             running: Some(running),
