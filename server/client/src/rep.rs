@@ -1,9 +1,11 @@
 //! [`RepClient`]: the rep's auction API (`/v1/state`, `/v1/perform`), for
-//! the auctioneer, in one process or across machines alike.
+//! the auctioneer, in one process or across machines alike, and its image
+//! config (`/v1/image_config`), for the receptor.
 
 use std::time::Duration;
 
 use lattice_models::auction::{CellState, Work};
+use lattice_models::lifecycle::ImageConfig;
 
 /// What a call to a rep can fail with. Not a [`crate::ClientError`]: that
 /// one speaks of the receptor (and tells the user how to start it), and a
@@ -15,6 +17,14 @@ pub enum RepClientError {
         address: String,
         #[source]
         source: reqwest::Error,
+    },
+    /// The rep answered, refusing: `message` is its reason (e.g. an image
+    /// it cannot pull, status 404).
+    #[error("rep at {address} refused ({status}): {message}")]
+    Refused {
+        address: String,
+        status: u16,
+        message: String,
     },
 }
 
@@ -87,5 +97,40 @@ impl RepClient {
             .json()
             .await
             .map_err(wrap)
+    }
+
+    /// The config of the image of `rootfs`, as the rep's engine has it.
+    ///
+    /// # Errors
+    /// [`RepClientError::Refused`] with the rep's reason when it cannot
+    /// read it (400: not an image URL; 404: the image cannot be had);
+    /// [`RepClientError::Http`] when the rep cannot be reached.
+    pub async fn image_config(
+        &self,
+        address: &str,
+        rootfs: &str,
+    ) -> Result<ImageConfig, RepClientError> {
+        let wrap = |source| RepClientError::Http {
+            address: address.to_string(),
+            source,
+        };
+        let response = self
+            .authorize(self.http.get(format!("{address}/v1/image_config")))
+            .query(&[("rootfs", rootfs)])
+            // Pulling a missing image can take long; reading one, never.
+            .timeout(Duration::from_secs(300))
+            .send()
+            .await
+            .map_err(wrap)?;
+        let status = response.status();
+        if !status.is_success() {
+            let message = response.text().await.unwrap_or_default();
+            return Err(RepClientError::Refused {
+                address: address.to_string(),
+                status: status.as_u16(),
+                message,
+            });
+        }
+        response.json().await.map_err(wrap)
     }
 }

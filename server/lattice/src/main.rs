@@ -168,7 +168,9 @@ struct CellArgs {
     cell_containers: i64,
     /// How long the cell counts as alive without renewing its presence
     /// (renewed every third of it); its work is placed elsewhere after.
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    /// Short, so that a lost cell's instances run elsewhere within seconds;
+    /// raise it where the network to the brains is slow.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
     presence_ttl: Duration,
     /// Log filter (tracing's EnvFilter syntax), e.g. `info` or `lattice=debug`.
     #[arg(long, env = "LATTICE_LOG", default_value = "info")]
@@ -557,7 +559,7 @@ async fn up(args: UpArgs, hub: Arc<LogHub>) -> anyhow::Result<()> {
             disk_mb: args.cell_disk_mb,
             containers: args.cell_containers,
             cache_dir: data_dir.join("cache"),
-            presence_ttl: Duration::from_secs(30),
+            presence_ttl: lattice_rep::DEFAULT_PRESENCE_TTL,
         })
     };
     let config = UpConfig {

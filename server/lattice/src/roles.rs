@@ -208,6 +208,7 @@ impl Brain {
                 router_address: config.router_address.clone(),
                 allow_privileged: config.allow_privileged,
                 ltc_path: lattice_receptor::ltc_beside_current_exe(),
+                rep_secret: Some(config.secret.clone()),
             },
             shutdown.clone(),
             lattice_logs::http::router(config.hub.clone(), shutdown.clone())

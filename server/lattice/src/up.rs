@@ -171,6 +171,7 @@ impl Up {
             router_address: router_address.map(|a| a.to_string()),
             allow_privileged: config.allow_privileged,
             ltc_path: lattice_receptor::ltc_beside_current_exe(),
+            rep_secret: Some(rep_secret.clone()),
         };
         let logs = lattice_logs::http::router(config.hub.clone(), shutdown.clone());
         let files = lattice_fileserver::router(file_server);

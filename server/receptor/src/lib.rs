@@ -21,6 +21,7 @@ use std::sync::Arc;
 use axum::routing::{get, post, put};
 use axum::Router;
 use lattice_bbs::SharedStore;
+use lattice_client::RepClient;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -62,6 +63,9 @@ pub struct ReceptorConfig {
     /// [`ltc_beside_current_exe`]); read on each request, so an install made
     /// after the server started is served.
     pub ltc_path: Option<std::path::PathBuf>,
+    /// The secret cells' reps require (as the auctioneer presents it), for
+    /// `GET /v1/image_config`, which asks a cell's engine.
+    pub rep_secret: Option<String>,
 }
 
 /// Where the installer puts `ltc`: beside the running server binary.
@@ -80,6 +84,7 @@ impl Default for ReceptorConfig {
             router_address: None,
             allow_privileged: false,
             ltc_path: None,
+            rep_secret: None,
         }
     }
 }
@@ -92,6 +97,8 @@ pub struct AppState {
     /// Fires on server shutdown; ends event streams so shutdown is not held
     /// up by clients that never disconnect.
     pub shutdown: CancellationToken,
+    /// Reaches cells' reps (for an image's config), with the rep secret.
+    pub reps: RepClient,
 }
 
 /// The receptor's router, ready to serve.
@@ -107,10 +114,15 @@ pub fn app_with_routes(
     shutdown: CancellationToken,
     extra: Router,
 ) -> Router {
+    let reps = match &config.rep_secret {
+        Some(secret) => RepClient::with_secret(secret.clone()),
+        None => RepClient::new(),
+    };
     let state = AppState {
         store,
         config: Arc::new(config),
         shutdown,
+        reps,
     };
     let api = Router::new()
         .route("/v1/info", get(cluster::info))
@@ -152,6 +164,7 @@ pub fn app_with_routes(
             get(lrps::list_actual_by_domain),
         )
         .route("/v1/cells", get(cluster::cells))
+        .route("/v1/image_config", get(cluster::image_config))
         .route("/v1/domains", get(cluster::domains))
         .route("/v1/domains/{domain}", put(cluster::upsert_domain))
         .route("/v1/events", get(events::stream))

@@ -35,6 +35,7 @@ use crate::{cluster, events, lrps, meta, tasks};
         lrps::restart_actual,
         cluster::info,
         cluster::cells,
+        cluster::image_config,
         cluster::domains,
         cluster::upsert_domain,
         events::stream,

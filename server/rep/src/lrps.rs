@@ -11,11 +11,13 @@ use lattice_garden::{ContainerInfo, OWNER_PROPERTY};
 use lattice_models::auction::LrpKey;
 use lattice_models::log::{SOURCE_APP, SOURCE_HEALTH};
 use lattice_models::{ActualLrp, ActualLrpEvent, ActualLrpState, DesiredLrp, PortMapping};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    Rep, INDEX_PROPERTY, INSTANCE_GUID_PROPERTY, LOG_GUID_PROPERTY, PROCESS_GUID_PROPERTY,
+    ContainerExit, Rep, INDEX_PROPERTY, INSTANCE_GUID_PROPERTY, LOG_GUID_PROPERTY,
+    PROCESS_GUID_PROPERTY,
 };
 
 const CAS_RETRIES: usize = 8;
@@ -46,6 +48,7 @@ pub(crate) async fn run(rep: &Arc<Rep>, process_guid: &str, index: i64, cancel: 
         return;
     }
     rep.set_instance_guid(&key, &instance_guid);
+    let exited = rep.container_exit(&key);
     let desired = match rep.store.get_desired_lrp(process_guid).await {
         Ok(desired) => desired,
         Err(err) => {
@@ -62,7 +65,16 @@ pub(crate) async fn run(rep: &Arc<Rep>, process_guid: &str, index: i64, cancel: 
         &instance,
         format!("Creating container for instance {index} on cell {cell_id}"),
     );
-    let ended = run_instance(rep, &desired, index, &handle, &instance_guid, &cancel).await;
+    let ended = run_instance(
+        rep,
+        &desired,
+        index,
+        &handle,
+        &instance_guid,
+        &cancel,
+        exited,
+    )
+    .await;
     finish(rep, &desired, index, &handle, &instance_guid, ended).await;
 }
 
@@ -158,6 +170,7 @@ async fn supervise_adopted(
         disk_mb: desired.disk_mb.max(0) as u64,
     };
     let adopted = Instant::now();
+    let mut exited = rep.container_exit(&LrpKey::new(lrp.process_guid.clone(), lrp.index));
     // The monitor runs at once: only a healthy instance stays adopted.
     let mut next_monitor = adopted;
     loop {
@@ -219,6 +232,7 @@ async fn supervise_adopted(
                 tokio::time::sleep(rep.config.drain_delay).await;
                 return Ended::Stopped;
             }
+            exit = container_died(&mut exited) => return died(exit, Some(adopted)),
             _ = tokio::time::sleep(rep.config.adopted_check_interval) => {}
         }
     }
@@ -361,6 +375,34 @@ fn instance_env(
     env
 }
 
+/// Resolves once the engine has reported the instance's container dead
+/// (see `Rep::on_exit`); never when there is nothing to follow.
+async fn container_died(
+    exited: &mut Option<watch::Receiver<Option<ContainerExit>>>,
+) -> ContainerExit {
+    if let Some(receiver) = exited {
+        if let Ok(exit) = receiver.wait_for(Option::is_some).await {
+            if let Some(exit) = *exit {
+                return exit;
+            }
+        }
+    }
+    // No allocation to follow, or it is gone: only the exec tells.
+    std::future::pending().await
+}
+
+/// The crash of an instance whose container the engine reported dead.
+fn died(exit: ContainerExit, running_since: Option<Instant>) -> Ended {
+    let reason = match exit.status {
+        Some(status) => format!("Exited with status {status} (its container died)"),
+        None => "its container died".to_string(),
+    };
+    Ended::Crashed {
+        reason,
+        ran_for: running_since.map(|s| s.elapsed()).unwrap_or_default(),
+    }
+}
+
 async fn run_instance(
     rep: &Arc<Rep>,
     desired: &DesiredLrp,
@@ -368,6 +410,7 @@ async fn run_instance(
     handle: &str,
     instance_guid: &str,
     cancel: &CancellationToken,
+    mut exited: Option<watch::Receiver<Option<ContainerExit>>>,
 ) -> Ended {
     let no_time = Duration::ZERO;
     let request = container_request(rep, desired, index, handle, instance_guid);
@@ -450,6 +493,12 @@ async fn run_instance(
         };
         tokio::select! {
             result = &mut action => return action_ended(result, cancel, running_since),
+            exit = container_died(&mut exited) => {
+                // The exec may not notice a dead container at once; it ends
+                // when the container is destroyed.
+                action_cancel.cancel();
+                return died(exit, running_since);
+            }
             _ = cancel.cancelled() => {
                 if running_since.is_some() {
                     tokio::time::sleep(rep.config.drain_delay).await;
@@ -491,6 +540,11 @@ async fn run_instance(
                         monitor_cancel.cancel();
                         let _ = (&mut check).await;
                         return action_ended(result, cancel, running_since);
+                    }
+                    exit = container_died(&mut exited) => {
+                        monitor_cancel.cancel();
+                        action_cancel.cancel();
+                        return died(exit, running_since);
                     }
                     _ = cancel.cancelled() => {
                         monitor_cancel.cancel();
