@@ -150,6 +150,11 @@ pub struct Rep {
     logs: Arc<dyn LogSink>,
     /// A std mutex: held only for map updates, never across an `.await`.
     work: Mutex<HashMap<WorkKey, Allocation>>,
+    /// What instances that ended still hold while their containers are
+    /// destroyed, by container handle: counted as used, but their keys are
+    /// free, so that a replacement of the same index (a crash restarted at
+    /// once) is taken while the old container goes.
+    retiring: Mutex<HashMap<String, Resource>>,
     tracker: TaskTracker,
 }
 
@@ -174,6 +179,7 @@ impl Rep {
             executor,
             logs,
             work: Mutex::new(HashMap::new()),
+            retiring: Mutex::new(HashMap::new()),
             tracker: TaskTracker::new(),
         })
     }
@@ -318,8 +324,8 @@ impl Rep {
         tracing::info!(process_guid = %lrp.process_guid, index = lrp.index, instance_guid = %lrp.instance_guid, handle = %adoption.container.handle, "adopting a running instance");
         let rep = self.clone();
         self.tracker.spawn(async move {
+            // Releases the allocation on every path (see `lrps`).
             lrps::run_adopted(&rep, desired, adoption, cancel).await;
-            rep.release(&key);
         });
         Ok(())
     }
@@ -338,9 +344,13 @@ impl Rep {
     pub fn state(&self) -> CellState {
         let total = Resource::from(self.config.capacity);
         let work = self.work.lock().expect("rep work map poisoned");
-        let used = work.values().fold(Resource::ZERO, |acc, a| {
-            acc.checked_add(&a.resource).unwrap_or(acc)
-        });
+        let retiring = self.retiring.lock().expect("rep retiring map poisoned");
+        let used = work
+            .values()
+            .map(|a| &a.resource)
+            .chain(retiring.values())
+            .fold(Resource::ZERO, |acc, r| acc.checked_add(r).unwrap_or(acc));
+        drop(retiring);
         let available = Resource {
             memory_mb: (total.memory_mb - used.memory_mb).max(0),
             disk_mb: (total.disk_mb - used.disk_mb).max(0),
@@ -379,8 +389,8 @@ impl Rep {
             };
             let rep = self.clone();
             self.tracker.spawn(async move {
+                // Releases the allocation on every path (see `lrps`).
                 lrps::run(&rep, &lrp.process_guid, lrp.index, cancel).await;
-                rep.release(&key);
             });
         }
         for task in work.tasks {
@@ -422,6 +432,27 @@ impl Rep {
 
     fn release(&self, key: &WorkKey) {
         self.work.lock().expect("rep work map poisoned").remove(key);
+    }
+
+    /// Frees the key of an instance that ended while its container
+    /// (`handle`) is destroyed; its resources stay held until
+    /// [`Rep::retired`].
+    fn retire(&self, key: &WorkKey, handle: &str) {
+        let mut work = self.work.lock().expect("rep work map poisoned");
+        if let Some(allocation) = work.remove(key) {
+            self.retiring
+                .lock()
+                .expect("rep retiring map poisoned")
+                .insert(handle.to_string(), allocation.resource);
+        }
+    }
+
+    /// The container `handle` of a retired instance is gone.
+    fn retired(&self, handle: &str) {
+        self.retiring
+            .lock()
+            .expect("rep retiring map poisoned")
+            .remove(handle);
     }
 
     fn cancel(&self, key: &WorkKey) {

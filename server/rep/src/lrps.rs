@@ -44,7 +44,9 @@ pub(crate) async fn run(rep: &Arc<Rep>, process_guid: &str, index: i64, cancel: 
     let cell_id = rep.config.cell_id.clone();
     let instance_guid = uuid::Uuid::new_v4().to_string();
     let key = LrpKey::new(process_guid, index);
+    let work_key = crate::WorkKey::Lrp(key.clone());
     if !claim(&rep.store, process_guid, index, &cell_id, &instance_guid).await {
+        rep.release(&work_key);
         return;
     }
     rep.set_instance_guid(&key, &instance_guid);
@@ -54,6 +56,7 @@ pub(crate) async fn run(rep: &Arc<Rep>, process_guid: &str, index: i64, cancel: 
         Err(err) => {
             tracing::info!(process_guid, index, error = %err, "desired LRP is gone; giving the instance back");
             give_back(&rep.store, process_guid, index, &instance_guid).await;
+            rep.release(&work_key);
             return;
         }
     };
@@ -79,7 +82,9 @@ pub(crate) async fn run(rep: &Arc<Rep>, process_guid: &str, index: i64, cancel: 
 }
 
 /// Records how the instance ended (crashed, or handed back), then destroys
-/// its container.
+/// its container. Frees the instance's key first (its resources stay held
+/// until the container is gone), so a replacement placed here at once is
+/// not turned away.
 async fn finish(
     rep: &Arc<Rep>,
     desired: &DesiredLrp,
@@ -91,6 +96,10 @@ async fn finish(
     let process_guid = desired.process_guid.as_str();
     let instance = index.to_string();
     let log_guid = desired.log_guid.as_str();
+    rep.retire(
+        &crate::WorkKey::Lrp(LrpKey::new(process_guid, index)),
+        handle,
+    );
     match ended {
         Ended::Crashed { reason, ran_for } => {
             tracing::info!(process_guid, index, %reason, "instance crashed");
@@ -113,6 +122,7 @@ async fn finish(
     if let Err(err) = rep.executor.destroy(handle).await {
         tracing::warn!(process_guid, index, %handle, error = %err, "cannot destroy instance container");
     }
+    rep.retired(handle);
     rep.cell_log(log_guid, &instance, "Destroyed container");
 }
 
