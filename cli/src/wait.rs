@@ -1,26 +1,36 @@
 //! Waiting for an app's instances to be RUNNING (`ltc create`, `ltc scale`),
 //! and the error that says why they are not when the time is up.
 //!
-//! The wait polls `GET /v1/actual_lrps/APP`: a poll sees the whole state at
-//! once, needs no catching up after a missed event, and its cost (one small
-//! request every [`POLL_INTERVAL`]) does not matter for one user's command.
-//! When the time is up, the last log lines of the instances that are not
-//! running are part of the explanation: a crash's cause is usually there.
+//! The wait follows the receptor's event stream (`GET /v1/events`), so it
+//! learns that an instance is RUNNING the moment the store records it: it
+//! subscribes, then reads `GET /v1/actual_lrps/APP` once, then applies each
+//! event about the app's instances to what it read. It reads again every
+//! [`RESYNC_INTERVAL`] anyway, and whenever the stream fails (subscribing
+//! again first), so a lost event or a receptor without events only costs
+//! time. When the time is up, the last log lines of the instances that are
+//! not running are part of the explanation: a crash's cause is usually
+//! there.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use futures::StreamExt as _;
 use lattice_client::LogsClient;
-use lattice_client::{Client, ClientError};
-use lattice_models::{ActualLrp, ActualLrpState};
+use lattice_client::{Client, ClientError, EventStream};
+use lattice_models::{ActualLrp, ActualLrpState, Event};
 use tokio::time::Instant;
 
 use crate::log_stream::recent_lines_of_instances;
 use crate::progress::Spinner;
 
-/// How often the wait looks at the instances.
+/// How often waits that poll (a task's state) look.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
+
+/// How often the wait for instances reads them all again, even while it
+/// follows their events: heals a missed event, and is the pace when the
+/// event stream is not available.
+pub const RESYNC_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How many log lines a failure shows at most: enough for a crash's last
 /// words, few enough to keep the explanation readable.
@@ -91,8 +101,8 @@ impl Progress {
     }
 }
 
-/// Polls the instances of `app` until `desired` of them are RUNNING and no
-/// instance beyond them is left, or `timeout` has passed.
+/// Follows the instances of `app` until `desired` of them are RUNNING and
+/// no instance beyond them is left, or `timeout` has passed.
 ///
 /// # Errors
 /// [`PlacementFailed`] when the time is up, explaining each instance that is
@@ -110,7 +120,13 @@ pub async fn wait_for_instances(
 ) -> anyhow::Result<Vec<ActualLrp>> {
     let deadline = Instant::now() + timeout;
     let mut last = Vec::new();
+    let mut events: Option<EventStream> = None;
     loop {
+        // Subscribed before reading: events are not replayed, so whatever
+        // happens after the read is on the stream.
+        if events.is_none() {
+            events = client.events().await.ok();
+        }
         match client.actual_lrps_by_process_guid(app).await {
             Ok(actuals) => {
                 let progress = Progress::of(&actuals, desired);
@@ -137,8 +153,58 @@ pub async fn wait_for_instances(
             let log_details = log_details(&failing, lines);
             return Err(not_running(app, desired, timeout, &last, log_details).into());
         }
-        tokio::time::sleep(POLL_INTERVAL).await;
+        let resync_at = (Instant::now() + RESYNC_INTERVAL).min(deadline);
+        let Some(stream) = events.as_mut() else {
+            tokio::time::sleep_until(resync_at).await;
+            continue;
+        };
+        loop {
+            match tokio::time::timeout_at(resync_at, stream.next()).await {
+                // Time to read everything again.
+                Err(_) => break,
+                Ok(Some(Ok(event))) => {
+                    if apply_event(&mut last, app, &event) {
+                        let progress = Progress::of(&last, desired);
+                        spinner.set_message(progress.message(app));
+                        if progress.is_done() {
+                            return Ok(last);
+                        }
+                    }
+                }
+                // The stream failed or ended: events may be lost, so read
+                // again after subscribing again.
+                Ok(Some(Err(_)) | None) => {
+                    events = None;
+                    break;
+                }
+            }
+        }
     }
+}
+
+/// Applies a change-feed event to `actuals`, the instances of `app`;
+/// whether it was about them.
+pub fn apply_event(actuals: &mut Vec<ActualLrp>, app: &str, event: &Event) -> bool {
+    let (index, after) = match event {
+        Event::ActualLrpCreated { actual_lrp } if actual_lrp.process_guid == app => {
+            (actual_lrp.index, Some(actual_lrp))
+        }
+        Event::ActualLrpChanged {
+            actual_lrp_after, ..
+        } if actual_lrp_after.process_guid == app => {
+            (actual_lrp_after.index, Some(actual_lrp_after))
+        }
+        Event::ActualLrpRemoved { actual_lrp } if actual_lrp.process_guid == app => {
+            (actual_lrp.index, None)
+        }
+        _ => return false,
+    };
+    actuals.retain(|a| a.index != index);
+    if let Some(after) = after {
+        actuals.push(after.clone());
+        actuals.sort_by_key(|a| a.index);
+    }
+    true
 }
 
 /// A lost connection or a timed-out request, which may heal by itself.
@@ -283,6 +349,33 @@ mod tests {
             a.cell_id = "cell-1".into();
         }
         a
+    }
+
+    #[test]
+    fn events_about_the_app_update_its_instances() {
+        let mut actuals = vec![actual(0, ActualLrpState::Claimed)];
+        let running = actual(0, ActualLrpState::Running);
+        let changed = Event::ActualLrpChanged {
+            actual_lrp_before: actuals[0].clone(),
+            actual_lrp_after: running.clone(),
+        };
+        assert!(apply_event(&mut actuals, "web", &changed));
+        assert_eq!(actuals, std::slice::from_ref(&running));
+        let created = Event::ActualLrpCreated {
+            actual_lrp: actual(1, ActualLrpState::Unclaimed),
+        };
+        assert!(apply_event(&mut actuals, "web", &created));
+        assert_eq!(Progress::of(&actuals, 2).running, 1);
+        let removed = Event::ActualLrpRemoved {
+            actual_lrp: running,
+        };
+        assert!(apply_event(&mut actuals, "web", &removed));
+        assert_eq!(actuals.iter().map(|a| a.index).collect::<Vec<_>>(), [1]);
+        let mut other = actual(5, ActualLrpState::Running);
+        other.process_guid = "other".into();
+        let elsewhere = Event::ActualLrpCreated { actual_lrp: other };
+        assert!(!apply_event(&mut actuals, "web", &elsewhere));
+        assert_eq!(actuals.len(), 1);
     }
 
     #[test]

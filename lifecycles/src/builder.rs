@@ -96,14 +96,7 @@ pub fn execution_metadata(
     config: &ImageConfig,
     start_command: &[String],
 ) -> Result<ExecutionMetadata, BuildError> {
-    let mut metadata = ExecutionMetadata::from_image(config);
-    if !start_command.is_empty() {
-        metadata.start_command = start_command.to_vec();
-    }
-    if metadata.start_command.is_empty() {
-        return Err(BuildError::NoStartCommand);
-    }
-    Ok(metadata)
+    ExecutionMetadata::runnable(config, start_command).ok_or(BuildError::NoStartCommand)
 }
 
 /// The human summary: the ports, then the start command as a shell would

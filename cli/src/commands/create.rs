@@ -2,9 +2,11 @@
 //! an app (a desired LRP) and wait until its instances are RUNNING.
 //!
 //! Three steps, as Lattice did them:
-//! 1. stage: a task runs the lifecycle's `builder` in the image, which reads
-//!    the image's config (ports, user, working dir, entrypoint) and writes
-//!    it as the task's result;
+//! 1. stage: read the image's config (ports, user, working dir,
+//!    entrypoint) through the receptor, which asks a cell's engine (one
+//!    engine call, no container); a cluster that cannot answer that runs a
+//!    staging task instead, whose builder reads it in a container of the
+//!    image, as Lattice did;
 //! 2. desire: the LRP runs the lifecycle's `launcher` (the image's
 //!    entrypoint, or START_COMMAND) with `healthcheck` as its monitor;
 //! 3. wait until every instance is RUNNING, then print where the app is.
@@ -573,8 +575,64 @@ pub(crate) fn staging_suffix() -> String {
     suffix[..8].to_string()
 }
 
-/// Runs the staging task and returns what the builder found.
+/// What the image runs and serves: its config as the cluster's engine has
+/// it (`GET /v1/image_config`, one engine call on a cell), or, where the
+/// cluster cannot answer that (no cell answers yet, an older brain), what
+/// the staging task's builder found in a container of the image.
 async fn stage(
+    client: &Client,
+    args: &Args,
+    rootfs: &str,
+    ctx: &Context,
+    tail: &mut LogTail,
+    out: &mut dyn Write,
+) -> anyhow::Result<ExecutionMetadata> {
+    let staged = match client.image_config(rootfs).await {
+        Ok(config) => {
+            ExecutionMetadata::runnable(&config, &args.start_command).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "staging {} failed: the image has no start command: it sets neither \
+                 ENTRYPOINT nor CMD; give one after `--`",
+                    args.image
+                )
+            })?
+        }
+        Err(err) if cannot_read_image_configs(&err) => {
+            stage_in_a_task(client, args, rootfs, ctx, tail, out).await?
+        }
+        Err(err) => {
+            return Err(err).with_context(|| format!("cannot read the config of {}", args.image))
+        }
+    };
+    let command = if args.start_command.is_empty() {
+        &staged.start_command
+    } else {
+        &args.start_command
+    };
+    writeln!(
+        out,
+        "Staged {}: start command {}",
+        args.image,
+        command_line(command)
+    )?;
+    Ok(staged)
+}
+
+/// The cluster cannot read an image's config itself: no cell could be
+/// asked (503), or the receptor has no such endpoint (a 404 that is not
+/// about the image, whose 404 names the field `rootfs`).
+fn cannot_read_image_configs(err: &lattice_client::ClientError) -> bool {
+    match err {
+        lattice_client::ClientError::Api { status: 503, .. } => true,
+        lattice_client::ClientError::Api { status: 404, error } => {
+            error.field.as_deref() != Some("rootfs")
+        }
+        _ => false,
+    }
+}
+
+/// Runs the staging task and returns what the builder found.
+async fn stage_in_a_task(
     client: &Client,
     args: &Args,
     rootfs: &str,
@@ -596,24 +654,12 @@ async fn stage(
     if task.failed {
         bail!("staging {} failed: {}", args.image, task.failure_reason);
     }
-    let staged: ExecutionMetadata = serde_json::from_str(&task.result).with_context(|| {
+    serde_json::from_str(&task.result).with_context(|| {
         format!(
             "staging {} gave no readable result ({:?})",
             args.image, task.result
         )
-    })?;
-    let command = if args.start_command.is_empty() {
-        &staged.start_command
-    } else {
-        &args.start_command
-    };
-    writeln!(
-        out,
-        "Staged {}: start command {}",
-        args.image,
-        command_line(command)
-    )?;
-    Ok(staged)
+    })
 }
 
 /// Submits the staging task `request`, waits until it completes (showing

@@ -28,6 +28,7 @@ use std::time::Duration;
 
 use eventsource_stream::{EventStreamError, Eventsource};
 use futures::stream::{BoxStream, StreamExt};
+use lattice_models::lifecycle::ImageConfig;
 use lattice_models::parse::{readable_items, Readable};
 use lattice_models::{
     ActualLrp, CellResponse, DesiredLrp, DesiredLrpCreateRequest, DesiredLrpUpdateRequest, Event,
@@ -337,6 +338,28 @@ impl Client {
         check_segment("cell id", cell_id)?;
         self.send_empty(Method::POST, &["v1", "cells", cell_id, "drain"])
             .await
+    }
+
+    /// `GET /v1/image_config?rootfs=URL` (ours): the config of the Docker
+    /// image of `rootfs`, read by a cell from its engine (which pulls it
+    /// first when absent, so there is no request timeout).
+    ///
+    /// # Errors
+    /// A 404 when the image cannot be had, 400 for a rootfs that is no
+    /// `docker://` URL, 503 when no cell could be asked.
+    pub async fn image_config(&self, rootfs: &str) -> Result<ImageConfig, ClientError> {
+        let request = self
+            .request(Method::GET, &["v1", "image_config"])
+            .query(&[("rootfs", rootfs)]);
+        let response = self.execute(request).await?;
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| transport_error(self.target(), e))?;
+        serde_json::from_slice(&body).map_err(|source| ClientError::Decode {
+            what: "the answer to GET /v1/image_config".to_string(),
+            source: source.into(),
+        })
     }
 
     /// `PUT /v1/domains/:domain`; the domain expires after `ttl`, or never.

@@ -1,11 +1,12 @@
 //! [`RepClient`]: the rep's API (`/v1/state`, `/v1/perform` for the
-//! auctioneer, `/v1/evacuate` for the receptor's drain), in one process or
-//! across machines alike; and its sessions (`ltc ssh`, in `session`), for
-//! the SSH proxy.
+//! auctioneer, `/v1/evacuate` for the receptor's drain, `/v1/image_config`
+//! for the receptor), in one process or across machines alike; and its
+//! sessions (`ltc ssh`, in `session`), for the SSH proxy.
 
 use std::time::Duration;
 
 use lattice_models::auction::{CellState, Work};
+use lattice_models::lifecycle::ImageConfig;
 
 /// What a call to a rep can fail with. Not a [`crate::ClientError`]: that
 /// one speaks of the receptor (and tells the user how to start it), and a
@@ -22,6 +23,14 @@ pub enum RepClientError {
     /// own words when it answered.
     #[error("rep at {address} refused the session: {message}")]
     Session { address: String, message: String },
+    /// The rep answered, refusing: `message` is its reason (e.g. an image
+    /// it cannot pull, status 404).
+    #[error("rep at {address} refused ({status}): {message}")]
+    Refused {
+        address: String,
+        status: u16,
+        message: String,
+    },
 }
 
 /// Talks to reps.
@@ -123,5 +132,40 @@ impl RepClient {
             .json()
             .await
             .map_err(wrap)
+    }
+
+    /// The config of the image of `rootfs`, as the rep's engine has it.
+    ///
+    /// # Errors
+    /// [`RepClientError::Refused`] with the rep's reason when it cannot
+    /// read it (400: not an image URL; 404: the image cannot be had);
+    /// [`RepClientError::Http`] when the rep cannot be reached.
+    pub async fn image_config(
+        &self,
+        address: &str,
+        rootfs: &str,
+    ) -> Result<ImageConfig, RepClientError> {
+        let wrap = |source| RepClientError::Http {
+            address: address.to_string(),
+            source,
+        };
+        let response = self
+            .authorize(self.http.get(format!("{address}/v1/image_config")))
+            .query(&[("rootfs", rootfs)])
+            // Pulling a missing image can take long; reading one, never.
+            .timeout(Duration::from_secs(300))
+            .send()
+            .await
+            .map_err(wrap)?;
+        let status = response.status();
+        if !status.is_success() {
+            let message = response.text().await.unwrap_or_default();
+            return Err(RepClientError::Refused {
+                address: address.to_string(),
+                status: status.as_u16(),
+                message,
+            });
+        }
+        response.json().await.map_err(wrap)
     }
 }

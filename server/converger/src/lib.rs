@@ -55,8 +55,13 @@ pub struct ConvergerConfig {
     pub policy: Policy,
     pub callbacks: CallbackConfig,
     /// After a relevant event, how long to gather more before a pass, so a
-    /// burst of changes costs one pass.
+    /// burst of changes costs one pass. A crash the policy restarts at once
+    /// does not wait for it.
     pub debounce: Duration,
+    /// How often the live cells are listed, so that a cell whose presence
+    /// expired is acted on at once rather than at the next periodic pass
+    /// (the store raises no event when a presence lapses). One small read.
+    pub presence_check: Duration,
 }
 
 impl ConvergerConfig {
@@ -74,6 +79,7 @@ impl ConvergerConfig {
             policy: Policy::default(),
             callbacks: CallbackConfig::default(),
             debounce: Duration::from_millis(75),
+            presence_check: Duration::from_millis(250),
         }
     }
 }
@@ -159,6 +165,9 @@ impl Converger {
         renew.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut periodic = tokio::time::interval(self.config.interval);
         periodic.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut presence = tokio::time::interval(self.config.presence_check);
+        presence.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut live_cells: Option<HashSet<String>> = None;
         let mut active = false;
         let mut next_pass: Option<Instant> = None;
         loop {
@@ -173,6 +182,11 @@ impl Converger {
                     }
                 }
                 _ = periodic.tick() => next_pass = Some(Instant::now()),
+                _ = presence.tick(), if active => {
+                    if self.cells_vanished(&mut live_cells).await {
+                        next_pass = Some(Instant::now());
+                    }
+                }
                 event = next_event(&mut events) => match event {
                     Ok(event) => {
                         if active {
@@ -245,9 +259,35 @@ impl Converger {
         if let Some(task_guid) = completed_with_callback(event) {
             self.spawn_resolve(task_guid.to_string(), shutdown);
         }
-        if wants_pass(event) {
+        if restarts_at_once(event, &self.config.policy) {
+            *next_pass = Some(Instant::now());
+        } else if wants_pass(event) {
             soon(next_pass, self.config.debounce);
         }
+    }
+
+    /// Lists the live cells; whether one of `known` (the cells seen last
+    /// time) is gone now: its presence expired or it deregistered, so its
+    /// work is to be placed elsewhere. A failed read changes nothing.
+    async fn cells_vanished(&self, known: &mut Option<HashSet<String>>) -> bool {
+        let cells = match self.store.list_cells().await {
+            Ok(cells) => cells,
+            Err(err) => {
+                tracing::debug!(error = %err, "cannot list the cells to watch their presence");
+                return false;
+            }
+        };
+        let live: HashSet<String> = cells.into_iter().map(|c| c.cell_id).collect();
+        let gone: Vec<&String> = known
+            .as_ref()
+            .map(|known| known.difference(&live).collect())
+            .unwrap_or_default();
+        let vanished = !gone.is_empty();
+        if vanished {
+            tracing::info!(cells = ?gone, "cell presence ended; converging at once");
+        }
+        *known = Some(live);
+        vanished
     }
 
     /// One pass of the loop; callbacks are started in the background. Returns
@@ -340,6 +380,24 @@ fn wants_pass(event: &Event) -> bool {
         } => {
             actual_lrp_after.state == ActualLrpState::Crashed
                 && actual_lrp_before.state != ActualLrpState::Crashed
+        }
+        _ => false,
+    }
+}
+
+/// A new crash that the crash policy restarts without waiting (one of the
+/// first `immediate_restarts`): the pass runs at once, without the
+/// debounce, since every millisecond here is an instance missing.
+fn restarts_at_once(event: &Event, policy: &Policy) -> bool {
+    match event {
+        Event::ActualLrpChanged {
+            actual_lrp_before,
+            actual_lrp_after,
+        } => {
+            actual_lrp_after.state == ActualLrpState::Crashed
+                && actual_lrp_before.state != ActualLrpState::Crashed
+                && policy.crash_backoff(actual_lrp_after.crash_count).is_zero()
+                && actual_lrp_after.crash_count < policy.max_restart_attempts
         }
         _ => false,
     }
@@ -461,5 +519,28 @@ mod tests {
         assert!(wants_pass(&crash));
         assert!(!wants_pass(&recrash));
         assert!(!wants_pass(&created));
+    }
+
+    #[test]
+    fn only_an_immediately_restartable_crash_skips_the_debounce() {
+        let policy = Policy::default();
+        let before = suite::actual_lrp("web", "apps", 0);
+        let crash = |count: i64| {
+            let mut after = before.clone();
+            after.state = ActualLrpState::Crashed;
+            after.crash_count = count;
+            Event::ActualLrpChanged {
+                actual_lrp_before: before.clone(),
+                actual_lrp_after: after,
+            }
+        };
+        assert!(restarts_at_once(&crash(1), &policy));
+        assert!(restarts_at_once(&crash(policy.immediate_restarts), &policy));
+        assert!(!restarts_at_once(
+            &crash(policy.immediate_restarts + 1),
+            &policy
+        ));
+        let created = Event::ActualLrpCreated { actual_lrp: before };
+        assert!(!restarts_at_once(&created, &policy));
     }
 }

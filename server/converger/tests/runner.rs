@@ -8,7 +8,8 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use lattice_bbs::{suite, SharedStore};
 use lattice_converger::{Converger, ConvergerConfig, LOCK_NAME};
-use lattice_models::{Event, TaskEvent};
+use lattice_models::{ActualLrpEvent, ActualLrpState, Event, TaskEvent};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -147,5 +148,55 @@ async fn a_completed_task_is_resolved_from_the_change_feed() {
     })
     .await
     .expect("the resolved task is deleted");
+    running.stop().await;
+}
+
+/// Issue 16: a lost cell's instances go back to the auction as soon as its
+/// presence ends, not at the next periodic pass (an hour away here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vanished_cells_instance_is_unclaimed_without_waiting_for_the_interval() {
+    let (_dir, store) = store().await;
+    store
+        .upsert_cell(suite::cell("cell-gone"), Duration::from_secs(60))
+        .await
+        .expect("the cell registers");
+    store
+        .create_desired_lrp(suite::desired_lrp("web", "apps", 1))
+        .await
+        .expect("desired LRP is created");
+    let running_on = [ActualLrpEvent::Claim, ActualLrpEvent::Start];
+    actual_through(&store, "web", 0, "cell-gone", &running_on, now()).await;
+    let on_work = Arc::new(Notify::new());
+    let running = start(&store, "brain", on_work.clone());
+    lock_owner_becomes(&store, |o| o == Some("brain")).await;
+    // The first passes (taking the lock) found the cell alive.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        store.get_actual_lrp("web", 0).await.expect("reads").state,
+        ActualLrpState::Running
+    );
+
+    let mut events = store.subscribe();
+    store
+        .remove_cell("cell-gone")
+        .await
+        .expect("the presence ends");
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            if let Event::ActualLrpChanged {
+                actual_lrp_after, ..
+            } = events.recv().await.expect("feed is open")
+            {
+                if actual_lrp_after.state == ActualLrpState::Unclaimed {
+                    return;
+                }
+            }
+        }
+    })
+    .await
+    .expect("the instance is unclaimed");
+    tokio::time::timeout(PATIENCE, on_work.notified())
+        .await
+        .expect("the auctioneer is woken");
     running.stop().await;
 }

@@ -14,8 +14,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::{self, BoxStream};
 use lattice_garden::{
-    ContainerInfo, ContainerSpec, Garden, GardenError, GardenResult, Interactive,
-    InteractiveProcess, OomEvent, OutputChunk, OutputStream, Process, ProcessSpec, Signal, TtySize,
+    ContainerEvent, ContainerEventKind, ContainerInfo, ContainerSpec, Garden, GardenError,
+    GardenResult, Interactive, InteractiveProcess, OomEvent, OutputChunk, OutputStream, Process,
+    ProcessSpec, Signal, TtySize,
 };
 use tokio::sync::{mpsc, watch};
 
@@ -96,8 +97,12 @@ struct State {
     streamed_in: Vec<(String, String, Bytes)>,
     /// Regular files by (handle, absolute path).
     files: BTreeMap<(String, String), Bytes>,
-    /// Subscribers of [`Garden::oom_events`], with their property filter.
-    oom_subscribers: Vec<(BTreeMap<String, String>, mpsc::UnboundedSender<OomEvent>)>,
+    /// Subscribers of [`Garden::container_events`], with their property
+    /// filter.
+    event_subscribers: Vec<(
+        BTreeMap<String, String>,
+        mpsc::UnboundedSender<ContainerEvent>,
+    )>,
 }
 
 /// The fake backend; cheap to clone, clones share their state.
@@ -120,25 +125,37 @@ impl FakeGarden {
     /// Reports an out-of-memory kill in container `handle` to every
     /// subscriber whose filter its properties match, as the engine would.
     pub fn oom(&self, handle: &str) {
+        self.report(handle, ContainerEventKind::OutOfMemory);
+    }
+
+    /// Reports that container `handle`'s init exited, as the engine would;
+    /// the fake's processes in it are not touched (tests decide).
+    pub fn exited(&self, handle: &str, status: Option<i64>) {
+        self.report(handle, ContainerEventKind::Exited { status });
+    }
+
+    fn report(&self, handle: &str, kind: ContainerEventKind) {
         let mut state = self.lock();
         let Some(properties) = state.containers.get(handle).map(|c| c.properties.clone()) else {
             return;
         };
-        state.oom_subscribers.retain(|(filter, sender)| {
+        state.event_subscribers.retain(|(filter, sender)| {
             let matches = filter.iter().all(|(k, v)| properties.get(k) == Some(v));
             !matches
                 || sender
-                    .send(OomEvent {
+                    .send(ContainerEvent {
                         handle: handle.to_string(),
                         properties: properties.clone(),
+                        kind,
                     })
                     .is_ok()
         });
     }
 
-    /// Whether something subscribed to OOM events (tests wait for it).
-    pub fn has_oom_subscribers(&self) -> bool {
-        !self.lock().oom_subscribers.is_empty()
+    /// Whether something subscribed to container events (tests wait for
+    /// it).
+    pub fn has_event_subscribers(&self) -> bool {
+        !self.lock().event_subscribers.is_empty()
     }
 
     /// Every process started so far, in start order.
@@ -278,13 +295,13 @@ impl Garden for FakeGarden {
             .collect())
     }
 
-    async fn oom_events(
+    async fn container_events(
         &self,
         properties: &BTreeMap<String, String>,
-    ) -> GardenResult<BoxStream<'static, OomEvent>> {
+    ) -> GardenResult<BoxStream<'static, ContainerEvent>> {
         let (sender, receiver) = mpsc::unbounded_channel();
         self.lock()
-            .oom_subscribers
+            .event_subscribers
             .push((properties.clone(), sender));
         Ok(Box::pin(stream::unfold(
             receiver,
@@ -371,6 +388,15 @@ impl Garden for FakeGarden {
             stdin: Box::pin(tokio::io::sink()),
             process: Box::new(self.start(handle, spec)?),
         })
+    }
+
+    /// Every image's config is empty here.
+    async fn image_config(
+        &self,
+        rootfs: &str,
+    ) -> GardenResult<lattice_models::lifecycle::ImageConfig> {
+        lattice_garden::ImageRef::from_rootfs(rootfs)?;
+        Ok(Default::default())
     }
 
     async fn machine_capacity(&self) -> GardenResult<(u64, u64)> {

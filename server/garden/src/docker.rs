@@ -61,9 +61,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::{
-    ContainerInfo, ContainerSpec, Garden, GardenError, GardenResult, ImageRef, OomEvent,
-    OutputChunk, OutputStream, PortMapping, Process, ProcessSpec, Signal, DESTROY_GRACE,
-    OWNER_PROPERTY,
+    ContainerEvent, ContainerEventKind, ContainerInfo, ContainerSpec, Garden, GardenError,
+    GardenResult, ImageRef, OutputChunk, OutputStream, PortMapping, Process, ProcessSpec, Signal,
+    DESTROY_GRACE, OWNER_PROPERTY,
 };
 
 mod cell_lock;
@@ -618,18 +618,21 @@ impl Garden for DockerGarden {
             .await
     }
 
-    async fn oom_events(
+    async fn container_events(
         &self,
         properties: &BTreeMap<String, String>,
-    ) -> GardenResult<BoxStream<'static, OomEvent>> {
+    ) -> GardenResult<BoxStream<'static, ContainerEvent>> {
         let labels = properties.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let filters = HashMap::from([
             ("type".to_string(), vec!["container".to_string()]),
-            ("event".to_string(), vec!["oom".to_string()]),
+            (
+                "event".to_string(),
+                vec!["oom".to_string(), "die".to_string()],
+            ),
             ("label".to_string(), labels),
         ]);
         // The engine's stream is only requested when first polled; `since`
-        // makes it start here anyway, so that an OOM kill between this call
+        // makes it start here anyway, so that an event between this call
         // and the first poll is not missed.
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -653,11 +656,22 @@ impl Garden for DockerGarden {
                 let mut attributes = event.actor?.attributes.unwrap_or_default();
                 let handle = attributes.remove("name")?;
                 // Besides the labels the engine adds `image`, `name` and, for
-                // some events, `exitCode`; only labels are properties.
+                // `die`, `exitCode` (and `execDuration`); only labels are
+                // properties.
                 attributes.remove("image");
-                Some(OomEvent {
+                let status = attributes
+                    .remove("exitCode")
+                    .and_then(|code| code.parse().ok());
+                attributes.remove("execDuration");
+                let kind = match event.action.as_deref() {
+                    Some("oom") => ContainerEventKind::OutOfMemory,
+                    Some("die") => ContainerEventKind::Exited { status },
+                    _ => return None,
+                };
+                Some(ContainerEvent {
                     handle,
                     properties: attributes.into_iter().collect(),
+                    kind,
                 })
             });
         Ok(events.boxed())
@@ -737,6 +751,12 @@ impl Garden for DockerGarden {
         tty: Option<crate::TtySize>,
     ) -> GardenResult<crate::Interactive> {
         self.start_interactive(handle, spec, tty).await
+    }
+
+    async fn image_config(&self, rootfs: &str) -> GardenResult<ImageConfig> {
+        let image = ImageRef::from_rootfs(rootfs)?;
+        let inspect = self.ensure_image(&image).await?;
+        Ok(image_config(&inspect))
     }
 
     /// Memory from the engine (`MemTotal`); disk: the size of the file

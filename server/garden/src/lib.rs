@@ -9,7 +9,8 @@
 //!
 //! # Layout
 //! - [`Garden`], [`Process`], [`InteractiveProcess`]: the traits.
-//! - [`ContainerSpec`], [`ProcessSpec`], [`ContainerInfo`]: plain data.
+//! - [`ContainerSpec`], [`ProcessSpec`], [`ContainerInfo`],
+//!   [`ContainerEvent`]: plain data.
 //! - `docker` (cargo feature `docker`): the Docker backend.
 
 use std::collections::BTreeMap;
@@ -18,6 +19,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
+use lattice_models::lifecycle::ImageConfig;
 
 #[cfg(feature = "docker")]
 pub mod docker;
@@ -163,13 +165,26 @@ pub struct ProcessSpec {
     pub nofile: Option<u64>,
 }
 
-/// The kernel killed a process of a container for exceeding its memory
-/// limit.
+/// Something the engine reports about one container, as it happens.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OomEvent {
+pub struct ContainerEvent {
     pub handle: String,
     /// The container's properties (labels) as the event carried them.
     pub properties: BTreeMap<String, String>,
+    pub kind: ContainerEventKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContainerEventKind {
+    /// The kernel killed a process of the container for exceeding its
+    /// memory limit: its init or any child process of it (which leaves the
+    /// container running, so that [`ContainerInfo::oom_killed`] never shows
+    /// it).
+    OutOfMemory,
+    /// The container's init exited: every process in it is gone (killed
+    /// from outside, or the container was stopped), with the init's exit
+    /// status when the engine gave one.
+    Exited { status: Option<i64> },
 }
 
 /// Which output stream a chunk came from.
@@ -267,15 +282,14 @@ pub trait Garden: Send + Sync + 'static {
     /// Unpacks a tar archive into `destination` (a directory, created if
     /// missing) in the container.
     async fn stream_in(&self, handle: &str, destination: &str, tar: Bytes) -> GardenResult<()>;
-    /// Every later out-of-memory kill in a container whose properties
-    /// include all of `properties`: the container's init or any child
-    /// process of it (which leaves the container running, so that
-    /// [`ContainerInfo::oom_killed`] never shows it). The stream ends when
-    /// the backend's event stream does; callers subscribe again.
-    async fn oom_events(
+    /// Every later out-of-memory kill and exit of a container whose
+    /// properties include all of `properties`, as the engine reports them:
+    /// a cell learns that a container died without polling it. The stream
+    /// ends when the backend's event stream does; callers subscribe again.
+    async fn container_events(
         &self,
         properties: &BTreeMap<String, String>,
-    ) -> GardenResult<BoxStream<'static, OomEvent>>;
+    ) -> GardenResult<BoxStream<'static, ContainerEvent>>;
     /// As [`Garden::stream_in`], reading the tar from `tar` (at its current
     /// position) as it goes, so that a large archive never sits in memory.
     async fn stream_in_file(
@@ -302,6 +316,11 @@ pub trait Garden: Send + Sync + 'static {
         spec: ProcessSpec,
         tty: Option<TtySize>,
     ) -> GardenResult<Interactive>;
+
+    /// The config of the image of `rootfs` (a Diego rootfs URL), pulling
+    /// the image only when it is not present: what the Docker lifecycle's
+    /// builder would read, without making a container.
+    async fn image_config(&self, rootfs: &str) -> GardenResult<ImageConfig>;
     /// Total memory (MB) and disk (MB) the backend's machine offers; the rep's
     /// default capacity.
     async fn machine_capacity(&self) -> GardenResult<(u64, u64)>;

@@ -683,7 +683,7 @@ async fn regression_a_child_oom_kill_is_reported() {
     };
     let info = garden.create(spec).await.expect("created");
     let mut events = garden
-        .oom_events(&guard.properties())
+        .container_events(&guard.properties())
         .await
         .expect("subscribed");
 
@@ -701,11 +701,49 @@ async fn regression_a_child_oom_kill_is_reported() {
         .expect("an OOM event")
         .expect("the stream is open");
     assert_eq!(event.handle, info.handle);
+    assert_eq!(event.kind, lattice_garden::ContainerEventKind::OutOfMemory);
     assert_eq!(
         event.properties.get(lattice_garden::OWNER_PROPERTY),
         Some(&guard.owner().to_string())
     );
     assert!(garden.info(&info.handle).await.expect("there").running);
+}
+
+/// Issue 16: a cell learns that a container died from the engine's events,
+/// without polling it.
+#[tokio::test]
+async fn a_killed_containers_exit_is_reported() {
+    let guard = OwnerGuard::new("garden-exit-event");
+    let garden = garden().await;
+    let info = garden
+        .create(spec(&guard, "c").await)
+        .await
+        .expect("created");
+    let mut events = garden
+        .container_events(&guard.properties())
+        .await
+        .expect("subscribed");
+    let docker = lattice_testkit::docker::connect().await;
+    let options = bollard::query_parameters::KillContainerOptionsBuilder::default()
+        .signal("KILL")
+        .build();
+    docker
+        .kill_container(&info.handle, Some(options))
+        .await
+        .expect("the engine kills the container");
+    let event = tokio::time::timeout(std::time::Duration::from_secs(60), events.next())
+        .await
+        .expect("an exit event")
+        .expect("the stream is open");
+    assert_eq!(event.handle, info.handle);
+    assert_eq!(
+        event.kind,
+        lattice_garden::ContainerEventKind::Exited { status: Some(137) }
+    );
+    assert_eq!(
+        event.properties.get(lattice_garden::OWNER_PROPERTY),
+        Some(&guard.owner().to_string())
+    );
 }
 
 /// Regression (issue 15): containers had no PID limit.

@@ -177,7 +177,9 @@ struct CellArgs {
     cell_containers: i64,
     /// How long the cell counts as alive without renewing its presence
     /// (renewed every third of it); its work is placed elsewhere after.
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    /// Short, so that a lost cell's instances run elsewhere within seconds;
+    /// raise it where the network to the brains is slow.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
     presence_ttl: Duration,
     /// Tell routers to reach this cell's instances at their container
     /// addresses, skipping the engine's port proxy (faster). Only when the
@@ -613,7 +615,7 @@ async fn up(args: UpArgs, hub: Arc<LogHub>) -> anyhow::Result<()> {
             disk_mb: args.cell_disk_mb,
             containers: args.cell_containers,
             cache_dir: data_dir.join("cache"),
-            presence_ttl: Duration::from_secs(30),
+            presence_ttl: lattice_rep::DEFAULT_PRESENCE_TTL,
             // Its router runs on this machine: direct where it reaches.
             advertise_container_network: None,
             evacuation_timeout: lattice::cell::DEFAULT_EVACUATION_TIMEOUT,

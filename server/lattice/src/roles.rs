@@ -261,6 +261,7 @@ impl Brain {
                     Some(ssh) => Some(ssh.info().context("ssh listener has no address")?),
                     None => None,
                 },
+                rep_secret: Some(config.secret.clone()),
             },
             shutdown.clone(),
             lattice_logs::http::router(config.hub.clone(), shutdown.clone())

@@ -194,6 +194,7 @@ impl Up {
                 Some(ssh) => Some(ssh.info().context("ssh listener has no address")?),
                 None => None,
             },
+            rep_secret: Some(rep_secret.clone()),
         };
         let logs = lattice_logs::http::router(config.hub.clone(), shutdown.clone());
         let files = lattice_fileserver::router(file_server);

@@ -118,6 +118,8 @@ impl StagingResult {
 
 /// The parts of a Docker image's config the lifecycle uses. Every field is
 /// empty when the image does not set it (`null` reads as empty too).
+/// Also what the receptor's `GET /v1/image_config` answers (ours).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ImageConfig {
@@ -208,6 +210,21 @@ impl ExecutionMetadata {
                 .map(|(name, value)| EnvironmentVariable { name, value })
                 .collect(),
         }
+    }
+}
+
+impl ExecutionMetadata {
+    /// The metadata of an image that can run as an app: with
+    /// `start_command` as its start command when one is given (the user's,
+    /// after `--`), else the image's; `None` when neither names a program.
+    /// What the Docker builder decides, and `ltc create` when it reads the
+    /// image's config through the receptor.
+    pub fn runnable(config: &ImageConfig, start_command: &[String]) -> Option<ExecutionMetadata> {
+        let mut metadata = ExecutionMetadata::from_image(config);
+        if !start_command.is_empty() {
+            metadata.start_command = start_command.to_vec();
+        }
+        (!metadata.start_command.is_empty()).then_some(metadata)
     }
 }
 

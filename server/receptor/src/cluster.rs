@@ -2,15 +2,19 @@
 
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header::CACHE_CONTROL, HeaderMap, StatusCode, Uri};
 use axum::Json;
 use lattice_models::validation::validate_domain;
 use std::collections::HashMap;
 
 use lattice_bbs::{ActualLrpFilter, DesiredLrpFilter, TaskFilter};
-use lattice_models::{ActualLrpState, CellCapacity, CellResponse, DesiredLrp, TaskState};
-use serde::Serialize;
+use lattice_client::RepClientError;
+use lattice_models::lifecycle::ImageConfig;
+use lattice_models::{
+    ActualLrpState, ApiErrorName, CellCapacity, CellResponse, DesiredLrp, TaskState,
+};
+use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
 use crate::AppState;
@@ -90,6 +94,72 @@ pub async fn drain(
     }
     tracing::info!(%cell_id, "cell told to drain");
     Ok(StatusCode::ACCEPTED)
+}
+
+/// The query of `GET /v1/image_config`.
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct ImageConfigQuery {
+    /// The image as a Diego rootfs URL: `docker:///REPO#TAG`.
+    pub rootfs: String,
+}
+
+/// Ours: the config of a Docker image (entrypoint, cmd, env, working dir,
+/// user, exposed ports), read by a live cell from its engine (pulled
+/// there first when absent). What `ltc create` needs to know before it
+/// desires an app; Lattice ran a staging task (a whole container) for it.
+#[utoipa::path(get, path = "/v1/image_config", tag = "cluster", params(ImageConfigQuery),
+    responses(
+        (status = 200, body = ImageConfig),
+        (status = 400, body = lattice_models::ApiErrorBody, description = "rootfs is no docker:// URL"),
+        (status = 404, body = lattice_models::ApiErrorBody, description = "the image cannot be had"),
+        (status = 503, body = lattice_models::ApiErrorBody, description = "no cell could be asked"),
+    ))]
+pub async fn image_config(
+    State(state): State<AppState>,
+    Query(query): Query<ImageConfigQuery>,
+) -> Result<Json<ImageConfig>, ApiError> {
+    if !query.rootfs.starts_with("docker://") {
+        return Err(ApiError::invalid_request(
+            "rootfs",
+            format!("rootfs {:?} is not a docker:// URL", query.rootfs),
+        ));
+    }
+    let cells = state.store.list_cells().await?;
+    let docker_cells = cells
+        .iter()
+        .filter(|c| c.rootfs_providers.contains_key("docker"));
+    // The first cell that answers; one that cannot be reached (dying, its
+    // presence not yet expired) is skipped.
+    for cell in docker_cells {
+        match state
+            .reps
+            .image_config(&cell.rep_address, &query.rootfs)
+            .await
+        {
+            Ok(config) => return Ok(Json(config)),
+            Err(RepClientError::Refused {
+                status, message, ..
+            }) if status == 400 || status == 404 => {
+                let name = if status == 400 {
+                    ApiErrorName::InvalidRequest
+                } else {
+                    ApiErrorName::ResourceNotFound
+                };
+                return Err(ApiError {
+                    name,
+                    message,
+                    field: Some("rootfs".to_string()),
+                });
+            }
+            Err(err) => {
+                tracing::warn!(cell_id = %cell.cell_id, error = %err, "a cell could not read an image's config");
+            }
+        }
+    }
+    Err(ApiError::new(
+        ApiErrorName::ServiceUnavailable,
+        "no cell could read the image's config: is a cell of the cluster running?",
+    ))
 }
 
 /// Live cells with what the BBS places on each (claimed or running work).

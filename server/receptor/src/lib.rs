@@ -21,6 +21,7 @@ use std::sync::Arc;
 use axum::routing::{get, post, put};
 use axum::Router;
 use lattice_bbs::SharedStore;
+use lattice_client::RepClient;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -67,6 +68,9 @@ pub struct ReceptorConfig {
     /// The SSH proxy (`ltc ssh`), when this server runs one: told to
     /// clients in `/v1/info`.
     pub ssh: Option<SshInfo>,
+    /// The secret cells' reps require (as the auctioneer presents it), for
+    /// `GET /v1/image_config`, which asks a cell's engine.
+    pub rep_secret: Option<String>,
 }
 
 /// Tells a cell's rep to drain (the server binary implements it with the
@@ -116,6 +120,7 @@ impl Default for ReceptorConfig {
             ltc_path: None,
             cell_drainer: None,
             ssh: None,
+            rep_secret: None,
         }
     }
 }
@@ -128,6 +133,8 @@ pub struct AppState {
     /// Fires on server shutdown; ends event streams so shutdown is not held
     /// up by clients that never disconnect.
     pub shutdown: CancellationToken,
+    /// Reaches cells' reps (for an image's config), with the rep secret.
+    pub reps: RepClient,
 }
 
 /// The receptor's router, ready to serve.
@@ -143,10 +150,15 @@ pub fn app_with_routes(
     shutdown: CancellationToken,
     extra: Router,
 ) -> Router {
+    let reps = match &config.rep_secret {
+        Some(secret) => RepClient::with_secret(secret.clone()),
+        None => RepClient::new(),
+    };
     let state = AppState {
         store,
         config: Arc::new(config),
         shutdown,
+        reps,
     };
     let api = Router::new()
         .route("/v1/info", get(cluster::info))
@@ -189,6 +201,7 @@ pub fn app_with_routes(
         )
         .route("/v1/cells", get(cluster::cells))
         .route("/v1/cells/{cell_id}/drain", post(cluster::drain))
+        .route("/v1/image_config", get(cluster::image_config))
         .route("/v1/domains", get(cluster::domains))
         .route("/v1/domains/{domain}", put(cluster::upsert_domain))
         .route("/v1/events", get(events::stream))

@@ -36,6 +36,7 @@ use crate::{cluster, events, lrps, meta, tasks};
         cluster::info,
         cluster::cells,
         cluster::drain,
+        cluster::image_config,
         cluster::domains,
         cluster::upsert_domain,
         events::stream,

@@ -757,3 +757,54 @@ async fn regression_nul_bytes_are_refused() {
     let (_, tasks) = server.send(reqwest::Method::GET, "/v1/tasks", None).await;
     assert_eq!(tasks, json!([]), "nothing stored");
 }
+
+/// Issue 16: `GET /v1/image_config` asks a live cell; it refuses a rootfs
+/// that is no image, and says so when no cell can be asked (a cell whose
+/// rep cannot be reached is skipped).
+#[tokio::test]
+async fn image_config_needs_an_image_url_and_a_cell() {
+    let server = start().await;
+    let (status, body) = server
+        .get("/v1/image_config?rootfs=preloaded:///cflinuxfs4")
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["name"], "InvalidRequest");
+    assert_eq!(body["field"], "rootfs");
+
+    let (status, body) = server
+        .get("/v1/image_config?rootfs=docker:///busybox%23latest")
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["name"], "ServiceUnavailable");
+
+    server
+        .store
+        .upsert_cell(
+            lattice_models::CellPresence {
+                cell_id: "cell-unreachable".into(),
+                zone: "z1".into(),
+                // Nothing listens on port 1.
+                rep_address: "http://127.0.0.1:1".into(),
+                capacity: lattice_models::CellCapacity {
+                    memory_mb: 1024,
+                    disk_mb: 2048,
+                    containers: 10,
+                },
+                rootfs_providers: lattice_models::cell::docker_rootfs_providers(),
+            },
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    let (status, body) = server
+        .get("/v1/image_config?rootfs=docker:///busybox%23latest")
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no cell could read"),
+        "{body}"
+    );
+}

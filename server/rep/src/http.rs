@@ -1,4 +1,5 @@
-//! The rep's HTTP interface (what the auctioneer calls). Its client,
+//! The rep's HTTP interface (what the auctioneer calls, and the receptor
+//! for an image's config). Its client,
 //! `RepClient`, lives in `lattice_client` so the auctioneer does not link
 //! the cell; it is re-exported here.
 //!
@@ -12,10 +13,13 @@
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use lattice_garden::GardenError;
 use lattice_models::auction::{CellState, Work};
+use lattice_models::lifecycle::ImageConfig;
 
 use crate::Rep;
 
@@ -30,6 +34,7 @@ pub fn router(rep: Arc<Rep>) -> Router {
             "/v1/sessions/{process_guid}/{index}",
             get(crate::session::open),
         )
+        .route("/v1/image_config", get(image_config))
         .with_state(rep)
 }
 
@@ -58,4 +63,33 @@ async fn evacuate(State(rep): State<Arc<Rep>>) -> axum::http::StatusCode {
 
 async fn perform(State(rep): State<Arc<Rep>>, Json(work): Json<Work>) -> Json<Work> {
     Json(rep.perform(work))
+}
+
+#[derive(serde::Deserialize)]
+struct ImageConfigQuery {
+    rootfs: String,
+}
+
+/// `GET /v1/image_config?rootfs=URL`: the image's config as the engine
+/// has it (pulled first when absent), for the receptor's endpoint of the
+/// same name: reading it costs one engine call instead of a staging
+/// container. A rootfs that is no image URL is 400, an image that cannot
+/// be had 404, the engine failing 502; the body says why.
+async fn image_config(
+    State(rep): State<Arc<Rep>>,
+    Query(query): Query<ImageConfigQuery>,
+) -> Result<Json<ImageConfig>, (StatusCode, String)> {
+    rep.executor
+        .garden()
+        .image_config(&query.rootfs)
+        .await
+        .map(Json)
+        .map_err(|err| {
+            let status = match err {
+                GardenError::InvalidSpec(_) => StatusCode::BAD_REQUEST,
+                GardenError::ImageUnavailable { .. } => StatusCode::NOT_FOUND,
+                _ => StatusCode::BAD_GATEWAY,
+            };
+            (status, err.to_string())
+        })
 }

@@ -34,8 +34,10 @@ use std::time::Duration;
 
 use lattice_bbs::{SharedStore, StoreError, TaskFilter};
 use lattice_executor::{Executor, LogMessage, LogSink, MessageType};
+use lattice_garden::{ContainerEvent, ContainerEventKind};
 use lattice_models::auction::{CellState, LrpKey, Resource, Work};
 use lattice_models::{CellCapacity, CellPresence, Event};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -55,6 +57,10 @@ pub const INSTANCE_GUID_PROPERTY: &str = "io.lattice.instance-guid";
 /// Container label with the work's log guid, so that an event about the
 /// container alone (an OOM kill) reaches the work's log stream.
 pub const LOG_GUID_PROPERTY: &str = "io.lattice.log-guid";
+
+/// How long a cell's presence lasts without renewal, by default: renewed
+/// every second, so a cell is counted lost 2 to 3 s after it stopped.
+pub const DEFAULT_PRESENCE_TTL: Duration = Duration::from_secs(3);
 
 /// How many leftover containers a restarted cell destroys at once.
 const DESTROY_CONCURRENCY: usize = 16;
@@ -76,10 +82,15 @@ pub struct RepConfig {
     /// Where the auctioneer reaches this rep's HTTP interface.
     pub rep_address: String,
     /// How long the cell's presence lasts without renewal; renewed every third.
+    /// Short ([`DEFAULT_PRESENCE_TTL`]), so that a lost cell's work moves
+    /// within seconds; renewal runs in its own task, so that slow work of
+    /// the rep never holds it up.
     pub presence_ttl: Duration,
     /// How often running work is compared with the BBS, to heal missed events.
     pub sync_interval: Duration,
-    /// How often a starting instance's monitor runs until it first passes.
+    /// How often a starting instance's monitor runs until it first passes:
+    /// often (50 ms by default), since a user waits for that first success;
+    /// then every `running_monitor_interval`.
     pub starting_monitor_interval: Duration,
     /// How often a running instance's monitor runs.
     pub running_monitor_interval: Duration,
@@ -114,9 +125,9 @@ impl RepConfig {
             zone: String::new(),
             capacity,
             rep_address: rep_address.into(),
-            presence_ttl: Duration::from_secs(30),
+            presence_ttl: DEFAULT_PRESENCE_TTL,
             sync_interval: Duration::from_secs(5),
-            starting_monitor_interval: Duration::from_millis(200),
+            starting_monitor_interval: Duration::from_millis(50),
             running_monitor_interval: Duration::from_secs(10),
             adopted_check_interval: Duration::from_secs(1),
             drain_delay: Duration::from_secs(1),
@@ -143,6 +154,15 @@ struct Allocation {
     /// An instance handed over by an evacuation: the record is no longer
     /// its own, and only the evacuation decides when it stops.
     handed_over: bool,
+    /// Set (to the init's exit status, if known) when the engine reports
+    /// that the work's container died, so its supervisor ends at once.
+    exited: watch::Sender<Option<ContainerExit>>,
+}
+
+/// The engine reported that a container's init exited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ContainerExit {
+    pub status: Option<i64>,
 }
 
 pub struct Rep {
@@ -153,6 +173,11 @@ pub struct Rep {
     logs: Arc<dyn LogSink>,
     /// A std mutex: held only for map updates, never across an `.await`.
     work: Mutex<HashMap<WorkKey, Allocation>>,
+    /// What instances that ended still hold while their containers are
+    /// destroyed, by container handle: counted as used, but their keys are
+    /// free, so that a replacement of the same index (a crash restarted at
+    /// once) is taken while the old container goes.
+    retiring: Mutex<HashMap<String, Resource>>,
     tracker: TaskTracker,
     /// Set once the cell drains: it takes no new work from then on.
     evacuating: AtomicBool,
@@ -195,6 +220,7 @@ impl Rep {
             executor,
             logs,
             work: Mutex::new(HashMap::new()),
+            retiring: Mutex::new(HashMap::new()),
             tracker: TaskTracker::new(),
             evacuating: AtomicBool::new(false),
             evacuation: tokio::sync::Mutex::new(()),
@@ -341,8 +367,8 @@ impl Rep {
         tracing::info!(process_guid = %lrp.process_guid, index = lrp.index, instance_guid = %lrp.instance_guid, handle = %adoption.container.handle, "adopting a running instance");
         let rep = self.clone();
         self.tracker.spawn(async move {
+            // Releases the allocation on every path (see `lrps`).
             lrps::run_adopted(&rep, desired, adoption, cancel).await;
-            rep.release(&key);
         });
         Ok(())
     }
@@ -361,7 +387,9 @@ impl Rep {
     pub fn state(&self) -> CellState {
         let total = Resource::from(self.config.capacity);
         let work = self.work.lock().expect("rep work map poisoned");
-        let available = available(&total, &work);
+        let retiring = self.retiring.lock().expect("rep retiring map poisoned");
+        let available = available(&total, &work, &retiring);
+        drop(retiring);
         let mut task_guids = Vec::new();
         let mut lrps = Vec::new();
         for key in work.keys() {
@@ -400,8 +428,8 @@ impl Rep {
             };
             let rep = self.clone();
             self.tracker.spawn(async move {
+                // Releases the allocation on every path (see `lrps`).
                 lrps::run(&rep, &lrp.process_guid, lrp.index, cancel).await;
-                rep.release(&key);
             });
         }
         for task in work.tasks {
@@ -427,7 +455,9 @@ impl Rep {
     fn reserve(&self, key: &WorkKey, need: Resource) -> Option<CancellationToken> {
         let total = Resource::from(self.config.capacity);
         let mut work = self.work.lock().expect("rep work map poisoned");
-        let available = available(&total, &work);
+        let retiring = self.retiring.lock().expect("rep retiring map poisoned");
+        let available = available(&total, &work, &retiring);
+        drop(retiring);
         let fits = available.contains(&need) || is_unlimited(&total, &need, &available);
         if work.contains_key(key) || !fits {
             return None;
@@ -440,6 +470,7 @@ impl Rep {
                 cancel: cancel.clone(),
                 instance_guid: None,
                 handed_over: false,
+                exited: watch::Sender::new(None),
             },
         );
         Some(cancel)
@@ -447,6 +478,27 @@ impl Rep {
 
     fn release(&self, key: &WorkKey) {
         self.work.lock().expect("rep work map poisoned").remove(key);
+    }
+
+    /// Frees the key of an instance that ended while its container
+    /// (`handle`) is destroyed; its resources stay held until
+    /// [`Rep::retired`].
+    fn retire(&self, key: &WorkKey, handle: &str) {
+        let mut work = self.work.lock().expect("rep work map poisoned");
+        if let Some(allocation) = work.remove(key) {
+            self.retiring
+                .lock()
+                .expect("rep retiring map poisoned")
+                .insert(handle.to_string(), allocation.resource);
+        }
+    }
+
+    /// The container `handle` of a retired instance is gone.
+    fn retired(&self, handle: &str) {
+        self.retiring
+            .lock()
+            .expect("rep retiring map poisoned")
+            .remove(handle);
     }
 
     fn cancel(&self, key: &WorkKey) {
@@ -479,6 +531,20 @@ impl Rep {
             .keys()
             .cloned()
             .collect()
+    }
+
+    /// Follows the engine's report that the container of `key`'s instance
+    /// died (see [`Rep::on_container_event`]); `None` without an
+    /// allocation.
+    pub(crate) fn container_exit(
+        &self,
+        key: &LrpKey,
+    ) -> Option<watch::Receiver<Option<ContainerExit>>> {
+        self.work
+            .lock()
+            .expect("rep work map poisoned")
+            .get(&WorkKey::Lrp(key.clone()))
+            .map(|a| a.exited.subscribe())
     }
 
     /// The instance guid the cell runs `key` under, while the record is
@@ -688,19 +754,18 @@ impl Rep {
     /// stops the container), and re-checks them periodically, until
     /// `shutdown`; then stops its work and deregisters the cell.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
-        let oom_stop = shutdown.child_token();
-        let oom_watch = tokio::spawn(self.clone().watch_oom(oom_stop.clone()));
+        let engine_stop = shutdown.child_token();
+        let engine_watch = tokio::spawn(self.clone().watch_engine(engine_stop.clone()));
+        // Not a child of `shutdown`: the presence is renewed while the work
+        // stops, so that the converger does not take the cell for lost
+        // meanwhile, and ends just before it is removed.
+        let presence_stop = CancellationToken::new();
+        let presence = tokio::spawn(self.clone().renew_presence(presence_stop.clone()));
         let mut events = self.store.subscribe();
-        let mut presence = tokio::time::interval(self.config.presence_ttl / 3);
         let mut sync = tokio::time::interval(self.config.sync_interval);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = presence.tick() => {
-                    if let Err(err) = self.store.upsert_cell(self.presence(), self.config.presence_ttl).await {
-                        tracing::warn!(cell_id = %self.config.cell_id, error = %err, "cannot renew cell presence");
-                    }
-                }
                 _ = sync.tick() => self.sync_work().await,
                 event = events.recv() => match event {
                     Ok(event) => self.on_event(&event),
@@ -709,18 +774,47 @@ impl Rep {
                 },
             }
         }
-        oom_stop.cancel();
-        if let Err(err) = oom_watch.await {
-            tracing::error!(error = %err, "the OOM watch failed");
+        engine_stop.cancel();
+        if let Err(err) = engine_watch.await {
+            tracing::error!(error = %err, "the engine watch failed");
         }
-        self.stop().await;
+        self.stop(move || async move {
+            presence_stop.cancel();
+            if let Err(err) = presence.await {
+                tracing::error!(error = %err, "the presence renewal failed");
+            }
+        })
+        .await;
     }
 
-    /// Follows the engine's out-of-memory kills in this cell's containers
-    /// until `stop`, re-subscribing (with back-off) when the engine's stream
-    /// ends or fails. A child process killed for memory leaves the instance
-    /// running, so this is the only trace of it.
-    async fn watch_oom(self: Arc<Self>, stop: CancellationToken) {
+    /// Renews the cell's presence every third of its TTL until `stop`. A
+    /// task of its own: a slow store call elsewhere in the rep (a sync of
+    /// many instances) must not let a short presence lapse.
+    async fn renew_presence(self: Arc<Self>, stop: CancellationToken) {
+        let mut presence = tokio::time::interval(self.config.presence_ttl / 3);
+        presence.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = presence.tick() => {}
+            }
+            let renewed = tokio::select! {
+                _ = stop.cancelled() => return,
+                renewed = self.store.upsert_cell(self.presence(), self.config.presence_ttl) => renewed,
+            };
+            if let Err(err) = renewed {
+                tracing::warn!(cell_id = %self.config.cell_id, error = %err, "cannot renew cell presence");
+            }
+        }
+    }
+
+    /// Follows the engine's events about this cell's containers until
+    /// `stop`, re-subscribing (with back-off) when the engine's stream ends
+    /// or fails: out-of-memory kills (a child process killed for memory
+    /// leaves the instance running, so this is the only trace of it) and
+    /// deaths (so an instance whose container was killed is reported
+    /// crashed at once, not when an exec or a poll notices).
+    async fn watch_engine(self: Arc<Self>, stop: CancellationToken) {
         let filter = std::collections::BTreeMap::from([(
             lattice_garden::OWNER_PROPERTY.to_string(),
             self.config.cell_id.clone(),
@@ -729,7 +823,7 @@ impl Rep {
         loop {
             let subscribed = tokio::select! {
                 _ = stop.cancelled() => return,
-                subscribed = self.executor.garden().oom_events(&filter) => subscribed,
+                subscribed = self.executor.garden().container_events(&filter) => subscribed,
             };
             match subscribed {
                 Ok(mut events) => loop {
@@ -738,14 +832,14 @@ impl Rep {
                         event = futures::StreamExt::next(&mut events) => match event {
                             Some(event) => {
                                 backoff = Duration::from_millis(100);
-                                self.on_oom(&event);
+                                self.on_container_event(&event);
                             }
                             None => break,
                         },
                     }
                 },
                 Err(err) => {
-                    tracing::warn!(cell_id = %self.config.cell_id, error = %err, "cannot follow the engine's OOM events")
+                    tracing::warn!(cell_id = %self.config.cell_id, error = %err, "cannot follow the engine's container events")
                 }
             }
             tokio::select! {
@@ -756,8 +850,39 @@ impl Rep {
         }
     }
 
+    fn on_container_event(&self, event: &ContainerEvent) {
+        match event.kind {
+            ContainerEventKind::OutOfMemory => self.on_oom(event),
+            ContainerEventKind::Exited { status } => self.on_exit(event, status),
+        }
+    }
+
+    /// Tells the supervisor of the instance whose container died, if it is
+    /// the one this cell runs now (same instance guid): a container of an
+    /// instance already stopped or replaced is none of its business.
+    fn on_exit(&self, event: &ContainerEvent, status: Option<i64>) {
+        let property = |key: &str| event.properties.get(key).map(String::as_str);
+        let (Some(process_guid), Some(index), Some(instance_guid)) = (
+            property(PROCESS_GUID_PROPERTY),
+            property(INDEX_PROPERTY).and_then(|i| i.parse::<i64>().ok()),
+            property(INSTANCE_GUID_PROPERTY),
+        ) else {
+            return;
+        };
+        let key = WorkKey::Lrp(LrpKey::new(process_guid, index));
+        let work = self.work.lock().expect("rep work map poisoned");
+        if let Some(allocation) = work.get(&key) {
+            if allocation.instance_guid.as_deref() == Some(instance_guid) {
+                tracing::debug!(process_guid, index, instance_guid, ?status, handle = %event.handle, "the engine reports the instance's container died");
+                allocation
+                    .exited
+                    .send_replace(Some(ContainerExit { status }));
+            }
+        }
+    }
+
     /// Logs an OOM kill to the cell's log and the work's log stream.
-    fn on_oom(&self, event: &lattice_garden::OomEvent) {
+    fn on_oom(&self, event: &ContainerEvent) {
         let property = |key: &str| event.properties.get(key).map(String::as_str);
         let log_guid = property(LOG_GUID_PROPERTY).unwrap_or_default();
         if let Some(process_guid) = property(PROCESS_GUID_PROPERTY) {
@@ -847,13 +972,15 @@ impl Rep {
     }
 
     /// Stops all work (tasks complete failed: a task never survives its
-    /// cell; instances go back to the auction) and removes the presence.
-    async fn stop(&self) {
+    /// cell; instances go back to the auction), then ends the presence's
+    /// renewal (`end_renewal`) and removes the presence.
+    async fn stop<F: std::future::Future<Output = ()>>(&self, end_renewal: impl FnOnce() -> F) {
         for key in self.running_keys() {
             self.cancel(&key);
         }
         self.tracker.close();
         self.tracker.wait().await;
+        end_renewal().await;
         if let Err(err) = self.store.remove_cell(&self.config.cell_id).await {
             tracing::warn!(cell_id = %self.config.cell_id, error = %err, "cannot deregister cell");
         }
@@ -863,10 +990,18 @@ impl Rep {
 
 /// A dimension of 0 in the cell's total means the cell does not limit it.
 /// What `work` leaves free of `total`.
-fn available(total: &Resource, work: &HashMap<WorkKey, Allocation>) -> Resource {
-    let used = work.values().fold(Resource::ZERO, |acc, a| {
-        acc.checked_add(&a.resource).unwrap_or(acc)
-    });
+/// What is free of `total` besides the work held and the resources of
+/// ended instances whose containers are still being destroyed.
+fn available(
+    total: &Resource,
+    work: &HashMap<WorkKey, Allocation>,
+    retiring: &HashMap<String, Resource>,
+) -> Resource {
+    let used = work
+        .values()
+        .map(|a| &a.resource)
+        .chain(retiring.values())
+        .fold(Resource::ZERO, |acc, r| acc.checked_add(r).unwrap_or(acc));
     Resource {
         memory_mb: (total.memory_mb - used.memory_mb).max(0),
         disk_mb: (total.disk_mb - used.disk_mb).max(0),
@@ -953,7 +1088,7 @@ mod oom_tests {
             .expect("created");
         let shutdown = CancellationToken::new();
         let running = tokio::spawn(rep.clone().run(shutdown.clone()));
-        while !garden.has_oom_subscribers() {
+        while !garden.has_event_subscribers() {
             tokio::task::yield_now().await;
         }
         garden.oom("web-0");
@@ -971,6 +1106,112 @@ mod oom_tests {
         assert_eq!(line.source_instance, "3");
         assert_eq!(line.source_type, lattice_models::log::SOURCE_CELL);
         assert!(line.message.contains("instance 3"), "{}", line.message);
+        shutdown.cancel();
+        running.await.expect("the rep stops");
+    }
+}
+
+#[cfg(test)]
+mod exit_tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use lattice_executor::fake::{FakeGarden, Script};
+    use lattice_executor::{CollectingSink, Executor, ExecutorConfig};
+    use lattice_models::auction::{LrpInstance, Resource, Work};
+    use lattice_models::{ActualLrpState, CellCapacity, Event};
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+
+    /// Issue 16: the engine's report that an instance's container died
+    /// makes the instance CRASHED at once, though its process has not been
+    /// seen to end (an exec can keep looking alive for a while).
+    #[tokio::test]
+    async fn an_instance_whose_container_died_crashes_at_once() {
+        let garden = FakeGarden::new();
+        garden.script("/bin/httpd", Script::runs_for(Duration::from_secs(3600)));
+        let sink = CollectingSink::new();
+        let cache = tempfile::tempdir().expect("a temp dir");
+        let executor = Executor::new(
+            Arc::new(garden.clone()),
+            sink.clone(),
+            ExecutorConfig::new("cell-exit", cache.path()),
+        );
+        let store: SharedStore = Arc::new(
+            lattice_bbs::SqliteStore::open_in_memory()
+                .await
+                .expect("a store"),
+        );
+        store
+            .create_desired_lrp(lattice_bbs::suite::desired_lrp("web", "apps", 1))
+            .await
+            .expect("desired");
+        store
+            .create_actual_lrp(lattice_bbs::suite::actual_lrp("web", "apps", 0))
+            .await
+            .expect("actual");
+        let capacity = CellCapacity {
+            memory_mb: 1024,
+            disk_mb: 1024,
+            containers: 8,
+        };
+        let rep = Rep::new(
+            RepConfig::new("cell-exit", capacity, "http://127.0.0.1:1"),
+            store.clone(),
+            executor,
+            sink,
+        );
+        let mut events = store.subscribe();
+        let shutdown = CancellationToken::new();
+        let running = tokio::spawn(rep.clone().run(shutdown.clone()));
+        while !garden.has_event_subscribers() {
+            tokio::task::yield_now().await;
+        }
+        let rejected = rep.perform(Work {
+            lrps: vec![LrpInstance {
+                process_guid: "web".into(),
+                index: 0,
+                domain: "apps".into(),
+                resource: Resource::for_container(128, 64),
+                rootfs: "docker:///busybox".into(),
+            }],
+            tasks: Vec::new(),
+        });
+        assert!(rejected.is_empty());
+        async fn next_change(events: &mut lattice_bbs::EventReceiver) -> lattice_models::ActualLrp {
+            loop {
+                if let Ok(Event::ActualLrpChanged {
+                    actual_lrp_after, ..
+                }) = events.recv().await
+                {
+                    return actual_lrp_after;
+                }
+            }
+        }
+        let patience = Duration::from_secs(20);
+        let instance = loop {
+            let lrp = tokio::time::timeout(patience, next_change(&mut events))
+                .await
+                .expect("the instance changes");
+            if lrp.state == ActualLrpState::Running {
+                break lrp;
+            }
+        };
+        garden.exited(
+            &format!("lattice-lrp-{}", instance.instance_guid),
+            Some(137),
+        );
+        // The next change of the instance is the crash: nothing else writes it.
+        let crashed = tokio::time::timeout(patience, next_change(&mut events))
+            .await
+            .expect("the instance crashes");
+        assert_eq!(crashed.state, ActualLrpState::Crashed);
+        assert_eq!(
+            crashed.crash_reason,
+            "Exited with status 137 (its container died)"
+        );
+        assert_eq!(crashed.crash_count, 1);
         shutdown.cancel();
         running.await.expect("the rep stops");
     }

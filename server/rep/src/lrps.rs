@@ -11,12 +11,16 @@ use lattice_garden::{ContainerInfo, OWNER_PROPERTY};
 use lattice_models::auction::LrpKey;
 use lattice_models::crash::crash_count_after_crash;
 use lattice_models::log::{SOURCE_APP, SOURCE_HEALTH};
-use lattice_models::{ActualLrp, ActualLrpEvent, ActualLrpState, DesiredLrp, PreferredAddress};
+use lattice_models::{
+    ActualLrp, ActualLrpEvent, ActualLrpState, DesiredLrp, PreferredAddress,
+};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    Rep, INDEX_PROPERTY, INSTANCE_GUID_PROPERTY, LOG_GUID_PROPERTY, PROCESS_GUID_PROPERTY,
+    ContainerExit, Rep, INDEX_PROPERTY, INSTANCE_GUID_PROPERTY, LOG_GUID_PROPERTY,
+    PROCESS_GUID_PROPERTY,
 };
 
 const CAS_RETRIES: usize = 8;
@@ -39,15 +43,19 @@ pub(crate) async fn run(rep: &Arc<Rep>, process_guid: &str, index: i64, cancel: 
     let cell_id = rep.config.cell_id.clone();
     let instance_guid = uuid::Uuid::new_v4().to_string();
     let key = LrpKey::new(process_guid, index);
+    let work_key = crate::WorkKey::Lrp(key.clone());
     if !claim(&rep.store, process_guid, index, &cell_id, &instance_guid).await {
+        rep.release(&work_key);
         return;
     }
     rep.set_instance_guid(&key, &instance_guid);
+    let exited = rep.container_exit(&key);
     let desired = match rep.store.get_desired_lrp(process_guid).await {
         Ok(desired) => desired,
         Err(err) => {
             tracing::info!(process_guid, index, error = %err, "desired LRP is gone; giving the instance back");
             give_back(&rep.store, process_guid, index, &instance_guid).await;
+            rep.release(&work_key);
             return;
         }
     };
@@ -59,7 +67,16 @@ pub(crate) async fn run(rep: &Arc<Rep>, process_guid: &str, index: i64, cancel: 
         &instance,
         format!("Creating container for instance {index} on cell {cell_id}"),
     );
-    let ended = run_instance(rep, &desired, index, &handle, &instance_guid, &cancel).await;
+    let ended = run_instance(
+        rep,
+        &desired,
+        index,
+        &handle,
+        &instance_guid,
+        &cancel,
+        exited,
+    )
+    .await;
     finish(rep, &desired, index, &handle, &instance_guid, ended).await;
 }
 
@@ -69,7 +86,9 @@ pub(crate) fn container_handle(instance_guid: &str) -> String {
 }
 
 /// Records how the instance ended (crashed, or handed back), then destroys
-/// its container.
+/// its container. Frees the instance's key first (its resources stay held
+/// until the container is gone), so a replacement placed here at once is
+/// not turned away.
 async fn finish(
     rep: &Arc<Rep>,
     desired: &DesiredLrp,
@@ -81,6 +100,10 @@ async fn finish(
     let process_guid = desired.process_guid.as_str();
     let instance = index.to_string();
     let log_guid = desired.log_guid.as_str();
+    rep.retire(
+        &crate::WorkKey::Lrp(LrpKey::new(process_guid, index)),
+        handle,
+    );
     match ended {
         Ended::Crashed { reason, ran_for } => {
             tracing::info!(process_guid, index, %reason, "instance crashed");
@@ -103,6 +126,7 @@ async fn finish(
     if let Err(err) = rep.executor.destroy(handle).await {
         tracing::warn!(process_guid, index, %handle, error = %err, "cannot destroy instance container");
     }
+    rep.retired(handle);
     rep.cell_log(log_guid, &instance, "Destroyed container");
 }
 
@@ -160,6 +184,7 @@ async fn supervise_adopted(
         disk_mb: desired.disk_mb.max(0) as u64,
     };
     let adopted = Instant::now();
+    let mut exited = rep.container_exit(&LrpKey::new(lrp.process_guid.clone(), lrp.index));
     // The monitor runs at once: only a healthy instance stays adopted.
     let mut next_monitor = adopted;
     loop {
@@ -221,6 +246,7 @@ async fn supervise_adopted(
                 tokio::time::sleep(rep.config.drain_delay).await;
                 return Ended::Stopped;
             }
+            exit = container_died(&mut exited) => return died(exit, Some(adopted)),
             _ = tokio::time::sleep(rep.config.adopted_check_interval) => {}
         }
     }
@@ -359,6 +385,34 @@ fn instance_env(
     env
 }
 
+/// Resolves once the engine has reported the instance's container dead
+/// (see `Rep::on_exit`); never when there is nothing to follow.
+async fn container_died(
+    exited: &mut Option<watch::Receiver<Option<ContainerExit>>>,
+) -> ContainerExit {
+    if let Some(receiver) = exited {
+        if let Ok(exit) = receiver.wait_for(Option::is_some).await {
+            if let Some(exit) = *exit {
+                return exit;
+            }
+        }
+    }
+    // No allocation to follow, or it is gone: only the exec tells.
+    std::future::pending().await
+}
+
+/// The crash of an instance whose container the engine reported dead.
+fn died(exit: ContainerExit, running_since: Option<Instant>) -> Ended {
+    let reason = match exit.status {
+        Some(status) => format!("Exited with status {status} (its container died)"),
+        None => "its container died".to_string(),
+    };
+    Ended::Crashed {
+        reason,
+        ran_for: running_since.map(|s| s.elapsed()).unwrap_or_default(),
+    }
+}
+
 async fn run_instance(
     rep: &Arc<Rep>,
     desired: &DesiredLrp,
@@ -366,6 +420,7 @@ async fn run_instance(
     handle: &str,
     instance_guid: &str,
     cancel: &CancellationToken,
+    mut exited: Option<watch::Receiver<Option<ContainerExit>>>,
 ) -> Ended {
     let no_time = Duration::ZERO;
     let request = container_request(rep, desired, index, handle, instance_guid);
@@ -448,6 +503,12 @@ async fn run_instance(
         };
         tokio::select! {
             result = &mut action => return action_ended(result, cancel, running_since),
+            exit = container_died(&mut exited) => {
+                // The exec may not notice a dead container at once; it ends
+                // when the container is destroyed.
+                action_cancel.cancel();
+                return died(exit, running_since);
+            }
             _ = cancel.cancelled() => {
                 if running_since.is_some() {
                     tokio::time::sleep(rep.config.drain_delay).await;
@@ -489,6 +550,11 @@ async fn run_instance(
                         monitor_cancel.cancel();
                         let _ = (&mut check).await;
                         return action_ended(result, cancel, running_since);
+                    }
+                    exit = container_died(&mut exited) => {
+                        monitor_cancel.cancel();
+                        action_cancel.cancel();
+                        return died(exit, running_since);
                     }
                     _ = cancel.cancelled() => {
                         monitor_cancel.cancel();
