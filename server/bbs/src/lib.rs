@@ -21,6 +21,8 @@
 //!   secret; [`remote`]: [`RemoteStore`], its client, for cells and routers
 //!   on other machines.
 //! - [`suite`]: the contract test suite every backend runs, with sample records.
+//! - [`instrumented`]: [`InstrumentedStore`], a decorator of any store that
+//!   records each operation's latency for `/metrics`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -32,12 +34,14 @@ use lattice_models::{
 };
 
 pub mod http;
+pub mod instrumented;
 pub mod postgres;
 mod records;
 pub mod remote;
 pub mod sqlite;
 pub mod suite;
 
+pub use instrumented::InstrumentedStore;
 pub use postgres::PostgresStore;
 pub use remote::RemoteStore;
 pub use sqlite::SqliteStore;

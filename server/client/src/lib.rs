@@ -29,7 +29,7 @@ use eventsource_stream::{EventStreamError, Eventsource};
 use futures::stream::{BoxStream, StreamExt};
 use lattice_models::parse::{readable_items, Readable};
 use lattice_models::{
-    ActualLrp, CellResponse, DesiredLrp, DesiredLrpCreateRequest, DesiredLrpUpdateRequest, Event,
+    ActualLrp, CellResponse, ContainerMetrics, DesiredLrp, DesiredLrpCreateRequest, DesiredLrpUpdateRequest, Event,
     Task, TaskCreateRequest, VersionResponse,
 };
 use reqwest::header::{ACCEPT, CACHE_CONTROL};
@@ -296,6 +296,17 @@ impl Client {
         check_segment("process guid", process_guid)?;
         let index = index.to_string();
         self.get_json(&["v1", "actual_lrps", process_guid, "index", &index])
+            .await
+    }
+
+    /// `GET /v1/actual_lrps/:process_guid/metrics` (ours): the latest usage
+    /// sample of each running instance, by index, as its cell took it.
+    pub async fn actual_lrp_metrics(
+        &self,
+        process_guid: &str,
+    ) -> Result<Vec<ContainerMetrics>, ClientError> {
+        check_segment("process guid", process_guid)?;
+        self.get_list(&["v1", "actual_lrps", process_guid, "metrics"])
             .await
     }
 

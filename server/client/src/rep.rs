@@ -1,9 +1,11 @@
 //! [`RepClient`]: the rep's auction API (`/v1/state`, `/v1/perform`), for
-//! the auctioneer, in one process or across machines alike.
+//! the auctioneer, in one process or across machines alike; and its usage
+//! samples (`/v1/containers/metrics`), for the receptor.
 
 use std::time::Duration;
 
 use lattice_models::auction::{CellState, Work};
+use lattice_models::ContainerMetrics;
 
 /// What a call to a rep can fail with. Not a [`crate::ClientError`]: that
 /// one speaks of the receptor (and tells the user how to start it), and a
@@ -63,6 +65,25 @@ impl RepClient {
             source,
         };
         self.authorize(self.http.get(format!("{address}/v1/state")))
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .map_err(wrap)?
+            .json()
+            .await
+            .map_err(wrap)
+    }
+
+    /// The latest usage sample of each container of the cell.
+    pub async fn container_metrics(
+        &self,
+        address: &str,
+    ) -> Result<Vec<ContainerMetrics>, RepClientError> {
+        let wrap = |source| RepClientError::Http {
+            address: address.to_string(),
+            source,
+        };
+        self.authorize(self.http.get(format!("{address}/v1/containers/metrics")))
             .send()
             .await
             .and_then(|r| r.error_for_status())

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::{self, BoxStream};
 use lattice_garden::{
-    ContainerInfo, ContainerSpec, Garden, GardenError, GardenResult, OomEvent, OutputChunk,
+    ContainerInfo, ContainerSpec, ContainerUsage, Garden, GardenError, GardenResult, OomEvent, OutputChunk,
     OutputStream, Process, ProcessSpec, Signal,
 };
 use tokio::sync::{mpsc, watch};
@@ -96,6 +96,8 @@ struct State {
     files: BTreeMap<(String, String), Bytes>,
     /// Subscribers of [`Garden::oom_events`], with their property filter.
     oom_subscribers: Vec<(BTreeMap<String, String>, mpsc::UnboundedSender<OomEvent>)>,
+    /// What [`Garden::usage`] answers, by handle (zero when not set).
+    usage: HashMap<String, ContainerUsage>,
 }
 
 /// The fake backend; cheap to clone, clones share their state.
@@ -175,6 +177,11 @@ impl FakeGarden {
             .files
             .get(&(handle.to_string(), path.to_string()))
             .cloned()
+    }
+
+    /// What [`Garden::usage`] answers for the container from now on.
+    pub fn set_usage(&self, handle: &str, usage: ContainerUsage) {
+        self.lock().usage.insert(handle.to_string(), usage);
     }
 
     /// Marks the container as killed for exceeding its memory limit.
@@ -383,6 +390,11 @@ impl Garden for FakeGarden {
 
     async fn machine_capacity(&self) -> GardenResult<(u64, u64)> {
         Ok((8192, 65536))
+    }
+
+    async fn usage(&self, handle: &str) -> GardenResult<ContainerUsage> {
+        self.container_exists(handle)?;
+        Ok(self.lock().usage.get(handle).copied().unwrap_or_default())
     }
 }
 

@@ -12,8 +12,11 @@
 //! - [`roles`]: the roles apart: brain, cell and router processes for a
 //!   cluster of several machines.
 //! - [`shutdown`]: signal handling and draining.
+//! - [`metrics`]: `GET /metrics` (Prometheus text) and the API request
+//!   counters.
 
 pub mod cell;
+pub mod metrics;
 pub mod roles;
 pub mod router;
 pub mod shutdown;

@@ -97,6 +97,7 @@ impl Up {
                     spec.split("://").next().unwrap_or("")
                 ),
             })?;
+        let store = lattice_bbs::InstrumentedStore::wrap(store);
         let listener = TcpListener::bind(config.listen).await.with_context(|| {
             format!(
                 "cannot listen on {} (is another lattice running? try --listen)",
@@ -171,6 +172,7 @@ impl Up {
             router_address: router_address.map(|a| a.to_string()),
             allow_privileged: config.allow_privileged,
             ltc_path: lattice_receptor::ltc_beside_current_exe(),
+            rep_secret: Some(rep_secret.clone()),
         };
         let logs = lattice_logs::http::router(config.hub.clone(), shutdown.clone());
         let files = lattice_fileserver::router(file_server);
@@ -178,9 +180,13 @@ impl Up {
             store.clone(),
             receptor_config,
             shutdown.clone(),
-            logs.merge(files).merge(lattice_ui::router()),
+            logs.merge(files)
+                .merge(lattice_ui::router())
+                .merge(crate::metrics::route()),
         );
+        let app = crate::metrics::track_requests(app, "receptor");
         tracker.spawn(lattice_receptor::serve(listener, app, shutdown.clone()));
+        tracker.spawn(crate::metrics::upkeep(shutdown.clone()));
 
         if let Some(router_listener) = router_listener {
             let credentials = config

@@ -16,6 +16,7 @@
 //! - [`log`]: log lines of containers, as `ltc logs` shows them, and the
 //!   log hub's filters.
 //! - [`droplet`]: the file server's droplet and blob records.
+//! - [`metrics`]: containers' and cells' resource usage, as cells sample it.
 //! - [`validation`]: the shared validation error and helpers.
 //! - [`api`]: the JSON error body of the receptor API.
 //! - [`parse`]: JSON parsing that names the offending field.
@@ -30,6 +31,7 @@ pub mod event;
 pub mod lifecycle;
 pub mod log;
 pub mod lrp;
+pub mod metrics;
 pub mod parse;
 pub mod routes;
 pub mod task;
@@ -41,6 +43,7 @@ pub use cell::{CellCapacity, CellPresence, CellResponse};
 pub use egress::SecurityGroupRule;
 pub use event::Event;
 pub use log::{LogMessage, MessageType};
+pub use metrics::{CellUsage, ContainerMetrics};
 pub use lrp::{
     ActualLrp, ActualLrpEvent, ActualLrpState, DesiredLrp, DesiredLrpCreateRequest,
     DesiredLrpUpdateRequest, PortMapping,

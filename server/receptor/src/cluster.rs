@@ -32,7 +32,9 @@ pub async fn info(State(state): State<AppState>) -> Json<Info> {
     })
 }
 
-/// Live cells with what the BBS places on each (claimed or running work).
+/// Live cells with what the BBS places on each (claimed or running work),
+/// and what their containers use (ours: `usage`, asked of each cell's rep;
+/// absent for a cell that did not answer in 2 s).
 #[utoipa::path(get, path = "/v1/cells", tag = "cluster", responses((status = 200, body = Vec<lattice_models::CellResponse>)))]
 pub async fn cells(State(state): State<AppState>) -> Result<Json<Vec<CellResponse>>, ApiError> {
     let cells = state.store.list_cells().await?;
@@ -55,6 +57,7 @@ pub async fn cells(State(state): State<AppState>) -> Result<Json<Vec<CellRespons
             allocated: CellCapacity::default(),
             instances: 0,
             tasks: 0,
+            usage: None,
         })
         .collect();
     let position: HashMap<String, usize> = responses
@@ -85,6 +88,10 @@ pub async fn cells(State(state): State<AppState>) -> Result<Json<Vec<CellRespons
                 .unwrap_or_default();
             add(&mut cell.allocated, memory, disk);
         }
+    }
+    let mut usage = crate::usage::cell_usage(&state, &cells).await;
+    for cell in &mut responses {
+        cell.usage = usage.remove(&cell.presence.cell_id);
     }
     Ok(Json(responses))
 }

@@ -10,7 +10,8 @@
 //! - [`app`] builds the router; [`serve`] runs it on a bound listener until
 //!   a shutdown token fires.
 //! - `tasks`, `lrps`, `cluster` (cells, domains, info), `events`, `meta`
-//!   (version, ltc sync): handlers.
+//!   (version, ltc sync), `usage` (containers' usage, from the cells):
+//!   handlers.
 //! - [`error`]: the error policy; `extract`: body and path parsing.
 //! - [`openapi`]: the OpenAPI 3 document, derived from the handlers and the
 //!   wire types (`/v1/openapi.json`, `docs/openapi.json`).
@@ -33,7 +34,9 @@ mod lrps;
 mod meta;
 pub mod openapi;
 mod tasks;
+mod usage;
 
+pub use auth::require_basic_auth;
 pub use error::ApiError;
 
 /// Default request body limit: large enough for any recipe, small enough that
@@ -62,6 +65,9 @@ pub struct ReceptorConfig {
     /// [`ltc_beside_current_exe`]); read on each request, so an install made
     /// after the server started is served.
     pub ltc_path: Option<std::path::PathBuf>,
+    /// What the cells' reps require (the cluster secret) when the receptor
+    /// asks them for their usage samples; `None`: reps that require none.
+    pub rep_secret: Option<String>,
 }
 
 /// Where the installer puts `ltc`: beside the running server binary.
@@ -80,6 +86,7 @@ impl Default for ReceptorConfig {
             router_address: None,
             allow_privileged: false,
             ltc_path: None,
+            rep_secret: None,
         }
     }
 }
@@ -92,6 +99,8 @@ pub struct AppState {
     /// Fires on server shutdown; ends event streams so shutdown is not held
     /// up by clients that never disconnect.
     pub shutdown: CancellationToken,
+    /// Asks cells for their usage samples.
+    pub reps: lattice_client::RepClient,
 }
 
 /// The receptor's router, ready to serve.
@@ -107,10 +116,15 @@ pub fn app_with_routes(
     shutdown: CancellationToken,
     extra: Router,
 ) -> Router {
+    let reps = match &config.rep_secret {
+        Some(secret) => lattice_client::RepClient::with_secret(secret.clone()),
+        None => lattice_client::RepClient::new(),
+    };
     let state = AppState {
         store,
         config: Arc::new(config),
         shutdown,
+        reps,
     };
     let api = Router::new()
         .route("/v1/info", get(cluster::info))
@@ -142,6 +156,10 @@ pub fn app_with_routes(
         .route(
             "/v1/actual_lrps/{process_guid}",
             get(lrps::list_actual_by_process_guid),
+        )
+        .route(
+            "/v1/actual_lrps/{process_guid}/metrics",
+            get(usage::actual_lrp_metrics),
         )
         .route(
             "/v1/actual_lrps/{process_guid}/index/{index}",

@@ -1,4 +1,5 @@
-//! The rep's HTTP interface (what the auctioneer calls). Its client,
+//! The rep's HTTP interface (what the auctioneer calls, and the usage
+//! samples the receptor gathers). Its client,
 //! `RepClient`, lives in `lattice_client` so the auctioneer does not link
 //! the cell; it is re-exported here.
 //!
@@ -14,6 +15,7 @@ use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use lattice_models::auction::{CellState, Work};
+use lattice_models::ContainerMetrics;
 
 use crate::Rep;
 
@@ -23,6 +25,7 @@ pub fn router(rep: Arc<Rep>) -> Router {
     Router::new()
         .route("/v1/state", get(state))
         .route("/v1/perform", post(perform))
+        .route("/v1/containers/metrics", get(container_metrics))
         .with_state(rep)
 }
 
@@ -34,6 +37,12 @@ pub fn router_with_secret(rep: Arc<Rep>, secret: String) -> Router {
 
 async fn state(State(rep): State<Arc<Rep>>) -> Json<CellState> {
     Json(rep.state())
+}
+
+/// The latest usage sample of each of the cell's containers (the receptor
+/// gathers them for `GET /v1/actual_lrps/{guid}/metrics` and `/v1/cells`).
+async fn container_metrics(State(rep): State<Arc<Rep>>) -> Json<Vec<ContainerMetrics>> {
+    Json(rep.container_metrics())
 }
 
 async fn perform(State(rep): State<Arc<Rep>>, Json(work): Json<Work>) -> Json<Work> {
