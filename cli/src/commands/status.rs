@@ -185,9 +185,9 @@ fn instances(
     let mut table = output::table(&header);
     output::allow_color(&mut table, color);
     for actual in actuals {
-        let sample = metrics.iter().find(|m| {
-            m.index == actual.index && m.instance_guid == actual.instance_guid
-        });
+        let sample = metrics
+            .iter()
+            .find(|m| m.index == actual.index && m.instance_guid == actual.instance_guid);
         let usage = |show: fn(&ContainerMetrics) -> String| sample.map_or("-".to_string(), show);
         let mut row = vec![
             comfy_table::Cell::new(actual.index),
@@ -442,7 +442,10 @@ mod tests {
 
     #[test]
     fn usage_is_shown_in_megabytes_of_its_quota() {
-        assert_eq!(used_of(64 * 1024 * 1024, 128 * 1024 * 1024), "64.0 MB / 128 MB");
+        assert_eq!(
+            used_of(64 * 1024 * 1024, 128 * 1024 * 1024),
+            "64.0 MB / 128 MB"
+        );
         assert_eq!(used_of(1536 * 1024, 0), "1.5 MB");
     }
 }

@@ -20,8 +20,8 @@ use lattice_models::{ActualLrp, CellPresence, DesiredLrp, ModificationTag, Task}
 use tokio::time::Instant;
 
 use crate::{
-    ActualLrpFilter, DesiredLrpFilter, EventReceiver, SharedStore, Store, StoreError,
-    StoreResult, TaskFilter,
+    ActualLrpFilter, DesiredLrpFilter, EventReceiver, SharedStore, Store, StoreError, StoreResult,
+    TaskFilter,
 };
 
 /// The name of the histogram of store operation latencies.
@@ -132,7 +132,11 @@ impl Store for InstrumentedStore {
         timed("create_actual_lrps", self.inner.create_actual_lrps(lrps)).await
     }
     async fn get_actual_lrp(&self, process_guid: &str, index: i64) -> StoreResult<ActualLrp> {
-        timed("get_actual_lrp", self.inner.get_actual_lrp(process_guid, index)).await
+        timed(
+            "get_actual_lrp",
+            self.inner.get_actual_lrp(process_guid, index),
+        )
+        .await
     }
     async fn list_actual_lrps(&self, filter: &ActualLrpFilter) -> StoreResult<Vec<ActualLrp>> {
         timed("list_actual_lrps", self.inner.list_actual_lrps(filter)).await

@@ -29,8 +29,8 @@ use eventsource_stream::{EventStreamError, Eventsource};
 use futures::stream::{BoxStream, StreamExt};
 use lattice_models::parse::{readable_items, Readable};
 use lattice_models::{
-    ActualLrp, CellResponse, ContainerMetrics, DesiredLrp, DesiredLrpCreateRequest, DesiredLrpUpdateRequest, Event,
-    Task, TaskCreateRequest, VersionResponse,
+    ActualLrp, CellResponse, ContainerMetrics, DesiredLrp, DesiredLrpCreateRequest,
+    DesiredLrpUpdateRequest, Event, Task, TaskCreateRequest, VersionResponse,
 };
 use reqwest::header::{ACCEPT, CACHE_CONTROL};
 use reqwest::{Method, RequestBuilder, Response, Url};

@@ -90,7 +90,12 @@ mod tests {
         assert_eq!(counts.desired_lrps, 2);
         assert_eq!(counts.desired_instances, 5);
         let unclaimed = suite::actual_lrp("web", "d", 0).state;
-        let at = |state| ActualLrpState::ALL.iter().position(|s| *s == state).unwrap();
+        let at = |state| {
+            ActualLrpState::ALL
+                .iter()
+                .position(|s| *s == state)
+                .unwrap()
+        };
         assert_eq!(counts.instances[at(unclaimed)], 1);
         assert_eq!(counts.instances[at(ActualLrpState::Crashed)], 1);
         assert_eq!(counts.instances.iter().sum::<u64>(), 2);

@@ -14,8 +14,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::{self, BoxStream};
 use lattice_garden::{
-    ContainerInfo, ContainerSpec, ContainerUsage, Garden, GardenError, GardenResult, OomEvent, OutputChunk,
-    OutputStream, Process, ProcessSpec, Signal,
+    ContainerInfo, ContainerSpec, ContainerUsage, Garden, GardenError, GardenResult, OomEvent,
+    OutputChunk, OutputStream, Process, ProcessSpec, Signal,
 };
 use tokio::sync::{mpsc, watch};
 

@@ -62,8 +62,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::{
-    ContainerInfo, ContainerSpec, ContainerUsage, Garden, GardenError, GardenResult, ImageRef, OomEvent,
-    OutputChunk, OutputStream, PortMapping, Process, ProcessSpec, Signal, DESTROY_GRACE,
+    ContainerInfo, ContainerSpec, ContainerUsage, Garden, GardenError, GardenResult, ImageRef,
+    OomEvent, OutputChunk, OutputStream, PortMapping, Process, ProcessSpec, Signal, DESTROY_GRACE,
     OWNER_PROPERTY,
 };
 
@@ -746,9 +746,8 @@ impl Garden for DockerGarden {
             .stream(false)
             .one_shot(true)
             .build();
-        let stats = self
-            .docker
-            .stats(handle, Some(options))
+        let mut stats = std::pin::pin!(self.docker.stats(handle, Some(options)));
+        let stats = stats
             .next()
             .await
             .ok_or_else(|| GardenError::Backend(format!("no stats for container {handle}")))?

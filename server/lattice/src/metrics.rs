@@ -80,7 +80,10 @@ fn describe() {
         Unit::Seconds,
         "time to the response's headers of HTTP API requests, by api, method and route"
     );
-    describe_gauge!("lattice_desired_lrps", "desired LRPs (active converger's last pass)");
+    describe_gauge!(
+        "lattice_desired_lrps",
+        "desired LRPs (active converger's last pass)"
+    );
     describe_gauge!(
         "lattice_lrp_instances_desired",
         "instances the desired LRPs ask for, summed (active converger's last pass)"
@@ -89,7 +92,10 @@ fn describe() {
         "lattice_lrp_instances",
         "actual LRPs by state (active converger's last pass)"
     );
-    describe_gauge!("lattice_tasks", "tasks by state (active converger's last pass)");
+    describe_gauge!(
+        "lattice_tasks",
+        "tasks by state (active converger's last pass)"
+    );
     describe_counter!(
         "lattice_auction_rounds_total",
         "auction rounds that had work to place"
@@ -144,13 +150,19 @@ fn describe() {
             "lattice_cell_cpu_percentage",
             "CPU its containers use, in percent of one core",
         ),
-        ("lattice_cell_memory_used_bytes", "memory its containers use"),
+        (
+            "lattice_cell_memory_used_bytes",
+            "memory its containers use",
+        ),
         ("lattice_cell_disk_used_bytes", "disk its containers wrote"),
         (
             "lattice_cell_memory_allocated_bytes",
             "memory its work asked for",
         ),
-        ("lattice_cell_disk_allocated_bytes", "disk its work asked for"),
+        (
+            "lattice_cell_disk_allocated_bytes",
+            "disk its work asked for",
+        ),
         (
             "lattice_cell_memory_capacity_bytes",
             "memory the cell offers",
@@ -169,7 +181,12 @@ pub fn route() -> Router {
         "/metrics",
         get(move || {
             let handle = handle.clone();
-            async move { ([(axum::http::header::CONTENT_TYPE, CONTENT_TYPE)], handle.render()) }
+            async move {
+                (
+                    [(axum::http::header::CONTENT_TYPE, CONTENT_TYPE)],
+                    handle.render(),
+                )
+            }
         }),
     )
 }
@@ -199,10 +216,10 @@ pub fn track_requests(app: Router, api: &'static str) -> Router {
 }
 
 async fn track(State(api): State<&'static str>, req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_string(), |path| route_label(path.as_str()));
+    let route = req.extensions().get::<MatchedPath>().map_or_else(
+        || "unmatched".to_string(),
+        |path| route_label(path.as_str()),
+    );
     let method = method_label(req.method());
     let started = tokio::time::Instant::now();
     let response = next.run(req).await;
@@ -237,20 +254,16 @@ fn route_label(template: &str) -> String {
 /// `other`, so that the label stays bounded.
 fn method_label(method: &axum::http::Method) -> &'static str {
     use axum::http::Method;
-    for known in [
-        Method::GET,
-        Method::POST,
-        Method::PUT,
-        Method::DELETE,
-        Method::PATCH,
-        Method::HEAD,
-        Method::OPTIONS,
-    ] {
-        if method == known {
-            return known.as_str();
-        }
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
     }
-    "other"
 }
 
 #[cfg(test)]
@@ -263,7 +276,11 @@ mod tests {
 
     async fn scrape() -> String {
         let response = route()
-            .oneshot(Request::get("/metrics").body(Body::empty()).expect("a request"))
+            .oneshot(
+                Request::get("/metrics")
+                    .body(Body::empty())
+                    .expect("a request"),
+            )
             .await
             .expect("answered");
         assert_eq!(response.status(), StatusCode::OK);
@@ -318,7 +335,11 @@ mod tests {
         }
         let response = app
             .clone()
-            .oneshot(Request::get("/nowhere").body(Body::empty()).expect("a request"))
+            .oneshot(
+                Request::get("/nowhere")
+                    .body(Body::empty())
+                    .expect("a request"),
+            )
             .await
             .expect("answered");
         assert_eq!(response.status(), StatusCode::NOT_FOUND);
@@ -335,7 +356,10 @@ mod tests {
             after.contains("lattice_api_request_duration_seconds_bucket"),
             "latencies are histograms"
         );
-        assert!(after.contains("# HELP lattice_api_requests_total"), "{after}");
+        assert!(
+            after.contains("# HELP lattice_api_requests_total"),
+            "{after}"
+        );
     }
 
     #[test]

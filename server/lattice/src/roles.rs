@@ -475,7 +475,9 @@ impl RouterRole {
         })?;
         let metrics_listener = match config.metrics_listen {
             Some(address) => Some(TcpListener::bind(address).await.with_context(|| {
-                format!("cannot listen for the router's metrics on {address} (try --metrics-listen)")
+                format!(
+                    "cannot listen for the router's metrics on {address} (try --metrics-listen)"
+                )
             })?),
             None => None,
         };

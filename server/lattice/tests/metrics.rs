@@ -44,7 +44,10 @@ async fn scrape(base: &str) -> prometheus_parse::Scrape {
         .to_str()
         .expect("text")
         .to_string();
-    assert!(content_type.starts_with("text/plain; version=0.0.4"), "{content_type}");
+    assert!(
+        content_type.starts_with("text/plain; version=0.0.4"),
+        "{content_type}"
+    );
     let text = response.text().await.expect("a body");
     prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
         .expect("a scrape parses as Prometheus text")
@@ -117,7 +120,9 @@ async fn an_instance_shows_the_memory_it_holds_and_the_counters_move() {
     let (code, out, err) = run_ltc(&cluster.base, None, &["status", "hog", "--json"]).await;
     assert_eq!(code, 0, "{err}");
     let json: serde_json::Value = serde_json::from_str(&out).expect("JSON");
-    let memory = json["metrics"][0]["memory_bytes"].as_u64().expect("a sample");
+    let memory = json["metrics"][0]["memory_bytes"]
+        .as_u64()
+        .expect("a sample");
     assert!(memory >= (HELD_MEMORY_MB - 4) * MIB, "{json}");
 
     let (code, out, err) = run_ltc(&cluster.base, None, &["cells", "--json"]).await;
@@ -140,8 +145,15 @@ async fn an_instance_shows_the_memory_it_holds_and_the_counters_move() {
 
     let after = eventually("the router's count of its answer", WAIT, || async {
         let after = scrape(&cluster.base).await;
-        let counted = value(&after, "lattice_router_requests_total", &[("status", "404")])
-            > value(&before, "lattice_router_requests_total", &[("status", "404")]);
+        let counted = value(
+            &after,
+            "lattice_router_requests_total",
+            &[("status", "404")],
+        ) > value(
+            &before,
+            "lattice_router_requests_total",
+            &[("status", "404")],
+        );
         counted.then_some(after)
     })
     .await;
@@ -167,7 +179,10 @@ async fn an_instance_shows_the_memory_it_holds_and_the_counters_move() {
     assert!(moved("lattice_auction_placed_total", &[("work", "lrp")]) >= 1.0);
     assert!(moved("lattice_converge_passes_total", &[]) >= 1.0);
     assert!(moved("lattice_converge_duration_seconds_count", &[]) >= 1.0);
-    assert!(moved("lattice_log_lines_total", &[]) >= 1.0, "the cell's lines");
+    assert!(
+        moved("lattice_log_lines_total", &[]) >= 1.0,
+        "the cell's lines"
+    );
     assert!(
         moved(
             "lattice_store_operation_duration_seconds_count",
@@ -179,7 +194,8 @@ async fn an_instance_shows_the_memory_it_holds_and_the_counters_move() {
     assert!(value(&after, "lattice_desired_lrps", &[]) >= 1.0);
     let cell = [("cell_id", cluster.cell_id.as_str())];
     assert!(
-        value(&after, "lattice_cell_memory_used_bytes", &cell) >= ((HELD_MEMORY_MB - 4) * MIB) as f64
+        value(&after, "lattice_cell_memory_used_bytes", &cell)
+            >= ((HELD_MEMORY_MB - 4) * MIB) as f64
     );
     assert_eq!(
         value(&after, "lattice_cell_memory_allocated_bytes", &cell),

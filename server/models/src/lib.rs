@@ -43,11 +43,11 @@ pub use cell::{CellCapacity, CellPresence, CellResponse};
 pub use egress::SecurityGroupRule;
 pub use event::Event;
 pub use log::{LogMessage, MessageType};
-pub use metrics::{CellUsage, ContainerMetrics};
 pub use lrp::{
     ActualLrp, ActualLrpEvent, ActualLrpState, DesiredLrp, DesiredLrpCreateRequest,
     DesiredLrpUpdateRequest, PortMapping,
 };
+pub use metrics::{CellUsage, ContainerMetrics};
 pub use routes::{HttpRoute, Routes, TcpRoute};
 pub use task::{Task, TaskCreateRequest, TaskEvent, TaskState};
 pub use validation::{ModificationTag, ValidationError};

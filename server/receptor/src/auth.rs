@@ -27,15 +27,17 @@ pub fn require_basic_auth(router: axum::Router, credentials: Option<Credentials>
         return router;
     };
     let expected = std::sync::Arc::new(expected);
-    router.layer(axum::middleware::from_fn(move |req: Request, next: Next| {
-        let expected = expected.clone();
-        async move {
-            match check(&expected, &req) {
-                Ok(()) => next.run(req).await,
-                Err(refused) => refused,
+    router.layer(axum::middleware::from_fn(
+        move |req: Request, next: Next| {
+            let expected = expected.clone();
+            async move {
+                match check(&expected, &req) {
+                    Ok(()) => next.run(req).await,
+                    Err(refused) => refused,
+                }
             }
-        }
-    }))
+        },
+    ))
 }
 
 /// Whether `req` carries `expected` as basic auth; the 401 answer if not.

@@ -601,7 +601,8 @@ impl Rep {
                 cpu_nanos: usage.cpu_nanos,
                 at,
             };
-            let cpu = usage::cpu_percentage(samples.readings.get(&container.handle).copied(), reading);
+            let cpu =
+                usage::cpu_percentage(samples.readings.get(&container.handle).copied(), reading);
             let allocated = usage::work_key(&container.properties)
                 .and_then(|key| allocations.get(&key).copied());
             latest.push(usage::sample(

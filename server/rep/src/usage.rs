@@ -121,7 +121,8 @@ pub(crate) fn record_cell_gauges(
         .set(bytes(allocated.disk_mb));
     metrics::gauge!("lattice_cell_memory_capacity_bytes", "cell_id" => cell.clone())
         .set(bytes(total.memory_mb));
-    metrics::gauge!("lattice_cell_disk_capacity_bytes", "cell_id" => cell).set(bytes(total.disk_mb));
+    metrics::gauge!("lattice_cell_disk_capacity_bytes", "cell_id" => cell)
+        .set(bytes(total.disk_mb));
 }
 
 #[cfg(test)]
@@ -145,7 +146,10 @@ mod tests {
         let two = cpu_percentage(Some(reading(0, start)), reading(10_000_000_000, later));
         assert!((two - 200.0).abs() < 1e-9, "{two}");
         assert_eq!(cpu_percentage(None, reading(5, later)), 0.0);
-        assert_eq!(cpu_percentage(Some(reading(9, later)), reading(5, later)), 0.0);
+        assert_eq!(
+            cpu_percentage(Some(reading(9, later)), reading(5, later)),
+            0.0
+        );
         assert_eq!(
             cpu_percentage(Some(reading(9, start)), reading(5, later)),
             0.0,
@@ -204,11 +208,15 @@ mod tests {
         );
 
         let unallocated = sample("cell-1", &web, usage, 0.0, None, 7);
-        assert_eq!(unallocated.memory_bytes_quota, 128 * MIB, "the engine's limit");
+        assert_eq!(
+            unallocated.memory_bytes_quota,
+            128 * MIB,
+            "the engine's limit"
+        );
         assert_eq!(unallocated.disk_bytes_quota, 0);
 
         let task = container(&[(TASK_GUID_PROPERTY, "t1")]);
         assert_eq!(work_key(&task.properties), Some(WorkKey::Task("t1".into())));
-        assert_eq!(work_key(&container(&[])), None);
+        assert_eq!(work_key(&container(&[]).properties), None);
     }
 }
