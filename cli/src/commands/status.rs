@@ -1,4 +1,6 @@
-//! `ltc status APP`: one app in detail, then a table of its instances.
+//! `ltc status APP`: one app in detail, then a table of its instances with
+//! what each uses (CPU, memory and disk against its limits, sampled by its
+//! cell every 5 seconds).
 
 use std::io::Write;
 use std::time::{Duration, SystemTime};
@@ -35,8 +37,9 @@ pub struct Args {
     #[arg(long)]
     pub detailed: bool,
 
-    /// Print `{"desired_lrp": ..., "actual_lrps": [...]}` in the receptor's
-    /// JSON instead of tables.
+    /// Print `{"desired_lrp": ..., "actual_lrps": [...], "metrics": [...]}`
+    /// in the receptor's JSON instead of tables (`metrics`: each instance's
+    /// latest usage sample, from its cell).
     #[arg(long)]
     pub json: bool,
 }
@@ -378,6 +381,7 @@ mod tests {
         assert_eq!(json["desired_lrp"]["instances"], 3);
         assert_eq!(json["actual_lrps"].as_array().unwrap().len(), 3);
         assert_eq!(json["actual_lrps"][1]["crash_count"], 4);
+        assert_eq!(json["metrics"], serde_json::json!([]), "no cell to ask");
     }
 
     #[tokio::test]
