@@ -230,5 +230,38 @@ async fn metrics_sit_behind_the_api_credentials() {
     prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
         .expect("Prometheus text");
     assert!(text.contains("lattice_api_requests_total"), "{text}");
+
+    // A router of its own serves /metrics on its metrics listener, behind
+    // the same credentials.
+    let router = lattice::roles::RouterRole::prepare(lattice::roles::RouterRoleConfig {
+        brains: vec![cluster.base.clone()],
+        listen: "127.0.0.1:0".parse().expect("an address"),
+        credentials: Some(lattice_client::Credentials::new("admin", "s3cret")),
+        metrics_listen: Some("127.0.0.1:0".parse().expect("an address")),
+        drain_timeout: Duration::from_secs(5),
+    })
+    .await
+    .expect("the router starts");
+    let metrics = router.metrics_address().expect("a metrics listener");
+    let stop_router = tokio_util::sync::CancellationToken::new();
+    let routing = tokio::spawn(router.run(stop_router.clone()));
+    let url = format!("http://{metrics}/metrics");
+    let anonymous = http.get(&url).send().await.expect("answers");
+    assert_eq!(anonymous.status(), 401);
+    let signed = http
+        .get(&url)
+        .basic_auth("admin", Some("s3cret"))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(signed.status(), 200);
+    let text = signed.text().await.expect("a body");
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .expect("Prometheus text");
+    stop_router.cancel();
+    routing
+        .await
+        .expect("the router task")
+        .expect("the router stops cleanly");
     cluster.stop().await;
 }
