@@ -52,7 +52,7 @@ pub enum Command {
     /// Change the number of instances of an app and wait until they run.
     #[command(after_help = commands::scale::EXAMPLES)]
     Scale(commands::scale::Args),
-    /// Show an app and its instances.
+    /// Show an app and its instances, with each one's CPU, memory and disk.
     #[command(after_help = commands::status::EXAMPLES)]
     Status(commands::status::Args),
     /// Open a shell or run a command in an instance, or forward local
@@ -74,7 +74,7 @@ pub enum Command {
     /// Create an app from a JSON file (a DesiredLrpCreateRequest).
     #[command(after_help = commands::submit_lrp::EXAMPLES)]
     SubmitLrp(commands::submit_lrp::Args),
-    /// Show the cells and the instances on each.
+    /// Show the cells, the instances on each, and their memory used against allocated.
     #[command(after_help = commands::visualize::EXAMPLES)]
     Visualize(commands::visualize::Args),
     /// Show an app's log lines, recent then live until Ctrl-C.
@@ -128,7 +128,8 @@ pub enum Command {
     /// Delete a completed task (after its result was read).
     #[command(after_help = commands::delete_task::EXAMPLES)]
     DeleteTask(commands::delete_task::Args),
-    /// List the cells of the cluster and their capacity, or drain one.
+    /// List the cells of the cluster, their capacity and what their containers
+    /// use, or drain one.
     #[command(after_help = commands::cells::EXAMPLES)]
     Cells(commands::cells::Args),
     /// Print a shell completion script (bash, zsh, fish, ...).

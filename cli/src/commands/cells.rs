@@ -75,6 +75,9 @@ fn table(cells: &[CellResponse]) -> comfy_table::Table {
         "Memory free/total (MB)",
         "Disk free/total (MB)",
         "Containers free/total",
+        "Memory used/allocated (MB)",
+        "Disk used/allocated (MB)",
+        "CPU",
         "Instances",
         "Tasks",
     ]);
@@ -87,11 +90,38 @@ fn table(cells: &[CellResponse]) -> comfy_table::Table {
             free_of(total.memory_mb, used.memory_mb),
             free_of(total.disk_mb, used.disk_mb),
             free_of(total.containers, used.containers),
+            memory_used_of_allocated(cell),
+            disk_used_of_allocated(cell),
+            cpu(cell),
             cell.instances.to_string(),
             cell.tasks.to_string(),
         ]);
     }
     table
+}
+
+/// `used/allocated` memory in MB: what the cell's containers use (its
+/// latest samples) against what its work asked for; `-` for the used part
+/// when the cell did not send its samples.
+pub fn memory_used_of_allocated(cell: &CellResponse) -> String {
+    used_of_allocated(cell.usage.map(|u| u.memory_bytes), cell.allocated.memory_mb)
+}
+
+/// As [`memory_used_of_allocated`], for disk.
+pub fn disk_used_of_allocated(cell: &CellResponse) -> String {
+    used_of_allocated(cell.usage.map(|u| u.disk_bytes), cell.allocated.disk_mb)
+}
+
+/// The CPU the cell's containers use, in percent of one core (200%: two
+/// cores busy); `-` without samples.
+pub fn cpu(cell: &CellResponse) -> String {
+    cell.usage
+        .map_or("-".to_string(), |u| format!("{:.1}%", u.cpu_percentage))
+}
+
+fn used_of_allocated(used_bytes: Option<u64>, allocated_mb: i64) -> String {
+    let used = used_bytes.map_or("-".to_string(), |bytes| (bytes / (1024 * 1024)).to_string());
+    format!("{used}/{allocated_mb}")
 }
 
 /// `free/total`; a total of 0 means the cell does not limit it.
@@ -178,6 +208,7 @@ mod tests {
         let cells: Vec<CellResponse> = serde_json::from_slice(&out).unwrap();
         assert_eq!(cells[0].presence, cell);
         assert_eq!(cells[0].instances, 0);
+        assert_eq!(cells[0].usage, None, "its rep cannot be reached");
 
         // The only cell: its instances would have nowhere to go.
         let drain = Args {
@@ -208,5 +239,37 @@ mod tests {
         let message = format!("{err:#}");
         assert!(message.contains("cannot drain cell cell-nope"), "{message}");
         assert!(message.contains("no live cell"), "{message}");
+    }
+
+    #[test]
+    fn usage_against_allocation() {
+        let mut cell = CellResponse {
+            presence: CellPresence {
+                cell_id: "cell-1".into(),
+                zone: String::new(),
+                rep_address: "http://127.0.0.1:1".into(),
+                capacity: CellCapacity::default(),
+                rootfs_providers: lattice_models::cell::docker_rootfs_providers(),
+            },
+            allocated: CellCapacity {
+                memory_mb: 256,
+                disk_mb: 1024,
+                containers: 2,
+            },
+            instances: 2,
+            tasks: 0,
+            usage: None,
+        };
+        assert_eq!(memory_used_of_allocated(&cell), "-/256");
+        assert_eq!(cpu(&cell), "-");
+        cell.usage = Some(lattice_models::CellUsage {
+            containers: 2,
+            cpu_percentage: 12.34,
+            memory_bytes: 65 * 1024 * 1024,
+            disk_bytes: 3 * 1024 * 1024,
+        });
+        assert_eq!(memory_used_of_allocated(&cell), "65/256");
+        assert_eq!(disk_used_of_allocated(&cell), "3/1024");
+        assert_eq!(cpu(&cell), "12.3%");
     }
 }

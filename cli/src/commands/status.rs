@@ -1,11 +1,13 @@
-//! `ltc status APP`: one app in detail, then a table of its instances.
+//! `ltc status APP`: one app in detail, then a table of its instances with
+//! what each uses (CPU, memory and disk against its limits, sampled by its
+//! cell every 5 seconds).
 
 use std::io::Write;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 use lattice_client::Client;
-use lattice_models::{unix_nanos, Action, ActualLrp, ActualLrpState, DesiredLrp};
+use lattice_models::{unix_nanos, Action, ActualLrp, ActualLrpState, ContainerMetrics, DesiredLrp};
 use serde::Serialize;
 
 use crate::image::image_for_rootfs;
@@ -35,17 +37,20 @@ pub struct Args {
     #[arg(long)]
     pub detailed: bool,
 
-    /// Print `{"desired_lrp": ..., "actual_lrps": [...]}` in the receptor's
-    /// JSON instead of tables.
+    /// Print `{"desired_lrp": ..., "actual_lrps": [...], "metrics": [...]}`
+    /// in the receptor's JSON instead of tables (`metrics`: each instance's
+    /// latest usage sample, from its cell).
     #[arg(long)]
     pub json: bool,
 }
 
-/// What `--json` prints: the receptor's own records.
+/// What `--json` prints: the receptor's own records, and the instances'
+/// latest usage samples (`GET /v1/actual_lrps/APP/metrics`).
 #[derive(Debug, Serialize)]
 struct Status<'a> {
     desired_lrp: &'a DesiredLrp,
     actual_lrps: &'a [ActualLrp],
+    metrics: &'a [ContainerMetrics],
 }
 
 pub async fn run(args: &Args, ctx: &Context, out: &mut dyn Write) -> anyhow::Result<()> {
@@ -82,12 +87,17 @@ async fn show(
         .await
         .with_context(|| format!("cannot get the instances of {app:?}"))?;
     actuals.sort_by_key(|a| a.index);
+    let metrics = client
+        .actual_lrp_metrics(app)
+        .await
+        .with_context(|| format!("cannot get the usage of the instances of {app:?}"))?;
     if args.json {
         return output::write_json(
             out,
             &Status {
                 desired_lrp: &desired,
                 actual_lrps: &actuals,
+                metrics: &metrics,
             },
         );
     }
@@ -106,7 +116,10 @@ async fn show(
         writeln!(out, "No instances.")?;
     } else {
         let now = unix_nanos(SystemTime::now());
-        output::write_table(out, &instances(&actuals, now, args.detailed, ctx.color))?;
+        output::write_table(
+            out,
+            &instances(&actuals, &metrics, now, args.detailed, ctx.color),
+        )?;
     }
     Ok(())
 }
@@ -160,12 +173,14 @@ fn details(
 
 fn instances(
     actuals: &[ActualLrp],
+    metrics: &[ContainerMetrics],
     now_nanos: i64,
     detailed: bool,
     color: bool,
 ) -> comfy_table::Table {
     let mut header = vec![
-        "Index", "State", "Cell", "Address", "Ports", "Crashes", "Since", "Details",
+        "Index", "State", "Cell", "Address", "Ports", "CPU", "Memory", "Disk", "Crashes", "Since",
+        "Details",
     ];
     if detailed {
         header.extend(["Instance guid", "Modification tag"]);
@@ -173,12 +188,19 @@ fn instances(
     let mut table = output::table(&header);
     output::allow_color(&mut table, color);
     for actual in actuals {
+        let sample = metrics
+            .iter()
+            .find(|m| m.index == actual.index && m.instance_guid == actual.instance_guid);
+        let usage = |show: fn(&ContainerMetrics) -> String| sample.map_or("-".to_string(), show);
         let mut row = vec![
             comfy_table::Cell::new(actual.index),
             output::state_cell(actual.state.as_str(), actual.state, color),
             comfy_table::Cell::new(or_dash(&actual.cell_id)),
             comfy_table::Cell::new(instance_address(actual)),
             comfy_table::Cell::new(or_dash(&port_mappings(actual))),
+            comfy_table::Cell::new(usage(|m| format!("{:.1}%", m.cpu_percentage))),
+            comfy_table::Cell::new(usage(|m| used_of(m.memory_bytes, m.memory_bytes_quota))),
+            comfy_table::Cell::new(usage(|m| used_of(m.disk_bytes, m.disk_bytes_quota))),
             comfy_table::Cell::new(actual.crash_count),
             comfy_table::Cell::new(age(actual.since, now_nanos)),
             comfy_table::Cell::new(or_dash(&problem(actual))),
@@ -222,6 +244,18 @@ fn problem(actual: &ActualLrp) -> String {
         actual.crash_reason.clone()
     } else {
         String::new()
+    }
+}
+
+/// `12.3 MB / 128 MB` (MB of 2^20 bytes, as `memory_mb`); the quota left
+/// out when there is none.
+pub fn used_of(used_bytes: u64, quota_bytes: u64) -> String {
+    const MB: f64 = 1024.0 * 1024.0;
+    let used = used_bytes as f64 / MB;
+    if quota_bytes == 0 {
+        format!("{used:.1} MB")
+    } else {
+        format!("{used:.1} MB / {:.0} MB", quota_bytes as f64 / MB)
     }
 }
 
@@ -347,6 +381,7 @@ mod tests {
         assert_eq!(json["desired_lrp"]["instances"], 3);
         assert_eq!(json["actual_lrps"].as_array().unwrap().len(), 3);
         assert_eq!(json["actual_lrps"][1]["crash_count"], 4);
+        assert_eq!(json["metrics"], serde_json::json!([]), "no cell to ask");
     }
 
     #[tokio::test]
@@ -407,5 +442,14 @@ mod tests {
         ];
         assert_eq!(instance_address(&actual), "10.0.0.1:61001");
         assert_eq!(port_mappings(&actual), "8080->61001, 9090->61002");
+    }
+
+    #[test]
+    fn usage_is_shown_in_megabytes_of_its_quota() {
+        assert_eq!(
+            used_of(64 * 1024 * 1024, 128 * 1024 * 1024),
+            "64.0 MB / 128 MB"
+        );
+        assert_eq!(used_of(1536 * 1024, 0), "1.5 MB");
     }
 }

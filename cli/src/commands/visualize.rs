@@ -1,5 +1,6 @@
 //! `ltc visualize`: one row per cell with a block per instance on it,
-//! coloured by state, and a line for the instances no cell holds.
+//! coloured by state, what its containers use against what its work was
+//! allocated, and a line for the instances no cell holds.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -8,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use comfy_table::Cell;
 use lattice_client::Client;
-use lattice_models::{ActualLrp, ActualLrpState, CellPresence};
+use lattice_models::{ActualLrp, ActualLrpState, CellResponse};
 
 use crate::output::{self, or_dash};
 use crate::Context;
@@ -51,13 +52,7 @@ pub async fn run(args: &Args, ctx: &Context, out: &mut dyn Write) -> anyhow::Res
 }
 
 async fn show(client: &Client, color: bool, out: &mut dyn Write) -> anyhow::Result<()> {
-    let cells: Vec<_> = client
-        .cells()
-        .await
-        .context("cannot list cells")?
-        .into_iter()
-        .map(|cell| cell.presence)
-        .collect();
+    let cells = client.cells().await.context("cannot list cells")?;
     let actuals = client
         .actual_lrps()
         .await
@@ -100,23 +95,37 @@ fn placed(actuals: &[ActualLrp]) -> Placed<'_> {
     placed
 }
 
-fn table(cells: &[CellPresence], actuals: &[ActualLrp], color: bool) -> comfy_table::Table {
-    let mut table = output::table(&["Cell", "Zone", "Running", "Claimed", "Crashed"]);
+fn table(cells: &[CellResponse], actuals: &[ActualLrp], color: bool) -> comfy_table::Table {
+    let mut table = output::table(&[
+        "Cell",
+        "Zone",
+        "Running",
+        "Claimed",
+        "Crashed",
+        "Memory used/allocated (MB)",
+        "CPU",
+    ]);
     output::allow_color(&mut table, color);
     let mut placed = placed(actuals);
     // Live cells first, in the receptor's order; then cells that are gone
     // but still hold instances in the store (the brain will re-place them).
-    let mut rows: Vec<(String, String)> = cells
+    let mut rows: Vec<(String, String, Option<&CellResponse>)> = cells
         .iter()
-        .map(|c| (c.cell_id.clone(), or_dash(&c.zone)))
+        .map(|c| {
+            let presence = &c.presence;
+            (presence.cell_id.clone(), or_dash(&presence.zone), Some(c))
+        })
         .collect();
     let gone: Vec<String> = placed
         .keys()
-        .filter(|id| !cells.iter().any(|c| c.cell_id == **id))
+        .filter(|id| !cells.iter().any(|c| c.presence.cell_id == **id))
         .map(|id| id.to_string())
         .collect();
-    rows.extend(gone.into_iter().map(|id| (id, "(cell gone)".to_string())));
-    for (cell_id, zone) in rows {
+    rows.extend(
+        gone.into_iter()
+            .map(|id| (id, "(cell gone)".to_string(), None)),
+    );
+    for (cell_id, zone, cell) in rows {
         let counts = placed.remove(cell_id.as_str()).unwrap_or_default();
         let column = |key: StateKey, state: ActualLrpState| {
             let n = counts.get(&key).copied().unwrap_or(0);
@@ -128,6 +137,8 @@ fn table(cells: &[CellPresence], actuals: &[ActualLrp], color: bool) -> comfy_ta
             column(StateKey::Running, ActualLrpState::Running),
             column(StateKey::Claimed, ActualLrpState::Claimed),
             column(StateKey::Crashed, ActualLrpState::Crashed),
+            Cell::new(cell.map_or("-".to_string(), super::cells::memory_used_of_allocated)),
+            Cell::new(cell.map_or("-".to_string(), super::cells::cpu)),
         ]);
     }
     table
@@ -173,7 +184,7 @@ fn write_unplaced(out: &mut dyn Write, actuals: &[ActualLrp]) -> std::io::Result
 
 #[cfg(test)]
 mod tests {
-    use lattice_models::CellCapacity;
+    use lattice_models::{CellCapacity, CellPresence};
 
     use super::*;
     use crate::testing::{output, seed_actual, TestReceptor};

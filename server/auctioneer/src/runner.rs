@@ -195,6 +195,7 @@ impl Auctioneer {
         }
         let (cells, addresses) = self.cell_states().await?;
         let results = crate::auction(&cells, &request);
+        metrics::counter!("lattice_auction_rounds_total").increment(1);
         let mut report = RoundReport {
             tasks_placed: results.tasks_placed.len(),
             lrps_placed: results.lrps_placed.len(),
@@ -250,6 +251,17 @@ impl Auctioneer {
             .await;
             report.lrps_failed += 1;
         }
+        metrics::counter!("lattice_auction_placement_failures_total", "work" => "task")
+            .increment(report.tasks_failed as u64);
+        metrics::counter!("lattice_auction_placement_failures_total", "work" => "lrp")
+            .increment(report.lrps_failed as u64);
+        metrics::counter!("lattice_auction_placed_total", "work" => "task")
+            .increment(report.tasks_placed as u64);
+        metrics::counter!("lattice_auction_placed_total", "work" => "lrp")
+            .increment(report.lrps_placed as u64);
+        // From the snapshot to the last write: what a round costs.
+        metrics::histogram!("lattice_auction_round_duration_seconds")
+            .record(now.elapsed().as_secs_f64());
         if report != RoundReport::default() {
             tracing::info!(
                 tasks_placed = report.tasks_placed,

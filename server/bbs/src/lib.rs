@@ -26,6 +26,8 @@
 //!   brain, behind the cluster secret; `remote`: `RemoteStore`, its
 //!   client, for cells and routers on other machines.
 //! - [`suite`]: the contract test suite every backend runs, with sample records.
+//! - [`instrumented`]: [`InstrumentedStore`], a decorator of any store that
+//!   records each operation's latency for `/metrics`.
 //!
 //! # Features
 //! Nothing beyond the trait is compiled unless asked for: `sqlite`,
@@ -45,6 +47,7 @@ use serde::{Deserialize, Serialize};
 
 #[cfg(feature = "http")]
 pub mod http;
+pub mod instrumented;
 pub mod modify;
 #[cfg(feature = "postgres")]
 pub mod postgres;
@@ -60,6 +63,7 @@ pub mod sql;
 pub mod sqlite;
 pub mod suite;
 
+pub use instrumented::InstrumentedStore;
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresStore;
 #[cfg(feature = "remote")]

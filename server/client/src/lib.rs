@@ -31,8 +31,8 @@ use futures::stream::{BoxStream, StreamExt};
 use lattice_models::lifecycle::ImageConfig;
 use lattice_models::parse::{readable_items, Readable};
 use lattice_models::{
-    ActualLrp, CellResponse, DesiredLrp, DesiredLrpCreateRequest, DesiredLrpUpdateRequest, Event,
-    Task, TaskCreateRequest, VersionResponse,
+    ActualLrp, CellResponse, ContainerMetrics, DesiredLrp, DesiredLrpCreateRequest,
+    DesiredLrpUpdateRequest, Event, Task, TaskCreateRequest, VersionResponse,
 };
 use reqwest::header::{ACCEPT, CACHE_CONTROL};
 use reqwest::{Method, RequestBuilder, Response, Url};
@@ -305,6 +305,17 @@ impl Client {
         check_segment("process guid", process_guid)?;
         let index = index.to_string();
         self.get_json(&["v1", "actual_lrps", process_guid, "index", &index])
+            .await
+    }
+
+    /// `GET /v1/actual_lrps/:process_guid/metrics` (ours): the latest usage
+    /// sample of each running instance, by index, as its cell took it.
+    pub async fn actual_lrp_metrics(
+        &self,
+        process_guid: &str,
+    ) -> Result<Vec<ContainerMetrics>, ClientError> {
+        check_segment("process guid", process_guid)?;
+        self.get_list(&["v1", "actual_lrps", process_guid, "metrics"])
             .await
     }
 

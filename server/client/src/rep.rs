@@ -1,12 +1,14 @@
 //! [`RepClient`]: the rep's API (`/v1/state`, `/v1/perform` for the
-//! auctioneer, `/v1/evacuate` for the receptor's drain, `/v1/image_config`
-//! for the receptor), in one process or across machines alike; and its
-//! sessions (`ltc ssh`, in `session`), for the SSH proxy.
+//! auctioneer; `/v1/evacuate`, `/v1/image_config` and the usage samples
+//! `/v1/containers/metrics` for the receptor), in one process or across
+//! machines alike; and its sessions (`ltc ssh`, in `session`), for the SSH
+//! proxy.
 
 use std::time::Duration;
 
 use lattice_models::auction::{CellState, Work};
 use lattice_models::lifecycle::ImageConfig;
+use lattice_models::ContainerMetrics;
 
 /// What a call to a rep can fail with. Not a [`crate::ClientError`]: that
 /// one speaks of the receptor (and tells the user how to start it), and a
@@ -115,6 +117,25 @@ impl RepClient {
             .and_then(|r| r.error_for_status())
             .map_err(wrap)?;
         Ok(())
+    }
+
+    /// The latest usage sample of each container of the cell.
+    pub async fn container_metrics(
+        &self,
+        address: &str,
+    ) -> Result<Vec<ContainerMetrics>, RepClientError> {
+        let wrap = |source| RepClientError::Http {
+            address: address.to_string(),
+            source,
+        };
+        self.authorize(self.http.get(format!("{address}/v1/containers/metrics")))
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .map_err(wrap)?
+            .json()
+            .await
+            .map_err(wrap)
     }
 
     /// Sends work; returns what the rep could not take.

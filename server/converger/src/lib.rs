@@ -16,6 +16,8 @@
 //! - [`apply`]: performs the decisions with compare-and-swap.
 //! - [`callbacks`]: task completion callbacks (COMPLETED -> RESOLVING ->
 //!   deleted).
+//! - [`metrics`]: the cluster's counts and the passes' durations, for
+//!   `/metrics`.
 //! - [`Converger`]: one pass ([`Converger::converge_once`]) and the loop
 //!   ([`Converger::run`]).
 
@@ -35,6 +37,7 @@ use tokio_util::task::TaskTracker;
 pub mod apply;
 pub mod callbacks;
 pub mod decide;
+pub mod metrics;
 
 pub use apply::Applied;
 pub use callbacks::{CallbackConfig, CallbackCounts, Resolution, Resolver};
@@ -323,7 +326,9 @@ impl Converger {
     }
 
     async fn decide_and_apply(&self) -> Result<(Report, Convergence), ConvergerError> {
+        let started = Instant::now();
         let snapshot = self.snapshot().await?;
+        crate::metrics::record_snapshot(&snapshot);
         let now = now();
         let convergence = decide::converge(&snapshot, now, &self.config.policy);
         self.log_gave_up(&convergence);
@@ -334,6 +339,7 @@ impl Converger {
             gave_up: convergence.gave_up.len(),
             callbacks: CallbackCounts::default(),
         };
+        crate::metrics::record_pass(started.elapsed());
         Ok((report, convergence))
     }
 

@@ -14,8 +14,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::{self, BoxStream};
 use lattice_garden::{
-    ContainerEvent, ContainerEventKind, ContainerInfo, ContainerSpec, Garden, GardenError,
-    GardenResult, Interactive, InteractiveProcess, OomEvent, OutputChunk, OutputStream, Process,
+    ContainerEvent, ContainerEventKind, ContainerInfo, ContainerSpec, ContainerUsage, Garden,
+    GardenError, GardenResult, Interactive, InteractiveProcess, OutputChunk, OutputStream, Process,
     ProcessSpec, Signal, TtySize,
 };
 use tokio::sync::{mpsc, watch};
@@ -103,6 +103,8 @@ struct State {
         BTreeMap<String, String>,
         mpsc::UnboundedSender<ContainerEvent>,
     )>,
+    /// What [`Garden::usage`] answers, by handle (zero when not set).
+    usage: HashMap<String, ContainerUsage>,
 }
 
 /// The fake backend; cheap to clone, clones share their state.
@@ -200,6 +202,11 @@ impl FakeGarden {
             .files
             .get(&(handle.to_string(), path.to_string()))
             .cloned()
+    }
+
+    /// What [`Garden::usage`] answers for the container from now on.
+    pub fn set_usage(&self, handle: &str, usage: ContainerUsage) {
+        self.lock().usage.insert(handle.to_string(), usage);
     }
 
     /// Marks the container as killed for exceeding its memory limit.
@@ -438,6 +445,11 @@ impl FakeGarden {
             exit: exit_rx,
             signals: signal_tx,
         })
+    }
+
+    async fn usage(&self, handle: &str) -> GardenResult<ContainerUsage> {
+        self.container_exists(handle)?;
+        Ok(self.lock().usage.get(handle).copied().unwrap_or_default())
     }
 }
 

@@ -49,8 +49,9 @@ use bollard::models::{
 };
 use bollard::query_parameters::{
     ContainerArchiveInfoOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
-    DownloadFromContainerOptionsBuilder, ListContainersOptionsBuilder,
-    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder, UploadToContainerOptionsBuilder,
+    DownloadFromContainerOptionsBuilder, InspectContainerOptionsBuilder,
+    ListContainersOptionsBuilder, RemoveContainerOptionsBuilder, StatsOptionsBuilder,
+    StopContainerOptionsBuilder, UploadToContainerOptionsBuilder,
 };
 use bollard::Docker;
 use bytes::Bytes;
@@ -61,9 +62,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::{
-    ContainerEvent, ContainerEventKind, ContainerInfo, ContainerSpec, Garden, GardenError,
-    GardenResult, ImageRef, OutputChunk, OutputStream, PortMapping, Process, ProcessSpec, Signal,
-    DESTROY_GRACE, OWNER_PROPERTY,
+    ContainerEvent, ContainerEventKind, ContainerInfo, ContainerSpec, ContainerUsage, Garden,
+    GardenError, GardenResult, ImageRef, OutputChunk, OutputStream, PortMapping, Process,
+    ProcessSpec, Signal, DESTROY_GRACE, OWNER_PROPERTY,
 };
 
 mod cell_lock;
@@ -777,6 +778,60 @@ impl Garden for DockerGarden {
         let disk_mb = disk_size_mb(&root)?;
         Ok((memory_mb, disk_mb))
     }
+
+    /// CPU and memory from the engine's stats in one-shot mode (one read of
+    /// the cgroup, no waiting for a second one: the caller keeps the
+    /// previous sample for a rate); disk from an inspection with sizes,
+    /// `SizeRw`: what the container wrote over its image. That is what an
+    /// app fills, and what `disk_mb` is meant to bound; the image's own
+    /// layers are shared between containers and not the instance's doing.
+    async fn usage(&self, handle: &str) -> GardenResult<ContainerUsage> {
+        let options = StatsOptionsBuilder::default()
+            .stream(false)
+            .one_shot(true)
+            .build();
+        let mut stats = std::pin::pin!(self.docker.stats(handle, Some(options)));
+        let stats = stats
+            .next()
+            .await
+            .ok_or_else(|| GardenError::Backend(format!("no stats for container {handle}")))?
+            .map_err(|err| not_found_or(err, handle, "container stats"))?;
+        let sized = InspectContainerOptionsBuilder::default().size(true).build();
+        let inspect = self
+            .docker
+            .inspect_container(handle, Some(sized))
+            .await
+            .map_err(|err| not_found_or(err, handle, "inspect container size"))?;
+        let memory = stats.memory_stats.unwrap_or_default();
+        Ok(ContainerUsage {
+            cpu_nanos: stats
+                .cpu_stats
+                .and_then(|cpu| cpu.cpu_usage)
+                .and_then(|usage| usage.total_usage)
+                .unwrap_or(0),
+            memory_bytes: memory_in_use(&memory),
+            memory_limit_bytes: memory.limit.unwrap_or(0),
+            disk_bytes: inspect.size_rw.unwrap_or(0).max(0) as u64,
+        })
+    }
+}
+
+/// Memory in use as `docker stats` counts it: the cgroup's usage less the
+/// inactive page cache (`inactive_file` on cgroup v2, `total_inactive_file`
+/// on v1), which the kernel reclaims before it would kill anything.
+fn memory_in_use(memory: &bollard::models::ContainerMemoryStats) -> u64 {
+    let usage = memory.usage.unwrap_or(0);
+    let cache = memory
+        .stats
+        .as_ref()
+        .and_then(|stats| {
+            stats
+                .get("inactive_file")
+                .or_else(|| stats.get("total_inactive_file"))
+        })
+        .copied()
+        .unwrap_or(0);
+    usage.saturating_sub(cache)
 }
 
 /// `lattice-init spawn` of `spec` with a new pidfile (in the container),

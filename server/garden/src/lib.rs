@@ -10,7 +10,7 @@
 //! # Layout
 //! - [`Garden`], [`Process`], [`InteractiveProcess`]: the traits.
 //! - [`ContainerSpec`], [`ProcessSpec`], [`ContainerInfo`],
-//!   [`ContainerEvent`]: plain data.
+//!   [`ContainerEvent`], [`ContainerUsage`]: plain data.
 //! - `docker` (cargo feature `docker`): the Docker backend.
 
 use std::collections::BTreeMap;
@@ -163,6 +163,21 @@ pub struct ProcessSpec {
     pub user: Option<String>,
     /// RLIMIT_NOFILE for the process, when set.
     pub nofile: Option<u64>,
+}
+
+/// What a container uses at one moment, as the engine counts it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ContainerUsage {
+    /// CPU time used by the container since it started (cumulative): a rate
+    /// needs two samples.
+    pub cpu_nanos: u64,
+    /// Memory in use, without the page cache the kernel can reclaim.
+    pub memory_bytes: u64,
+    /// The memory limit the engine enforces (the machine's memory when the
+    /// container has none).
+    pub memory_limit_bytes: u64,
+    /// Bytes in the container's own writable layer.
+    pub disk_bytes: u64,
 }
 
 /// Something the engine reports about one container, as it happens.
@@ -324,6 +339,8 @@ pub trait Garden: Send + Sync + 'static {
     /// Total memory (MB) and disk (MB) the backend's machine offers; the rep's
     /// default capacity.
     async fn machine_capacity(&self) -> GardenResult<(u64, u64)>;
+    /// What the container uses now (one sample; see [`ContainerUsage`]).
+    async fn usage(&self, handle: &str) -> GardenResult<ContainerUsage>;
 }
 
 /// How long `destroy` lets processes end after SIGTERM before SIGKILL.

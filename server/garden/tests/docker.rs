@@ -772,3 +772,45 @@ async fn regression_every_container_has_a_pid_limit() {
         lattice_garden::DEFAULT_PIDS_LIMIT.to_string()
     );
 }
+
+/// Usage reads what the container really uses: memory held in `/dev/shm`
+/// (a tmpfs charged to the container), a file written to its writable
+/// layer, CPU time spent in a busy loop; and its memory limit.
+#[tokio::test]
+async fn usage_reads_memory_disk_and_cpu_time() {
+    const MIB: u64 = 1024 * 1024;
+    let guard = OwnerGuard::new("garden-usage");
+    let garden = garden().await;
+    let mut spec = spec(&guard, "u").await;
+    spec.limits.memory_mb = 96;
+    garden.create(spec.clone()).await.expect("created");
+    let idle = garden.usage(&spec.handle).await.expect("a sample");
+    assert_eq!(idle.memory_limit_bytes, 96 * MIB);
+
+    let done = run(
+        &garden,
+        &spec.handle,
+        sh("head -c 33554432 /dev/zero > /dev/shm/held && \
+            head -c 4194304 /dev/zero > /tmp/written && \
+            i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done"),
+    )
+    .await;
+    assert_eq!(done.status, 0, "{}", done.stderr);
+    let busy = garden.usage(&spec.handle).await.expect("a sample");
+    assert!(
+        (30 * MIB..=70 * MIB).contains(&busy.memory_bytes),
+        "32 MiB held: {busy:?}"
+    );
+    assert!(busy.disk_bytes >= 4 * MIB, "4 MiB written: {busy:?}");
+    assert!(
+        busy.cpu_nanos > idle.cpu_nanos,
+        "the loop used CPU: {busy:?}"
+    );
+
+    garden.destroy(&spec.handle).await.expect("destroyed");
+    let gone = garden.usage(&spec.handle).await;
+    assert!(
+        matches!(gone, Err(GardenError::ContainerNotFound(_))),
+        "{gone:?}"
+    );
+}

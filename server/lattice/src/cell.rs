@@ -223,10 +223,14 @@ impl Cell {
             pause = (pause * 2).min(Duration::from_secs(5));
         }
         tracing::info!(cell_id = %self.rep.cell_id(), "cell reconciled");
+        // `/metrics` beside the rep's interface, behind the same secret.
+        let app = lattice_rep::http::router(self.rep.clone()).merge(crate::metrics::route());
         let app = match self.rep_secret {
-            Some(secret) => lattice_rep::http::router_with_secret(self.rep.clone(), secret),
-            None => lattice_rep::http::router(self.rep.clone()),
+            Some(secret) => lattice_bbs::http::require_secret(app, secret),
+            None => app,
         };
+        let app = crate::metrics::track_requests(app, "rep");
+        let upkeep = tokio::spawn(crate::metrics::upkeep(shutdown.clone()));
         let serve_shutdown = shutdown.clone();
         let server = tokio::spawn(async move {
             axum::serve(self.listener, app)
@@ -235,6 +239,9 @@ impl Cell {
         });
         self.rep.run(shutdown).await;
         let served = server.await;
+        if let Err(err) = upkeep.await {
+            tracing::error!(error = %err, "the metrics upkeep failed");
+        }
         // Let go of the id at once, so that a restart need not wait for the
         // engine to see this process's connection close.
         self.lock.release().await;

@@ -13,8 +13,11 @@
 //!   cluster of several machines.
 //! - [`ssh`]: the SSH proxy (`ltc ssh`) in `up` and the brain.
 //! - [`shutdown`]: signal handling and draining.
+//! - [`metrics`]: `GET /metrics` (Prometheus text) and the API request
+//!   counters.
 
 pub mod cell;
+pub mod metrics;
 pub mod roles;
 pub mod router;
 pub mod shutdown;

@@ -209,6 +209,12 @@ struct RouterArgs {
     /// TCP routes listen on the same address.
     #[arg(long, env = "LATTICE_ROUTER_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
+    /// Where to serve `GET /metrics` (Prometheus text), e.g.
+    /// 127.0.0.1:8081; not served unless given. Behind the API's basic auth
+    /// when --username/--password are given; without them, anyone who
+    /// reaches the address can read it, so prefer a loopback address.
+    #[arg(long, env = "LATTICE_ROUTER_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
     /// The brain's API username, when it requires basic auth (with --password).
     #[arg(long, env = "LATTICE_USERNAME", requires = "password")]
     username: Option<String>,
@@ -557,6 +563,7 @@ async fn router(args: RouterArgs) -> anyhow::Result<()> {
         brains: args.brain,
         listen: args.listen,
         credentials,
+        metrics_listen: args.metrics_listen,
         drain_timeout: Duration::from_secs(10),
     };
     let shutdown = CancellationToken::new();

@@ -93,32 +93,6 @@ pub fn spawn_brain_loops(
     Ok(())
 }
 
-/// Reaches reps for the receptor's `POST /v1/cells/{id}/drain`, with the
-/// secret reps require of brains.
-pub struct RepDrainer(lattice_client::RepClient);
-
-impl RepDrainer {
-    pub fn handle(rep_secret: String) -> lattice_receptor::CellDrainerHandle {
-        lattice_receptor::CellDrainerHandle(Arc::new(RepDrainer(
-            lattice_client::RepClient::with_secret(rep_secret),
-        )))
-    }
-}
-
-impl lattice_receptor::CellDrainer for RepDrainer {
-    fn drain<'a>(
-        &'a self,
-        cell: &'a lattice_models::CellPresence,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>> {
-        Box::pin(async move {
-            self.0
-                .evacuate(&cell.rep_address)
-                .await
-                .map_err(|e| e.to_string())
-        })
-    }
-}
-
 /// A lock owner for a brain called `brain_id`: the id, for people reading
 /// the lock, and a random part, for uniqueness.
 pub fn lock_owner(brain_id: &str) -> String {
@@ -198,6 +172,7 @@ impl Brain {
                     config.store.split("://").next().unwrap_or("")
                 )
             })?;
+        let store = lattice_bbs::InstrumentedStore::wrap(store);
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {} (try --listen)", config.listen))?;
@@ -256,7 +231,6 @@ impl Brain {
                 router_address: config.router_address.clone(),
                 allow_privileged: config.allow_privileged,
                 ltc_path: lattice_receptor::ltc_beside_current_exe(),
-                cell_drainer: Some(RepDrainer::handle(config.secret.clone())),
                 ssh: match &ssh {
                     Some(ssh) => Some(ssh.info().context("ssh listener has no address")?),
                     None => None,
@@ -266,10 +240,13 @@ impl Brain {
             shutdown.clone(),
             lattice_logs::http::router(config.hub.clone(), shutdown.clone())
                 .merge(lattice_fileserver::router(file_server))
-                .merge(lattice_ui::router()),
+                .merge(lattice_ui::router())
+                .merge(crate::metrics::route()),
         );
         let app = internal_routes(&store, &config, shutdown.clone()).merge(receptor);
+        let app = crate::metrics::track_requests(app, "receptor");
         tracker.spawn(lattice_receptor::serve(listener, app, shutdown.clone()));
+        tracker.spawn(crate::metrics::upkeep(shutdown.clone()));
 
         if let Some(ssh) = ssh {
             ssh.spawn(
@@ -457,7 +434,7 @@ pub async fn run_cell(config: CellRoleConfig, shutdown: CancellationToken) -> an
         Some(ip) => ip,
         None => route_to(remote.brain()).await?,
     };
-    let store: SharedStore = Arc::new(remote);
+    let store = lattice_bbs::InstrumentedStore::wrap(Arc::new(remote));
 
     // The forwarders outlive the cell, so that its last lines (stopping
     // work) are still sent.
@@ -550,13 +527,17 @@ pub struct RouterRoleConfig {
     pub listen: SocketAddr,
     /// Users' basic auth of the brain's public API.
     pub credentials: Option<lattice_client::Credentials>,
+    /// Where `GET /metrics` is served (behind `credentials`, when given);
+    /// `None`: nowhere. Not on `listen`: app traffic owns every path there.
+    pub metrics_listen: Option<SocketAddr>,
     pub drain_timeout: Duration,
 }
 
-/// A router with its listener bound; [`RouterRole::run`] serves it.
+/// A router with its listeners bound; [`RouterRole::run`] serves it.
 pub struct RouterRole {
     config: RouterRoleConfig,
     listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
 }
 
 impl RouterRole {
@@ -571,16 +552,40 @@ impl RouterRole {
                 config.listen
             )
         })?;
-        Ok(RouterRole { config, listener })
+        let metrics_listener = match config.metrics_listen {
+            Some(address) => Some(TcpListener::bind(address).await.with_context(|| {
+                format!(
+                    "cannot listen for the router's metrics on {address} (try --metrics-listen)"
+                )
+            })?),
+            None => None,
+        };
+        Ok(RouterRole {
+            config,
+            listener,
+            metrics_listener,
+        })
     }
 
     pub fn address(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
     }
 
+    /// Where `/metrics` is served, if anywhere.
+    pub fn metrics_address(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
     /// Routes until `shutdown`, then drains.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let RouterRole { config, listener } = self;
+        let metrics_address = self.metrics_address();
+        let RouterRole {
+            config,
+            listener,
+            metrics_listener,
+        } = self;
         let address = listener
             .local_addr()
             .context("the router's listener has no address")?;
@@ -602,7 +607,20 @@ impl RouterRole {
             Arc::new(sink),
             shutdown.clone(),
         )?;
-        tracing::info!(%address, brains = ?config.brains, "router is up");
+        if let Some(metrics_listener) = metrics_listener {
+            let credentials = config.credentials.as_ref().map(|c| Credentials {
+                username: c.username.clone(),
+                password: c.password.clone(),
+            });
+            let app = lattice_receptor::require_basic_auth(crate::metrics::route(), credentials);
+            tracker.spawn(lattice_receptor::serve(
+                metrics_listener,
+                app,
+                shutdown.clone(),
+            ));
+            tracker.spawn(crate::metrics::upkeep(shutdown.clone()));
+        }
+        tracing::info!(%address, metrics = ?metrics_address, brains = ?config.brains, "router is up");
         shutdown.cancelled().await;
         drain(tracker, config.drain_timeout).await;
         stop_forwarding.cancel();

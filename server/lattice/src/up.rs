@@ -102,6 +102,7 @@ impl Up {
                     spec.split("://").next().unwrap_or("")
                 ),
             })?;
+        let store = lattice_bbs::InstrumentedStore::wrap(store);
         let listener = TcpListener::bind(config.listen).await.with_context(|| {
             format!(
                 "cannot listen on {} (is another lattice running? try --listen)",
@@ -189,7 +190,6 @@ impl Up {
             router_address: router_address.map(|a| a.to_string()),
             allow_privileged: config.allow_privileged,
             ltc_path: lattice_receptor::ltc_beside_current_exe(),
-            cell_drainer: Some(crate::roles::RepDrainer::handle(rep_secret.clone())),
             ssh: match &ssh {
                 Some(ssh) => Some(ssh.info().context("ssh listener has no address")?),
                 None => None,
@@ -202,9 +202,13 @@ impl Up {
             store.clone(),
             receptor_config,
             shutdown.clone(),
-            logs.merge(files).merge(lattice_ui::router()),
+            logs.merge(files)
+                .merge(lattice_ui::router())
+                .merge(crate::metrics::route()),
         );
+        let app = crate::metrics::track_requests(app, "receptor");
         tracker.spawn(lattice_receptor::serve(listener, app, shutdown.clone()));
+        tracker.spawn(crate::metrics::upkeep(shutdown.clone()));
 
         if let Some(router_listener) = router_listener {
             let credentials = config

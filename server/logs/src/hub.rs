@@ -53,6 +53,12 @@ impl Default for HubConfig {
     }
 }
 
+/// The counter of log lines lost, by `reason`: `slow_follower` (a
+/// follower's queue was full), `forward_queue_full` (a cell's or router's
+/// queue to a hub was full or stopped), `refused` (a hub refused a batch),
+/// `shutdown` (not sent before the forwarder stopped).
+pub const LOG_LINES_DROPPED: &str = "lattice_log_lines_dropped_total";
+
 /// The marker a follower receives in place of the lines it was too slow for.
 pub fn drop_marker(log_guid: &str, dropped: u64) -> LogMessage {
     LogMessage {
@@ -142,6 +148,7 @@ impl Queue {
         let needed = if state.dropped > 0 { 2 } else { 1 };
         if state.lines.len() + needed > capacity {
             state.dropped += 1;
+            metrics::counter!(LOG_LINES_DROPPED, "reason" => "slow_follower").increment(1);
             return None;
         }
         if state.dropped > 0 {
@@ -179,6 +186,7 @@ impl LogHub {
     /// Keeps `message` in its app's recent buffer and hands it to the app's
     /// followers whose filter it matches. See the module's guarantees.
     pub fn publish(&self, message: LogMessage) {
+        metrics::counter!("lattice_log_lines_total").increment(1);
         let config = self.shared.config;
         let mut wakers = Vec::new();
         // The server's own events stay in memory: they are on stderr too, and

@@ -136,6 +136,8 @@ impl RemoteSink {
 impl LogSink for RemoteSink {
     fn emit(&self, message: LogMessage) {
         if self.tx.try_send(message).is_err() {
+            metrics::counter!(crate::hub::LOG_LINES_DROPPED, "reason" => "forward_queue_full")
+                .increment(1);
             let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             // Warn on 1, 2, 4, 8, ... drops: visible, but not a flood of its own.
             if dropped.is_power_of_two() {
@@ -219,6 +221,8 @@ impl Forwarder {
                     );
                     self.dropped
                         .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    metrics::counter!(crate::hub::LOG_LINES_DROPPED, "reason" => "refused")
+                        .increment(batch.len() as u64);
                     batch.clear();
                 }
                 Err(SendFailure::Retry(error)) => {
@@ -277,6 +281,8 @@ impl Forwarder {
                 lost += 1;
             }
             self.dropped.fetch_add(lost as u64, Ordering::Relaxed);
+            metrics::counter!(crate::hub::LOG_LINES_DROPPED, "reason" => "shutdown")
+                .increment(lost as u64);
             tracing::warn!(lost, %reason, "log lines not sent at shutdown");
             return;
         }

@@ -54,7 +54,7 @@ impl CellPresence {
 
 /// `GET /v1/cells`: a live cell and what it holds now.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CellResponse {
     #[serde(flatten)]
     pub presence: CellPresence,
@@ -68,4 +68,8 @@ pub struct CellResponse {
     /// Tasks claimed or running on the cell.
     #[serde(default)]
     pub tasks: i64,
+    /// What the cell's containers use now, from the cell's latest samples
+    /// (ours); absent when the cell's rep could not be asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<crate::metrics::CellUsage>,
 }

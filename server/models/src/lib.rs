@@ -17,6 +17,7 @@
 //! - [`log`]: log lines of containers, as `ltc logs` shows them, and the
 //!   log hub's filters.
 //! - [`droplet`]: the file server's droplet and blob records.
+//! - [`metrics`]: containers' and cells' resource usage, as cells sample it.
 //! - [`validation`]: the shared validation error and helpers.
 //! - [`api`]: the JSON error body of the receptor API.
 //! - [`parse`]: JSON parsing that names the offending field.
@@ -32,6 +33,7 @@ pub mod event;
 pub mod lifecycle;
 pub mod log;
 pub mod lrp;
+pub mod metrics;
 pub mod parse;
 pub mod routes;
 pub mod ssh;
@@ -48,6 +50,7 @@ pub use lrp::{
     ActualLrp, ActualLrpEvent, ActualLrpState, DesiredLrp, DesiredLrpCreateRequest,
     DesiredLrpUpdateRequest, EvacuatingInstance, PortMapping, PreferredAddress,
 };
+pub use metrics::{CellUsage, ContainerMetrics};
 pub use routes::{HttpRoute, Routes, TcpRoute};
 pub use task::{Task, TaskCreateRequest, TaskEvent, TaskState};
 pub use validation::{ModificationTag, ValidationError};

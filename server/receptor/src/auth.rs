@@ -8,12 +8,41 @@ use base64::Engine;
 use lattice_models::ApiErrorName;
 
 use crate::error::ApiError;
-use crate::AppState;
+use crate::{AppState, Credentials};
 
 pub async fn require(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let Some(expected) = &state.config.credentials else {
         return next.run(req).await;
     };
+    match check(expected, &req) {
+        Ok(()) => next.run(req).await,
+        Err(refused) => refused,
+    }
+}
+
+/// `router` behind the same basic auth as the API's, when `credentials`
+/// are given (e.g. a router's `/metrics`, whose process serves no API).
+pub fn require_basic_auth(router: axum::Router, credentials: Option<Credentials>) -> axum::Router {
+    let Some(expected) = credentials else {
+        return router;
+    };
+    let expected = std::sync::Arc::new(expected);
+    router.layer(axum::middleware::from_fn(
+        move |req: Request, next: Next| {
+            let expected = expected.clone();
+            async move {
+                match check(&expected, &req) {
+                    Ok(()) => next.run(req).await,
+                    Err(refused) => refused,
+                }
+            }
+        },
+    ))
+}
+
+/// Whether `req` carries `expected` as basic auth; the 401 answer if not.
+#[allow(clippy::result_large_err)]
+fn check(expected: &Credentials, req: &Request) -> Result<(), Response> {
     let given = req
         .headers()
         .get(AUTHORIZATION)
@@ -27,13 +56,13 @@ pub async fn require(State(state): State<AppState>, req: Request, next: Next) ->
         .and_then(|raw| String::from_utf8(raw).ok());
     let wanted = format!("{}:{}", expected.username, expected.password);
     match given {
-        Some(given) if constant_time_eq(given.as_bytes(), wanted.as_bytes()) => next.run(req).await,
-        Some(_) => ApiError::new(ApiErrorName::Unauthorized, "wrong username or password").into_response(),
-        None => ApiError::new(
+        Some(given) if constant_time_eq(given.as_bytes(), wanted.as_bytes()) => Ok(()),
+        Some(_) => Err(ApiError::new(ApiErrorName::Unauthorized, "wrong username or password").into_response()),
+        None => Err(ApiError::new(
             ApiErrorName::Unauthorized,
             "this receptor requires HTTP basic auth; set credentials with `ltc target URL --username U --password P`",
         )
-        .into_response(),
+        .into_response()),
     }
 }
 

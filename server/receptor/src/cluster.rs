@@ -79,14 +79,8 @@ pub async fn drain(
             "cell {cell_id} is the cluster's only cell: its instances would have nowhere to go"
         )));
     }
-    let Some(drainer) = &state.config.cell_drainer else {
-        return Err(ApiError::new(
-            lattice_models::ApiErrorName::ServiceUnavailable,
-            "this server cannot reach cells to drain them",
-        ));
-    };
-    if let Err(reason) = drainer.0.drain(cell).await {
-        tracing::warn!(%cell_id, rep = %cell.rep_address, %reason, "cannot tell a cell to drain");
+    if let Err(err) = state.reps.evacuate(&cell.rep_address).await {
+        tracing::warn!(%cell_id, rep = %cell.rep_address, error = %err, "cannot tell a cell to drain");
         return Err(ApiError::new(
             lattice_models::ApiErrorName::ServiceUnavailable,
             format!("cannot reach cell {cell_id}'s rep; is the cell running?"),
@@ -162,7 +156,9 @@ pub async fn image_config(
     ))
 }
 
-/// Live cells with what the BBS places on each (claimed or running work).
+/// Live cells with what the BBS places on each (claimed or running work),
+/// and what their containers use (ours: `usage`, asked of each cell's rep;
+/// absent for a cell that did not answer in 2 s).
 #[utoipa::path(get, path = "/v1/cells", tag = "cluster", responses((status = 200, body = Vec<lattice_models::CellResponse>)))]
 pub async fn cells(State(state): State<AppState>) -> Result<Json<Vec<CellResponse>>, ApiError> {
     let cells = state.store.list_cells().await?;
@@ -185,6 +181,7 @@ pub async fn cells(State(state): State<AppState>) -> Result<Json<Vec<CellRespons
             allocated: CellCapacity::default(),
             instances: 0,
             tasks: 0,
+            usage: None,
         })
         .collect();
     let position: HashMap<String, usize> = responses
@@ -215,6 +212,10 @@ pub async fn cells(State(state): State<AppState>) -> Result<Json<Vec<CellRespons
                 .unwrap_or_default();
             add(&mut cell.allocated, memory, disk);
         }
+    }
+    let mut usage = crate::usage::cell_usage(&state, &cells).await;
+    for cell in &mut responses {
+        cell.usage = usage.remove(&cell.presence.cell_id);
     }
     Ok(Json(responses))
 }

@@ -10,7 +10,8 @@
 //! - [`app`] builds the router; [`serve`] runs it on a bound listener until
 //!   a shutdown token fires.
 //! - `tasks`, `lrps`, `cluster` (cells, domains, info), `events`, `meta`
-//!   (version, ltc sync): handlers.
+//!   (version, ltc sync), `usage` (containers' usage, from the cells):
+//!   handlers.
 //! - [`error`]: the error policy; `extract`: body and path parsing.
 //! - [`openapi`]: the OpenAPI 3 document, derived from the handlers and the
 //!   wire types (`/v1/openapi.json`, `docs/openapi.json`).
@@ -34,7 +35,9 @@ mod lrps;
 mod meta;
 pub mod openapi;
 mod tasks;
+mod usage;
 
+pub use auth::require_basic_auth;
 pub use error::ApiError;
 
 /// Default request body limit: large enough for any recipe, small enough that
@@ -62,36 +65,13 @@ pub struct ReceptorConfig {
     /// [`ltc_beside_current_exe`]); read on each request, so an install made
     /// after the server started is served.
     pub ltc_path: Option<std::path::PathBuf>,
-    /// How `POST /v1/cells/{cell_id}/drain` reaches a cell's rep; `None`:
-    /// that endpoint answers 503.
-    pub cell_drainer: Option<CellDrainerHandle>,
     /// The SSH proxy (`ltc ssh`), when this server runs one: told to
     /// clients in `/v1/info`.
     pub ssh: Option<SshInfo>,
     /// The secret cells' reps require (as the auctioneer presents it), for
-    /// `GET /v1/image_config`, which asks a cell's engine.
+    /// what the receptor asks of cells: an image's config, the containers'
+    /// usage samples, a drain. `None`: reps that require none.
     pub rep_secret: Option<String>,
-}
-
-/// Tells a cell's rep to drain (the server binary implements it with the
-/// reps' client and the secret reps require; the receptor links no cell).
-pub trait CellDrainer: Send + Sync {
-    /// Asks the cell registered as `cell` to start draining; returns once
-    /// the rep accepted. The error says why it could not be reached.
-    fn drain<'a>(
-        &'a self,
-        cell: &'a lattice_models::CellPresence,
-    ) -> futures::future::BoxFuture<'a, Result<(), String>>;
-}
-
-/// A shared [`CellDrainer`] in the receptor's config.
-#[derive(Clone)]
-pub struct CellDrainerHandle(pub Arc<dyn CellDrainer>);
-
-impl std::fmt::Debug for CellDrainerHandle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("CellDrainer")
-    }
 }
 
 /// Where the SSH proxy listens and the host key it presents.
@@ -118,7 +98,6 @@ impl Default for ReceptorConfig {
             router_address: None,
             allow_privileged: false,
             ltc_path: None,
-            cell_drainer: None,
             ssh: None,
             rep_secret: None,
         }
@@ -133,7 +112,8 @@ pub struct AppState {
     /// Fires on server shutdown; ends event streams so shutdown is not held
     /// up by clients that never disconnect.
     pub shutdown: CancellationToken,
-    /// Reaches cells' reps (for an image's config), with the rep secret.
+    /// Reaches cells' reps (an image's config, usage samples), with the rep
+    /// secret.
     pub reps: RepClient,
 }
 
@@ -190,6 +170,10 @@ pub fn app_with_routes(
         .route(
             "/v1/actual_lrps/{process_guid}",
             get(lrps::list_actual_by_process_guid),
+        )
+        .route(
+            "/v1/actual_lrps/{process_guid}/metrics",
+            get(usage::actual_lrp_metrics),
         )
         .route(
             "/v1/actual_lrps/{process_guid}/index/{index}",

@@ -6,7 +6,7 @@
 use axum::Json;
 use utoipa::OpenApi;
 
-use crate::{cluster, events, lrps, meta, tasks};
+use crate::{cluster, events, lrps, meta, tasks, usage};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -33,6 +33,7 @@ use crate::{cluster, events, lrps, meta, tasks};
         lrps::list_actual_by_domain,
         lrps::get_actual,
         lrps::restart_actual,
+        usage::actual_lrp_metrics,
         cluster::info,
         cluster::cells,
         cluster::drain,

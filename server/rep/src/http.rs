@@ -1,5 +1,5 @@
 //! The rep's HTTP interface (what the auctioneer calls, and the receptor
-//! for an image's config). Its client,
+//! for an image's config, the usage samples and a drain). Its client,
 //! `RepClient`, lives in `lattice_client` so the auctioneer does not link
 //! the cell; it is re-exported here.
 //!
@@ -20,6 +20,7 @@ use axum::{Json, Router};
 use lattice_garden::GardenError;
 use lattice_models::auction::{CellState, Work};
 use lattice_models::lifecycle::ImageConfig;
+use lattice_models::ContainerMetrics;
 
 use crate::Rep;
 
@@ -35,6 +36,7 @@ pub fn router(rep: Arc<Rep>) -> Router {
             get(crate::session::open),
         )
         .route("/v1/image_config", get(image_config))
+        .route("/v1/containers/metrics", get(container_metrics))
         .with_state(rep)
 }
 
@@ -59,6 +61,12 @@ async fn evacuate(State(rep): State<Arc<Rep>>) -> axum::http::StatusCode {
         });
     }
     axum::http::StatusCode::ACCEPTED
+    }
+
+/// The latest usage sample of each of the cell's containers (the receptor
+/// gathers them for `GET /v1/actual_lrps/{guid}/metrics` and `/v1/cells`).
+async fn container_metrics(State(rep): State<Arc<Rep>>) -> Json<Vec<ContainerMetrics>> {
+    Json(rep.container_metrics())
 }
 
 async fn perform(State(rep): State<Arc<Rep>>, Json(work): Json<Work>) -> Json<Work> {

@@ -25,6 +25,7 @@
 //! - [`evacuation`]: handing running instances over when the cell drains
 //!   ([`Rep::evacuate`]).
 //! - `session`: `ltc ssh` sessions into an instance's container.
+//! - `usage`: sampling what the cell's containers use ([`Rep::container_metrics`]).
 //! - [`http`]: the rep's HTTP interface and the client the auctioneer uses.
 
 use std::collections::HashMap;
@@ -36,7 +37,7 @@ use lattice_bbs::{SharedStore, StoreError, TaskFilter};
 use lattice_executor::{Executor, LogMessage, LogSink, MessageType};
 use lattice_garden::{ContainerEvent, ContainerEventKind};
 use lattice_models::auction::{CellState, LrpKey, Resource, Work};
-use lattice_models::{CellCapacity, CellPresence, Event};
+use lattice_models::{CellCapacity, CellPresence, ContainerMetrics, Event};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -47,6 +48,7 @@ mod lrps;
 mod restart;
 mod session;
 mod tasks;
+mod usage;
 
 /// Container label naming the task a container runs.
 pub const TASK_GUID_PROPERTY: &str = "io.lattice.task-guid";
@@ -64,6 +66,9 @@ pub const DEFAULT_PRESENCE_TTL: Duration = Duration::from_secs(3);
 
 /// How many leftover containers a restarted cell destroys at once.
 const DESTROY_CONCURRENCY: usize = 16;
+
+/// How many containers' usage is read from the engine at once.
+const USAGE_CONCURRENCY: usize = 8;
 
 /// Crash reason of an instance whose cell restarted or stopped under it.
 pub const CELL_STOPPED_CRASH_REASON: &str = "cell stopped";
@@ -111,6 +116,8 @@ pub struct RepConfig {
     /// How long an evacuating instance keeps serving after its replacement
     /// is RUNNING, so that routers have added the replacement first.
     pub evacuation_route_delay: Duration,
+    /// How often the usage of the cell's containers is sampled.
+    pub usage_interval: Duration,
 }
 
 impl RepConfig {
@@ -134,6 +141,7 @@ impl RepConfig {
             advertise_container_network: false,
             evacuation_timeout: Duration::from_secs(10 * 60),
             evacuation_route_delay: Duration::from_secs(1),
+            usage_interval: Duration::from_secs(5),
         }
     }
 }
@@ -178,6 +186,8 @@ pub struct Rep {
     /// free, so that a replacement of the same index (a crash restarted at
     /// once) is taken while the old container goes.
     retiring: Mutex<HashMap<String, Resource>>,
+    /// The latest usage samples; a std mutex, held only to swap them.
+    usage: Mutex<usage::Samples>,
     tracker: TaskTracker,
     /// Set once the cell drains: it takes no new work from then on.
     evacuating: AtomicBool,
@@ -221,6 +231,7 @@ impl Rep {
             logs,
             work: Mutex::new(HashMap::new()),
             retiring: Mutex::new(HashMap::new()),
+            usage: Mutex::new(usage::Samples::default()),
             tracker: TaskTracker::new(),
             evacuating: AtomicBool::new(false),
             evacuation: tokio::sync::Mutex::new(()),
@@ -761,6 +772,7 @@ impl Rep {
         // meanwhile, and ends just before it is removed.
         let presence_stop = CancellationToken::new();
         let presence = tokio::spawn(self.clone().renew_presence(presence_stop.clone()));
+        let sampler = tokio::spawn(self.clone().sample_usage(engine_stop.clone()));
         let mut events = self.store.subscribe();
         let mut sync = tokio::time::interval(self.config.sync_interval);
         loop {
@@ -777,6 +789,9 @@ impl Rep {
         engine_stop.cancel();
         if let Err(err) = engine_watch.await {
             tracing::error!(error = %err, "the engine watch failed");
+        }
+        if let Err(err) = sampler.await {
+            tracing::error!(error = %err, "the usage sampler failed");
         }
         self.stop(move || async move {
             presence_stop.cancel();
@@ -849,6 +864,107 @@ impl Rep {
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }
     }
+
+    /// The latest usage sample of every container of the cell (see
+    /// `usage`), sorted by process guid and index, then task guid.
+    pub fn container_metrics(&self) -> Vec<ContainerMetrics> {
+        self.usage
+            .lock()
+            .expect("rep usage samples poisoned")
+            .latest
+            .clone()
+    }
+
+    /// Samples the usage of the cell's containers every
+    /// `usage_interval` until `stop`. A failed round is logged and the next
+    /// one tried; the samples of the last good round stay served.
+    async fn sample_usage(self: Arc<Self>, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(self.config.usage_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                sampled = self.sample_usage_once() => if let Err(err) = sampled {
+                    tracing::warn!(cell_id = %self.config.cell_id, error = %err, "cannot sample the usage of the cell's containers");
+                },
+            }
+        }
+    }
+
+    /// One round of sampling: every running container of the cell, a few
+    /// at a time; a container that vanished meanwhile is left out.
+    async fn sample_usage_once(&self) -> Result<(), RepError> {
+        use futures::StreamExt;
+        let containers = self.executor.list_owned().await?;
+        let garden = self.executor.garden().clone();
+        let readings: Vec<_> = futures::stream::iter(containers.into_iter().filter(|c| c.running))
+            .map(|container| {
+                let garden = garden.clone();
+                async move {
+                    let usage = garden.usage(&container.handle).await;
+                    (container, usage, tokio::time::Instant::now())
+                }
+            })
+            .buffer_unordered(USAGE_CONCURRENCY)
+            .collect()
+            .await;
+        let allocations: HashMap<WorkKey, Resource> = self
+            .work
+            .lock()
+            .expect("rep work map poisoned")
+            .iter()
+            .map(|(key, allocation)| (key.clone(), allocation.resource))
+            .collect();
+        let timestamp = lattice_models::unix_nanos(std::time::SystemTime::now());
+        let mut samples = self.usage.lock().expect("rep usage samples poisoned");
+        let mut readings_now = HashMap::new();
+        let mut latest = Vec::new();
+        for (container, usage, at) in readings {
+            let usage = match usage {
+                Ok(usage) => usage,
+                Err(lattice_garden::GardenError::ContainerNotFound(_)) => continue,
+                Err(err) => {
+                    tracing::debug!(handle = %container.handle, error = %err, "cannot sample a container");
+                    continue;
+                }
+            };
+            let reading = usage::CpuReading {
+                cpu_nanos: usage.cpu_nanos,
+                at,
+            };
+            let cpu =
+                usage::cpu_percentage(samples.readings.get(&container.handle).copied(), reading);
+            let allocated = usage::work_key(&container.properties)
+                .and_then(|key| allocations.get(&key).copied());
+            latest.push(usage::sample(
+                &self.config.cell_id,
+                &container,
+                usage,
+                cpu,
+                allocated,
+                timestamp,
+            ));
+            readings_now.insert(container.handle, reading);
+        }
+        latest.sort_by(|a, b| {
+            (&a.process_guid, a.index, &a.task_guid).cmp(&(&b.process_guid, b.index, &b.task_guid))
+        });
+        let state = self.state();
+        let allocated = state
+            .total
+            .checked_sub(&state.available)
+            .unwrap_or(Resource::ZERO);
+        usage::record_cell_gauges(&self.config.cell_id, &latest, allocated, state.total);
+        samples.latest = latest;
+        samples.readings = readings_now;
+        Ok(())
+    }
+
+    /// Logs an OOM kill to the cell's log and the work's log stream.
 
     fn on_container_event(&self, event: &ContainerEvent) {
         match event.kind {

@@ -120,7 +120,14 @@ pub(crate) struct PendingLog {
 
 impl PendingLog {
     fn emit(self, bytes_sent: u64) {
-        let line = self.record.line(bytes_sent, self.clock.elapsed());
+        let elapsed = self.clock.elapsed();
+        // Counted when the answer is done, as the access line is: the
+        // latency is the whole exchange, body included.
+        metrics::counter!("lattice_router_requests_total", "status" => self.record.status.to_string())
+            .increment(1);
+        metrics::histogram!("lattice_router_request_duration_seconds")
+            .record(elapsed.as_secs_f64());
+        let line = self.record.line(bytes_sent, elapsed);
         match &self.record.log_guid {
             Some(log_guid) => self.sink.log(log_guid, line),
             // No app to charge it to (unknown route, missing Host).

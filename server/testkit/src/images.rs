@@ -13,6 +13,9 @@
 //! directory and an exposed port; its start command serves `/www` over HTTP
 //! on port 8080.
 //!
+//! The memory image ([`memory_image`]) is busybox with a script that holds
+//! a given amount of memory and disk, for tests of usage metrics.
+//!
 //! The stack image ([`stack_image`]) is the buildpack lifecycle's rootfs:
 //! busybox plus a `lattice` user whose home, `/home/lattice`, is where
 //! droplets are unpacked.
@@ -149,6 +152,59 @@ pub async fn docker_app_image() -> String {
         })
         .await;
     DOCKER_APP_ROOTFS.to_string()
+}
+
+/// Docker reference of the memory test image: busybox with
+/// `/bin/hold-memory` (see [`memory_image`]).
+pub const MEMORY_IMAGE: &str = "lattice-test/memory:v1";
+
+/// Diego rootfs URL of the memory test image.
+pub const MEMORY_ROOTFS: &str = "docker:///lattice-test/memory#v1";
+
+/// `hold-memory [MEMORY_MB] [DISK_MB]`: holds MEMORY_MB MiB of memory (a
+/// file on `/dev/shm`: a tmpfs, whose pages are charged to the container's
+/// memory and cannot be reclaimed while the file exists), writes DISK_MB
+/// MiB to the container's writable layer, prints `holding`, then sleeps.
+/// Docker's `/dev/shm` holds 64 MiB, so MEMORY_MB must stay below that.
+const HOLD_MEMORY_SCRIPT: &str = r#"#!/bin/sh
+set -e
+head -c $((${1:-48} * 1048576)) /dev/zero > /dev/shm/held
+head -c $((${2:-0} * 1048576)) /dev/zero > /tmp/written
+echo holding
+exec sleep 2147483647
+"#;
+
+/// The rootfs URL of the memory test image, importing it first when the
+/// engine lacks it: busybox with `/bin/hold-memory` (see
+/// `HOLD_MEMORY_SCRIPT`), for tests that need an instance using a known
+/// amount of memory and disk.
+///
+/// # Guarantees
+/// As [`busybox_image`].
+///
+/// # Panics
+/// When the image can neither be found nor imported.
+pub async fn memory_image() -> String {
+    static IMPORTED: OnceCell<()> = OnceCell::const_new();
+    IMPORTED
+        .get_or_init(|| async {
+            let docker = crate::docker::connect().await;
+            let path = format!("ENV PATH={PATH}");
+            ensure_image(&docker, MEMORY_IMAGE, &[&path], || {
+                let mut tar = busybox_rootfs()?;
+                add_file(
+                    &mut tar,
+                    "bin/hold-memory",
+                    0o755,
+                    HOLD_MEMORY_SCRIPT.as_bytes(),
+                )?;
+                Ok(tar.into_inner()?)
+            })
+            .await
+            .unwrap_or_else(|err| panic!("cannot make the memory test image: {err}"));
+        })
+        .await;
+    MEMORY_ROOTFS.to_string()
 }
 
 /// Docker reference of the buildpack stack test image.
