@@ -289,43 +289,31 @@ fn skipped_or_failed(
 /// Clears the record's evacuating instance if it is still the one decided
 /// on (same instance guid), with CAS.
 async fn release_lost_evacuee(store: &dyn Store, decided: &ActualLrp) -> Outcome {
-    let Some(lost) = &decided.evacuating_instance else {
+    let Some(lost) = decided.evacuating_instance.clone() else {
         return Outcome::Skipped;
     };
-    let mut current = decided.clone();
-    for _ in 0..CAS_ATTEMPTS {
+    let released = modify(store, decided.clone(), |current| {
         let same = current
             .evacuating_instance
             .as_ref()
             .is_some_and(|e| e.instance_guid == lost.instance_guid);
         if !same {
-            return Outcome::Skipped;
+            return Ok::<_, Infallible>(Change::Keep);
         }
-        let mut next = current.clone();
-        next.evacuating_instance = None;
-        match store.update_actual_lrp(next).await {
-            Ok(_) => {
-                tracing::info!(process_guid = %decided.process_guid, index = decided.index, cell_id = %lost.cell_id, "forgot the evacuating instance of a vanished cell");
-                return Outcome::Done;
-            }
-            Err(StoreError::NotFound { .. }) => return Outcome::Skipped,
-            Err(StoreError::Conflict { .. }) => {
-                match store
-                    .get_actual_lrp(&decided.process_guid, decided.index)
-                    .await
-                {
-                    Ok(fresh) => current = fresh,
-                    Err(StoreError::NotFound { .. }) => return Outcome::Skipped,
-                    Err(_) => return Outcome::Failed,
-                }
-            }
-            Err(err) => {
-                tracing::warn!(process_guid = %decided.process_guid, index = decided.index, error = %err, "cannot forget an evacuating instance");
-                return Outcome::Failed;
-            }
+        current.evacuating_instance = None;
+        Ok(Change::Update)
+    })
+    .await;
+    match released {
+        Ok(Modified::Updated(_)) => {
+            tracing::info!(process_guid = %decided.process_guid, index = decided.index, cell_id = %lost.cell_id, "forgot the evacuating instance of a vanished cell");
+            Outcome::Done
         }
+        Ok(_) => Outcome::Skipped,
+        Err(err) => skipped_or_failed(err, |err| {
+            tracing::warn!(process_guid = %decided.process_guid, index = decided.index, error = %err, "cannot forget an evacuating instance");
+        }),
     }
-    Outcome::Skipped
 }
 
 async fn transition(

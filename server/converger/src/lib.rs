@@ -402,8 +402,8 @@ fn restarts_at_once(event: &Event, policy: &Policy) -> bool {
         } => {
             actual_lrp_after.state == ActualLrpState::Crashed
                 && actual_lrp_before.state != ActualLrpState::Crashed
-                && policy.crash_backoff(actual_lrp_after.crash_count).is_zero()
-                && actual_lrp_after.crash_count < policy.max_restart_attempts
+                && policy.crash.backoff(actual_lrp_after.crash_count).is_zero()
+                && actual_lrp_after.crash_count < policy.crash.max_restart_attempts
         }
         _ => false,
     }
@@ -541,9 +541,9 @@ mod tests {
             }
         };
         assert!(restarts_at_once(&crash(1), &policy));
-        assert!(restarts_at_once(&crash(policy.immediate_restarts), &policy));
+        assert!(restarts_at_once(&crash(policy.crash.immediate_restarts), &policy));
         assert!(!restarts_at_once(
-            &crash(policy.immediate_restarts + 1),
+            &crash(policy.crash.immediate_restarts + 1),
             &policy
         ));
         let created = Event::ActualLrpCreated { actual_lrp: before };

@@ -409,6 +409,11 @@ impl Garden for FakeGarden {
     async fn machine_capacity(&self) -> GardenResult<(u64, u64)> {
         Ok((8192, 65536))
     }
+
+    async fn usage(&self, handle: &str) -> GardenResult<ContainerUsage> {
+        self.container_exists(handle)?;
+        Ok(self.lock().usage.get(handle).copied().unwrap_or_default())
+    }
 }
 
 impl FakeGarden {
@@ -445,11 +450,6 @@ impl FakeGarden {
             exit: exit_rx,
             signals: signal_tx,
         })
-    }
-
-    async fn usage(&self, handle: &str) -> GardenResult<ContainerUsage> {
-        self.container_exists(handle)?;
-        Ok(self.lock().usage.get(handle).copied().unwrap_or_default())
     }
 }
 

@@ -190,6 +190,7 @@ async fn drained_and_stopped_cells_hand_their_instances_over_without_a_failed_re
         policy: Default::default(),
         hub: Arc::new(lattice_logs::LogHub::new(Default::default())),
         drain_timeout: Duration::from_secs(10),
+        ssh_listen: None,
     })
     .await
     .expect("brain starts");
@@ -207,6 +208,7 @@ async fn drained_and_stopped_cells_hand_their_instances_over_without_a_failed_re
         listen: "127.0.0.1:0".parse().expect("valid address"),
         credentials: None,
         drain_timeout: Duration::from_secs(10),
+        metrics_listen: None,
     })
     .await
     .expect("router binds");
