@@ -110,10 +110,12 @@ impl SshProxy {
     /// which ends their processes on the cells.
     pub async fn run(self, listener: TcpListener, shutdown: CancellationToken) {
         let mut acceptor = Acceptor(self.shared.clone());
-        let address = listener.local_addr().ok();
+        let address = listener
+            .local_addr()
+            .map_or_else(|err| err.to_string(), |a| a.to_string());
         let server = acceptor.run_on_socket(self.config.clone(), &listener);
         let handle = server.handle();
-        tracing::info!(address = ?address, "ssh proxy is up");
+        tracing::info!(%address, "ssh proxy is up");
         tokio::select! {
             result = server => {
                 if let Err(err) = result {
