@@ -87,10 +87,9 @@ async fn show(
         .await
         .with_context(|| format!("cannot get the instances of {app:?}"))?;
     actuals.sort_by_key(|a| a.index);
-    let metrics = client
-        .actual_lrp_metrics(app)
-        .await
-        .with_context(|| format!("cannot get the usage of the instances of {app:?}"))?;
+    // Usage is an addition of ours: a receptor without it (an older one,
+    // or Diego's) still gets its status, with `-` for the figures.
+    let metrics = client.actual_lrp_metrics(app).await.unwrap_or_default();
     if args.json {
         return output::write_json(
             out,
