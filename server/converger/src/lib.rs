@@ -541,7 +541,10 @@ mod tests {
             }
         };
         assert!(restarts_at_once(&crash(1), &policy));
-        assert!(restarts_at_once(&crash(policy.crash.immediate_restarts), &policy));
+        assert!(restarts_at_once(
+            &crash(policy.crash.immediate_restarts),
+            &policy
+        ));
         assert!(!restarts_at_once(
             &crash(policy.crash.immediate_restarts + 1),
             &policy

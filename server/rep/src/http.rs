@@ -61,7 +61,7 @@ async fn evacuate(State(rep): State<Arc<Rep>>) -> axum::http::StatusCode {
         });
     }
     axum::http::StatusCode::ACCEPTED
-    }
+}
 
 /// The latest usage sample of each of the cell's containers (the receptor
 /// gathers them for `GET /v1/actual_lrps/{guid}/metrics` and `/v1/cells`).

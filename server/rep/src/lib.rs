@@ -964,8 +964,6 @@ impl Rep {
         Ok(())
     }
 
-    /// Logs an OOM kill to the cell's log and the work's log stream.
-
     fn on_container_event(&self, event: &ContainerEvent) {
         match event.kind {
             ContainerEventKind::OutOfMemory => self.on_oom(event),

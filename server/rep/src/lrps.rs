@@ -11,9 +11,7 @@ use lattice_garden::{ContainerInfo, OWNER_PROPERTY};
 use lattice_models::auction::LrpKey;
 use lattice_models::crash::crash_count_after_crash;
 use lattice_models::log::{SOURCE_APP, SOURCE_HEALTH};
-use lattice_models::{
-    ActualLrp, ActualLrpEvent, ActualLrpState, DesiredLrp, PreferredAddress,
-};
+use lattice_models::{ActualLrp, ActualLrpEvent, ActualLrpState, DesiredLrp, PreferredAddress};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
