@@ -124,6 +124,14 @@ impl DockerGardenConfig {
     }
 }
 
+/// The first host address of an IPv4 subnet (`172.17.0.0/16` gives
+/// `172.17.0.1`), where an engine puts a bridge's default gateway.
+fn first_host_of(subnet: &str) -> Option<std::net::IpAddr> {
+    let (network, _) = subnet.split_once('/')?;
+    let network: std::net::Ipv4Addr = network.parse().ok()?;
+    Some(std::net::Ipv4Addr::from(u32::from(network).checked_add(1)?).into())
+}
+
 /// Garden on the local Docker engine.
 #[derive(Debug, Clone)]
 pub struct DockerGarden {
@@ -175,7 +183,12 @@ impl DockerGarden {
             .and_then(|ipam| ipam.config)
             .unwrap_or_default()
             .into_iter()
-            .filter_map(|config| config.gateway?.parse().ok())
+            .filter_map(|config| match config.gateway.filter(|g| !g.is_empty()) {
+                Some(gateway) => gateway.parse().ok(),
+                // Recent engines leave the default gateway out: it is the
+                // subnet's first address.
+                None => first_host_of(config.subnet.as_deref()?),
+            })
             .collect();
         // Binding succeeds only to an address of one of this machine's
         // interfaces; nothing is sent.
