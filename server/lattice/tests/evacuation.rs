@@ -244,7 +244,12 @@ async fn drained_and_stopped_cells_hand_their_instances_over_without_a_failed_re
     let (code, out, err) = run_ltc(&url, None, &["cells", "drain", &a.id]).await;
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("is draining"), "{out}");
-    let placement = settled(&client, "drain", 4).await;
+    // The drain runs on the cell after the answer: wait for the move.
+    let placement = eventually("the instances to move to cell B", WAIT, || async {
+        let placement = settled(&client, "drain", 4).await;
+        placement.values().all(|c| *c == b.id).then_some(placement)
+    })
+    .await;
     assert!(
         placement.values().all(|c| *c == b.id),
         "every instance moved off the drained cell: {placement:?}"
@@ -289,7 +294,14 @@ async fn drained_and_stopped_cells_hand_their_instances_over_without_a_failed_re
         .await
         .expect("cell B does not panic")
         .expect("cell B stops cleanly");
-    let placement = settled(&client, "drain", 6).await;
+    let placement = eventually("the instances to move to cell C", WAIT, || async {
+        let placement = settled(&client, "drain", 6).await;
+        placement
+            .values()
+            .all(|cell| *cell == c.id)
+            .then_some(placement)
+    })
+    .await;
     assert!(
         placement.values().all(|cell| *cell == c.id),
         "a stopped cell's instances moved to the open cell: {placement:?}"
