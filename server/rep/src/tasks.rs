@@ -42,9 +42,12 @@ fn now() -> i64 {
     lattice_models::unix_nanos(std::time::SystemTime::now())
 }
 
-/// The container name of a task: unique on a Docker engine shared by cells.
+/// The container name of one run of a task: unique on a Docker engine
+/// shared by cells, even of two clusters that were given the same task guid
+/// (the guid is the client's), hence the random part.
 pub(crate) fn container_handle(task_guid: &str) -> String {
-    format!("lattice-task-{task_guid}")
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    format!("lattice-task-{task_guid}-{}", &run[..12])
 }
 
 /// Claims, runs and completes one task. Never returns an error: every
@@ -217,5 +220,16 @@ pub(crate) async fn complete(
             tracing::info!(task_guid, error = %err, "task to complete is gone");
         }
         Err(err) => tracing::error!(task_guid, error = %err, "cannot complete task"),
+    }
+}
+
+#[cfg(test)]
+mod handle_tests {
+    #[test]
+    fn two_runs_of_one_task_guid_get_two_container_names() {
+        let first = super::container_handle("same-guid");
+        let second = super::container_handle("same-guid");
+        assert!(first.starts_with("lattice-task-same-guid-"), "{first}");
+        assert_ne!(first, second);
     }
 }
