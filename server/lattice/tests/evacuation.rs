@@ -30,7 +30,20 @@ struct TestCell {
     id: String,
     stop: CancellationToken,
     running: JoinHandle<anyhow::Result<()>>,
+    _cleanup: CellCleanup,
+}
+
+/// When a test fails: stops the cell before its containers are removed, so
+/// that it cannot start another one after the removal.
+struct CellCleanup {
+    cell: tokio::task::AbortHandle,
     _guard: OwnerGuard,
+}
+
+impl Drop for CellCleanup {
+    fn drop(&mut self) {
+        self.cell.abort();
+    }
 }
 
 async fn start_cell(
@@ -72,8 +85,11 @@ async fn start_cell(
     TestCell {
         id,
         stop,
+        _cleanup: CellCleanup {
+            cell: running.abort_handle(),
+            _guard: guard,
+        },
         running,
-        _guard: guard,
     }
 }
 
