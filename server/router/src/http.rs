@@ -350,6 +350,8 @@ impl Proxy {
                 *outgoing.uri_mut() = uri;
                 *outgoing.version_mut() = Version::HTTP_11;
                 *outgoing.headers_mut() = headers.clone();
+                // Set only when the container address refused the connection.
+                let mut try_host_address = false;
                 match self.client.request(outgoing).await {
                     Ok(response) => {
                         return self.proxied(
@@ -367,6 +369,7 @@ impl Proxy {
                             error = %error_chain(&e),
                             "instance refused the connection at its container address; trying its host address"
                         );
+                        try_host_address = true;
                     }
                     Err(e) if e.is_connect() && body.untouched() => {
                         tracing::debug!(
@@ -411,8 +414,10 @@ impl Proxy {
                 }
                 // Only a connection refused at the container address tries the
                 // host address of the same instance; every other failure that
-                // may try again does so on the next instance.
-                if !has_fallback {
+                // may try again does so on the next instance (an instance that
+                // failed mid-request is dying: its host port would fail too,
+                // and spend the one retry).
+                if !try_host_address {
                     break;
                 }
             }
