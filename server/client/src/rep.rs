@@ -89,33 +89,43 @@ impl RepClient {
         }
     }
 
-    pub async fn state(&self, address: &str) -> Result<CellState, RepClientError> {
-        let wrap = |source| RepClientError::Http {
-            address: address.to_string(),
-            source,
-        };
-        self.authorize(self.http.get(format!("{address}/v1/state")))
+    /// Sends `request` to the rep at `address` with the secret; an error
+    /// status is an error.
+    async fn call(
+        &self,
+        address: &str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, RepClientError> {
+        self.authorize(request)
             .send()
             .await
             .and_then(|r| r.error_for_status())
-            .map_err(wrap)?
+            .map_err(|source| http_error(address, source))
+    }
+
+    /// [`RepClient::call`], decoding the JSON answer.
+    async fn call_json<T: serde::de::DeserializeOwned>(
+        &self,
+        address: &str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<T, RepClientError> {
+        self.call(address, request)
+            .await?
             .json()
             .await
-            .map_err(wrap)
+            .map_err(|source| http_error(address, source))
+    }
+
+    pub async fn state(&self, address: &str) -> Result<CellState, RepClientError> {
+        self.call_json(address, self.http.get(format!("{address}/v1/state")))
+            .await
     }
 
     /// Tells the rep to drain its cell (evacuation); it answers at once and
     /// drains in the background.
     pub async fn evacuate(&self, address: &str) -> Result<(), RepClientError> {
-        let wrap = |source| RepClientError::Http {
-            address: address.to_string(),
-            source,
-        };
-        self.authorize(self.http.post(format!("{address}/v1/evacuate")))
-            .send()
-            .await
-            .and_then(|r| r.error_for_status())
-            .map_err(wrap)?;
+        self.call(address, self.http.post(format!("{address}/v1/evacuate")))
+            .await?;
         Ok(())
     }
 
@@ -124,35 +134,20 @@ impl RepClient {
         &self,
         address: &str,
     ) -> Result<Vec<ContainerMetrics>, RepClientError> {
-        let wrap = |source| RepClientError::Http {
-            address: address.to_string(),
-            source,
-        };
-        self.authorize(self.http.get(format!("{address}/v1/containers/metrics")))
-            .send()
-            .await
-            .and_then(|r| r.error_for_status())
-            .map_err(wrap)?
-            .json()
-            .await
-            .map_err(wrap)
+        self.call_json(
+            address,
+            self.http.get(format!("{address}/v1/containers/metrics")),
+        )
+        .await
     }
 
     /// Sends work; returns what the rep could not take.
     pub async fn perform(&self, address: &str, work: &Work) -> Result<Work, RepClientError> {
-        let wrap = |source| RepClientError::Http {
-            address: address.to_string(),
-            source,
-        };
-        self.authorize(self.http.post(format!("{address}/v1/perform")))
-            .json(work)
-            .send()
-            .await
-            .and_then(|r| r.error_for_status())
-            .map_err(wrap)?
-            .json()
-            .await
-            .map_err(wrap)
+        self.call_json(
+            address,
+            self.http.post(format!("{address}/v1/perform")).json(work),
+        )
+        .await
     }
 
     /// The config of the image of `rootfs`, as the rep's engine has it.
@@ -166,10 +161,7 @@ impl RepClient {
         address: &str,
         rootfs: &str,
     ) -> Result<ImageConfig, RepClientError> {
-        let wrap = |source| RepClientError::Http {
-            address: address.to_string(),
-            source,
-        };
+        let wrap = |source| http_error(address, source);
         let response = self
             .authorize(self.http.get(format!("{address}/v1/image_config")))
             .query(&[("rootfs", rootfs)])
@@ -188,5 +180,12 @@ impl RepClient {
             });
         }
         response.json().await.map_err(wrap)
+    }
+}
+
+fn http_error(address: &str, source: reqwest::Error) -> RepClientError {
+    RepClientError::Http {
+        address: address.to_string(),
+        source,
     }
 }
