@@ -141,9 +141,13 @@ impl Lattice {
                 .as_mut()
                 .and_then(|c| c.try_wait().ok().flatten())
             {
+                let log = self.logs.path().join(format!("run-{}.log", self.runs));
+                let log = std::fs::read_to_string(log).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(20).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
                 panic!(
-                    "lattice exited with {status}; see {}",
-                    self.logs.path().display()
+                    "lattice exited with {status}; its log ends:\n{}",
+                    tail.join("\n")
                 );
             }
             assert!(Instant::now() < deadline, "lattice did not come up");

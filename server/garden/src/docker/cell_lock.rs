@@ -28,6 +28,7 @@ use bollard::container::LogOutput;
 use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder,
+    WaitContainerOptionsBuilder,
 };
 use bollard::Docker;
 use futures::{Stream, StreamExt};
@@ -187,6 +188,14 @@ impl DockerGarden {
         }
         tracing::info!(cell_id, container, "removing the lock of a cell that ended");
         self.remove_lock(container).await?;
+        // The engine may answer the removal while its own auto-removal is
+        // still under way (409), and the name stays taken until that ends:
+        // wait for it to be gone, or the next create finds it again.
+        let removed = WaitContainerOptionsBuilder::new()
+            .condition("removed")
+            .build();
+        let mut gone = self.docker.wait_container(container, Some(removed));
+        let _ = tokio::time::timeout(HOLDER_GONE_GRACE, gone.next()).await;
         Ok(())
     }
 
