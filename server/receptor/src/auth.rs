@@ -6,6 +6,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use lattice_models::ApiErrorName;
+use subtle::ConstantTimeEq;
 
 use crate::error::ApiError;
 use crate::{AppState, Credentials};
@@ -78,10 +79,7 @@ fn basic_credentials(header: &str) -> Option<&str> {
 /// Compares without an early exit, so response time does not reveal how much
 /// of a guessed password was right.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.ct_eq(b).into()
 }
 
 #[cfg(test)]

@@ -4,9 +4,11 @@ use lattice_bbs::{SharedStore, StoreError};
 use lattice_models::ssh::SshTarget;
 use lattice_models::ActualLrpState;
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 /// The password a login must give: the API's `USER:PASSWORD`, kept as a
-/// digest so that comparing takes the same time whatever the guess.
+/// digest compared in constant time, so that neither the time nor the
+/// length of a guess tells how close it was.
 #[derive(Clone)]
 pub(crate) struct Password(Option<[u8; 32]>);
 
@@ -23,7 +25,7 @@ impl Password {
 
     pub(crate) fn accepts(&self, password: &str) -> bool {
         match &self.0 {
-            Some(expected) => digest(password) == *expected,
+            Some(expected) => digest(password).ct_eq(expected).into(),
             None => true,
         }
     }
