@@ -46,6 +46,7 @@ async fn main() -> anyhow::Result<()> {
             memory_mb: Some(8192),
             disk_mb: Some(100_000),
             containers: 64,
+            max_download_bytes: lattice_executor::DEFAULT_MAX_DOWNLOAD_BYTES,
             cache_dir: data.path().join("cache"),
             presence_ttl: Duration::from_secs(10),
             advertise_container_network: None,

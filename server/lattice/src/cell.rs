@@ -33,6 +33,8 @@ pub struct CellConfig {
     pub memory_mb: Option<i64>,
     pub disk_mb: Option<i64>,
     pub containers: i64,
+    /// See `lattice_executor::ExecutorConfig::max_download_bytes`.
+    pub max_download_bytes: u64,
     pub cache_dir: PathBuf,
     pub presence_ttl: Duration,
     /// Whether routers reach this cell's containers at their own addresses
@@ -161,7 +163,10 @@ impl Cell {
         let executor = Executor::new(
             Arc::new(garden),
             logs.clone(),
-            ExecutorConfig::new(config.cell_id.clone(), config.cache_dir.clone()),
+            ExecutorConfig {
+                max_download_bytes: config.max_download_bytes,
+                ..ExecutorConfig::new(config.cell_id.clone(), config.cache_dir.clone())
+            },
         );
         let rep = Rep::new(
             RepConfig {

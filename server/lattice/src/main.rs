@@ -18,6 +18,8 @@ use lattice_logs::{HubConfig, HubSink, LogHub};
 use lattice_receptor::Credentials;
 use tokio_util::sync::CancellationToken;
 
+/// `--max-download-mb` by default: the executor's own default.
+const DEFAULT_MAX_DOWNLOAD_MB: u64 = lattice_executor::DEFAULT_MAX_DOWNLOAD_BYTES >> 20;
 #[derive(Parser)]
 #[command(
     name = "lattice",
@@ -175,6 +177,11 @@ struct CellArgs {
     /// Containers the cell runs at most.
     #[arg(long, default_value_t = 256)]
     cell_containers: i64,
+    /// The most one download may bring onto the cell, in MB: a droplet, a
+    /// buildpack or a task's file, counting what an archive expands to. A
+    /// container's own disk limit wins where it is lower.
+    #[arg(long, default_value_t = DEFAULT_MAX_DOWNLOAD_MB, value_parser = clap::value_parser!(u64).range(1..))]
+    max_download_mb: u64,
     /// How long the cell counts as alive without renewing its presence
     /// (renewed every third of it); its work is placed elsewhere after.
     /// Short, so that a lost cell's instances run elsewhere within seconds;
@@ -324,6 +331,11 @@ struct UpArgs {
     /// Containers the cell runs at most.
     #[arg(long, default_value_t = 256)]
     cell_containers: i64,
+    /// The most one download may bring onto the cell, in MB: a droplet, a
+    /// buildpack or a task's file, counting what an archive expands to. A
+    /// container's own disk limit wins where it is lower.
+    #[arg(long, default_value_t = DEFAULT_MAX_DOWNLOAD_MB, value_parser = clap::value_parser!(u64).range(1..))]
+    max_download_mb: u64,
     /// Time between the converger's periodic passes; it also reacts to
     /// changes at once.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
@@ -542,6 +554,7 @@ async fn cell(args: CellArgs) -> anyhow::Result<()> {
             memory_mb: args.cell_memory_mb,
             disk_mb: args.cell_disk_mb,
             containers: args.cell_containers,
+            max_download_bytes: args.max_download_mb << 20,
             cache_dir: data_dir.join("cache"),
             presence_ttl: args.presence_ttl,
             advertise_container_network: Some(args.advertise_container_network),
@@ -621,6 +634,7 @@ async fn up(args: UpArgs, hub: Arc<LogHub>) -> anyhow::Result<()> {
             memory_mb: args.cell_memory_mb,
             disk_mb: args.cell_disk_mb,
             containers: args.cell_containers,
+            max_download_bytes: args.max_download_mb << 20,
             cache_dir: data_dir.join("cache"),
             presence_ttl: lattice_rep::DEFAULT_PRESENCE_TTL,
             // Its router runs on this machine: direct where it reaches.
@@ -673,6 +687,37 @@ mod tests {
             // size; the help once said "free disk".
             assert!(help.contains("total size"), "{role}: {help}");
             assert!(!help.contains("free disk"), "{role}: {help}");
+        }
+    }
+
+    #[test]
+    fn the_download_maximum_is_a_positive_number_of_mb_on_both_cell_roles() {
+        use clap::Parser;
+        let parse = |args: &[&str]| super::Cli::try_parse_from(args).map(|cli| cli.command);
+        let Ok(super::Command::Up(up)) = parse(&["lattice", "up", "--max-download-mb", "10"])
+        else {
+            panic!("`up --max-download-mb 10` parses as up");
+        };
+        assert_eq!(up.max_download_mb, 10);
+        let Ok(super::Command::Cell(cell)) = parse(&[
+            "lattice",
+            "cell",
+            "--brain",
+            "http://b:8889",
+            "--secret",
+            "s",
+        ]) else {
+            panic!("`cell --brain URL` parses as cell");
+        };
+        assert_eq!(
+            cell.max_download_mb << 20,
+            lattice_executor::DEFAULT_MAX_DOWNLOAD_BYTES
+        );
+        for role in ["up", "cell"] {
+            let Err(err) = parse(&["lattice", role, "--max-download-mb", "0"]) else {
+                panic!("{role}: 0 MB is refused");
+            };
+            assert!(err.to_string().contains("--max-download-mb"), "{err}");
         }
     }
 

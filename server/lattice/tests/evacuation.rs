@@ -65,6 +65,7 @@ async fn start_cell(
             memory_mb: Some(4096),
             disk_mb: Some(100_000),
             containers: 64,
+            max_download_bytes: lattice_executor::DEFAULT_MAX_DOWNLOAD_BYTES,
             cache_dir: data.join(&id),
             presence_ttl: Duration::from_secs(10),
             advertise_container_network: direct,

@@ -79,6 +79,7 @@ pub fn up_config(data_dir: &Path, cell_id: &str, options: &ClusterOptions) -> Up
             memory_mb: Some(options.memory_mb),
             disk_mb: Some(100_000),
             containers: 64,
+            max_download_bytes: lattice_executor::DEFAULT_MAX_DOWNLOAD_BYTES,
             cache_dir: data_dir.join("cache"),
             presence_ttl: Duration::from_secs(10),
             advertise_container_network: None,
