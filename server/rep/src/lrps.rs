@@ -249,19 +249,19 @@ impl<'a> Shell<'a> {
                     Err(err) => Event::CreateFailed(err.to_string()),
                 });
             }
-            Effect::RunSetup => {
-                if let Some(setup) = &self.desired.setup {
-                    self.setup = Some(self.start(setup, self.app_source()));
-                }
-            }
+            // The plan has a setup and a monitor only when the desired LRP
+            // does: with none, there is nothing to run and it has passed.
+            Effect::RunSetup => match &self.desired.setup {
+                Some(setup) => self.setup = Some(self.start(setup, self.app_source())),
+                None => return Some(Event::SetupExited(Exit::Succeeded)),
+            },
             Effect::StartAction => {
                 self.action = Some(self.start(&self.desired.action, self.app_source()));
             }
-            Effect::RunCheck => {
-                if let Some(monitor) = &self.desired.monitor {
-                    self.check = Some(self.start(monitor, SOURCE_HEALTH));
-                }
-            }
+            Effect::RunCheck => match &self.desired.monitor {
+                Some(monitor) => self.check = Some(self.start(monitor, SOURCE_HEALTH)),
+                None => return Some(Event::CheckExited(Exit::Succeeded)),
+            },
             Effect::StopSetup => stop(&self.setup),
             Effect::StopAction => stop(&self.action),
             // Its result no longer matters.
@@ -269,7 +269,11 @@ impl<'a> Shell<'a> {
             Effect::ScheduleTick(after) => self.set_timer(after, Event::Tick),
             Effect::WaitDrainDelay(after) => self.set_timer(after, Event::DrainDelayOver),
             Effect::MarkRunning => {
-                let info = self.info.as_ref()?;
+                // Created before it can be marked; without an address it
+                // cannot be RUNNING.
+                let Some(info) = self.info.as_ref() else {
+                    return Some(Event::MarkedRunning(false));
+                };
                 let marked = mark_running(
                     &rep.store,
                     rep.config.advertise_container_network,
