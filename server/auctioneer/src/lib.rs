@@ -18,10 +18,12 @@
 //! - [`runner`]: the only part with I/O: the loop that holds the auctioneer
 //!   lock, gathers pending work and cell states, calls [`auction`] and sends
 //!   each cell its work.
+//! - `clock`: the runner's one reading of the clock.
 //!
 //! The wire types (cell state, requests, results) live in
 //! [`lattice_models::auction`], because the reps speak them too.
 
+mod clock;
 pub mod pending;
 pub mod runner;
 pub mod scheduler;

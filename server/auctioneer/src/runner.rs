@@ -185,7 +185,7 @@ impl Auctioneer {
 
     /// One auction: snapshot pending work and cell states, decide, send.
     pub async fn round(&mut self) -> Result<RoundReport, StoreError> {
-        let now = Instant::now();
+        let now = crate::clock::now();
         let resend_after = self.config.resend_after;
         self.sent
             .retain(|_, at| now.duration_since(*at) < resend_after);

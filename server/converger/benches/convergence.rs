@@ -12,6 +12,9 @@
 //! the decide time ([`lattice_converger::converge`]) and the resident
 //! memory the snapshot added. Results go to `docs/performance.md`.
 
+// A bench measures wall time, not the cluster's clock.
+#![allow(clippy::disallowed_methods)]
+
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 

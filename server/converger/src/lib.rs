@@ -18,6 +18,7 @@
 //!   deleted).
 //! - [`metrics`]: the cluster's counts and the passes' durations, for
 //!   `/metrics`.
+//! - `clock`: the converger's one reading of the clock.
 //! - [`Converger`]: one pass ([`Converger::converge_once`]) and the loop
 //!   ([`Converger::run`]).
 
@@ -36,6 +37,7 @@ use tokio_util::task::TaskTracker;
 
 pub mod apply;
 pub mod callbacks;
+mod clock;
 pub mod decide;
 pub mod metrics;
 
@@ -181,13 +183,13 @@ impl Converger {
                     let was_active = active;
                     active = self.hold_lock(active).await;
                     if active && !was_active {
-                        next_pass = Some(Instant::now());
+                        next_pass = Some(clock::now());
                     }
                 }
-                _ = periodic.tick() => next_pass = Some(Instant::now()),
+                _ = periodic.tick() => next_pass = Some(clock::now()),
                 _ = presence.tick(), if active => {
                     if self.cells_vanished(&mut live_cells).await {
-                        next_pass = Some(Instant::now());
+                        next_pass = Some(clock::now());
                     }
                 }
                 event = next_event(&mut events) => match event {
@@ -263,7 +265,7 @@ impl Converger {
             self.spawn_resolve(task_guid.to_string(), shutdown);
         }
         if restarts_at_once(event, &self.config.policy) {
-            *next_pass = Some(Instant::now());
+            *next_pass = Some(clock::now());
         } else if wants_pass(event) {
             soon(next_pass, self.config.debounce);
         }
@@ -307,7 +309,7 @@ impl Converger {
                 }
                 convergence.next_restart_at.map(|at| {
                     let wait = at.saturating_sub(now());
-                    Instant::now() + Duration::from_nanos(u64::try_from(wait).unwrap_or(0))
+                    clock::now() + Duration::from_nanos(u64::try_from(wait).unwrap_or(0))
                 })
             }
             Err(err) => {
@@ -326,7 +328,7 @@ impl Converger {
     }
 
     async fn decide_and_apply(&self) -> Result<(Report, Convergence), ConvergerError> {
-        let started = Instant::now();
+        let started = clock::now();
         let snapshot = self.snapshot().await?;
         crate::metrics::record_snapshot(&snapshot);
         let now = now();
@@ -429,7 +431,7 @@ fn completed_with_callback(event: &Event) -> Option<&str> {
 
 /// Schedules a pass within `debounce`, never later than one already due.
 fn soon(next_pass: &mut Option<Instant>, debounce: Duration) {
-    let at = Instant::now() + debounce;
+    let at = clock::now() + debounce;
     *next_pass = Some(next_pass.map_or(at, |due| due.min(at)));
 }
 

@@ -210,12 +210,12 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn it_serves_until_the_replacement_has_run_for_the_route_delay() {
-        let start = Instant::now();
+        let start = crate::clock::now();
         let deadline = start + TIMEOUT;
         let handed = hand_over(&running_here(), CELL, "old", 2).expect("handed");
         let mut evacuee = Evacuee::new(LrpKey::new("web", 0), "old");
         let step = |e: &mut Evacuee, record: &ActualLrp| {
-            e.step(Some(record), Instant::now(), deadline, ROUTE_DELAY)
+            e.step(Some(record), crate::clock::now(), deadline, ROUTE_DELAY)
         };
 
         assert_eq!(step(&mut evacuee, &handed), Next::Wait, "unplaced");
@@ -238,13 +238,13 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_replacement_that_crashes_restarts_the_route_delay() {
-        let deadline = Instant::now() + TIMEOUT;
+        let deadline = crate::clock::now() + TIMEOUT;
         let handed = hand_over(&running_here(), CELL, "old", 2).expect("handed");
         let mut evacuee = Evacuee::new(LrpKey::new("web", 0), "old");
         let running = replaced(&handed, true);
         let mut crashed = running.clone();
         crashed.apply(ActualLrpEvent::Crash, 5).expect("running");
-        let now = Instant::now;
+        let now = crate::clock::now;
         assert_eq!(
             evacuee.step(Some(&running), now(), deadline, ROUTE_DELAY),
             Next::Wait
@@ -269,29 +269,29 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn without_a_replacement_it_stops_at_the_timeout() {
-        let deadline = Instant::now() + TIMEOUT;
+        let deadline = crate::clock::now() + TIMEOUT;
         let handed = hand_over(&running_here(), CELL, "old", 2).expect("handed");
         let mut evacuee = Evacuee::new(LrpKey::new("web", 0), "old");
         tokio::time::advance(TIMEOUT - Duration::from_millis(1)).await;
         assert_eq!(
-            evacuee.step(Some(&handed), Instant::now(), deadline, ROUTE_DELAY),
+            evacuee.step(Some(&handed), crate::clock::now(), deadline, ROUTE_DELAY),
             Next::Wait
         );
         tokio::time::advance(Duration::from_millis(1)).await;
-        let next = evacuee.step(Some(&handed), Instant::now(), deadline, ROUTE_DELAY);
+        let next = evacuee.step(Some(&handed), crate::clock::now(), deadline, ROUTE_DELAY);
         assert_eq!(next, Next::Stop(StopReason::TimedOut));
         assert!(StopReason::TimedOut.needs_release());
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_removed_or_released_index_stops_at_once_without_release() {
-        let deadline = Instant::now() + TIMEOUT;
+        let deadline = crate::clock::now() + TIMEOUT;
         let handed = hand_over(&running_here(), CELL, "old", 2).expect("handed");
         let mut evacuee = Evacuee::new(LrpKey::new("web", 0), "old");
-        let removed = evacuee.step(None, Instant::now(), deadline, ROUTE_DELAY);
+        let removed = evacuee.step(None, crate::clock::now(), deadline, ROUTE_DELAY);
         assert_eq!(removed, Next::Stop(StopReason::Removed));
         let released = release(&handed, "old").expect("ours");
-        let next = evacuee.step(Some(&released), Instant::now(), deadline, ROUTE_DELAY);
+        let next = evacuee.step(Some(&released), crate::clock::now(), deadline, ROUTE_DELAY);
         assert_eq!(next, Next::Stop(StopReason::Released));
         assert!(!StopReason::Removed.needs_release());
         assert!(!StopReason::Released.needs_release());

@@ -20,7 +20,10 @@
 //! # Layout
 //! - [`Rep`]: state, perform, and the background loops ([`Rep::run`]).
 //! - `tasks`: running one task from claim to completion.
-//! - `lrps`: running one LRP instance, or supervising an adopted one.
+//! - `instance`: an LRP instance's lifecycle, a pure state machine.
+//! - `lrps`: its I/O shell: claims, runs and supervises one instance (or
+//!   an adopted one) by performing what `instance` decides.
+//! - `clock`: the rep's one reading of the clock.
 //! - `restart`: what a restarted rep keeps, fails, gives back and destroys.
 //! - [`evacuation`]: handing running instances over when the cell drains
 //!   ([`Rep::evacuate`]).
@@ -29,10 +32,12 @@
 //! - [`http`]: the rep's HTTP interface and the client the auctioneer uses.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use lattice_bbs::modify::{modify_actual_lrp, Change, ModifyError};
 use lattice_bbs::{SharedStore, StoreError, TaskFilter};
 use lattice_executor::{Executor, LogMessage, LogSink, MessageType};
 use lattice_garden::{ContainerEvent, ContainerEventKind};
@@ -42,8 +47,10 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+mod clock;
 pub mod evacuation;
 pub mod http;
+mod instance;
 mod lrps;
 mod restart;
 mod session;
@@ -618,7 +625,7 @@ impl Rep {
         let _running = self.evacuation.lock().await;
         self.evacuating.store(true, Ordering::SeqCst);
         let cell_id = self.config.cell_id.clone();
-        let deadline = tokio::time::Instant::now() + self.config.evacuation_timeout;
+        let deadline = clock::now() + self.config.evacuation_timeout;
         let mut report = EvacuationReport::default();
         let mut pending: Vec<Evacuee> = Vec::new();
         let instances: Vec<(LrpKey, String)> = {
@@ -674,7 +681,7 @@ impl Rep {
                 let next = if self.runs(&key, &evacuee.instance_guid) {
                     evacuee.step(
                         record.as_ref(),
-                        tokio::time::Instant::now(),
+                        clock::now(),
                         deadline,
                         self.config.evacuation_route_delay,
                     )
@@ -709,27 +716,25 @@ impl Rep {
         if instance_guid.is_empty() || !self.set_handed_over(key, instance_guid, true) {
             return false;
         }
-        for _ in 0..8 {
-            let Ok(record) = self
-                .store
-                .get_actual_lrp(&key.process_guid, key.index)
-                .await
-            else {
-                break;
-            };
-            let now = lattice_models::unix_nanos(std::time::SystemTime::now());
-            let Some(next) =
-                evacuation::hand_over(&record, &self.config.cell_id, instance_guid, now)
-            else {
-                break;
-            };
-            match self.store.update_actual_lrp(next).await {
-                Ok(_) => return true,
-                Err(StoreError::Conflict { .. }) => continue,
-                Err(err) => {
-                    tracing::warn!(process_guid = %key.process_guid, index = key.index, error = %err, "cannot hand an instance over");
-                    break;
-                }
+        let cell_id = self.config.cell_id.as_str();
+        let handed = modify_actual_lrp(
+            self.store.as_ref(),
+            &key.process_guid,
+            key.index,
+            |record| {
+                let now = lattice_models::unix_nanos(std::time::SystemTime::now());
+                *record = evacuation::hand_over(record, cell_id, instance_guid, now)
+                    .ok_or("not this cell's running instance")?;
+                Ok::<_, &str>(Change::Update)
+            },
+        )
+        .await;
+        match handed {
+            Ok(_) => return true,
+            Err(ModifyError::Refused(_)) => {}
+            Err(err) if err.is_not_found() => {}
+            Err(err) => {
+                tracing::warn!(process_guid = %key.process_guid, index = key.index, error = %err, "cannot hand an instance over");
             }
         }
         self.set_handed_over(key, instance_guid, false);
@@ -739,25 +744,24 @@ impl Rep {
     /// Clears `key`'s evacuating instance `instance_guid` with CAS (routers
     /// then drop it).
     async fn release_evacuee(&self, key: &LrpKey, instance_guid: &str) {
-        for _ in 0..8 {
-            let Ok(record) = self
-                .store
-                .get_actual_lrp(&key.process_guid, key.index)
-                .await
-            else {
-                return;
-            };
-            let Some(next) = evacuation::release(&record, instance_guid) else {
-                return;
-            };
-            match self.store.update_actual_lrp(next).await {
-                Ok(_) => return,
-                Err(StoreError::Conflict { .. }) => continue,
-                Err(err) => {
-                    tracing::warn!(process_guid = %key.process_guid, index = key.index, error = %err, "cannot release an evacuated instance");
-                    return;
+        let released = modify_actual_lrp(
+            self.store.as_ref(),
+            &key.process_guid,
+            key.index,
+            |record| match evacuation::release(record, instance_guid) {
+                Some(next) => {
+                    *record = next;
+                    Ok::<_, Infallible>(Change::Update)
                 }
+                None => Ok(Change::Keep),
+            },
+        )
+        .await;
+        match released {
+            Err(err) if !err.is_not_found() => {
+                tracing::warn!(process_guid = %key.process_guid, index = key.index, error = %err, "cannot release an evacuated instance");
             }
+            _ => {}
         }
     }
 
@@ -906,7 +910,7 @@ impl Rep {
                 let garden = garden.clone();
                 async move {
                     let usage = garden.usage(&container.handle).await;
-                    (container, usage, tokio::time::Instant::now())
+                    (container, usage, clock::now())
                 }
             })
             .buffer_unordered(USAGE_CONCURRENCY)

@@ -1,38 +1,37 @@
-//! One LRP instance on this cell: claim, container, setup, action, monitor,
-//! RUNNING, and its end (crash, or stop because it is no longer ours).
+//! One LRP instance on this cell: the I/O shell around its lifecycle
+//! (`instance`). It claims the instance, then turns what it sees (runs
+//! ending, the timer, the engine's report of a dead container, a cancel)
+//! into events for [`instance::step`] and performs the effects it returns.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lattice_bbs::{SharedStore, StoreError};
+use lattice_bbs::modify::{modify_actual_lrp, Change, ModifyError};
+use lattice_bbs::SharedStore;
 use lattice_executor::{ActionError, ContainerRequest, Limits, RunContext};
 use lattice_garden::{ContainerInfo, OWNER_PROPERTY};
 use lattice_models::auction::LrpKey;
 use lattice_models::crash::crash_count_after_crash;
 use lattice_models::log::{SOURCE_APP, SOURCE_HEALTH};
-use lattice_models::{ActualLrp, ActualLrpEvent, ActualLrpState, DesiredLrp, PreferredAddress};
+use lattice_models::{
+    Action, ActualLrp, ActualLrpEvent, ActualLrpState, DesiredLrp, PreferredAddress,
+};
 use tokio::sync::watch;
-use tokio::time::Instant;
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
+use crate::instance::{self, Effect, Event, Exit, InstanceState, Plan, Probe};
 use crate::{
-    ContainerExit, Rep, INDEX_PROPERTY, INSTANCE_GUID_PROPERTY, LOG_GUID_PROPERTY,
+    clock, ContainerExit, Rep, WorkKey, INDEX_PROPERTY, INSTANCE_GUID_PROPERTY, LOG_GUID_PROPERTY,
     PROCESS_GUID_PROPERTY,
 };
 
-const CAS_RETRIES: usize = 8;
-
 fn now() -> i64 {
     lattice_models::unix_nanos(std::time::SystemTime::now())
-}
-
-/// How an instance ended on this cell.
-enum Ended {
-    /// The process exited, the monitor failed, or it never became healthy.
-    Crashed { reason: String, ran_for: Duration },
-    /// The instance is no longer ours (retired, restarted, cell stopping).
-    Stopped,
 }
 
 /// Claims and runs the instance until it ends; never returns an error: a
@@ -41,13 +40,12 @@ pub(crate) async fn run(rep: &Arc<Rep>, process_guid: &str, index: i64, cancel: 
     let cell_id = rep.config.cell_id.clone();
     let instance_guid = uuid::Uuid::new_v4().to_string();
     let key = LrpKey::new(process_guid, index);
-    let work_key = crate::WorkKey::Lrp(key.clone());
+    let work_key = WorkKey::Lrp(key.clone());
     if !claim(&rep.store, process_guid, index, &cell_id, &instance_guid).await {
         rep.release(&work_key);
         return;
     }
     rep.set_instance_guid(&key, &instance_guid);
-    let exited = rep.container_exit(&key);
     let desired = match rep.store.get_desired_lrp(process_guid).await {
         Ok(desired) => desired,
         Err(err) => {
@@ -57,75 +55,19 @@ pub(crate) async fn run(rep: &Arc<Rep>, process_guid: &str, index: i64, cancel: 
             return;
         }
     };
-    let handle = container_handle(&instance_guid);
-    let instance = index.to_string();
-    let log_guid = desired.log_guid.as_str();
     rep.cell_log(
-        log_guid,
-        &instance,
+        &desired.log_guid,
+        &index.to_string(),
         format!("Creating container for instance {index} on cell {cell_id}"),
     );
-    let ended = run_instance(
-        rep,
-        &desired,
-        index,
-        &handle,
-        &instance_guid,
-        &cancel,
-        exited,
-    )
-    .await;
-    finish(rep, &desired, index, &handle, &instance_guid, ended).await;
+    let handle = container_handle(&instance_guid);
+    let shell = Shell::new(rep, &desired, index, instance_guid, handle, cancel);
+    shell.supervise(instance::create()).await;
 }
 
 /// The container of the instance that runs as `instance_guid`.
 pub(crate) fn container_handle(instance_guid: &str) -> String {
     format!("lattice-lrp-{instance_guid}")
-}
-
-/// Records how the instance ended (crashed, or handed back), then destroys
-/// its container. Frees the instance's key first (its resources stay held
-/// until the container is gone), so a replacement placed here at once is
-/// not turned away.
-async fn finish(
-    rep: &Arc<Rep>,
-    desired: &DesiredLrp,
-    index: i64,
-    handle: &str,
-    instance_guid: &str,
-    ended: Ended,
-) {
-    let process_guid = desired.process_guid.as_str();
-    let instance = index.to_string();
-    let log_guid = desired.log_guid.as_str();
-    rep.retire(
-        &crate::WorkKey::Lrp(LrpKey::new(process_guid, index)),
-        handle,
-    );
-    match ended {
-        Ended::Crashed { reason, ran_for } => {
-            tracing::info!(process_guid, index, %reason, "instance crashed");
-            rep.cell_log(log_guid, &instance, format!("Instance crashed: {reason}"));
-            crash(
-                &rep.store,
-                process_guid,
-                index,
-                instance_guid,
-                &reason,
-                ran_for,
-            )
-            .await;
-        }
-        Ended::Stopped => {
-            rep.cell_log(log_guid, &instance, "Stopping instance");
-            give_back(&rep.store, process_guid, index, instance_guid).await
-        }
-    }
-    if let Err(err) = rep.executor.destroy(handle).await {
-        tracing::warn!(process_guid, index, %handle, error = %err, "cannot destroy instance container");
-    }
-    rep.retired(handle);
-    rep.cell_log(log_guid, &instance, "Destroyed container");
 }
 
 /// Supervises an instance a previous run of the cell started and left
@@ -144,110 +86,319 @@ pub(crate) async fn run_adopted(
     cancel: CancellationToken,
 ) {
     let crate::restart::Adoption { lrp, container } = adoption;
-    let instance = lrp.index.to_string();
     rep.cell_log(
         &desired.log_guid,
-        &instance,
+        &lrp.index.to_string(),
         format!(
             "Adopted the running container of instance {} after the cell restarted",
             lrp.index
         ),
     );
-    let ended = supervise_adopted(rep, &desired, &lrp, &container, &cancel).await;
-    finish(
+    let mut shell = Shell::new(
         rep,
         &desired,
         lrp.index,
-        &container.handle,
-        &lrp.instance_guid,
-        ended,
-    )
-    .await;
+        lrp.instance_guid,
+        container.handle.clone(),
+        cancel,
+    );
+    shell.left = container.processes.iter().cloned().collect();
+    shell.info = Some(container);
+    let start = instance::adopt(shell.elapsed());
+    shell.supervise(start).await;
 }
 
-async fn supervise_adopted(
-    rep: &Arc<Rep>,
-    desired: &DesiredLrp,
-    lrp: &ActualLrp,
-    container: &ContainerInfo,
-    cancel: &CancellationToken,
-) -> Ended {
-    let handle = container.handle.as_str();
-    let left: std::collections::HashSet<&String> = container.processes.iter().collect();
-    let health = RunContext {
-        log_guid: desired.log_guid.clone(),
-        log_source: SOURCE_HEALTH.to_string(),
-        instance: lrp.index.to_string(),
-        env: instance_env(desired, lrp.index, &lrp.instance_guid, container),
-        disk_mb: desired.disk_mb.max(0) as u64,
-    };
-    let adopted = Instant::now();
-    let mut exited = rep.container_exit(&LrpKey::new(lrp.process_guid.clone(), lrp.index));
-    // The monitor runs at once: only a healthy instance stays adopted.
-    let mut next_monitor = adopted;
-    loop {
-        match rep.executor.info(handle).await {
-            Ok(now) if now.running && now.processes.iter().any(|p| left.contains(p)) => {}
-            Ok(now) => {
-                let reason = if now.oom_killed {
-                    "out of memory (the cell had restarted)"
-                } else {
-                    "exited (the cell had restarted; its exit status is not known)"
-                };
-                return Ended::Crashed {
-                    reason: reason.to_string(),
-                    ran_for: adopted.elapsed(),
-                };
-            }
-            Err(lattice_garden::GardenError::ContainerNotFound(_)) => {
-                return Ended::Crashed {
-                    reason: "its container is gone".to_string(),
-                    ran_for: adopted.elapsed(),
-                }
-            }
-            Err(err) => {
-                tracing::warn!(process_guid = %lrp.process_guid, index = lrp.index, error = %err, "cannot check an adopted instance")
-            }
-        }
-        if let Some(monitor) = desired
-            .monitor
-            .as_ref()
-            .filter(|_| Instant::now() >= next_monitor)
-        {
-            let token = CancellationToken::new();
-            let check = rep.executor.run(handle, monitor, &health, token.clone());
-            let mut check = std::pin::pin!(check);
-            let result = tokio::select! {
-                result = &mut check => result,
-                _ = cancel.cancelled() => {
-                    token.cancel();
-                    let _ = check.await;
-                    tokio::time::sleep(rep.config.drain_delay).await;
-                    return Ended::Stopped;
-                }
-            };
-            match result {
-                Ok(()) => {}
-                Err(ActionError::Cancelled) => return Ended::Stopped,
-                Err(err) => {
-                    return Ended::Crashed {
-                        reason: format!("instance became unhealthy: {err}"),
-                        ran_for: adopted.elapsed(),
-                    }
-                }
-            }
-            next_monitor = Instant::now() + rep.config.running_monitor_interval;
-        }
-        tokio::select! {
-            _ = cancel.cancelled() => {
-                // Routers drop it before its processes stop.
-                tokio::time::sleep(rep.config.drain_delay).await;
-                return Ended::Stopped;
-            }
-            exit = container_died(&mut exited) => return died(exit, Some(adopted)),
-            _ = tokio::time::sleep(rep.config.adopted_check_interval) => {}
+/// A setup, action or health check running in the container.
+struct Run {
+    task: JoinHandle<Result<(), ActionError>>,
+    /// Stops it; not a child of the instance's cancel token: when the
+    /// instance stops is the core's decision (a RUNNING one drains first).
+    token: CancellationToken,
+}
+
+/// The I/O of one instance: what runs in its container, its timer, and the
+/// engine's word that the container died.
+struct Shell<'a> {
+    rep: &'a Arc<Rep>,
+    desired: &'a DesiredLrp,
+    index: i64,
+    instance_guid: String,
+    handle: String,
+    plan: Plan,
+    /// Where the container is reachable, once created (or adopted).
+    info: Option<ContainerInfo>,
+    /// For an adopted instance: the processes the previous run left.
+    left: HashSet<String>,
+    setup: Option<Run>,
+    action: Option<Run>,
+    check: Option<Run>,
+    timer: Option<(Pin<Box<Sleep>>, Event)>,
+    /// Reported once, then no longer followed.
+    exited: Option<watch::Receiver<Option<ContainerExit>>>,
+    cancel: CancellationToken,
+    cancel_seen: bool,
+    /// The instance's times are counted from here.
+    started: Instant,
+}
+
+impl<'a> Shell<'a> {
+    fn new(
+        rep: &'a Arc<Rep>,
+        desired: &'a DesiredLrp,
+        index: i64,
+        instance_guid: String,
+        handle: String,
+        cancel: CancellationToken,
+    ) -> Shell<'a> {
+        let config = &rep.config;
+        let plan = Plan {
+            has_setup: desired.setup.is_some(),
+            has_monitor: desired.monitor.is_some(),
+            start_timeout: u64::try_from(desired.start_timeout)
+                .ok()
+                .filter(|secs| *secs > 0)
+                .map(Duration::from_secs),
+            starting_interval: config.starting_monitor_interval,
+            running_interval: config.running_monitor_interval,
+            adopted_probe_interval: config.adopted_check_interval,
+            drain_delay: config.drain_delay,
+        };
+        Shell {
+            rep,
+            desired,
+            index,
+            exited: rep.container_exit(&LrpKey::new(desired.process_guid.clone(), index)),
+            instance_guid,
+            handle,
+            plan,
+            info: None,
+            left: HashSet::new(),
+            setup: None,
+            action: None,
+            check: None,
+            timer: None,
+            cancel,
+            cancel_seen: false,
+            started: clock::now(),
         }
     }
+
+    fn elapsed(&self) -> Duration {
+        clock::now().duration_since(self.started)
+    }
+
+    /// Runs the lifecycle from `start` until it has ended.
+    async fn supervise(mut self, start: (InstanceState, Vec<Effect>)) {
+        let (mut state, effects) = start;
+        let mut results = VecDeque::new();
+        self.perform(effects, &mut results).await;
+        while !matches!(state, InstanceState::Ended(_)) {
+            let event = match results.pop_front() {
+                Some(event) => event,
+                None => self.next_event().await,
+            };
+            let (next, effects) = instance::step(&self.plan, state, event, self.elapsed());
+            state = next;
+            self.perform(effects, &mut results).await;
+        }
+    }
+
+    /// The next thing that happened; a cancel first, then a dead container,
+    /// so that neither is mistaken for a crash of the process.
+    async fn next_event(&mut self) -> Event {
+        tokio::select! {
+            biased;
+            _ = self.cancel.cancelled(), if !self.cancel_seen => {
+                self.cancel_seen = true;
+                Event::Cancelled
+            }
+            exit = container_died(&mut self.exited) => {
+                self.exited = None;
+                Event::ContainerDied(exit.status)
+            }
+            exit = finished(&mut self.setup) => Event::SetupExited(exit),
+            exit = finished(&mut self.action) => Event::ActionExited(exit),
+            exit = finished(&mut self.check) => Event::CheckExited(exit),
+            event = fired(&mut self.timer) => event,
+        }
+    }
+
+    /// Performs `effects` in order; the results of those performed to
+    /// completion here go to `results`, to be stepped on next.
+    async fn perform(&mut self, effects: Vec<Effect>, results: &mut VecDeque<Event>) {
+        for effect in effects {
+            if let Some(result) = self.perform_one(effect).await {
+                results.push_back(result);
+            }
+        }
+    }
+
+    async fn perform_one(&mut self, effect: Effect) -> Option<Event> {
+        let rep = self.rep;
+        let process_guid = self.desired.process_guid.as_str();
+        let index = self.index;
+        match effect {
+            Effect::CreateContainer => {
+                let request =
+                    container_request(rep, self.desired, index, &self.handle, &self.instance_guid);
+                return Some(match rep.executor.create_container(request).await {
+                    Ok(info) => {
+                        self.info = Some(info);
+                        Event::ContainerCreated
+                    }
+                    Err(err) => Event::CreateFailed(err.to_string()),
+                });
+            }
+            // The plan has a setup and a monitor only when the desired LRP
+            // does: with none, there is nothing to run and it has passed.
+            Effect::RunSetup => match &self.desired.setup {
+                Some(setup) => self.setup = Some(self.start(setup, self.app_source())),
+                None => return Some(Event::SetupExited(Exit::Succeeded)),
+            },
+            Effect::StartAction => {
+                self.action = Some(self.start(&self.desired.action, self.app_source()));
+            }
+            Effect::RunCheck => match &self.desired.monitor {
+                Some(monitor) => self.check = Some(self.start(monitor, SOURCE_HEALTH)),
+                None => return Some(Event::CheckExited(Exit::Succeeded)),
+            },
+            Effect::StopSetup => stop(&self.setup),
+            Effect::StopAction => stop(&self.action),
+            // Its result no longer matters.
+            Effect::StopCheck => stop(&self.check.take()),
+            Effect::ScheduleTick(after) => self.set_timer(after, Event::Tick),
+            Effect::WaitDrainDelay(after) => self.set_timer(after, Event::DrainDelayOver),
+            Effect::MarkRunning => {
+                // Created before it can be marked; without an address it
+                // cannot be RUNNING.
+                let Some(info) = self.info.as_ref() else {
+                    return Some(Event::MarkedRunning(false));
+                };
+                let marked = mark_running(
+                    &rep.store,
+                    rep.config.advertise_container_network,
+                    self.desired,
+                    index,
+                    &self.instance_guid,
+                    info,
+                )
+                .await;
+                return Some(Event::MarkedRunning(marked));
+            }
+            Effect::Probe => return Some(Event::Probed(self.probe().await)),
+            Effect::Log(line) => rep.cell_log(&self.desired.log_guid, &index.to_string(), line),
+            Effect::Retire => rep.retire(
+                &WorkKey::Lrp(LrpKey::new(process_guid, index)),
+                &self.handle,
+            ),
+            Effect::RecordCrash { reason, ran_for } => {
+                tracing::info!(process_guid, index, %reason, "instance crashed");
+                crash(
+                    &rep.store,
+                    process_guid,
+                    index,
+                    &self.instance_guid,
+                    &reason,
+                    ran_for,
+                )
+                .await;
+            }
+            Effect::GiveBack => {
+                give_back(&rep.store, process_guid, index, &self.instance_guid).await
+            }
+            Effect::Destroy => {
+                if let Err(err) = rep.executor.destroy(&self.handle).await {
+                    tracing::warn!(process_guid, index, handle = %self.handle, error = %err, "cannot destroy instance container");
+                }
+                rep.retired(&self.handle);
+            }
+        }
+        None
+    }
+
+    fn app_source(&self) -> &'a str {
+        if self.desired.log_source.is_empty() {
+            SOURCE_APP
+        } else {
+            self.desired.log_source.as_str()
+        }
+    }
+
+    /// Runs `action` in the container, its output logged as `source`.
+    fn start(&self, action: &Action, source: &str) -> Run {
+        let context = RunContext {
+            log_guid: self.desired.log_guid.clone(),
+            log_source: source.to_string(),
+            instance: self.index.to_string(),
+            env: self
+                .info
+                .as_ref()
+                .map(|info| instance_env(self.desired, self.index, &self.instance_guid, info))
+                .unwrap_or_default(),
+            disk_mb: self.desired.disk_mb.max(0) as u64,
+        };
+        let token = CancellationToken::new();
+        let task = tokio::spawn({
+            let executor = self.rep.executor.clone();
+            let handle = self.handle.clone();
+            let action = action.clone();
+            let token = token.clone();
+            async move { executor.run(&handle, &action, &context, token).await }
+        });
+        Run { task, token }
+    }
+
+    fn set_timer(&mut self, after: Duration, event: Event) {
+        self.timer = Some((Box::pin(tokio::time::sleep(after)), event));
+    }
+
+    /// Whether a process the previous run left still runs in the container.
+    async fn probe(&self) -> Probe {
+        match self.rep.executor.info(&self.handle).await {
+            Ok(now) if now.running && now.processes.iter().any(|p| self.left.contains(p)) => {
+                Probe::Alive
+            }
+            Ok(now) => Probe::Exited {
+                oom_killed: now.oom_killed,
+            },
+            Err(lattice_garden::GardenError::ContainerNotFound(_)) => Probe::Gone,
+            Err(err) => {
+                tracing::warn!(process_guid = %self.desired.process_guid, index = self.index, error = %err, "cannot check an adopted instance");
+                Probe::Unknown
+            }
+        }
+    }
+}
+
+fn stop(run: &Option<Run>) {
+    if let Some(run) = run {
+        run.token.cancel();
+    }
+}
+
+/// How `run` ended; never while there is none.
+async fn finished(run: &mut Option<Run>) -> Exit {
+    let Some(running) = run else {
+        return std::future::pending().await;
+    };
+    let result = (&mut running.task).await;
+    *run = None;
+    match result {
+        Ok(Ok(())) => Exit::Succeeded,
+        Ok(Err(ActionError::Cancelled)) => Exit::Cancelled,
+        Ok(Err(err)) => Exit::Failed(err.to_string()),
+        Err(err) => Exit::Failed(format!("instance supervisor failed: {err}")),
+    }
+}
+
+/// The timer's event once it fires; never while none is set.
+async fn fired(timer: &mut Option<(Pin<Box<Sleep>>, Event)>) -> Event {
+    let Some((sleep, _)) = timer else {
+        return std::future::pending().await;
+    };
+    sleep.await;
+    let (_, event) = timer.take().expect("the timer was set: it just fired");
+    event
 }
 
 async fn claim(
@@ -398,236 +549,8 @@ async fn container_died(
     // No allocation to follow, or it is gone: only the exec tells.
     std::future::pending().await
 }
-
-/// The crash of an instance whose container the engine reported dead.
-fn died(exit: ContainerExit, running_since: Option<Instant>) -> Ended {
-    let reason = match exit.status {
-        Some(status) => format!("Exited with status {status} (its container died)"),
-        None => "its container died".to_string(),
-    };
-    Ended::Crashed {
-        reason,
-        ran_for: running_since.map(|s| s.elapsed()).unwrap_or_default(),
-    }
-}
-
-async fn run_instance(
-    rep: &Arc<Rep>,
-    desired: &DesiredLrp,
-    index: i64,
-    handle: &str,
-    instance_guid: &str,
-    cancel: &CancellationToken,
-    mut exited: Option<watch::Receiver<Option<ContainerExit>>>,
-) -> Ended {
-    let no_time = Duration::ZERO;
-    let request = container_request(rep, desired, index, handle, instance_guid);
-    let info = match rep.executor.create_container(request).await {
-        Ok(info) => info,
-        Err(err) => {
-            return Ended::Crashed {
-                reason: format!("failed to create container: {err}"),
-                ran_for: no_time,
-            }
-        }
-    };
-    let instance = index.to_string();
-    rep.cell_log(
-        &desired.log_guid,
-        &instance,
-        "Successfully created container",
-    );
-    let env = instance_env(desired, index, instance_guid, &info);
-    let context = |source: &str| RunContext {
-        log_guid: desired.log_guid.clone(),
-        log_source: source.to_string(),
-        instance: index.to_string(),
-        env: env.clone(),
-        disk_mb: desired.disk_mb.max(0) as u64,
-    };
-    let app_source = if desired.log_source.is_empty() {
-        SOURCE_APP
-    } else {
-        desired.log_source.as_str()
-    };
-
-    if let Some(setup) = &desired.setup {
-        match rep
-            .executor
-            .run(handle, setup, &context(app_source), cancel.child_token())
-            .await
-        {
-            Ok(()) => {}
-            Err(ActionError::Cancelled) => return Ended::Stopped,
-            Err(err) => {
-                return Ended::Crashed {
-                    reason: format!("setup failed: {err}"),
-                    ran_for: no_time,
-                }
-            }
-        }
-    }
-
-    // Not a child of `cancel`: a stopping instance keeps serving for the
-    // drain delay, so routers drop it before its process stops.
-    let action_cancel = CancellationToken::new();
-    let action = {
-        let executor = rep.executor.clone();
-        let handle = handle.to_string();
-        let action = desired.action.clone();
-        let context = context(app_source);
-        let token = action_cancel.clone();
-        tokio::spawn(async move { executor.run(&handle, &action, &context, token).await })
-    };
-    let mut action = std::pin::pin!(action);
-    if desired.monitor.is_some() {
-        rep.cell_log(
-            &desired.log_guid,
-            &instance,
-            "Starting health monitoring of container",
-        );
-    }
-    let started = Instant::now();
-    let deadline = (desired.start_timeout > 0)
-        .then(|| started + Duration::from_secs(desired.start_timeout as u64));
-    let mut running_since: Option<Instant> = None;
-    let health_context = context(SOURCE_HEALTH);
-
-    loop {
-        let interval = if running_since.is_some() {
-            rep.config.running_monitor_interval
-        } else {
-            rep.config.starting_monitor_interval
-        };
-        tokio::select! {
-            result = &mut action => return action_ended(result, cancel, running_since),
-            exit = container_died(&mut exited) => {
-                // The exec may not notice a dead container at once; it ends
-                // when the container is destroyed.
-                action_cancel.cancel();
-                return died(exit, running_since);
-            }
-            _ = cancel.cancelled() => {
-                if running_since.is_some() {
-                    tokio::time::sleep(rep.config.drain_delay).await;
-                }
-                action_cancel.cancel();
-                let _ = (&mut action).await;
-                return Ended::Stopped;
-            }
-            _ = tokio::time::sleep(interval) => {}
-        }
-        if running_since.is_none() && deadline.is_some_and(|d| Instant::now() >= d) {
-            action_cancel.cancel();
-            let _ = (&mut action).await;
-            return Ended::Crashed {
-                reason: format!(
-                    "instance did not become healthy within the start timeout of {} s",
-                    desired.start_timeout
-                ),
-                ran_for: no_time,
-            };
-        }
-        let health = match &desired.monitor {
-            None => Ok(()),
-            Some(monitor) => {
-                let monitor_cancel = CancellationToken::new();
-                let check = {
-                    let executor = rep.executor.clone();
-                    let handle = handle.to_string();
-                    let monitor = monitor.clone();
-                    let context = health_context.clone();
-                    let token = monitor_cancel.clone();
-                    tokio::spawn(
-                        async move { executor.run(&handle, &monitor, &context, token).await },
-                    )
-                };
-                let mut check = std::pin::pin!(check);
-                tokio::select! {
-                    result = &mut action => {
-                        monitor_cancel.cancel();
-                        let _ = (&mut check).await;
-                        return action_ended(result, cancel, running_since);
-                    }
-                    exit = container_died(&mut exited) => {
-                        monitor_cancel.cancel();
-                        action_cancel.cancel();
-                        return died(exit, running_since);
-                    }
-                    _ = cancel.cancelled() => {
-                        monitor_cancel.cancel();
-                        let _ = (&mut check).await;
-                        if running_since.is_some() {
-                            tokio::time::sleep(rep.config.drain_delay).await;
-                        }
-                        action_cancel.cancel();
-                        let _ = (&mut action).await;
-                        return Ended::Stopped;
-                    }
-                    result = &mut check => result.unwrap_or_else(|_| Err(ActionError::Cancelled)),
-                }
-            }
-        };
-        match (health, running_since) {
-            (Ok(()), None) => {
-                if desired.monitor.is_some() {
-                    rep.cell_log(&desired.log_guid, &instance, "Container became healthy");
-                }
-                if !mark_running(
-                    &rep.store,
-                    rep.config.advertise_container_network,
-                    desired,
-                    index,
-                    instance_guid,
-                    &info,
-                )
-                .await
-                {
-                    action_cancel.cancel();
-                    let _ = (&mut action).await;
-                    return Ended::Stopped;
-                }
-                running_since = Some(Instant::now());
-            }
-            (Ok(()), Some(_)) => {}
-            (Err(ActionError::Cancelled), _) => {
-                action_cancel.cancel();
-                let _ = (&mut action).await;
-                return Ended::Stopped;
-            }
-            // Still starting: keep checking until the deadline.
-            (Err(_), None) => {}
-            (Err(err), Some(since)) => {
-                action_cancel.cancel();
-                let _ = (&mut action).await;
-                return Ended::Crashed {
-                    reason: format!("instance became unhealthy: {err}"),
-                    ran_for: since.elapsed(),
-                };
-            }
-        }
-    }
-}
-
-fn action_ended(
-    result: Result<Result<(), ActionError>, tokio::task::JoinError>,
-    cancel: &CancellationToken,
-    running_since: Option<Instant>,
-) -> Ended {
-    if cancel.is_cancelled() {
-        return Ended::Stopped;
-    }
-    let reason = match result {
-        Ok(Ok(())) => "Exited with status 0".to_string(),
-        Ok(Err(ActionError::Cancelled)) => return Ended::Stopped,
-        Ok(Err(err)) => err.to_string(),
-        Err(err) => format!("instance supervisor failed: {err}"),
-    };
-    Ended::Crashed {
-        reason,
-        ran_for: running_since.map(|s| s.elapsed()).unwrap_or_default(),
-    }
-}
+/// Why a write of the instance's record was refused.
+const NOT_OURS: &str = "the instance is no longer this cell's claimed instance";
 
 /// CLAIMED -> RUNNING with where it is reachable; false if the instance is
 /// no longer ours.
@@ -640,16 +563,12 @@ async fn mark_running(
     info: &ContainerInfo,
 ) -> bool {
     let process_guid = desired.process_guid.as_str();
-    for _ in 0..CAS_RETRIES {
-        let Ok(mut lrp) = store.get_actual_lrp(process_guid, index).await else {
-            return false;
-        };
+    let marked = modify_actual_lrp(store.as_ref(), process_guid, index, |lrp| {
         if lrp.instance_guid != instance_guid || lrp.state != ActualLrpState::Claimed {
-            return false;
+            return Err(NOT_OURS);
         }
-        if lrp.apply(ActualLrpEvent::Start, now()).is_err() {
-            return false;
-        }
+        lrp.apply(ActualLrpEvent::Start, now())
+            .map_err(|_| NOT_OURS)?;
         lrp.address = info.host_ip.clone();
         lrp.instance_address = info.container_ip.clone();
         lrp.preferred_address = if advertise_container_network && !info.container_ip.is_empty() {
@@ -658,19 +577,21 @@ async fn mark_running(
             PreferredAddress::Host
         };
         lrp.ports = info.ports.clone();
-        match store.update_actual_lrp(lrp).await {
-            Ok(_) => {
-                tracing::info!(process_guid, index, instance_guid, "instance is running");
-                return true;
-            }
-            Err(StoreError::Conflict { .. }) => continue,
-            Err(err) => {
-                tracing::warn!(process_guid, index, error = %err, "cannot mark instance running");
-                return false;
-            }
+        Ok(Change::Update)
+    })
+    .await;
+    match marked {
+        Ok(_) => {
+            tracing::info!(process_guid, index, instance_guid, "instance is running");
+            true
+        }
+        Err(ModifyError::Refused(_)) => false,
+        Err(err) if err.is_not_found() => false,
+        Err(err) => {
+            tracing::warn!(process_guid, index, error = %err, "cannot mark instance running");
+            false
         }
     }
-    false
 }
 
 /// Records a crash of our instance: CRASHED with the reason and the crash
@@ -706,28 +627,25 @@ pub(crate) async fn give_back(
 }
 
 /// Applies `change` to the instance if it is still ours (same instance
-/// guid), with compare-and-swap.
+/// guid) and `change` applies, with compare-and-swap.
 async fn update_ours(
     store: &SharedStore,
     process_guid: &str,
     index: i64,
     instance_guid: &str,
-    change: impl Fn(&mut ActualLrp) -> Option<()>,
+    change: impl Fn(&mut ActualLrp) -> Option<()> + Sync,
 ) {
-    for _ in 0..CAS_RETRIES {
-        let Ok(mut lrp) = store.get_actual_lrp(process_guid, index).await else {
-            return;
-        };
-        if lrp.instance_guid != instance_guid || change(&mut lrp).is_none() {
-            return;
+    let updated = modify_actual_lrp(store.as_ref(), process_guid, index, |lrp| {
+        if lrp.instance_guid != instance_guid || change(lrp).is_none() {
+            return Ok::<_, Infallible>(Change::Keep);
         }
-        match store.update_actual_lrp(lrp).await {
-            Ok(_) => return,
-            Err(StoreError::Conflict { .. }) => continue,
-            Err(err) => {
-                tracing::warn!(process_guid, index, error = %err, "cannot update instance");
-                return;
-            }
+        Ok(Change::Update)
+    })
+    .await;
+    match updated {
+        Err(err) if !err.is_not_found() => {
+            tracing::warn!(process_guid, index, error = %err, "cannot update instance");
         }
+        _ => {}
     }
 }

@@ -137,7 +137,7 @@ mod tests {
 
     #[test]
     fn cpu_is_a_rate_between_two_readings() {
-        let start = Instant::now();
+        let start = crate::clock::now();
         let later = start + Duration::from_secs(5);
         // 2.5 s of CPU in 5 s: half a core.
         let half = cpu_percentage(Some(reading(1_000, start)), reading(2_500_001_000, later));
