@@ -661,7 +661,7 @@ impl Garden for DockerGarden {
             ("type".to_string(), vec!["container".to_string()]),
             (
                 "event".to_string(),
-                vec!["oom".to_string(), "kill".to_string(), "die".to_string()],
+                vec!["oom".to_string(), "die".to_string()],
             ),
             ("label".to_string(), labels),
         ]);
@@ -689,7 +689,19 @@ impl Garden for DockerGarden {
                 };
                 let mut attributes = event.actor?.attributes.unwrap_or_default();
                 let handle = attributes.remove("name")?;
-                let kind = event_kind(event.action.as_deref()?, &mut attributes)?;
+                // Besides the labels the engine adds `image`, `name` and, for
+                // `die`, `exitCode` (and `execDuration`); only labels are
+                // properties.
+                attributes.remove("image");
+                let status = attributes
+                    .remove("exitCode")
+                    .and_then(|code| code.parse().ok());
+                attributes.remove("execDuration");
+                let kind = match event.action.as_deref() {
+                    Some("oom") => ContainerEventKind::OutOfMemory,
+                    Some("die") => ContainerEventKind::Exited { status },
+                    _ => return None,
+                };
                 Some(ContainerEvent {
                     handle,
                     properties: attributes.into_iter().collect(),
@@ -1252,39 +1264,6 @@ fn append_dir(tar: &mut tar::Builder<Vec<u8>>, path: &str, mode: u32) -> std::io
     tar.append_data(&mut header, path, std::io::empty())
 }
 
-/// What an engine event about a container (`action`, with its actor's
-/// `attributes`) means to Garden, if anything; takes the engine's own
-/// attributes out, leaving only the labels (the properties).
-///
-/// A container sent SIGKILL (`kill` with signal 9: `docker kill`, or the
-/// end of a stop's grace) is reported as exited at that moment: its init
-/// cannot survive it, and the engine's `die` follows only after it has
-/// cleaned the container up, hundreds of milliseconds later when several
-/// die at once. The `die` is reported too; consumers take the first.
-fn event_kind(
-    action: &str,
-    attributes: &mut HashMap<String, String>,
-) -> Option<ContainerEventKind> {
-    // Besides the labels the engine adds `image`, `name`, for `die`
-    // `exitCode` (and `execDuration`), for `kill` `signal`.
-    attributes.remove("image");
-    let status = attributes
-        .remove("exitCode")
-        .and_then(|code| code.parse().ok());
-    attributes.remove("execDuration");
-    let signal = attributes.remove("signal");
-    match action {
-        "oom" => Some(ContainerEventKind::OutOfMemory),
-        "die" => Some(ContainerEventKind::Exited { status }),
-        "kill" if matches!(signal.as_deref(), Some("9" | "KILL" | "SIGKILL")) => {
-            Some(ContainerEventKind::Exited {
-                status: Some(128 + 9),
-            })
-        }
-        _ => None,
-    }
-}
-
 fn status(err: &bollard::errors::Error) -> Option<u16> {
     match err {
         bollard::errors::Error::DockerResponseServerError { status_code, .. } => Some(*status_code),
@@ -1450,45 +1429,6 @@ mod tests {
             image_config(&ImageInspect::default()),
             ImageConfig::default()
         );
-    }
-
-    #[test]
-    fn a_sigkill_is_an_exit_and_other_signals_are_nothing() {
-        let attributes = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect()
-        };
-        let mut killed = attributes(&[("signal", "9"), ("image", "busybox"), ("app", "web")]);
-        assert_eq!(
-            event_kind("kill", &mut killed),
-            Some(ContainerEventKind::Exited { status: Some(137) })
-        );
-        assert_eq!(
-            killed,
-            attributes(&[("app", "web")]),
-            "only labels are left"
-        );
-        let mut named = attributes(&[("signal", "KILL")]);
-        assert!(event_kind("kill", &mut named).is_some());
-        let mut terminated = attributes(&[("signal", "15")]);
-        assert_eq!(
-            event_kind("kill", &mut terminated),
-            None,
-            "it may survive a TERM"
-        );
-        let mut died = attributes(&[("exitCode", "0"), ("execDuration", "3")]);
-        assert_eq!(
-            event_kind("die", &mut died),
-            Some(ContainerEventKind::Exited { status: Some(0) })
-        );
-        assert!(died.is_empty());
-        assert_eq!(
-            event_kind("oom", &mut HashMap::new()),
-            Some(ContainerEventKind::OutOfMemory)
-        );
-        assert_eq!(event_kind("start", &mut HashMap::new()), None);
     }
 
     #[test]
