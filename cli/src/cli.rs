@@ -128,8 +128,8 @@ pub enum Command {
     /// Delete a completed task (after its result was read).
     #[command(after_help = commands::delete_task::EXAMPLES)]
     DeleteTask(commands::delete_task::Args),
-    /// List the cells of the cluster, their capacity and what their containers
-    /// use, or drain one.
+    /// List the cells of the cluster, whether they drain, their capacity and
+    /// what their containers use, or drain one.
     #[command(after_help = commands::cells::EXAMPLES)]
     Cells(commands::cells::Args),
     /// Print a shell completion script (bash, zsh, fish, ...).

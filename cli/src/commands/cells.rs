@@ -1,4 +1,5 @@
-//! `ltc cells`: the cells of the cluster and their capacity.
+//! `ltc cells`: the cells of the cluster, whether they drain, and their
+//! capacity.
 
 use std::io::Write;
 
@@ -72,6 +73,7 @@ fn table(cells: &[CellResponse]) -> comfy_table::Table {
     let mut table = output::table(&[
         "Cell",
         "Zone",
+        "State",
         "Memory free/total (MB)",
         "Disk free/total (MB)",
         "Containers free/total",
@@ -87,6 +89,7 @@ fn table(cells: &[CellResponse]) -> comfy_table::Table {
         table.add_row(vec![
             cell.presence.cell_id.clone(),
             or_dash(&cell.presence.zone),
+            state(cell).to_string(),
             free_of(total.memory_mb, used.memory_mb),
             free_of(total.disk_mb, used.disk_mb),
             free_of(total.containers, used.containers),
@@ -98,6 +101,16 @@ fn table(cells: &[CellResponse]) -> comfy_table::Table {
         ]);
     }
     table
+}
+
+/// `draining` for a cell that takes no new work and moves its instances
+/// away, `active` for one that takes work, `-` when its rep did not say.
+pub fn state(cell: &CellResponse) -> &'static str {
+    match cell.evacuating {
+        Some(true) => "draining",
+        Some(false) => "active",
+        None => "-",
+    }
 }
 
 /// `used/allocated` memory in MB: what the cell's containers use (its
@@ -259,7 +272,9 @@ mod tests {
             instances: 2,
             tasks: 0,
             usage: None,
+            evacuating: None,
         };
+        assert_eq!(state(&cell), "-", "its rep did not say");
         assert_eq!(memory_used_of_allocated(&cell), "-/256");
         assert_eq!(cpu(&cell), "-");
         cell.usage = Some(lattice_models::CellUsage {
@@ -271,5 +286,9 @@ mod tests {
         assert_eq!(memory_used_of_allocated(&cell), "65/256");
         assert_eq!(disk_used_of_allocated(&cell), "3/1024");
         assert_eq!(cpu(&cell), "12.3%");
+        cell.evacuating = Some(true);
+        assert_eq!(state(&cell), "draining");
+        cell.evacuating = Some(false);
+        assert_eq!(state(&cell), "active");
     }
 }

@@ -12,13 +12,14 @@
 //! # How a container is made
 //! 1. The image is looked up locally and pulled only when absent.
 //! 2. The container is created (labels, env, memory and CPU limits, published
-//!    ports, bind mounts), then `/.lattice` is uploaded into it with a
-//!    put-archive *before* it starts, since `lattice-init` is its PID 1:
-//!    every lifecycle binary at `/.lattice/bin/` (mode 0755), and the
-//!    image's config as JSON at `/.lattice/image-config.json`
-//!    ([`lattice_models::lifecycle::ImageConfig`], for the Docker app
-//!    lifecycle's `builder` and `launcher`, since the container's own
-//!    command is `lattice-init pause`).
+//!    ports, bind mounts) with `/.lattice` in place before it starts, since
+//!    `lattice-init` is its PID 1: every lifecycle binary at
+//!    `/.lattice/bin/`, and the image's config as JSON at
+//!    `/.lattice/image-config.json` ([`lattice_models::lifecycle::ImageConfig`],
+//!    for the Docker app lifecycle's `builder` and `launcher`, since the
+//!    container's own command is `lattice-init pause`). They are
+//!    bind-mounted when the engine runs on this machine, else uploaded
+//!    ([`LifecycleDelivery`]).
 //! 3. It is started, then inspected for its ports and address.
 //!
 //! # Docker quirks handled here
@@ -38,7 +39,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -69,9 +69,12 @@ use crate::{
 
 mod cell_lock;
 mod interactive;
+mod lifecycles;
 pub use cell_lock::{
     cell_lock_name, CellLock, CellLockError, CELL_LOCK_IMAGE, CELL_LOCK_LABEL, HOLDER_GONE_GRACE,
 };
+pub use lifecycles::LifecycleDelivery;
+use lifecycles::Lifecycles;
 
 /// Where `lattice-init` lives inside every container.
 pub const INIT_PATH: &str = "/.lattice/bin/lattice-init";
@@ -80,12 +83,6 @@ pub const INIT_PATH: &str = "/.lattice/bin/lattice-init";
 const RUN_DIR: &str = "/.lattice/run";
 /// File name of the init helper in [`DockerGardenConfig::lifecycle_dir`].
 pub const INIT_BINARY: &str = "lattice-init";
-/// Where the lifecycle binaries live inside every container, relative to
-/// `/` as the upload archive names them.
-const BIN_DIR: &str = ".lattice/bin";
-/// Where the image's config goes, relative to `/`; the absolute path is
-/// [`lattice_models::lifecycle::IMAGE_CONFIG_PATH`].
-const IMAGE_CONFIG_FILE: &str = ".lattice/image-config.json";
 
 /// CPU shares of a container of weight 100; Garden's maximum, Docker's default.
 const MAX_CPU_SHARES: u64 = 1024;
@@ -103,9 +100,13 @@ const LIST_CONCURRENCY: usize = 8;
 pub struct DockerGardenConfig {
     /// Directory of the static lifecycle binaries: `lattice-init` (required),
     /// `builder`, `launcher`, `healthcheck`. Every regular file in it (or
-    /// link to one; subdirectories are skipped) is read at connect and put
-    /// into every container at `/.lattice/bin/`.
+    /// link to one; subdirectories are skipped) is put into every container
+    /// at `/.lattice/bin/`.
     pub lifecycle_dir: PathBuf,
+    /// Whether they are bind-mounted or uploaded into each container.
+    pub lifecycle_delivery: LifecycleDelivery,
+    /// Where image configs are written to be bind-mounted (when mounting).
+    pub image_config_dir: PathBuf,
     /// Address published ports are bound to on the host, and advertised in
     /// [`ContainerInfo::host_ip`].
     pub host_ip: String,
@@ -114,10 +115,14 @@ pub struct DockerGardenConfig {
 }
 
 impl DockerGardenConfig {
-    /// Ports published on 127.0.0.1, default network.
+    /// Ports published on 127.0.0.1, default network, lifecycles mounted
+    /// when the engine runs on this machine, image configs in the temporary
+    /// directory.
     pub fn new(lifecycle_dir: impl Into<PathBuf>) -> DockerGardenConfig {
         DockerGardenConfig {
             lifecycle_dir: lifecycle_dir.into(),
+            lifecycle_delivery: LifecycleDelivery::Auto,
+            image_config_dir: std::env::temp_dir().join("lattice-image-configs"),
             host_ip: "127.0.0.1".to_string(),
             network: None,
         }
@@ -136,26 +141,34 @@ fn first_host_of(subnet: &str) -> Option<std::net::IpAddr> {
 #[derive(Debug, Clone)]
 pub struct DockerGarden {
     docker: Docker,
-    /// The lifecycle binaries, read once at connect, shared by clones.
-    lifecycles: Arc<[LifecycleFile]>,
+    /// The lifecycle binaries, listed or read once at connect, shared by
+    /// clones.
+    lifecycles: Lifecycles,
     host_ip: String,
     network: Option<String>,
 }
 
 impl DockerGarden {
     /// Connects to the local engine (`DOCKER_HOST` or the default socket),
-    /// agreeing on an API version with it, and reads the lifecycle binaries.
+    /// agreeing on an API version with it, and lists (to mount) or reads (to
+    /// upload) the lifecycle binaries.
     ///
     /// # Errors
     /// [`GardenError::Backend`] when the lifecycle directory cannot be read
     /// or lacks `lattice-init`, or the engine cannot be reached.
     pub async fn connect(config: DockerGardenConfig) -> GardenResult<DockerGarden> {
-        let lifecycles = read_lifecycles(&config.lifecycle_dir)?.into();
         let docker = Docker::connect_with_local_defaults()
             .map_err(|err| backend("connect to docker", err))?
             .negotiate_version()
             .await
             .map_err(|err| backend("negotiate docker api version", err))?;
+        let lifecycles = Lifecycles::prepare(
+            &docker,
+            &config.lifecycle_dir,
+            config.lifecycle_delivery,
+            &config.image_config_dir,
+        )
+        .await?;
         Ok(DockerGarden {
             docker,
             lifecycles,
@@ -286,7 +299,12 @@ impl DockerGarden {
         }
     }
 
-    fn create_body(&self, spec: &ContainerSpec, image: &ImageRef) -> ContainerCreateBody {
+    fn create_body(
+        &self,
+        spec: &ContainerSpec,
+        image: &ImageRef,
+        lattice: lifecycles::Delivery,
+    ) -> ContainerCreateBody {
         let port_key = |port: &u16| format!("{port}/tcp");
         let port_bindings: HashMap<String, Option<Vec<PortBinding>>> = spec
             .ports
@@ -330,6 +348,8 @@ impl DockerGarden {
                 pids_limit: Some(spec.limits.effective_pids() as i64),
                 port_bindings: Some(port_bindings),
                 binds: Some(binds),
+                mounts: Some(lattice.mounts),
+                tmpfs: Some(lattice.tmpfs),
                 privileged: Some(spec.privileged),
                 network_mode: self.network.clone(),
                 // Our pause must be PID 1 (it reaps orphans and ends the
@@ -341,21 +361,22 @@ impl DockerGarden {
         }
     }
 
-    /// Creates, fills (with `archive`, unpacked at `/`) and starts the
-    /// container; the caller removes it on error.
+    /// Creates, fills (with `lattice`'s archive, if any, unpacked at `/`)
+    /// and starts the container; the caller removes it on error.
     async fn create_started(
         &self,
         spec: &ContainerSpec,
         image: &ImageRef,
-        archive: Bytes,
+        mut lattice: lifecycles::Delivery,
     ) -> GardenResult<()> {
         let handle = &spec.handle;
         let options = CreateContainerOptionsBuilder::default()
             .name(handle)
             .build();
+        let archive = lattice.archive.take();
         match self
             .docker
-            .create_container(Some(options), self.create_body(spec, image))
+            .create_container(Some(options), self.create_body(spec, image, lattice))
             .await
         {
             Ok(_) => {}
@@ -373,11 +394,13 @@ impl DockerGarden {
             }
             Err(err) => return Err(backend("create container", err)),
         }
-        let options = UploadToContainerOptionsBuilder::default().path("/").build();
-        self.docker
-            .upload_to_container(handle, Some(options), bollard::body_full(archive))
-            .await
-            .map_err(|err| backend("upload lifecycles", err))?;
+        if let Some(archive) = archive {
+            let options = UploadToContainerOptionsBuilder::default().path("/").build();
+            self.docker
+                .upload_to_container(handle, Some(options), bollard::body_full(archive))
+                .await
+                .map_err(|err| backend("upload lifecycles", err))?;
+        }
         self.docker
             .start_container(handle, None)
             .await
@@ -541,11 +564,8 @@ impl Garden for DockerGarden {
         validate(&spec)?;
         let image = ImageRef::from_rootfs(&spec.rootfs)?;
         let inspect = self.ensure_image(&image).await?;
-        // Made per create: a memory copy of a few MB, far below the upload's
-        // cost, and nothing to keep in step with the engine's images.
-        let archive = lattice_archive(&self.lifecycles, &image_config(&inspect))
-            .map_err(|err| GardenError::Backend(format!("archive lifecycles: {err}")))?;
-        if let Err(err) = self.create_started(&spec, &image, archive).await {
+        let lattice = self.lifecycles.for_container(&image_config(&inspect))?;
+        if let Err(err) = self.create_started(&spec, &image, lattice).await {
             // A half-made container would hold its name and leak; one that
             // exists already is someone else's.
             if !matches!(err, GardenError::ContainerExists(_)) {
@@ -1194,47 +1214,6 @@ fn disk_size_mb(path: &Path) -> GardenResult<u64> {
     Ok(stat.f_blocks.saturating_mul(stat.f_frsize) / (1024 * 1024))
 }
 
-/// A file of [`DockerGardenConfig::lifecycle_dir`].
-#[derive(Debug)]
-struct LifecycleFile {
-    name: String,
-    data: Bytes,
-}
-
-/// Every regular file of `dir` (following links), by name.
-fn read_lifecycles(dir: &Path) -> GardenResult<Vec<LifecycleFile>> {
-    let read_error = |path: &Path, err: std::io::Error| {
-        GardenError::Backend(format!("read {}: {err}", path.display()))
-    };
-    let entries = std::fs::read_dir(dir).map_err(|err| read_error(dir, err))?;
-    let mut files = Vec::new();
-    for entry in entries {
-        let path = entry.map_err(|err| read_error(dir, err))?.path();
-        // `metadata` follows links, so a directory of links to the
-        // binaries serves as well.
-        if !std::fs::metadata(&path).is_ok_and(|meta| meta.is_file()) {
-            continue;
-        }
-        let Some(name) = path.file_name().and_then(|n| n.to_str()).map(String::from) else {
-            tracing::warn!(path = %path.display(), "skipping a lifecycle file whose name is not UTF-8");
-            continue;
-        };
-        let data = std::fs::read(&path).map_err(|err| read_error(&path, err))?;
-        files.push(LifecycleFile {
-            name,
-            data: data.into(),
-        });
-    }
-    if !files.iter().any(|f| f.name == INIT_BINARY) {
-        return Err(GardenError::Backend(format!(
-            "lifecycle directory {} holds no {INIT_BINARY}",
-            dir.display()
-        )));
-    }
-    files.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(files)
-}
-
 /// The lifecycle's view of an image's config; empty fields where the image
 /// sets none.
 fn image_config(inspect: &ImageInspect) -> ImageConfig {
@@ -1251,26 +1230,6 @@ fn image_config(inspect: &ImageInspect) -> ImageConfig {
             config.exposed_ports.iter().flatten().map(String::as_str),
         ),
     }
-}
-
-/// `/.lattice/{bin/*, run/, image-config.json}`, to unpack at `/`.
-fn lattice_archive(lifecycles: &[LifecycleFile], config: &ImageConfig) -> std::io::Result<Bytes> {
-    let config = serde_json::to_vec(config)?;
-    let size: usize = lifecycles.iter().map(|f| f.data.len() + 1024).sum();
-    let mut tar = tar::Builder::new(Vec::with_capacity(size + config.len() + 8 * 1024));
-    append_dir(&mut tar, ".lattice/", 0o755)?;
-    append_dir(&mut tar, &format!("{BIN_DIR}/"), 0o755)?;
-    append_dir(&mut tar, ".lattice/run/", 0o1777)?;
-    for file in lifecycles {
-        append_file(
-            &mut tar,
-            &format!("{BIN_DIR}/{}", file.name),
-            0o755,
-            &file.data,
-        )?;
-    }
-    append_file(&mut tar, IMAGE_CONFIG_FILE, 0o644, &config)?;
-    Ok(tar.into_inner()?.into())
 }
 
 fn append_file(
@@ -1385,7 +1344,7 @@ mod tests {
         let garden = DockerGarden {
             docker: Docker::connect_with_local_defaults()
                 .expect("building a client opens no socket"),
-            lifecycles: Arc::from(Vec::new()),
+            lifecycles: Lifecycles::Upload(std::sync::Arc::from(Vec::new())),
             host_ip: "127.0.0.1".to_string(),
             network: None,
         };
@@ -1403,7 +1362,7 @@ mod tests {
             read_only: true,
         }];
         let image = ImageRef::from_rootfs(&s.rootfs).expect("valid rootfs");
-        let body = garden.create_body(&s, &image);
+        let body = garden.create_body(&s, &image, Default::default());
         let host = body.host_config.expect("always set");
         assert_eq!(host.memory, Some(64 * 1024 * 1024));
         assert_eq!(host.memory_swap, host.memory);
@@ -1425,7 +1384,7 @@ mod tests {
             pids: 0,
         };
         let host = garden
-            .create_body(&s, &image)
+            .create_body(&s, &image, Default::default())
             .host_config
             .expect("always set");
         assert_eq!(host.memory, None, "0 means no limit");
@@ -1470,72 +1429,6 @@ mod tests {
             image_config(&ImageInspect::default()),
             ImageConfig::default()
         );
-    }
-
-    #[test]
-    fn lattice_archive_holds_lifecycles_and_config() {
-        let lifecycles = [
-            LifecycleFile {
-                name: "builder".to_string(),
-                data: Bytes::from_static(b"b"),
-            },
-            LifecycleFile {
-                name: "lattice-init".to_string(),
-                data: Bytes::from_static(b"init"),
-            },
-        ];
-        let config = ImageConfig {
-            cmd: vec!["sh".to_string()],
-            ..Default::default()
-        };
-        let archive = lattice_archive(&lifecycles, &config).expect("in memory");
-        let mut tar = tar::Archive::new(archive.as_ref());
-        let mut entries = Vec::new();
-        for entry in tar.entries().expect("valid tar") {
-            let mut entry = entry.expect("valid entry");
-            let path = entry.path().expect("utf-8").display().to_string();
-            let mode = entry.header().mode().expect("set");
-            let mut data = Vec::new();
-            std::io::Read::read_to_end(&mut entry, &mut data).expect("in memory");
-            entries.push((path, mode, data));
-        }
-        let names: Vec<(&str, u32)> = entries.iter().map(|(p, m, _)| (p.as_str(), *m)).collect();
-        assert_eq!(
-            names,
-            vec![
-                (".lattice/", 0o755),
-                (".lattice/bin/", 0o755),
-                (".lattice/run/", 0o1777),
-                (".lattice/bin/builder", 0o755),
-                (".lattice/bin/lattice-init", 0o755),
-                (".lattice/image-config.json", 0o644),
-            ]
-        );
-        assert_eq!(entries[4].2, b"init");
-        let written: ImageConfig = serde_json::from_slice(&entries[5].2).expect("json");
-        assert_eq!(written, config);
-    }
-
-    #[test]
-    fn reads_every_regular_file_and_requires_lattice_init() {
-        let dir = tempfile::tempdir().expect("temp dir is writable");
-        std::fs::write(dir.path().join("builder"), "b").expect("writable");
-        std::fs::create_dir(dir.path().join("deps")).expect("writable");
-        let err = read_lifecycles(dir.path()).expect_err("no lattice-init");
-        assert!(err.to_string().contains("holds no lattice-init"), "{err}");
-
-        let elsewhere = tempfile::tempdir().expect("temp dir is writable");
-        let init = elsewhere.path().join("init-binary");
-        std::fs::write(&init, "init").expect("writable");
-        std::os::unix::fs::symlink(&init, dir.path().join("lattice-init")).expect("writable");
-        let files = read_lifecycles(dir.path()).expect("complete");
-        let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
-        assert_eq!(
-            names,
-            vec!["builder", "lattice-init"],
-            "links followed, dirs skipped"
-        );
-        assert_eq!(files[1].data.as_ref(), b"init");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use lattice_garden::docker::{DockerGarden, DockerGardenConfig};
+use lattice_garden::docker::{DockerGarden, DockerGardenConfig, LifecycleDelivery};
 use lattice_garden::{
     BindMount, ContainerSpec, Garden, GardenError, Limits, OutputStream, Process, ProcessSpec,
     Signal,
@@ -17,8 +17,16 @@ use lattice_testkit::docker::OwnerGuard;
 use lattice_testkit::{images, lifecycles};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// The default: on this machine, the lifecycles are bind-mounted.
 async fn garden() -> DockerGarden {
-    let config = DockerGardenConfig::new(lifecycles::build_static());
+    garden_delivering(LifecycleDelivery::Auto).await
+}
+
+async fn garden_delivering(delivery: LifecycleDelivery) -> DockerGarden {
+    let config = DockerGardenConfig {
+        lifecycle_delivery: delivery,
+        ..DockerGardenConfig::new(lifecycles::build_static())
+    };
     DockerGarden::connect(config)
         .await
         .expect("the engine is reachable")
@@ -542,7 +550,17 @@ async fn read_file(garden: &DockerGarden, handle: &str, path: &str) -> Vec<u8> {
 }
 
 #[tokio::test]
-async fn injects_every_lifecycle_binary_and_the_image_config() {
+async fn mounts_every_lifecycle_binary_and_the_image_config() {
+    injects_every_lifecycle_binary_and_the_image_config(LifecycleDelivery::Mount).await;
+}
+
+/// The fallback for an engine that does not read this machine's paths.
+#[tokio::test]
+async fn uploads_every_lifecycle_binary_and_the_image_config() {
+    injects_every_lifecycle_binary_and_the_image_config(LifecycleDelivery::Upload).await;
+}
+
+async fn injects_every_lifecycle_binary_and_the_image_config(delivery: LifecycleDelivery) {
     use lattice_models::lifecycle::ImageConfig;
 
     let engine = lattice_testkit::docker::connect().await;
@@ -551,8 +569,11 @@ async fn injects_every_lifecycle_binary_and_the_image_config() {
     })
     .await
     .expect("image imported");
-    let guard = OwnerGuard::new("garden-inject");
-    let garden = garden().await;
+    let guard = OwnerGuard::new(match delivery {
+        LifecycleDelivery::Upload => "garden-upload",
+        _ => "garden-mount",
+    });
+    let garden = garden_delivering(delivery).await;
     let mut spec = spec(&guard, "c").await;
     spec.rootfs = "docker:///lattice-test/garden-image-config#v1".to_string();
     let info = garden.create(spec).await.expect("created");
@@ -601,6 +622,15 @@ async fn injects_every_lifecycle_binary_and_the_image_config() {
     }
     expected.push("644".to_string());
     assert_eq!(listing.stdout.lines().collect::<Vec<_>>(), expected);
+
+    // A process as that user leaves its pidfile in the writable run dir,
+    // which `signal` needs.
+    let process = garden
+        .run(&info.handle, sh("sleep 1000"))
+        .await
+        .expect("started");
+    process.signal(Signal::Kill).await.expect("signalled");
+    assert_eq!(finish(process).await.status, 128 + 9);
 }
 
 #[tokio::test]

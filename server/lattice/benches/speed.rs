@@ -308,8 +308,7 @@ async fn containers(labels: &[(&str, &str)], all: bool) -> anyhow::Result<Vec<St
         .collect())
 }
 
-async fn kill_container(id: &str) -> anyhow::Result<()> {
-    let docker = lattice_testkit::docker::connect().await;
+async fn kill_container(docker: &bollard::Docker, id: &str) -> anyhow::Result<()> {
     let options = bollard::query_parameters::KillContainerOptionsBuilder::default()
         .signal("KILL")
         .build();
@@ -324,6 +323,9 @@ async fn heal(rounds: usize) -> anyhow::Result<()> {
     let cluster = OneMachine::start().await?;
     let http = reqwest::Client::new();
     let owner = cluster.owner.owner().to_string();
+    // Connected once: a kill is timed from its request, not from agreeing
+    // on an API version with the engine.
+    let docker = lattice_testkit::docker::connect().await;
 
     // The anchor: the engine restarting a killed container of the image.
     let label = format!("{}={owner}", lattice_garden::OWNER_PROPERTY);
@@ -341,7 +343,7 @@ async fn heal(rounds: usize) -> anyhow::Result<()> {
     let mut anchor = Vec::new();
     for _ in 0..rounds {
         let started = Instant::now();
-        kill_container(&id).await?;
+        kill_container(&docker, &id).await?;
         let status = tokio::process::Command::new("docker")
             .args(["start", &id])
             .stdout(Stdio::null())
@@ -392,9 +394,15 @@ async fn heal(rounds: usize) -> anyhow::Result<()> {
                 ids.extend(found);
             }
             let started = Instant::now();
-            futures::future::try_join_all(ids.iter().map(|id| kill_container(id))).await?;
+            let kills = ids.iter().map(|id| async {
+                kill_container(&docker, id).await?;
+                anyhow::Ok(started.elapsed())
+            });
+            let killed_after = futures::future::try_join_all(kills).await?;
             let mut first_crash = None;
             let mut healed = std::collections::BTreeSet::new();
+            // Where the time goes: each victim's state changes, in ms.
+            let mut timeline: BTreeMap<i64, Vec<String>> = BTreeMap::new();
             let deadline = tokio::time::Instant::now() + PATIENCE;
             while healed.len() < victims.len() {
                 let event = tokio::time::timeout_at(deadline, events.next())
@@ -408,6 +416,11 @@ async fn heal(rounds: usize) -> anyhow::Result<()> {
                     if after.process_guid != app || !victims.contains(&after.index) {
                         continue;
                     }
+                    timeline.entry(after.index).or_default().push(format!(
+                        "{:?} {}",
+                        after.state,
+                        millis(started.elapsed())
+                    ));
                     if after.state == ActualLrpState::Crashed && first_crash.is_none() {
                         first_crash = Some(started.elapsed());
                     }
@@ -420,6 +433,17 @@ async fn heal(rounds: usize) -> anyhow::Result<()> {
             }
             running_after.push(started.elapsed());
             crashed_after.push(first_crash.unwrap_or_default());
+            let killed_after: Vec<String> = killed_after.into_iter().map(millis).collect();
+            println!(
+                "  {killed} of {instances}, round {round}: the engine answered the kills after {} ms",
+                killed_after.join(", ")
+            );
+            for (index, changes) in &timeline {
+                println!(
+                    "  {killed} of {instances}, round {round}, index {index}: {}",
+                    changes.join(", ")
+                );
+            }
             cluster.client.delete_desired_lrp(&app).await?;
             tokio::time::sleep(Duration::from_secs(3)).await;
         }

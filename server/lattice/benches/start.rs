@@ -42,6 +42,7 @@ async fn main() -> anyhow::Result<()> {
             cell_id: owner.owner().to_string(),
             zone: "z1".into(),
             lifecycle_dir: lattice_testkit::lifecycles::build_static(),
+            lifecycle_delivery: Default::default(),
             rep_listen: "127.0.0.1:0".parse()?,
             memory_mb: Some(8192),
             disk_mb: Some(100_000),

@@ -10,7 +10,9 @@ use std::time::Duration;
 use anyhow::Context;
 use lattice_bbs::SharedStore;
 use lattice_executor::{Executor, ExecutorConfig, LogSink};
-use lattice_garden::docker::{CellLock, DockerGarden, DockerGardenConfig, INIT_BINARY};
+use lattice_garden::docker::{
+    CellLock, DockerGarden, DockerGardenConfig, LifecycleDelivery, INIT_BINARY,
+};
 use lattice_garden::Garden;
 use lattice_models::CellCapacity;
 use lattice_rep::{Rep, RepConfig};
@@ -27,6 +29,8 @@ pub struct CellConfig {
     pub zone: String,
     /// Directory with the static lifecycle binaries (`lattice-init`, ...).
     pub lifecycle_dir: PathBuf,
+    /// Whether they are bind-mounted or uploaded into each container.
+    pub lifecycle_delivery: LifecycleDelivery,
     /// Where the rep's HTTP interface listens.
     pub rep_listen: SocketAddr,
     /// Capacity overrides; `None` takes the machine's.
@@ -98,7 +102,11 @@ impl Cell {
         store: SharedStore,
         logs: Arc<dyn LogSink>,
     ) -> anyhow::Result<Cell> {
-        let mut garden_config = DockerGardenConfig::new(&config.lifecycle_dir);
+        let mut garden_config = DockerGardenConfig {
+            lifecycle_delivery: config.lifecycle_delivery,
+            image_config_dir: config.cache_dir.join("image-configs"),
+            ..DockerGardenConfig::new(&config.lifecycle_dir)
+        };
         if let Some(advertise) = advertise {
             garden_config.host_ip = advertise.instances.to_string();
         }

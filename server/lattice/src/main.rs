@@ -13,6 +13,7 @@ use std::sync::Arc;
 use lattice::cell::CellConfig;
 use lattice::roles::{Brain, BrainConfig, CellRoleConfig, RouterRole, RouterRoleConfig};
 use lattice::up::{Up, UpConfig};
+use lattice_garden::docker::LifecycleDelivery;
 use lattice_logs::debug::TracingLayer;
 use lattice_logs::{HubConfig, HubSink, LogHub};
 use lattice_receptor::Credentials;
@@ -163,6 +164,13 @@ struct CellArgs {
     /// container. Default: `lifecycles/` beside the `lattice` binary.
     #[arg(long, env = "LATTICE_LIFECYCLE_DIR")]
     lifecycle_dir: Option<PathBuf>,
+    /// Upload the lifecycle binaries into every container before it starts
+    /// instead of bind-mounting them (slower). Automatic when the Docker
+    /// engine runs elsewhere (its host name differs from this machine's: a
+    /// remote DOCKER_HOST, a cell in a container); set it when the engine
+    /// shares the host name but not the files.
+    #[arg(long, env = "LATTICE_UPLOAD_LIFECYCLES")]
+    upload_lifecycles: bool,
     /// Where the cell keeps its download cache. Default: the platform's
     /// data dir, e.g. ~/.local/share/lattice.
     #[arg(long, env = "LATTICE_DATA_DIR")]
@@ -550,6 +558,11 @@ async fn cell(args: CellArgs) -> anyhow::Result<()> {
             cell_id,
             zone: args.zone,
             lifecycle_dir: lifecycle_dir_or_default(args.lifecycle_dir)?,
+            lifecycle_delivery: if args.upload_lifecycles {
+                LifecycleDelivery::Upload
+            } else {
+                LifecycleDelivery::Auto
+            },
             rep_listen: args.rep_listen,
             memory_mb: args.cell_memory_mb,
             disk_mb: args.cell_disk_mb,
@@ -630,6 +643,7 @@ async fn up(args: UpArgs, hub: Arc<LogHub>) -> anyhow::Result<()> {
             cell_id,
             zone: args.zone,
             lifecycle_dir,
+            lifecycle_delivery: LifecycleDelivery::Auto,
             rep_listen: args.rep_listen,
             memory_mb: args.cell_memory_mb,
             disk_mb: args.cell_disk_mb,

@@ -61,6 +61,7 @@ async fn start_cell(
             cell_id: id.clone(),
             zone: zone.to_string(),
             lifecycle_dir: lifecycle_dir(),
+            lifecycle_delivery: Default::default(),
             rep_listen: "127.0.0.1:0".parse().expect("valid address"),
             memory_mb: Some(4096),
             disk_mb: Some(100_000),

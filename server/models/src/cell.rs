@@ -72,4 +72,10 @@ pub struct CellResponse {
     /// (ours); absent when the cell's rep could not be asked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<crate::metrics::CellUsage>,
+    /// Whether the cell drains (`ltc cells drain`, or `lattice cell` told
+    /// to stop): it takes no new work and its instances move to other
+    /// cells (ours, asked of the cell's rep; absent when it could not be
+    /// asked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evacuating: Option<bool>,
 }

@@ -157,8 +157,9 @@ pub async fn image_config(
 }
 
 /// Live cells with what the BBS places on each (claimed or running work),
-/// and what their containers use (ours: `usage`, asked of each cell's rep;
-/// absent for a cell that did not answer in 2 s).
+/// what their containers use and whether they drain (ours: `usage` and
+/// `evacuating`, asked of each cell's rep; absent for a cell that did not
+/// answer in 2 s).
 #[utoipa::path(get, path = "/v1/cells", tag = "cluster", responses((status = 200, body = Vec<lattice_models::CellResponse>)))]
 pub async fn cells(State(state): State<AppState>) -> Result<Json<Vec<CellResponse>>, ApiError> {
     let cells = state.store.list_cells().await?;
@@ -182,6 +183,7 @@ pub async fn cells(State(state): State<AppState>) -> Result<Json<Vec<CellRespons
             instances: 0,
             tasks: 0,
             usage: None,
+            evacuating: None,
         })
         .collect();
     let position: HashMap<String, usize> = responses
@@ -213,9 +215,13 @@ pub async fn cells(State(state): State<AppState>) -> Result<Json<Vec<CellRespons
             add(&mut cell.allocated, memory, disk);
         }
     }
-    let mut usage = crate::usage::cell_usage(&state, &cells).await;
+    let (mut usage, mut evacuating) = tokio::join!(
+        crate::usage::cell_usage(&state, &cells),
+        crate::usage::cells_evacuating(&state, &cells)
+    );
     for cell in &mut responses {
         cell.usage = usage.remove(&cell.presence.cell_id);
+        cell.evacuating = evacuating.remove(&cell.presence.cell_id);
     }
     Ok(Json(responses))
 }

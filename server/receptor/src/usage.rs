@@ -1,6 +1,7 @@
 //! Containers' usage, gathered from the cells that sample it: `GET
 //! /v1/actual_lrps/{process_guid}/metrics` and the `usage` of `GET
-//! /v1/cells` (both ours).
+//! /v1/cells` (both ours); and whether each cell drains, which only its rep
+//! knows (`evacuating` of `GET /v1/cells`).
 //!
 //! Samples live on the cells (each rep samples its containers every few
 //! seconds and keeps the latest), not in the store: they change all the
@@ -18,6 +19,7 @@ use std::time::Duration;
 use axum::extract::{Path, State};
 use axum::Json;
 use lattice_bbs::ActualLrpFilter;
+use lattice_client::RepClientError;
 use lattice_models::validation::validate_guid;
 use lattice_models::{ActualLrpState, CellPresence, CellUsage, ContainerMetrics};
 
@@ -27,27 +29,30 @@ use crate::AppState;
 /// How long the receptor waits for a cell's samples.
 pub const REP_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The latest samples of every cell in `cells` that answered in time, by
-/// cell id.
-pub(crate) async fn gather<'a>(
-    state: &AppState,
+/// `ask`'s answer of every cell in `cells` that answered in time, by cell
+/// id, all asked at once; `what` names the answer in the log.
+async fn ask_each<'a, T, F, Fut>(
     cells: impl IntoIterator<Item = &'a CellPresence>,
-) -> HashMap<String, Vec<ContainerMetrics>> {
-    let asks = cells.into_iter().map(|cell| async move {
-        let asked = tokio::time::timeout(
-            REP_TIMEOUT,
-            state.reps.container_metrics(&cell.rep_address),
-        )
-        .await;
-        match asked {
-            Ok(Ok(samples)) => Some((cell.cell_id.clone(), samples)),
-            Ok(Err(err)) => {
-                tracing::warn!(cell_id = %cell.cell_id, error = %err, "cannot read the cell's usage samples");
-                None
-            }
-            Err(_) => {
-                tracing::warn!(cell_id = %cell.cell_id, timeout = ?REP_TIMEOUT, "the cell did not send its usage samples in time");
-                None
+    what: &str,
+    ask: F,
+) -> HashMap<String, T>
+where
+    F: Fn(&'a CellPresence) -> Fut,
+    Fut: std::future::Future<Output = Result<T, RepClientError>>,
+{
+    let asks = cells.into_iter().map(|cell| {
+        let asked = tokio::time::timeout(REP_TIMEOUT, ask(cell));
+        async move {
+            match asked.await {
+                Ok(Ok(answer)) => Some((cell.cell_id.clone(), answer)),
+                Ok(Err(err)) => {
+                    tracing::warn!(cell_id = %cell.cell_id, error = %err, "cannot read the cell's {what}");
+                    None
+                }
+                Err(_) => {
+                    tracing::warn!(cell_id = %cell.cell_id, timeout = ?REP_TIMEOUT, "the cell did not send its {what} in time");
+                    None
+                }
             }
         }
     });
@@ -56,6 +61,30 @@ pub(crate) async fn gather<'a>(
         .into_iter()
         .flatten()
         .collect()
+}
+
+/// The latest samples of every cell in `cells` that answered in time, by
+/// cell id.
+pub(crate) async fn gather<'a>(
+    state: &'a AppState,
+    cells: impl IntoIterator<Item = &'a CellPresence>,
+) -> HashMap<String, Vec<ContainerMetrics>> {
+    ask_each(cells, "usage samples", |cell| {
+        state.reps.container_metrics(&cell.rep_address)
+    })
+    .await
+}
+
+/// Whether each cell that answered in time drains, by cell id.
+pub(crate) async fn cells_evacuating<'a>(
+    state: &'a AppState,
+    cells: &'a [CellPresence],
+) -> HashMap<String, bool> {
+    ask_each(cells, "state", |cell| async move {
+        let cell_state = state.reps.state(&cell.rep_address).await?;
+        Ok(cell_state.evacuating)
+    })
+    .await
 }
 
 /// What each cell that answered uses, by cell id.

@@ -214,6 +214,9 @@ pub struct EvacuationReport {
     pub timed_out: usize,
     /// Instances that were still starting: stopped and given back at once.
     pub given_back: usize,
+    /// Tasks still running when the evacuation timeout passed (a task is
+    /// never moved; stopping the cell fails these).
+    pub tasks_left: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -608,10 +611,12 @@ impl Rep {
     /// places a replacement on another cell) and keeps serving until its
     /// replacement is RUNNING and routed ([`RepConfig::evacuation_route_delay`]),
     /// or [`RepConfig::evacuation_timeout`] passes; then it stops. Instances
-    /// still starting are stopped and given back at once. Returns when
-    /// every handed-over instance is released; the instances then stop
-    /// after the drain delay, in the background. Tasks run on (a task is
-    /// never moved: stopping the cell fails the ones left).
+    /// still starting are stopped and given back at once. Tasks running
+    /// here run on to their end, as Diego lets them (a task runs at most
+    /// once, so it is never moved). Returns when every handed-over instance
+    /// is released and every task ended, or at the timeout (stopping the
+    /// cell then fails the tasks left); the instances stop after the drain
+    /// delay, in the background.
     ///
     /// # Guarantees
     /// Idempotent: a second call waits for the first and hands over only
@@ -706,8 +711,32 @@ impl Rep {
             }
             pending = still;
         }
+        report.tasks_left = self.tasks_finished_by(deadline).await;
         tracing::info!(%cell_id, ?report, "cell drained");
         report
+    }
+
+    /// Waits until no task runs on the cell or `deadline` passes; how many
+    /// still run then.
+    async fn tasks_finished_by(&self, deadline: tokio::time::Instant) -> usize {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            let running = self
+                .running_keys()
+                .iter()
+                .filter(|key| matches!(key, WorkKey::Task(_)))
+                .count();
+            if running == 0 || tokio::time::Instant::now() >= deadline {
+                if running > 0 {
+                    tracing::warn!(cell_id = %self.config.cell_id, tasks = running, "evacuation timeout passed with tasks still running");
+                }
+                return running;
+            }
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
+        }
     }
 
     /// Hands `key`'s running instance over with CAS; false when it is not
@@ -1371,32 +1400,16 @@ mod evacuation_tests {
     use lattice_bbs::suite;
     use lattice_executor::fake::{FakeGarden, Script};
     use lattice_executor::{CollectingSink, Executor, ExecutorConfig};
-    use lattice_models::auction::{LrpInstance, Resource, Work};
-    use lattice_models::{ActualLrp, ActualLrpEvent, ActualLrpState, CellCapacity};
+    use lattice_models::auction::{LrpInstance, Resource, TaskStart, Work};
+    use lattice_models::{ActualLrp, ActualLrpEvent, ActualLrpState, CellCapacity, TaskState};
     use tokio_util::sync::CancellationToken;
 
     use super::*;
 
     const CELL: &str = "cell-draining";
 
-    async fn until<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
-        for _ in 0..1000 {
-            if let Some(value) = check().await {
-                return value;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("timed out waiting for {what}");
-    }
-
-    /// The rep's evacuation on a real store and the recording fake Garden:
-    /// the running instance is handed over, keeps running while its
-    /// replacement starts elsewhere, and stops once that one has run for
-    /// the route delay; the draining cell takes no new work.
-    #[tokio::test]
-    async fn a_draining_cell_hands_its_instance_over_and_stops_it_once_replaced() {
-        let garden = FakeGarden::new();
-        garden.script("/bin/httpd", Script::runs_for(Duration::from_secs(3600)));
+    /// A rep on an in-memory store and `garden`, with short drain delays.
+    async fn draining_rep(garden: &FakeGarden) -> (Arc<Rep>, SharedStore, tempfile::TempDir) {
         let sink = CollectingSink::new();
         let cache = tempfile::tempdir().expect("a temp dir");
         let executor = Executor::new(
@@ -1426,6 +1439,28 @@ mod evacuation_tests {
             executor,
             sink,
         );
+        (rep, store, cache)
+    }
+
+    async fn until<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+        for _ in 0..1000 {
+            if let Some(value) = check().await {
+                return value;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("timed out waiting for {what}");
+    }
+
+    /// The rep's evacuation on a real store and the recording fake Garden:
+    /// the running instance is handed over, keeps running while its
+    /// replacement starts elsewhere, and stops once that one has run for
+    /// the route delay; the draining cell takes no new work.
+    #[tokio::test]
+    async fn a_draining_cell_hands_its_instance_over_and_stops_it_once_replaced() {
+        let garden = FakeGarden::new();
+        garden.script("/bin/httpd", Script::runs_for(Duration::from_secs(3600)));
+        let (rep, store, _cache) = draining_rep(&garden).await;
         let shutdown = CancellationToken::new();
         let running = tokio::spawn(rep.clone().run(shutdown.clone()));
         store
@@ -1498,6 +1533,7 @@ mod evacuation_tests {
                 replaced: 1,
                 timed_out: 0,
                 given_back: 0,
+                tasks_left: 0,
             }
         );
         let after = store.get_actual_lrp("web", 0).await.expect("kept");
@@ -1511,6 +1547,59 @@ mod evacuation_tests {
             rep.state().lrps.is_empty().then_some(())
         })
         .await;
+        shutdown.cancel();
+        running.await.expect("the rep stops");
+    }
+
+    /// Diego's rule for tasks on a draining cell: the running one runs to
+    /// its end (a task is never moved, and the drain does not fail it), the
+    /// drain waits for it, and the cell takes no new task meanwhile.
+    #[tokio::test]
+    async fn a_draining_cell_lets_its_running_task_finish_and_takes_no_new_one() {
+        let garden = FakeGarden::new();
+        garden.script("/bin/echo", Script::runs_for(Duration::from_millis(500)));
+        let (rep, store, _cache) = draining_rep(&garden).await;
+        let shutdown = CancellationToken::new();
+        let running = tokio::spawn(rep.clone().run(shutdown.clone()));
+        let start = |task_guid: &str| Work {
+            lrps: vec![],
+            tasks: vec![TaskStart {
+                task_guid: task_guid.into(),
+                domain: "jobs".into(),
+                resource: Resource::for_container(0, 0),
+                rootfs: "docker:///busybox".into(),
+            }],
+        };
+        for task_guid in ["long", "late"] {
+            store
+                .create_task(suite::task(task_guid, "jobs", 1))
+                .await
+                .expect("created");
+        }
+        assert!(rep.perform(start("long")).is_empty());
+        until("the task to run", async || {
+            let task = store.get_task("long").await.ok()?;
+            (task.state == TaskState::Running).then_some(())
+        })
+        .await;
+
+        let draining = tokio::spawn({
+            let rep = rep.clone();
+            async move { rep.evacuate().await }
+        });
+        until("the cell to drain", async || {
+            rep.state().evacuating.then_some(())
+        })
+        .await;
+        assert_eq!(rep.perform(start("late")).tasks.len(), 1, "no new task");
+
+        let report = draining.await.expect("the drain does not panic");
+        assert_eq!(report.tasks_left, 0, "the drain waited for the task");
+        let long = store.get_task("long").await.expect("kept");
+        assert_eq!(long.state, TaskState::Completed);
+        assert!(!long.failed, "{}", long.failure_reason);
+        let late = store.get_task("late").await.expect("kept");
+        assert_eq!(late.state, TaskState::Pending, "left for another cell");
         shutdown.cancel();
         running.await.expect("the rep stops");
     }

@@ -75,6 +75,7 @@ pub fn up_config(data_dir: &Path, cell_id: &str, options: &ClusterOptions) -> Up
             cell_id: cell_id.to_string(),
             zone: "z1".to_string(),
             lifecycle_dir: lifecycle_dir(),
+            lifecycle_delivery: Default::default(),
             rep_listen: "127.0.0.1:0".parse().expect("valid address"),
             memory_mb: Some(options.memory_mb),
             disk_mb: Some(100_000),
