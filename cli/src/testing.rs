@@ -40,7 +40,7 @@ pub(crate) struct TestReceptor {
 enum Server {
     /// The receptor alone: nothing acts on what is stored but the test.
     Receptor {
-        config: ReceptorConfig,
+        config: Box<ReceptorConfig>,
         address: SocketAddr,
         shutdown: CancellationToken,
         task: JoinHandle<std::io::Result<()>>,
@@ -132,7 +132,7 @@ impl TestReceptor {
             hub,
             dir,
             server: Server::Receptor {
-                config,
+                config: Box::new(config),
                 address,
                 shutdown,
                 task,
