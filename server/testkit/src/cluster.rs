@@ -175,7 +175,7 @@ impl ClusterBuilder {
             cells: Vec::new(),
             shutdown,
             tracker,
-            dir,
+            _dir: dir,
         };
         for i in 0..cluster.builder.cells {
             let cell = cluster.start_cell(i).await;
@@ -238,7 +238,7 @@ pub struct TestCell {
 }
 
 impl TestCell {
-    /// Whether the cell still runs (neither stopped nor killed).
+    /// Whether the cell still runs (it was not killed).
     pub fn is_running(&self) -> bool {
         self.running.is_some()
     }
@@ -261,7 +261,8 @@ pub struct TestCluster {
     cells: Vec<TestCell>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
-    dir: tempfile::TempDir,
+    /// Holds the store's file.
+    _dir: tempfile::TempDir,
 }
 
 impl TestCluster {
@@ -325,20 +326,6 @@ impl TestCluster {
         self.cells.iter().map(|cell| &cell.garden)
     }
 
-    /// A temporary directory that lives as long as the cluster (it holds
-    /// the store), for the test's own files.
-    pub fn dir(&self) -> &std::path::Path {
-        self.dir.path()
-    }
-
-    /// Adds a cell (the next id), registered and serving when this returns.
-    pub async fn add_cell(&mut self) -> usize {
-        let i = self.cells.len();
-        let cell = self.start_cell(i).await;
-        self.cells.push(cell);
-        i
-    }
-
     async fn start_cell(&self, i: usize) -> TestCell {
         let builder = &self.builder;
         let cell_id = format!("cell-{i}");
@@ -386,13 +373,6 @@ impl TestCluster {
             running: Some(running),
             _fake: fake,
         }
-    }
-
-    /// Stops cell `i` as `lattice cell` stops on SIGTERM without a drain:
-    /// its work stops, its instances go back to the auction, it
-    /// deregisters.
-    pub async fn stop_cell(&mut self, i: usize) {
-        self.cells[i].end().await;
     }
 
     /// Loses cell `i`, as when its machine dies: it is cut off the store
