@@ -8,7 +8,9 @@
 #              cluster test (installers/test-install.sh, test-cluster.sh)
 #   --fast     the tests that need neither Docker nor PostgreSQL: every
 #              crate's unit, property and simulation tests
-#              (`cargo test --workspace --lib --bins`); no set-up but Rust
+#              (`cargo test --workspace --lib --bins`) and the cluster
+#              behaviour tests on the in-process cluster (`cargo test -p
+#              lattice-testkit --test cluster`); no set-up but Rust
 #   arguments after `--` go to `cargo test` (e.g. `-- -p lattice-models`)
 #
 # Needs Linux, Rust >= 1.89 (rustup), and for the full run a reachable Docker
@@ -26,7 +28,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
     --fast) fast=1 ;;
     --) shift && cargo_args=("$@") && break ;;
-    -h | --help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//' && exit 0 ;;
+    -h | --help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//' && exit 0 ;;
     *) echo "usage: $0 [--fast] [-- CARGO_TEST_ARGS...]" >&2 && exit 2 ;;
     esac
     shift
@@ -86,7 +88,9 @@ fi
 
 if [ "$fast" = 1 ]; then
     say "unit, property and simulation tests (no Docker, no PostgreSQL)"
-    exec cargo test --workspace --lib --bins "${cargo_args[@]}"
+    cargo test --workspace --lib --bins "${cargo_args[@]}"
+    say "cluster behaviour on the in-process cluster (brain and reps on the fake Garden)"
+    exec cargo test -p lattice-testkit --test cluster "${cargo_args[@]}"
 fi
 
 # ------------------------------------------------------------ Docker

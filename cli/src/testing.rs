@@ -1,25 +1,24 @@
 //! Test support: a real receptor in process, on port 0, over a SQLite store
 //! in a temporary directory, with the log hub's routes merged in as the
-//! server does it, and a [`Context`] that targets it; and a [`FakeCell`]
-//! that plays the cell (and the brain) through the store and the hub, so
-//! that the waits of `ltc create` and `ltc scale` see real state changes and
-//! log lines.
+//! server does it, and a [`Context`] that targets it; or a whole cluster
+//! ([`lattice_testkit::cluster::TestCluster`]: the brain and real reps on
+//! the fake Garden) behind the same, so that the waits of `ltc create`,
+//! `ltc scale` and `ltc test` see what the real components do.
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use lattice_bbs::{ActualLrpFilter, DesiredLrpFilter, SharedStore, SqliteStore, TaskFilter};
+use lattice_bbs::{ActualLrpFilter, DesiredLrpFilter, SharedStore, SqliteStore};
 use lattice_logs::LogHub;
-use lattice_models::log::{LogMessage, MessageType, SOURCE_APP, SOURCE_CELL, SOURCE_STAGING};
-use lattice_models::{
-    unix_nanos, ActualLrp, ActualLrpEvent, ActualLrpState, DesiredLrp, PortMapping, TaskEvent,
-    TaskState,
-};
+use lattice_models::lifecycle::{BUILDER_PATH, HEALTHCHECK_PATH, LAUNCHER_PATH};
+use lattice_models::log::{LogMessage, MessageType, SOURCE_APP};
+use lattice_models::{unix_nanos, ActualLrp, ActualLrpState, PortMapping};
 use lattice_receptor::ReceptorConfig;
+use lattice_testkit::cluster::{ClusterBuilder, CrashPolicy, Policy, Script, TestCluster};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -34,13 +33,79 @@ pub(crate) struct TestReceptor {
     pub hub: Arc<LogHub>,
     /// Holds the store's file and the config dir of [`TestReceptor::context`].
     pub dir: tempfile::TempDir,
-    config: ReceptorConfig,
-    address: SocketAddr,
-    shutdown: CancellationToken,
-    server: JoinHandle<std::io::Result<()>>,
+    server: Server,
+}
+
+/// What serves a [`TestReceptor`].
+enum Server {
+    /// The receptor alone: nothing acts on what is stored but the test.
+    Receptor {
+        config: Box<ReceptorConfig>,
+        address: SocketAddr,
+        shutdown: CancellationToken,
+        task: JoinHandle<std::io::Result<()>>,
+    },
+    /// A whole cluster: its brain and cells act on what ltc stores.
+    Cluster(Box<TestCluster>),
+}
+
+/// What the staging builder of [`app_cluster`] prints: one STG line.
+pub(crate) const STAGING_STDOUT: &str = "Reading the image's configuration\n";
+
+/// A cluster of one cell on which `ltc create` stages through a task
+/// (the cells cannot read images' configs) whose builder finds `staged`
+/// (its JSON), and whose apps start and pass their health checks at once.
+pub(crate) fn app_cluster(staged: &str) -> ClusterBuilder {
+    TestCluster::builder()
+        .cells(1)
+        .garden(|garden| garden.fail_image_configs("the engine cannot be asked"))
+        .script(
+            BUILDER_PATH,
+            Script::exits(0)
+                .stdout(STAGING_STDOUT)
+                .writes(crate::commands::create::STAGING_RESULT, staged.to_string()),
+        )
+        .script(LAUNCHER_PATH, Script::runs_until_stopped())
+        .script(HEALTHCHECK_PATH, Script::exits(0))
+}
+
+/// A crash policy that restarts nothing for an hour: a crashed instance
+/// stays CRASHED, with one crash, while a test looks at it.
+pub(crate) fn no_restarts() -> Policy {
+    Policy {
+        crash: CrashPolicy {
+            immediate_restarts: 0,
+            backoff_min: Duration::from_secs(3600),
+            ..CrashPolicy::default()
+        },
+        ..Policy::default()
+    }
 }
 
 impl TestReceptor {
+    /// `builder`'s cluster, with ltc's context pointed at its receptor.
+    pub async fn with_cluster(builder: ClusterBuilder) -> TestReceptor {
+        let cluster = builder.start().await;
+        TestReceptor {
+            url: cluster.url().to_string(),
+            store: cluster.store().clone(),
+            hub: cluster.hub().clone(),
+            dir: tempfile::tempdir().expect("a temp dir can be created"),
+            server: Server::Cluster(Box::new(cluster)),
+        }
+    }
+
+    /// The cluster behind this receptor.
+    ///
+    /// # Panics
+    /// When it serves the receptor alone.
+    pub fn cluster(&self) -> &TestCluster {
+        match &self.server {
+            Server::Cluster(cluster) => cluster,
+            Server::Receptor { .. } => panic!("this test serves the receptor alone"),
+        }
+    }
+
     pub async fn start() -> TestReceptor {
         TestReceptor::start_with(ReceptorConfig::default()).await
     }
@@ -60,39 +125,47 @@ impl TestReceptor {
             .expect("a bound listener has an address");
         let hub = Arc::new(LogHub::default());
         let shutdown = CancellationToken::new();
-        let server = serve(listener, &store, &hub, &config, &shutdown);
+        let task = serve(listener, &store, &hub, &config, &shutdown);
         TestReceptor {
             url: format!("http://{address}"),
             store,
             hub,
             dir,
-            config,
-            address,
-            shutdown,
-            server,
+            server: Server::Receptor {
+                config: Box::new(config),
+                address,
+                shutdown,
+                task,
+            },
         }
     }
 
     /// Stops the server as `lattice` does on SIGTERM (which ends every log
     /// stream), then serves the same store and hub on the same port again.
+    ///
+    /// # Panics
+    /// When it serves a cluster.
     pub async fn restart(&mut self) {
-        self.shutdown.cancel();
-        (&mut self.server)
+        let Server::Receptor {
+            config,
+            address,
+            shutdown,
+            task,
+        } = &mut self.server
+        else {
+            panic!("only a receptor alone restarts");
+        };
+        shutdown.cancel();
+        (&mut *task)
             .await
             .expect("the server task does not panic")
             .expect("the server shuts down cleanly");
         // std sets SO_REUSEADDR on Unix, so the port is free again at once.
-        let listener = tokio::net::TcpListener::bind(self.address)
+        let listener = tokio::net::TcpListener::bind(*address)
             .await
             .expect("the port the server just left can be bound again");
-        self.shutdown = CancellationToken::new();
-        self.server = serve(
-            listener,
-            &self.store,
-            &self.hub,
-            &self.config,
-            &self.shutdown,
-        );
+        *shutdown = CancellationToken::new();
+        *task = serve(listener, &self.store, &self.hub, config, shutdown);
     }
 
     /// What ltc would load with `LTC_TARGET` set to this receptor and its
@@ -128,7 +201,10 @@ impl TestReceptor {
 
 impl Drop for TestReceptor {
     fn drop(&mut self) {
-        self.shutdown.cancel();
+        // A cluster stops itself when dropped.
+        if let Server::Receptor { shutdown, .. } = &self.server {
+            shutdown.cancel();
+        }
     }
 }
 
@@ -221,241 +297,8 @@ pub(crate) fn task_json(guid: &str) -> String {
     )
 }
 
-/// What the fake cell does with a staging task.
-#[derive(Debug, Clone)]
-pub(crate) enum StagingBehaviour {
-    /// Completes it with this result (the builder's JSON).
-    Succeed(String),
-    /// Completes it failed with this reason.
-    Fail(String),
-}
-
-/// What the fake cell does with an app's instances.
-#[derive(Debug, Clone)]
-pub(crate) enum LrpBehaviour {
-    /// Claims and starts them: RUNNING on `cell-1` at `127.0.0.1:61000+index`.
-    Run,
-    /// Leaves them UNCLAIMED with this placement error, as an auction that
-    /// found no room does.
-    PlacementError(String),
-    /// Claims them and crashes them once with this reason.
-    Crash(String),
-    /// Claims them, and starts them only once the flag is set: the test
-    /// decides when the wait may end.
-    RunWhenSet(Arc<AtomicBool>),
-}
-
-/// A task that plays the cell and the brain through the store: it completes
-/// pending tasks, creates each desired LRP's missing instances, runs them
-/// (or not) as told, and removes instances beyond the desired count. It
-/// logs as a cell does, into the receptor's hub: CELL lines about each
-/// container, STG lines of staging, APP lines of a crash. Stops when
-/// dropped.
-pub(crate) struct FakeCell {
-    task: tokio::task::JoinHandle<()>,
-}
-
-/// How often the fake cell looks at the store; short, so tests are quick.
-const FAKE_CELL_TICK: Duration = Duration::from_millis(20);
-
-impl FakeCell {
-    pub fn start(
-        receptor: &TestReceptor,
-        staging: StagingBehaviour,
-        lrps: LrpBehaviour,
-    ) -> FakeCell {
-        let store = receptor.store.clone();
-        let hub = receptor.hub.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                complete_tasks(&store, &hub, &staging).await;
-                converge_lrps(&store, &hub, &lrps).await;
-                tokio::time::sleep(FAKE_CELL_TICK).await;
-            }
-        });
-        FakeCell { task }
-    }
-}
-
-impl Drop for FakeCell {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 fn now() -> i64 {
     unix_nanos(SystemTime::now())
-}
-
-// The fake cell is the only writer of tasks' states and of actual LRPs in
-// these tests (ltc only creates, cancels and deletes), so its compare-and-swap
-// writes cannot conflict; a failure is a bug worth a panic, which the test
-// then reports as a timeout with this message in its output.
-const ONLY_WRITER: &str = "the fake cell is the only writer of this record";
-
-async fn complete_tasks(store: &SharedStore, hub: &LogHub, staging: &StagingBehaviour) {
-    let filter = TaskFilter {
-        state: Some(TaskState::Pending),
-        ..Default::default()
-    };
-    let pending = store.list_tasks(&filter).await.expect(ONLY_WRITER);
-    for mut task in pending {
-        task.apply(TaskEvent::Claim, now()).expect(ONLY_WRITER);
-        task.cell_id = "cell-1".to_string();
-        // ltc may cancel (complete) it in between; then leave it alone.
-        let Ok(mut task) = store.update_task(task).await else {
-            continue;
-        };
-        let guid = task.task_guid.clone();
-        let say = |source, text: String| {
-            hub.publish(log_line(
-                &task.log_guid,
-                source,
-                "",
-                &text,
-                MessageType::Out,
-            ))
-        };
-        say(
-            SOURCE_CELL,
-            format!("Creating container for task {guid} on cell cell-1"),
-        );
-        say(
-            SOURCE_STAGING,
-            "Reading the image's configuration".to_string(),
-        );
-        task.apply(TaskEvent::Start, now()).expect(ONLY_WRITER);
-        let Ok(mut task) = store.update_task(task).await else {
-            continue;
-        };
-        match staging {
-            StagingBehaviour::Succeed(result) => {
-                task.apply(TaskEvent::Complete, now()).expect(ONLY_WRITER);
-                task.result = result.clone();
-            }
-            StagingBehaviour::Fail(reason) => {
-                task.fail(reason.clone(), now()).expect(ONLY_WRITER);
-            }
-        }
-        let _ = store.update_task(task).await;
-    }
-}
-
-async fn converge_lrps(store: &SharedStore, hub: &LogHub, behaviour: &LrpBehaviour) {
-    let desired = store
-        .list_desired_lrps(&DesiredLrpFilter::default())
-        .await
-        .expect(ONLY_WRITER);
-    let actuals = store
-        .list_actual_lrps(&ActualLrpFilter::default())
-        .await
-        .expect(ONLY_WRITER);
-    for actual in &actuals {
-        let wanted = desired
-            .iter()
-            .any(|d| d.process_guid == actual.process_guid && actual.index < d.instances);
-        if !wanted {
-            store
-                .delete_actual_lrp(&actual.process_guid, actual.index, &actual.modification_tag)
-                .await
-                .expect(ONLY_WRITER);
-        }
-    }
-    for lrp in &desired {
-        for index in 0..lrp.instances {
-            let existing = actuals
-                .iter()
-                .find(|a| a.process_guid == lrp.process_guid && a.index == index);
-            match existing {
-                None => {
-                    let mut fresh =
-                        ActualLrp::unclaimed(&lrp.process_guid, &lrp.domain, index, now());
-                    if let LrpBehaviour::PlacementError(reason) = behaviour {
-                        fresh.placement_error = reason.clone();
-                    }
-                    store.create_actual_lrp(fresh).await.expect(ONLY_WRITER);
-                }
-                Some(actual) if actual.state == ActualLrpState::Unclaimed => {
-                    place(store, hub, lrp, actual.clone(), behaviour).await;
-                }
-                Some(actual) if actual.state == ActualLrpState::Claimed => {
-                    if let LrpBehaviour::RunWhenSet(flag) = behaviour {
-                        if flag.load(Ordering::SeqCst) {
-                            start(store, hub, lrp, actual.clone()).await;
-                        }
-                    }
-                }
-                Some(_) => {}
-            }
-        }
-    }
-}
-
-async fn place(
-    store: &SharedStore,
-    hub: &LogHub,
-    lrp: &DesiredLrp,
-    mut actual: ActualLrp,
-    behaviour: &LrpBehaviour,
-) {
-    if matches!(behaviour, LrpBehaviour::PlacementError(_)) {
-        return;
-    }
-    actual
-        .apply(ActualLrpEvent::Claim, now())
-        .expect(ONLY_WRITER);
-    actual.cell_id = "cell-1".to_string();
-    actual.instance_guid = format!("{}-{}-guid", lrp.process_guid, actual.index);
-    actual.address = "127.0.0.1".to_string();
-    actual.ports = vec![PortMapping {
-        container_port: lrp.ports.first().copied().unwrap_or(8080),
-        host_port: 61000 + u32::try_from(actual.index).expect("test indexes are small"),
-    }];
-    let mut actual = store.update_actual_lrp(actual).await.expect(ONLY_WRITER);
-    let instance = actual.index.to_string();
-    hub.publish(log_line(
-        &lrp.log_guid,
-        SOURCE_CELL,
-        &instance,
-        "Creating container",
-        MessageType::Out,
-    ));
-    match behaviour {
-        LrpBehaviour::Crash(reason) => {
-            hub.publish(log_line(
-                &lrp.log_guid,
-                SOURCE_APP,
-                &instance,
-                reason,
-                MessageType::Err,
-            ));
-            actual
-                .apply(ActualLrpEvent::Crash, now())
-                .expect(ONLY_WRITER);
-            actual.crash_count += 1;
-            actual.crash_reason = reason.clone();
-            store.update_actual_lrp(actual).await.expect(ONLY_WRITER);
-        }
-        LrpBehaviour::RunWhenSet(_) => {}
-        LrpBehaviour::Run | LrpBehaviour::PlacementError(_) => {
-            start(store, hub, lrp, actual).await;
-        }
-    }
-}
-
-/// Starts a CLAIMED instance.
-async fn start(store: &SharedStore, hub: &LogHub, lrp: &DesiredLrp, mut actual: ActualLrp) {
-    hub.publish(log_line(
-        &lrp.log_guid,
-        SOURCE_CELL,
-        &actual.index.to_string(),
-        "Container became healthy",
-        MessageType::Out,
-    ));
-    actual
-        .apply(ActualLrpEvent::Start, now())
-        .expect(ONLY_WRITER);
-    store.update_actual_lrp(actual).await.expect(ONLY_WRITER);
 }
 
 /// Seeds one instance of `process_guid` in `state` on `cell` (empty for

@@ -836,14 +836,12 @@ mod tests {
     use clap::Parser as _;
     use serde_json::json;
 
+    use lattice_models::lifecycle::{BUILDER_PATH, HEALTHCHECK_PATH, LAUNCHER_PATH};
+    use lattice_testkit::cluster::Script;
+
     use super::*;
     use crate::cli::{Cli, Command};
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Arc;
-
-    use crate::testing::{
-        eventually, output, FakeCell, LrpBehaviour, StagingBehaviour, TestReceptor,
-    };
+    use crate::testing::{app_cluster, eventually, no_restarts, output, TestReceptor};
 
     fn args(argv: &[&str]) -> Args {
         let argv = ["ltc", "create"].iter().chain(argv).copied();
@@ -1132,16 +1130,13 @@ mod tests {
 
     #[tokio::test]
     async fn stages_desires_and_waits_until_running() {
-        let receptor = TestReceptor::start_with(lattice_receptor::ReceptorConfig {
-            router_address: Some("127.0.0.1:8080".into()),
-            ..Default::default()
-        })
+        let receptor = TestReceptor::with_cluster(app_cluster(&staged_json()).receptor(
+            lattice_receptor::ReceptorConfig {
+                router_address: Some("127.0.0.1:8080".into()),
+                ..Default::default()
+            },
+        ))
         .await;
-        let _cell = FakeCell::start(
-            &receptor,
-            StagingBehaviour::Succeed(staged_json()),
-            LrpBehaviour::Run,
-        );
         let mut out = Vec::new();
         run(
             &args(&["web", "busybox:1.36", "-i", "2"]),
@@ -1167,6 +1162,18 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(running.len(), 2);
+        assert!(
+            running
+                .iter()
+                .all(|a| a.state == lattice_models::ActualLrpState::Running),
+            "{running:?}"
+        );
+        let started = receptor
+            .cluster()
+            .cell(0)
+            .garden
+            .processes_of(LAUNCHER_PATH);
+        assert_eq!(started.len(), 2, "the cell runs both");
         let tasks = receptor
             .store
             .list_tasks(&lattice_bbs::TaskFilter::default())
@@ -1177,53 +1184,51 @@ mod tests {
 
     #[tokio::test]
     async fn the_waits_show_staging_and_cell_lines_above_the_spinner() {
-        let receptor = TestReceptor::start().await;
-        let start = Arc::new(AtomicBool::new(false));
-        let _cell = FakeCell::start(
-            &receptor,
-            StagingBehaviour::Succeed(staged_json()),
-            LrpBehaviour::RunWhenSet(start.clone()),
-        );
+        let receptor = TestReceptor::with_cluster(
+            app_cluster(&staged_json()).script(HEALTHCHECK_PATH, Script::exits(1)),
+        )
+        .await;
         let (ctx, stderr) = receptor.context_with_stderr(&[]);
         let mut out = Vec::new();
         let args = args(&["web", "busybox"]);
         let command = run(&args, &ctx, &no_env, &mut out);
-        // The instance starts only once its cell line was shown, so the
-        // line cannot be missed because the wait ended first.
+        // The instance passes its health check only once its cell line was
+        // shown, so the line cannot be missed because the wait ended first.
         let driver = async {
             eventually("the cell's line is shown", || {
                 stderr.contents().contains("[CELL/0] Creating container")
             })
             .await;
-            start.store(true, Ordering::SeqCst);
+            receptor
+                .cluster()
+                .script(HEALTHCHECK_PATH, Script::exits(0));
         };
         let (result, ()) = tokio::join!(command, driver);
         result.unwrap();
         let shown = stderr.contents();
         let lines: Vec<&str> = shown.lines().map(|l| &l[13..]).collect();
-        assert!(
-            lines[0].starts_with("[CELL] Creating container for task web-staging-"),
-            "{shown}"
-        );
-        assert_eq!(
-            lines[1..3],
-            [
-                "[STG] Reading the image's configuration",
-                "[CELL/0] Creating container"
-            ],
-            "{shown}"
-        );
+        let position = |prefix: &str| {
+            lines
+                .iter()
+                .position(|l| l.starts_with(prefix))
+                .unwrap_or_else(|| panic!("no {prefix:?} in:\n{shown}"))
+        };
+        // Only lines written before what ends each wait: a line the rep
+        // writes as the task completes or the instance starts may be
+        // shown or not, as the wait ends.
+        let order = [
+            "[CELL] Creating container for task web-staging-",
+            "[STG] Reading the image's configuration",
+            "[CELL/0] Creating container for instance 0 on cell cell-0",
+        ]
+        .map(position);
+        assert!(order.is_sorted(), "{order:?} in:\n{shown}");
         assert!(output(out).contains("web is now running.\n"));
     }
 
     #[tokio::test]
     async fn without_a_router_the_instances_are_listed() {
-        let receptor = TestReceptor::start().await;
-        let _cell = FakeCell::start(
-            &receptor,
-            StagingBehaviour::Succeed(staged_json()),
-            LrpBehaviour::Run,
-        );
+        let receptor = TestReceptor::with_cluster(app_cluster(&staged_json())).await;
         let mut out = Vec::new();
         run(
             &args(&["web", "busybox"]),
@@ -1246,12 +1251,8 @@ mod tests {
 
     #[tokio::test]
     async fn unplaceable_instances_exit_with_3_and_say_why() {
-        let receptor = TestReceptor::start().await;
-        let _cell = FakeCell::start(
-            &receptor,
-            StagingBehaviour::Succeed(staged_json()),
-            LrpBehaviour::PlacementError("insufficient resources: memory".into()),
-        );
+        // Room for the staging task (64 MB), not for the app (128 MB).
+        let receptor = TestReceptor::with_cluster(app_cluster(&staged_json()).memory_mb(64)).await;
         let started = std::time::Instant::now();
         let err = run(
             &args(&["web", "busybox", "--timeout", "1s"]),
@@ -1270,7 +1271,8 @@ mod tests {
         );
         assert!(
             message.contains(
-                "instance 0: UNCLAIMED, placement failed: insufficient resources: memory"
+                "instance 0: UNCLAIMED, placement failed: insufficient resources: \
+                 no cell has 128 MB memory"
             ),
             "{message}"
         );
@@ -1280,12 +1282,12 @@ mod tests {
 
     #[tokio::test]
     async fn crashing_instances_are_explained() {
-        let receptor = TestReceptor::start().await;
-        let _cell = FakeCell::start(
-            &receptor,
-            StagingBehaviour::Succeed(staged_json()),
-            LrpBehaviour::Crash("exited with status 2".into()),
-        );
+        let receptor = TestReceptor::with_cluster(
+            app_cluster(&staged_json())
+                .script(LAUNCHER_PATH, Script::exits(2))
+                .policy(no_restarts()),
+        )
+        .await;
         let err = run(
             &args(&["web", "busybox", "--timeout", "500ms"]),
             &receptor.context(&[]),
@@ -1297,19 +1299,17 @@ mod tests {
         assert_eq!(crate::exit_code(&err), crate::EXIT_PLACEMENT);
         let message = format!("{err:#}");
         assert!(
-            message.contains("instance 0: CRASHED (1 crash, last: exited with status 2)"),
+            message.contains("instance 0: CRASHED (1 crash, last: Exited with status 2)"),
             "{message}"
         );
     }
 
     #[tokio::test]
     async fn a_failed_staging_creates_nothing() {
-        let receptor = TestReceptor::start().await;
-        let _cell = FakeCell::start(
-            &receptor,
-            StagingBehaviour::Fail("image not found".into()),
-            LrpBehaviour::Run,
-        );
+        let receptor = TestReceptor::with_cluster(
+            app_cluster(&staged_json()).script(BUILDER_PATH, Script::exits(1)),
+        )
+        .await;
         let err = run(
             &args(&["web", "nope"]),
             &receptor.context(&[]),
@@ -1319,7 +1319,10 @@ mod tests {
         .await
         .unwrap_err();
         assert_eq!(crate::exit_code(&err), crate::EXIT_FAILURE);
-        assert_eq!(format!("{err:#}"), "staging nope failed: image not found");
+        assert_eq!(
+            format!("{err:#}"),
+            "staging nope failed: Exited with status 1"
+        );
         assert!(receptor.store.get_desired_lrp("web").await.is_err());
         let tasks = receptor
             .store

@@ -94,9 +94,7 @@ mod tests {
     use lattice_models::log::MessageType;
 
     use super::*;
-    use crate::testing::{
-        app_request, log_line, output, FakeCell, LrpBehaviour, StagingBehaviour, TestReceptor,
-    };
+    use crate::testing::{app_cluster, app_request, log_line, output, TestReceptor};
 
     fn args(app: &str, instances: i64, timeout: Duration) -> Args {
         Args {
@@ -114,18 +112,13 @@ mod tests {
 
     #[tokio::test]
     async fn scales_up_and_down_and_waits() {
-        let receptor = TestReceptor::start().await;
+        let receptor = TestReceptor::with_cluster(app_cluster("{}")).await;
         let ctx = receptor.context(&[]);
         ctx.client()
             .unwrap()
             .create_desired_lrp(&app_request("web", 1))
             .await
             .unwrap();
-        let _cell = FakeCell::start(
-            &receptor,
-            StagingBehaviour::Fail("unused".into()),
-            LrpBehaviour::Run,
-        );
         let long = Duration::from_secs(20);
 
         let mut out = Vec::new();
@@ -150,18 +143,14 @@ mod tests {
 
     #[tokio::test]
     async fn instances_that_cannot_be_placed_exit_with_3() {
-        let receptor = TestReceptor::start().await;
+        // No room for an instance (128 MB).
+        let receptor = TestReceptor::with_cluster(app_cluster("{}").memory_mb(64)).await;
         let ctx = receptor.context(&[]);
         ctx.client()
             .unwrap()
             .create_desired_lrp(&app_request("web", 0))
             .await
             .unwrap();
-        let _cell = FakeCell::start(
-            &receptor,
-            StagingBehaviour::Fail("unused".into()),
-            LrpBehaviour::PlacementError("no cell in zone z9".into()),
-        );
         let err = run(
             &args("web", 2, Duration::from_millis(400)),
             &ctx,
@@ -173,7 +162,10 @@ mod tests {
         let message = format!("{err:#}");
         assert!(message.contains("0 of 2 instances RUNNING"), "{message}");
         assert!(
-            message.contains("instance 1: UNCLAIMED, placement failed: no cell in zone z9"),
+            message.contains(
+                "instance 1: UNCLAIMED, placement failed: insufficient resources: \
+                 no cell has 128 MB memory"
+            ),
             "{message}"
         );
         let lrp = receptor.store.get_desired_lrp("web").await.unwrap();
@@ -182,7 +174,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_timeout_shows_the_last_lines_of_the_failing_instances() {
-        let receptor = TestReceptor::start().await;
+        let receptor = TestReceptor::with_cluster(app_cluster("{}").memory_mb(64)).await;
         let ctx = receptor.context(&[]);
         ctx.client()
             .unwrap()
@@ -208,11 +200,6 @@ mod tests {
             "not a wanted instance",
             MessageType::Out,
         ));
-        let _cell = FakeCell::start(
-            &receptor,
-            StagingBehaviour::Fail("unused".into()),
-            LrpBehaviour::PlacementError("no room".into()),
-        );
         let err = run(
             &args("web", 1, Duration::from_millis(300)),
             &ctx,

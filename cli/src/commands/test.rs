@@ -731,17 +731,16 @@ async fn clean_up(client: &Client, app: &str) -> anyhow::Result<Vec<String>> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicBool;
-    use std::sync::Arc;
-
     use lattice_bbs::{ActualLrpFilter, DesiredLrpFilter, TaskFilter};
     use lattice_models::log::MessageType;
+    use lattice_models::Event;
     use lattice_receptor::ReceptorConfig;
 
     use super::*;
-    use crate::testing::{
-        log_line, output, FakeCell, FakeRouter, LrpBehaviour, StagingBehaviour, TestReceptor,
-    };
+    use lattice_models::lifecycle::{HEALTHCHECK_PATH, LAUNCHER_PATH};
+    use lattice_testkit::cluster::Script;
+
+    use crate::testing::{app_cluster, log_line, no_restarts, output, FakeRouter, TestReceptor};
 
     /// A limit no step of these tests comes near; it only keeps a broken
     /// test from hanging.
@@ -939,17 +938,13 @@ mod tests {
     #[tokio::test]
     async fn every_step_passes_on_a_cluster_with_a_router() {
         let (listener, address) = FakeRouter::bind().await;
-        let receptor = TestReceptor::start_with(ReceptorConfig {
-            router_address: Some(address.to_string()),
-            ..Default::default()
-        })
-        .await;
+        let receptor =
+            TestReceptor::with_cluster(app_cluster(&sample_staged()).receptor(ReceptorConfig {
+                router_address: Some(address.to_string()),
+                ..Default::default()
+            }))
+            .await;
         let _router = FakeRouter::start(listener, &receptor);
-        let _cell = FakeCell::start(
-            &receptor,
-            StagingBehaviour::Succeed(sample_staged()),
-            LrpBehaviour::Run,
-        );
         let args = Args {
             timeout: Duration::from_secs(30),
             verbose: true,
@@ -993,12 +988,7 @@ mod tests {
 
     #[tokio::test]
     async fn without_a_router_the_routing_step_fails_and_the_app_is_removed() {
-        let receptor = TestReceptor::start().await;
-        let _cell = FakeCell::start(
-            &receptor,
-            StagingBehaviour::Succeed(sample_staged()),
-            LrpBehaviour::Run,
-        );
+        let receptor = TestReceptor::with_cluster(app_cluster(&sample_staged())).await;
         let args = Args {
             timeout: Duration::from_secs(30),
             verbose: false,
@@ -1026,12 +1016,12 @@ mod tests {
 
     #[tokio::test]
     async fn an_app_that_does_not_start_fails_the_test_with_1_not_3() {
-        let receptor = TestReceptor::start().await;
-        let _cell = FakeCell::start(
-            &receptor,
-            StagingBehaviour::Succeed(sample_staged()),
-            LrpBehaviour::Crash("exited with status 1".into()),
-        );
+        let receptor = TestReceptor::with_cluster(
+            app_cluster(&sample_staged())
+                .script(LAUNCHER_PATH, Script::exits(1))
+                .policy(no_restarts()),
+        )
+        .await;
         let args = Args {
             timeout: Duration::from_millis(500),
             verbose: false,
@@ -1047,7 +1037,7 @@ mod tests {
             "{report}"
         );
         assert!(
-            report.contains("    instance 0: CRASHED (1 crash, last: exited with status 1)\n"),
+            report.contains("    instance 0: CRASHED (1 crash, last: Exited with status 1)\n"),
             "{report}"
         );
         assert!(
@@ -1057,30 +1047,32 @@ mod tests {
         assert_nothing_left(&receptor).await;
     }
 
-    /// Completes once the store holds a task: Ctrl-C while staging.
-    async fn once_a_task_is_stored(receptor: &TestReceptor) {
-        while receptor
-            .store
-            .list_tasks(&TaskFilter::default())
-            .await
-            .unwrap()
-            .is_empty()
-        {
-            tokio::time::sleep(Duration::from_millis(10)).await;
+    /// Completes once the store announces an event that `is_it`: a Ctrl-C
+    /// at that point. Subscribed before it is returned, so before the
+    /// command runs: the event cannot be missed.
+    fn once(receptor: &TestReceptor, is_it: fn(&Event) -> bool) -> impl Future<Output = ()> {
+        let mut events = receptor.store.subscribe();
+        async move {
+            loop {
+                match events.recv().await {
+                    Ok(event) if is_it(&event) => return,
+                    Ok(_) => {}
+                    Err(err) => panic!("the store's change feed failed: {err}"),
+                }
+            }
         }
     }
 
-    /// Completes once the store holds an app: Ctrl-C while it starts.
-    async fn once_an_app_is_stored(receptor: &TestReceptor) {
-        while receptor
-            .store
-            .list_desired_lrps(&DesiredLrpFilter::default())
-            .await
-            .unwrap()
-            .is_empty()
-        {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+    /// Ctrl-C while staging.
+    fn once_a_task_is_stored(receptor: &TestReceptor) -> impl Future<Output = ()> {
+        once(receptor, |event| matches!(event, Event::TaskCreated { .. }))
+    }
+
+    /// Ctrl-C while the app starts.
+    fn once_an_app_is_stored(receptor: &TestReceptor) -> impl Future<Output = ()> {
+        once(receptor, |event| {
+            matches!(event, Event::DesiredLrpCreated { .. })
+        })
     }
 
     #[tokio::test]
@@ -1108,14 +1100,12 @@ mod tests {
 
     #[tokio::test]
     async fn an_interruption_while_starting_removes_the_app() {
-        // Instances are claimed but never start: the wait lasts until Ctrl-C.
-        let receptor = TestReceptor::start().await;
-        let never = Arc::new(AtomicBool::new(false));
-        let _cell = FakeCell::start(
-            &receptor,
-            StagingBehaviour::Succeed(sample_staged()),
-            LrpBehaviour::RunWhenSet(never),
-        );
+        // Instances never pass their health check: the wait lasts until
+        // Ctrl-C.
+        let receptor = TestReceptor::with_cluster(
+            app_cluster(&sample_staged()).script(HEALTHCHECK_PATH, Script::exits(1)),
+        )
+        .await;
         let args = Args {
             timeout: Duration::from_secs(30),
             verbose: false,

@@ -1,7 +1,8 @@
 //! A recording fake [`Garden`] for tests of the executor and of its callers.
 //!
 //! Processes follow a [`Script`] chosen by their `path` (output chunks with
-//! delays, a run time, an exit status, whether they ignore SIGTERM); every
+//! delays, a run time, an exit status, whether they ignore SIGTERM, files
+//! they write); every
 //! process started, every signal sent and every archive streamed in is
 //! recorded. Time is `tokio::time`, so tests may pause it. Files streamed in
 //! (or put with [`FakeGarden::put_file`]) can be streamed out again.
@@ -30,6 +31,9 @@ pub struct Script {
     pub exit_status: i64,
     /// Whether SIGTERM is ignored (only SIGKILL ends the process).
     pub ignores_term: bool,
+    /// Regular files the process writes into its container as it starts,
+    /// by absolute path (e.g. a task's result file).
+    pub writes: Vec<(String, Bytes)>,
 }
 
 impl Script {
@@ -47,6 +51,18 @@ impl Script {
             runtime,
             ..Script::default()
         }
+    }
+
+    /// A process that runs until it is signalled (a server).
+    pub fn runs_until_stopped() -> Script {
+        // A year is forever to a test, and far from overflowing an Instant.
+        Script::runs_for(Duration::from_secs(365 * 24 * 3600))
+    }
+
+    /// Writes `contents` to the file `path` of its container as it starts.
+    pub fn writes(mut self, path: &str, contents: impl Into<Bytes>) -> Script {
+        self.writes.push((path.to_string(), contents.into()));
+        self
     }
 
     pub fn stdout(mut self, bytes: impl Into<Bytes>) -> Script {
@@ -105,6 +121,12 @@ struct State {
     )>,
     /// What [`Garden::usage`] answers, by handle (zero when not set).
     usage: HashMap<String, ContainerUsage>,
+    /// What [`Garden::image_config`] answers, by rootfs (empty when not
+    /// set).
+    image_configs: HashMap<String, lattice_models::lifecycle::ImageConfig>,
+    /// When set, reading any image's config fails with this, as an
+    /// engine that cannot be asked does.
+    image_config_failure: Option<String>,
 }
 
 /// The fake backend; cheap to clone, clones share their state.
@@ -207,6 +229,17 @@ impl FakeGarden {
     /// What [`Garden::usage`] answers for the container from now on.
     pub fn set_usage(&self, handle: &str, usage: ContainerUsage) {
         self.lock().usage.insert(handle.to_string(), usage);
+    }
+
+    /// What [`Garden::image_config`] answers for `rootfs` from now on.
+    pub fn set_image_config(&self, rootfs: &str, config: lattice_models::lifecycle::ImageConfig) {
+        self.lock().image_configs.insert(rootfs.to_string(), config);
+    }
+
+    /// Every [`Garden::image_config`] from now on fails with `reason` (a
+    /// backend error: the engine could not be asked).
+    pub fn fail_image_configs(&self, reason: &str) {
+        self.lock().image_config_failure = Some(reason.to_string());
     }
 
     /// Marks the container as killed for exceeding its memory limit.
@@ -397,13 +430,19 @@ impl Garden for FakeGarden {
         })
     }
 
-    /// Every image's config is empty here.
+    /// The config set for the image ([`FakeGarden::set_image_config`]),
+    /// else an empty one; or the failure set with
+    /// [`FakeGarden::fail_image_configs`].
     async fn image_config(
         &self,
         rootfs: &str,
     ) -> GardenResult<lattice_models::lifecycle::ImageConfig> {
         lattice_garden::ImageRef::from_rootfs(rootfs)?;
-        Ok(Default::default())
+        let state = self.lock();
+        if let Some(reason) = &state.image_config_failure {
+            return Err(GardenError::Backend(reason.clone()));
+        }
+        Ok(state.image_configs.get(rootfs).cloned().unwrap_or_default())
     }
 
     async fn machine_capacity(&self) -> GardenResult<(u64, u64)> {
@@ -426,6 +465,11 @@ impl FakeGarden {
         let (index, script) = {
             let mut state = self.lock();
             let script = state.scripts.get(&spec.path).cloned().unwrap_or_default();
+            for (path, contents) in &script.writes {
+                state
+                    .files
+                    .insert((handle.to_string(), path.clone()), contents.clone());
+            }
             state.processes.push(ProcessRecord {
                 handle: handle.to_string(),
                 spec,

@@ -28,10 +28,11 @@ use futures::StreamExt;
 use lattice::roles::{Brain, BrainConfig};
 use lattice_bbs::{RemoteStore, SharedStore};
 use lattice_client::{Client, EventStream};
-use lattice_executor::fake::{FakeGarden, Script};
-use lattice_executor::{Executor, ExecutorConfig, LogMessage, LogSink};
+use lattice_executor::fake::Script;
+use lattice_executor::{LogMessage, LogSink};
 use lattice_models::{ActualLrpState, CellCapacity, Event};
-use lattice_rep::{Rep, RepConfig};
+use lattice_rep::fake::FakeRep;
+use lattice_rep::RepConfig;
 use lattice_testkit::postgres::{PostgresServer, DURABLE_SETTINGS};
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -106,8 +107,7 @@ impl Cluster {
         for i in 0..CELLS {
             let cell_id = format!("cell-{i}");
             let zone = ZONES[i % ZONES.len()];
-            let cache = data.path().join(&cell_id);
-            cells.push(start_cell(&url, &cell_id, zone, cache, stop_cells.clone()).await?);
+            cells.push(start_cell(&url, &cell_id, zone, stop_cells.clone()).await?);
         }
         Ok(Cluster {
             client: Client::new(&url, None)?,
@@ -139,41 +139,27 @@ async fn start_cell(
     brain_url: &str,
     cell_id: &str,
     zone: &str,
-    cache_dir: std::path::PathBuf,
     shutdown: CancellationToken,
 ) -> anyhow::Result<JoinHandle<()>> {
     let store: SharedStore =
         Arc::new(RemoteStore::connect(vec![brain_url.to_string()], SECRET.to_string()).await?);
-    let garden = FakeGarden::new();
-    garden.script(APP_PATH, Script::runs_for(Duration::from_secs(24 * 3600)));
-    let logs: Arc<dyn LogSink> = Arc::new(Discard);
-    let executor = Executor::new(
-        Arc::new(garden),
-        logs.clone(),
-        ExecutorConfig::new(cell_id, cache_dir),
-    );
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let rep_address = format!("http://{}", listener.local_addr()?);
-    let rep = Rep::new(
+    let cell = FakeRep::new(
         RepConfig {
             zone: zone.to_string(),
             ..RepConfig::new(cell_id, CAPACITY, rep_address)
         },
         store,
-        executor,
-        logs,
+        Arc::new(Discard),
     );
-    rep.reconcile().await?;
-    let app = lattice_rep::http::router(rep.clone());
+    cell.garden
+        .script(APP_PATH, Script::runs_for(Duration::from_secs(24 * 3600)));
+    cell.rep.reconcile().await?;
+    let app = lattice_rep::http::router(cell.rep.clone());
     Ok(tokio::spawn(async move {
-        let serve_shutdown = shutdown.clone();
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move { serve_shutdown.cancelled().await })
-                .await
-        });
-        rep.run(shutdown).await;
-        let _ = server.await;
+        // `cell` (its executor's cache) lives as long as the cell runs.
+        let _ = lattice_rep::http::serve_and_run(cell.rep.clone(), listener, app, shutdown).await;
     }))
 }
 

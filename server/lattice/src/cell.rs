@@ -244,23 +244,15 @@ impl Cell {
         };
         let app = crate::metrics::track_requests(app, "rep");
         let upkeep = tokio::spawn(crate::metrics::upkeep(shutdown.clone()));
-        let serve_shutdown = shutdown.clone();
-        let server = tokio::spawn(async move {
-            axum::serve(self.listener, app)
-                .with_graceful_shutdown(async move { serve_shutdown.cancelled().await })
-                .await
-        });
-        self.rep.run(shutdown).await;
-        let served = server.await;
+        let served =
+            lattice_rep::http::serve_and_run(self.rep.clone(), self.listener, app, shutdown).await;
         if let Err(err) = upkeep.await {
             tracing::error!(error = %err, "the metrics upkeep failed");
         }
         // Let go of the id at once, so that a restart need not wait for the
         // engine to see this process's connection close.
         self.lock.release().await;
-        served
-            .context("rep server panicked")?
-            .context("rep server failed")?;
+        served.context("rep server failed")?;
         Ok(())
     }
 }

@@ -1,5 +1,7 @@
 //! LRPs end to end on the real Docker engine: desired instances are started,
-//! kept running through crashes, scaled, and removed without leftovers.
+//! kept running through crashes, scaled, and removed without leftovers. The
+//! crash policy and the start timeout, which need no engine, are tested on
+//! the in-process cluster (`server/testkit/tests/cluster.rs`).
 
 mod common;
 
@@ -138,74 +140,6 @@ async fn scale_up_and_down_then_remove_leaves_nothing() {
         instances(&cluster, "scaled").await.is_empty().then_some(())
     })
     .await;
-    containers_settle(&cluster, 0).await;
-    cluster.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_crashing_app_is_restarted_by_the_crash_policy_then_given_up() {
-    let policy = lattice_converger::Policy {
-        crash: lattice_converger::CrashPolicy {
-            immediate_restarts: 2,
-            backoff_min: Duration::from_millis(300),
-            backoff_max: Duration::from_millis(600),
-            max_restart_attempts: 4,
-        },
-        ..Default::default()
-    };
-    let cluster = Cluster::start_with(ClusterOptions {
-        policy,
-        ..Default::default()
-    })
-    .await;
-    let mut app = web_app("crasher", 1).await;
-    app.action =
-        serde_json::from_value(json!({"run": {"path": "/bin/sh", "args": ["-c", "exit 9"]}}))
-            .unwrap();
-    app.monitor = None;
-    cluster.client.create_desired_lrp(&app).await.unwrap();
-
-    // Crashes 1 and 2 restart at once, 3 after a back-off; at 4 it stops.
-    let given_up = eventually("the instance to be given up", WAIT, || async {
-        let lrp = cluster.client.actual_lrp("crasher", 0).await.ok()?;
-        (lrp.state == ActualLrpState::Crashed && lrp.crash_count >= 4).then_some(lrp)
-    })
-    .await;
-    assert_eq!(given_up.crash_reason, "Exited with status 9");
-    // It stays crashed: no further restarts after the limit.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let later = cluster.client.actual_lrp("crasher", 0).await.unwrap();
-    assert_eq!(later.state, ActualLrpState::Crashed);
-    assert_eq!(later.crash_count, 4);
-    containers_settle(&cluster, 0).await;
-    cluster.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_monitor_that_never_passes_crashes_after_the_start_timeout() {
-    let cluster = Cluster::start().await;
-    let mut app = web_app("unhealthy", 1).await;
-    app.start_timeout = 1;
-    app.monitor = Some(
-        serde_json::from_value(json!({"run": {"path": "/bin/sh", "args": ["-c", "exit 1"]}}))
-            .unwrap(),
-    );
-    cluster.client.create_desired_lrp(&app).await.unwrap();
-    let crashed = eventually("the instance to crash", WAIT, || async {
-        let lrp = cluster.client.actual_lrp("unhealthy", 0).await.ok()?;
-        (lrp.crash_count >= 1).then_some(lrp)
-    })
-    .await;
-    assert!(
-        crashed.crash_reason.contains("start timeout of 1 s"),
-        "{}",
-        crashed.crash_reason
-    );
-    cluster
-        .client
-        .delete_desired_lrp("unhealthy")
-        .await
-        .unwrap();
     containers_settle(&cluster, 0).await;
     cluster.stop().await;
 }

@@ -46,6 +46,28 @@ pub fn router_with_secret(rep: Arc<Rep>, secret: String) -> Router {
     lattice_bbs::http::require_secret(router(rep), secret)
 }
 
+/// Serves `app` (the rep's [`router`], with whatever a caller wraps
+/// around it) on `listener` while the rep's loops run ([`Rep::run`]),
+/// until `shutdown`; returns once both have ended. How every cell serves
+/// its rep, in `lattice` and in tests alike.
+///
+/// # Errors
+/// When the listener fails.
+pub async fn serve_and_run(
+    rep: Arc<Rep>,
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> std::io::Result<()> {
+    use std::future::IntoFuture as _;
+    let serve_shutdown = shutdown.clone();
+    let server = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { serve_shutdown.cancelled().await })
+        .into_future();
+    let (served, ()) = tokio::join!(server, rep.run(shutdown));
+    served
+}
+
 async fn state(State(rep): State<Arc<Rep>>) -> Json<CellState> {
     Json(rep.state())
 }

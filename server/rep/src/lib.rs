@@ -30,6 +30,7 @@
 //! - `session`: `ltc ssh` sessions into an instance's container.
 //! - `usage`: sampling what the cell's containers use ([`Rep::container_metrics`]).
 //! - [`http`]: the rep's HTTP interface and the client the auctioneer uses.
+//! - `fake` (feature `fake`): a rep on the recording fake Garden, for tests.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -49,6 +50,8 @@ use tokio_util::task::TaskTracker;
 
 mod clock;
 pub mod evacuation;
+#[cfg(any(test, feature = "fake"))]
+pub mod fake;
 pub mod http;
 mod instance;
 mod lrps;
@@ -1182,44 +1185,20 @@ pub(crate) fn pids_limit<'a>(actions: impl IntoIterator<Item = &'a lattice_model
 #[cfg(test)]
 mod oom_tests {
     use std::collections::BTreeMap;
-    use std::sync::Arc;
 
-    use lattice_executor::fake::FakeGarden;
-    use lattice_executor::{CollectingSink, ContainerRequest, Executor, ExecutorConfig};
-    use lattice_models::CellCapacity;
+    use lattice_executor::ContainerRequest;
     use tokio_util::sync::CancellationToken;
 
     use super::*;
+    use crate::fake::TestRep;
 
     /// Regression (issue 15): a child process OOM-killed left the instance
     /// RUNNING and nothing was reported.
     #[tokio::test]
     async fn regression_a_child_oom_is_logged_for_the_instance() {
-        let garden = FakeGarden::new();
-        let sink = CollectingSink::new();
-        let cache = tempfile::tempdir().expect("a temp dir");
-        let executor = Executor::new(
-            Arc::new(garden.clone()),
-            sink.clone(),
-            ExecutorConfig::new("cell-oom", cache.path()),
-        );
-        let store: SharedStore = Arc::new(
-            lattice_bbs::SqliteStore::open_in_memory()
-                .await
-                .expect("a store"),
-        );
-        let capacity = CellCapacity {
-            memory_mb: 1024,
-            disk_mb: 1024,
-            containers: 8,
-        };
-        let rep = Rep::new(
-            RepConfig::new("cell-oom", capacity, "http://127.0.0.1:1"),
-            store,
-            executor.clone(),
-            sink.clone(),
-        );
-        executor
+        let cell = TestRep::small("cell-oom").await;
+        let (rep, garden, sink) = (cell.rep(), cell.garden(), &cell.logs);
+        rep.executor
             .create_container(ContainerRequest {
                 handle: "web-0".into(),
                 rootfs: "docker:///busybox".into(),
@@ -1260,36 +1239,23 @@ mod oom_tests {
 
 #[cfg(test)]
 mod exit_tests {
-    use std::sync::Arc;
     use std::time::Duration;
 
-    use lattice_executor::fake::{FakeGarden, Script};
-    use lattice_executor::{CollectingSink, Executor, ExecutorConfig};
+    use lattice_executor::fake::Script;
     use lattice_models::auction::{LrpInstance, Resource, Work};
-    use lattice_models::{ActualLrpState, CellCapacity, Event};
+    use lattice_models::{ActualLrpState, Event};
     use tokio_util::sync::CancellationToken;
 
-    use super::*;
+    use crate::fake::TestRep;
 
     /// Issue 16: the engine's report that an instance's container died
     /// makes the instance CRASHED at once, though its process has not been
     /// seen to end (an exec can keep looking alive for a while).
     #[tokio::test]
     async fn an_instance_whose_container_died_crashes_at_once() {
-        let garden = FakeGarden::new();
+        let cell = TestRep::small("cell-exit").await;
+        let (rep, garden, store) = (cell.rep(), cell.garden(), &cell.store);
         garden.script("/bin/httpd", Script::runs_for(Duration::from_secs(3600)));
-        let sink = CollectingSink::new();
-        let cache = tempfile::tempdir().expect("a temp dir");
-        let executor = Executor::new(
-            Arc::new(garden.clone()),
-            sink.clone(),
-            ExecutorConfig::new("cell-exit", cache.path()),
-        );
-        let store: SharedStore = Arc::new(
-            lattice_bbs::SqliteStore::open_in_memory()
-                .await
-                .expect("a store"),
-        );
         store
             .create_desired_lrp(lattice_bbs::suite::desired_lrp("web", "apps", 1))
             .await
@@ -1298,17 +1264,6 @@ mod exit_tests {
             .create_actual_lrp(lattice_bbs::suite::actual_lrp("web", "apps", 0))
             .await
             .expect("actual");
-        let capacity = CellCapacity {
-            memory_mb: 1024,
-            disk_mb: 1024,
-            containers: 8,
-        };
-        let rep = Rep::new(
-            RepConfig::new("cell-exit", capacity, "http://127.0.0.1:1"),
-            store.clone(),
-            executor,
-            sink,
-        );
         let mut events = store.subscribe();
         let shutdown = CancellationToken::new();
         let running = tokio::spawn(rep.clone().run(shutdown.clone()));
@@ -1394,62 +1349,31 @@ mod pids_tests {
 
 #[cfg(test)]
 mod evacuation_tests {
-    use std::sync::Arc;
     use std::time::Duration;
 
     use lattice_bbs::suite;
-    use lattice_executor::fake::{FakeGarden, Script};
-    use lattice_executor::{CollectingSink, Executor, ExecutorConfig};
+    use lattice_executor::fake::Script;
     use lattice_models::auction::{LrpInstance, Resource, TaskStart, Work};
-    use lattice_models::{ActualLrp, ActualLrpEvent, ActualLrpState, CellCapacity, TaskState};
+    use lattice_models::{ActualLrp, ActualLrpEvent, ActualLrpState, TaskState};
     use tokio_util::sync::CancellationToken;
 
+    use lattice_testkit::wait::until;
+
     use super::*;
+    use crate::fake::{TestRep, SMALL_CELL, UNSERVED_ADDRESS};
 
     const CELL: &str = "cell-draining";
 
-    /// A rep on an in-memory store and `garden`, with short drain delays.
-    async fn draining_rep(garden: &FakeGarden) -> (Arc<Rep>, SharedStore, tempfile::TempDir) {
-        let sink = CollectingSink::new();
-        let cache = tempfile::tempdir().expect("a temp dir");
-        let executor = Executor::new(
-            Arc::new(garden.clone()),
-            sink.clone(),
-            ExecutorConfig::new(CELL, cache.path()),
-        );
-        let store: SharedStore = Arc::new(
-            lattice_bbs::SqliteStore::open_in_memory()
-                .await
-                .expect("a store"),
-        );
-        let capacity = CellCapacity {
-            memory_mb: 1024,
-            disk_mb: 1024,
-            containers: 8,
-        };
-        let rep = Rep::new(
-            RepConfig {
-                starting_monitor_interval: Duration::from_millis(10),
-                drain_delay: Duration::from_millis(50),
-                evacuation_route_delay: Duration::from_millis(200),
-                evacuation_timeout: Duration::from_secs(30),
-                ..RepConfig::new(CELL, capacity, "http://127.0.0.1:1")
-            },
-            store.clone(),
-            executor,
-            sink,
-        );
-        (rep, store, cache)
-    }
-
-    async fn until<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
-        for _ in 0..1000 {
-            if let Some(value) = check().await {
-                return value;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("timed out waiting for {what}");
+    /// A rep on the fake Garden with short drain delays.
+    async fn draining_cell() -> TestRep {
+        TestRep::new(RepConfig {
+            starting_monitor_interval: Duration::from_millis(10),
+            drain_delay: Duration::from_millis(50),
+            evacuation_route_delay: Duration::from_millis(200),
+            evacuation_timeout: Duration::from_secs(30),
+            ..RepConfig::new(CELL, SMALL_CELL, UNSERVED_ADDRESS)
+        })
+        .await
     }
 
     /// The rep's evacuation on a real store and the recording fake Garden:
@@ -1458,9 +1382,10 @@ mod evacuation_tests {
     /// the route delay; the draining cell takes no new work.
     #[tokio::test]
     async fn a_draining_cell_hands_its_instance_over_and_stops_it_once_replaced() {
-        let garden = FakeGarden::new();
-        garden.script("/bin/httpd", Script::runs_for(Duration::from_secs(3600)));
-        let (rep, store, _cache) = draining_rep(&garden).await;
+        let cell = draining_cell().await;
+        let (rep, store) = (cell.rep(), &cell.store);
+        cell.garden()
+            .script("/bin/httpd", Script::runs_for(Duration::from_secs(3600)));
         let shutdown = CancellationToken::new();
         let running = tokio::spawn(rep.clone().run(shutdown.clone()));
         store
@@ -1556,9 +1481,10 @@ mod evacuation_tests {
     /// drain waits for it, and the cell takes no new task meanwhile.
     #[tokio::test]
     async fn a_draining_cell_lets_its_running_task_finish_and_takes_no_new_one() {
-        let garden = FakeGarden::new();
-        garden.script("/bin/echo", Script::runs_for(Duration::from_millis(500)));
-        let (rep, store, _cache) = draining_rep(&garden).await;
+        let cell = draining_cell().await;
+        let (rep, store) = (cell.rep(), &cell.store);
+        cell.garden()
+            .script("/bin/echo", Script::runs_for(Duration::from_millis(500)));
         let shutdown = CancellationToken::new();
         let running = tokio::spawn(rep.clone().run(shutdown.clone()));
         let start = |task_guid: &str| Work {
@@ -1607,42 +1533,25 @@ mod evacuation_tests {
 
 #[cfg(test)]
 mod reserve_tests {
-    use std::sync::{Arc, Barrier};
+    use std::sync::Barrier;
 
-    use lattice_executor::fake::FakeGarden;
-    use lattice_executor::{CollectingSink, Executor, ExecutorConfig};
     use lattice_models::CellCapacity;
 
     use super::*;
+    use crate::fake::{TestRep, UNSERVED_ADDRESS};
 
     /// Regression (issue 18): `reserve` read what was free, let go of the
     /// lock and took it again to insert, so performs racing on one cell
     /// could both take the last room.
     #[tokio::test(flavor = "multi_thread")]
     async fn concurrent_reserves_never_over_commit() {
-        let cache = tempfile::tempdir().expect("a temp dir");
-        let sink = CollectingSink::new();
-        let executor = Executor::new(
-            Arc::new(FakeGarden::new()),
-            sink.clone(),
-            ExecutorConfig::new("cell-race", cache.path()),
-        );
-        let store: SharedStore = Arc::new(
-            lattice_bbs::SqliteStore::open_in_memory()
-                .await
-                .expect("a store"),
-        );
         let capacity = CellCapacity {
             memory_mb: 1000,
             disk_mb: 100_000,
             containers: 1000,
         };
-        let rep = Rep::new(
-            RepConfig::new("cell-race", capacity, "http://127.0.0.1:1"),
-            store,
-            executor,
-            sink,
-        );
+        let cell = TestRep::new(RepConfig::new("cell-race", capacity, UNSERVED_ADDRESS)).await;
+        let rep = cell.rep();
         let need = Resource::for_container(100, 10);
         const RACERS: usize = 64;
         for round in 0..20 {

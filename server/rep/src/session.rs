@@ -366,46 +366,24 @@ mod session_tests {
     use std::collections::BTreeMap;
 
     use lattice_client::session::{read_frame, write_frame};
-    use lattice_executor::fake::{FakeGarden, Script};
-    use lattice_executor::{CollectingSink, ContainerRequest, Executor, ExecutorConfig};
+    use lattice_executor::fake::Script;
+    use lattice_executor::ContainerRequest;
     use lattice_models::auction::Resource;
     use lattice_models::ssh::{Frame, SessionRequest};
-    use lattice_models::CellCapacity;
 
     use super::*;
-    use crate::{RepConfig, WorkKey};
+    use crate::fake::TestRep;
+    use crate::WorkKey;
 
     /// A rep running instance 0 of `web` as `instance-1` in a fake garden.
-    async fn rep_with_instance() -> (Arc<Rep>, FakeGarden, tempfile::TempDir) {
-        let garden = FakeGarden::new();
-        let sink = CollectingSink::new();
-        let cache = tempfile::tempdir().expect("a temp dir");
-        let executor = Executor::new(
-            Arc::new(garden.clone()),
-            sink.clone(),
-            ExecutorConfig::new("cell-ssh", cache.path()),
-        );
-        let store: lattice_bbs::SharedStore = Arc::new(
-            lattice_bbs::SqliteStore::open_in_memory()
-                .await
-                .expect("a store"),
-        );
-        let capacity = CellCapacity {
-            memory_mb: 1024,
-            disk_mb: 1024,
-            containers: 8,
-        };
-        let rep = Rep::new(
-            RepConfig::new("cell-ssh", capacity, "http://127.0.0.1:1"),
-            store,
-            executor.clone(),
-            sink,
-        );
+    async fn rep_with_instance() -> TestRep {
+        let cell = TestRep::small("cell-ssh").await;
+        let rep = cell.rep();
         let key = LrpKey::new("web", 0);
         rep.reserve(&WorkKey::Lrp(key.clone()), Resource::for_container(1, 1))
             .expect("room for it");
         rep.set_instance_guid(&key, "instance-1");
-        executor
+        rep.executor
             .create_container(ContainerRequest {
                 handle: crate::lrps::container_handle("instance-1"),
                 rootfs: "docker:///busybox".into(),
@@ -417,7 +395,7 @@ mod session_tests {
             })
             .await
             .expect("created");
-        (rep, garden, cache)
+        cell
     }
 
     fn exec(instance_guid: &str, command: &str) -> Frame {
@@ -431,7 +409,8 @@ mod session_tests {
 
     #[tokio::test]
     async fn a_command_sends_its_output_then_its_exit_status() {
-        let (rep, garden, _cache) = rep_with_instance().await;
+        let cell = rep_with_instance().await;
+        let (rep, garden) = (cell.rep().clone(), cell.garden());
         garden.script("/bin/sh", Script::exits(3).stdout("hi\n").stderr("oops"));
         let (mut proxy, cell) = tokio::io::duplex(1024);
         let session = tokio::spawn(serve(rep, LrpKey::new("web", 0), cell));
@@ -458,7 +437,8 @@ mod session_tests {
 
     #[tokio::test]
     async fn another_run_of_the_instance_is_refused() {
-        let (rep, garden, _cache) = rep_with_instance().await;
+        let cell = rep_with_instance().await;
+        let (rep, garden) = (cell.rep().clone(), cell.garden());
         let (mut proxy, cell) = tokio::io::duplex(1024);
         let session = tokio::spawn(serve(rep, LrpKey::new("web", 0), cell));
         write_frame(&mut proxy, &exec("instance-0", "true"))
