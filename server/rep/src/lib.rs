@@ -729,7 +729,7 @@ impl Rep {
                 .iter()
                 .filter(|key| matches!(key, WorkKey::Task(_)))
                 .count();
-            if running == 0 || tokio::time::Instant::now() >= deadline {
+            if running == 0 || crate::clock::now() >= deadline {
                 if running > 0 {
                     tracing::warn!(cell_id = %self.config.cell_id, tasks = running, "evacuation timeout passed with tasks still running");
                 }
