@@ -53,7 +53,7 @@ fn main() -> Result<(), StoreError> {
             let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
                 .await
                 .map_err(seed_error)?;
-            seed_sqlite(&pool, desired, instances, now_nanos()).await?;
+            seed(&pool, desired, instances, now_nanos()).await?;
             pool.close().await;
             bench("sqlite", &store, started, desired, instances).await
         })?;
@@ -66,7 +66,7 @@ fn main() -> Result<(), StoreError> {
         let store: SharedStore = Arc::new(PostgresStore::connect(&url).await?);
         let started = Instant::now();
         let pool = sqlx::PgPool::connect(&url).await.map_err(seed_error)?;
-        seed_postgres(&pool, desired, instances, now_nanos()).await?;
+        seed(&pool, desired, instances, now_nanos()).await?;
         // Fresh statistics, as autovacuum would gather them in time.
         sqlx::query("ANALYZE")
             .execute(&pool)
@@ -190,30 +190,15 @@ fn seed_error(e: sqlx::Error) -> StoreError {
 /// Writes every desired LRP and its instances, all RUNNING, as the rows
 /// the store keeps (its columns and the record's JSON), in one
 /// transaction of multi-row INSERTs. No events: nobody listens yet.
-async fn seed_sqlite(
-    pool: &sqlx::SqlitePool,
+async fn seed<DB: sqlx::Database>(
+    pool: &sqlx::Pool<DB>,
     desired: usize,
     instances: usize,
     now: i64,
-) -> Result<(), StoreError> {
-    let mut tx = pool.begin().await.map_err(seed_error)?;
-    for insert in seed_inserts(desired, instances, now) {
-        sqlx::raw_sql(&insert)
-            .execute(&mut *tx)
-            .await
-            .map_err(seed_error)?;
-    }
-    tx.commit().await.map_err(seed_error)
-}
-
-/// [`seed_sqlite`] on PostgreSQL (the same statements; sqlx's executors
-/// differ by type).
-async fn seed_postgres(
-    pool: &sqlx::PgPool,
-    desired: usize,
-    instances: usize,
-    now: i64,
-) -> Result<(), StoreError> {
+) -> Result<(), StoreError>
+where
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+{
     let mut tx = pool.begin().await.map_err(seed_error)?;
     for insert in seed_inserts(desired, instances, now) {
         sqlx::raw_sql(&insert)
