@@ -205,7 +205,15 @@ async fn main() -> anyhow::Result<()> {
     }
 
     for (mut child, _) in [nginx, haproxy, keep_alive].into_iter().flatten() {
-        let _ = child.kill();
+        // SIGTERM, not SIGKILL: nginx's master stops its workers on the
+        // way out; killed outright, it leaves them running.
+        let stopped = Command::new("kill")
+            .arg(child.id().to_string())
+            .status()
+            .is_ok_and(|status| status.success());
+        if !stopped {
+            let _ = child.kill();
+        }
         let _ = child.wait();
     }
     shutdown.cancel();
