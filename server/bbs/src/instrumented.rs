@@ -20,8 +20,8 @@ use lattice_models::{ActualLrp, CellPresence, DesiredLrp, ModificationTag, Task}
 use tokio::time::Instant;
 
 use crate::{
-    ActualLrpFilter, DesiredLrpFilter, EventReceiver, SharedStore, Store, StoreError, StoreResult,
-    TaskFilter,
+    ActualLrpFilter, ActualLrpSummary, DesiredLrpFilter, DesiredLrpSummary, EventReceiver,
+    SharedStore, Store, StoreError, StoreResult, TaskFilter,
 };
 
 /// The name of the histogram of store operation latencies.
@@ -140,6 +140,22 @@ impl Store for InstrumentedStore {
     }
     async fn list_actual_lrps(&self, filter: &ActualLrpFilter) -> StoreResult<Vec<ActualLrp>> {
         timed("list_actual_lrps", self.inner.list_actual_lrps(filter)).await
+    }
+
+    async fn list_desired_lrp_summaries(&self) -> StoreResult<Vec<DesiredLrpSummary>> {
+        timed(
+            "list_desired_lrp_summaries",
+            self.inner.list_desired_lrp_summaries(),
+        )
+        .await
+    }
+
+    async fn list_actual_lrp_summaries(&self) -> StoreResult<Vec<ActualLrpSummary>> {
+        timed(
+            "list_actual_lrp_summaries",
+            self.inner.list_actual_lrp_summaries(),
+        )
+        .await
     }
     async fn update_actual_lrp(&self, lrp: ActualLrp) -> StoreResult<ActualLrp> {
         timed("update_actual_lrp", self.inner.update_actual_lrp(lrp)).await

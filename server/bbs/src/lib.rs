@@ -154,6 +154,56 @@ pub struct ActualLrpFilter {
     pub state: Option<ActualLrpState>,
 }
 
+/// What convergence reads of a desired LRP: its key, domain and instance
+/// count, from columns of their own (no record JSON decoded), so that a
+/// pass over 200,000 of them costs a small row each.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredLrpSummary {
+    pub process_guid: String,
+    pub domain: String,
+    pub instances: i64,
+}
+
+impl From<&DesiredLrp> for DesiredLrpSummary {
+    fn from(lrp: &DesiredLrp) -> Self {
+        DesiredLrpSummary {
+            process_guid: lrp.process_guid.clone(),
+            domain: lrp.domain.clone(),
+            instances: lrp.instances,
+        }
+    }
+}
+
+/// What convergence reads of an actual LRP, from columns of their own. The
+/// whole record (to write it) is read again only for the instances a pass
+/// acts on, and every such write re-checks what was decided here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActualLrpSummary {
+    pub process_guid: String,
+    pub index: i64,
+    pub state: ActualLrpState,
+    /// Empty while the instance is UNCLAIMED.
+    pub cell_id: String,
+    pub since: i64,
+    pub crash_count: i64,
+    /// The cell of the record's evacuating instance, if it has one.
+    pub evacuating_cell_id: Option<String>,
+}
+
+impl From<&ActualLrp> for ActualLrpSummary {
+    fn from(lrp: &ActualLrp) -> Self {
+        ActualLrpSummary {
+            process_guid: lrp.process_guid.clone(),
+            index: lrp.index,
+            state: lrp.state,
+            cell_id: lrp.cell_id.clone(),
+            since: lrp.since,
+            crash_count: lrp.crash_count,
+            evacuating_cell_id: lrp.evacuating_instance.as_ref().map(|e| e.cell_id.clone()),
+        }
+    }
+}
+
 /// A live subscription to the change feed. A subscriber that falls too far
 /// behind gets `RecvError::Lagged` and must re-read the state it cares about.
 pub type EventReceiver = tokio::sync::broadcast::Receiver<Event>;
@@ -233,6 +283,20 @@ pub trait Store: Send + Sync + 'static {
         index: i64,
         expected: &ModificationTag,
     ) -> StoreResult<()>;
+
+    // --- convergence ------------------------------------------------------
+    /// Every desired LRP, summarised, sorted by process guid. The default
+    /// reads whole records; the SQL backends read three columns.
+    async fn list_desired_lrp_summaries(&self) -> StoreResult<Vec<DesiredLrpSummary>> {
+        let lrps = self.list_desired_lrps(&DesiredLrpFilter::default()).await?;
+        Ok(lrps.iter().map(DesiredLrpSummary::from).collect())
+    }
+    /// Every actual LRP, summarised, sorted by process guid, then index.
+    /// The default reads whole records; the SQL backends read the columns.
+    async fn list_actual_lrp_summaries(&self) -> StoreResult<Vec<ActualLrpSummary>> {
+        let lrps = self.list_actual_lrps(&ActualLrpFilter::default()).await?;
+        Ok(lrps.iter().map(ActualLrpSummary::from).collect())
+    }
 
     // --- cells -----------------------------------------------------------
     /// Registers or renews a cell's presence for `ttl`.

@@ -16,7 +16,8 @@ use lattice_models::{ActualLrp, CellPresence, DesiredLrp, Event, ModificationTag
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    ActualLrpFilter, DesiredLrpFilter, RecordKind, Store, StoreError, StoreResult, TaskFilter,
+    ActualLrpFilter, ActualLrpSummary, DesiredLrpFilter, DesiredLrpSummary, RecordKind, Store,
+    StoreError, StoreResult, TaskFilter,
 };
 
 /// Where the store's methods are served; `{PREFIX}/{method}`.
@@ -214,6 +215,8 @@ store_operations! {
     list ListActualLrps list_actual_lrps(filter: ref ActualLrpFilter) -> Vec<ActualLrp>;
     write UpdateActualLrp update_actual_lrp(lrp: val ActualLrp) -> ActualLrp;
     write DeleteActualLrp delete_actual_lrp(process_guid: ref str, index: val i64, expected: ref ModificationTag) -> ();
+    list ListDesiredLrpSummaries list_desired_lrp_summaries() -> Vec<DesiredLrpSummary>;
+    list ListActualLrpSummaries list_actual_lrp_summaries() -> Vec<ActualLrpSummary>;
     read UpsertCell upsert_cell(presence: val CellPresence, ttl: val Duration) -> ();
     list ListCells list_cells() -> Vec<CellPresence>;
     read RemoveCell remove_cell(cell_id: ref str) -> ();

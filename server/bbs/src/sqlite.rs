@@ -156,6 +156,13 @@ impl Connection for SqliteTx {
     ) -> Result<Vec<(String, String)>, sqlx::Error> {
         self.tx.fetch_pairs(statement).await
     }
+
+    async fn fetch_desired_summaries(
+        &mut self,
+        statement: Statement,
+    ) -> Result<Vec<(String, String, i64)>, sqlx::Error> {
+        self.tx.fetch_desired_summaries(statement).await
+    }
 }
 
 #[async_trait]

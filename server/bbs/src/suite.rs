@@ -719,6 +719,79 @@ pub async fn actual_lrp_filters_and_order(store: SharedStore) {
     .is_empty());
 }
 
+/// The summaries convergence reads say what the records say, in list
+/// order, after creates, updates and deletes.
+pub async fn summaries_match_the_records(store: SharedStore) {
+    for (guid, instances) in [("web", 3), ("api", 1), ("gone", 2)] {
+        store
+            .create_desired_lrp(desired_lrp(guid, "d", instances))
+            .await
+            .expect("create desired");
+    }
+    let mut scaled = store.get_desired_lrp("api").await.expect("exists");
+    scaled.instances = 5;
+    store.update_desired_lrp(scaled).await.expect("update");
+    let gone = store.get_desired_lrp("gone").await.expect("exists");
+    store
+        .delete_desired_lrp("gone", &gone.modification_tag)
+        .await
+        .expect("delete");
+
+    for (guid, index) in [("web", 1), ("web", 0), ("api", 0), ("web", 10)] {
+        store
+            .create_actual_lrp(actual_lrp(guid, "d", index))
+            .await
+            .expect("create actual");
+    }
+    let mut crashed = store.get_actual_lrp("web", 0).await.expect("exists");
+    crashed.apply(ActualLrpEvent::Claim, 10).expect("can claim");
+    crashed.cell_id = "cell-1".to_string();
+    crashed.apply(ActualLrpEvent::Crash, 20).expect("can crash");
+    crashed.crash_count = 3;
+    store.update_actual_lrp(crashed).await.expect("update");
+    let mut moving = store.get_actual_lrp("web", 1).await.expect("exists");
+    let mut draining = moving.clone();
+    draining.cell_id = "cell-draining".to_string();
+    draining.instance_guid = "old".to_string();
+    moving.evacuating_instance = Some(draining.as_evacuating());
+    store.update_actual_lrp(moving).await.expect("update");
+
+    let desired = store
+        .list_desired_lrps(&DesiredLrpFilter::default())
+        .await
+        .expect("list");
+    let summaries = store.list_desired_lrp_summaries().await.expect("summaries");
+    assert_eq!(
+        summaries,
+        desired.iter().map(Into::into).collect::<Vec<_>>()
+    );
+    assert_eq!(summaries.len(), 2);
+    assert_eq!(
+        (summaries[0].process_guid.as_str(), summaries[0].instances),
+        ("api", 5)
+    );
+
+    let actual = store
+        .list_actual_lrps(&ActualLrpFilter::default())
+        .await
+        .expect("list");
+    let summaries = store.list_actual_lrp_summaries().await.expect("summaries");
+    assert_eq!(summaries, actual.iter().map(Into::into).collect::<Vec<_>>());
+    let keys: Vec<_> = summaries
+        .iter()
+        .map(|s| format!("{}/{}", s.process_guid, s.index))
+        .collect();
+    assert_eq!(keys, ["api/0", "web/0", "web/1", "web/10"]);
+    assert_eq!(summaries[1].state, ActualLrpState::Crashed);
+    assert_eq!((summaries[1].since, summaries[1].crash_count), (20, 3));
+    assert_eq!(summaries[1].cell_id, "cell-1");
+    assert_eq!(
+        summaries[2].evacuating_cell_id.as_deref(),
+        Some("cell-draining")
+    );
+    assert_eq!(summaries[3].evacuating_cell_id, None);
+}
+
 // --- change feed -----------------------------------------------------------
 
 /// Every write of a task or LRP publishes one event, in order, with the

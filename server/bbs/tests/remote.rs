@@ -100,6 +100,7 @@ suite_tests!(
     task_filters_and_order,
     desired_lrp_filters_and_order,
     actual_lrp_filters_and_order,
+    summaries_match_the_records,
     events_in_order_with_before_and_after,
     batch_create_skips_existing_and_publishes_in_order,
     only_successful_record_writes_publish,

@@ -1,9 +1,10 @@
 //! Performs a [`Convergence`] on the store.
 //!
-//! Every write is a compare-and-swap on the record the decision was made on.
-//! On a conflict the record is read again: if the action still applies to
-//! what is stored now it is retried, otherwise it is skipped and the next
-//! pass decides again. An error on one action is logged and counted; the
+//! Decisions are made on summaries; each action reads the whole record it
+//! acts on, checks that the decision still applies to it, and writes with
+//! compare-and-swap. On a conflict the record is read again: if the action
+//! still applies to what is stored now it is retried, otherwise it is
+//! skipped and the next pass decides again. An error on one action is logged and counted; the
 //! other actions still run.
 //!
 //! # Guarantees
@@ -21,8 +22,8 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 
-use lattice_bbs::modify::{modify, modify_task, Change, Modified, ModifyError};
-use lattice_bbs::{Store, StoreError};
+use lattice_bbs::modify::{modify_actual_lrp, modify_task, Change, Modified, ModifyError};
+use lattice_bbs::{ActualLrpSummary, Store, StoreError};
 use lattice_models::{ActualLrp, ActualLrpEvent, ActualLrpState, TaskState};
 
 use crate::decide::{self, Convergence, LostTask, MissingInstance, Policy};
@@ -137,11 +138,11 @@ pub async fn apply(
         applied.count(outcome, |a| a.evacuees_released += 1);
     }
     for lrp in &convergence.reauction_stuck {
-        // Debug: a cluster without room repeats this every pass.
+        // Debug: a cluster without room repeats this every pass (its
+        // placement error is on the record, for `ltc status`).
         tracing::debug!(
             process_guid = %lrp.process_guid,
             index = lrp.index,
-            placement_error = %lrp.placement_error,
             "instance unclaimed for too long; asking the auctioneer again"
         );
     }
@@ -238,7 +239,11 @@ async fn create_batch(store: &dyn Store, batch: Vec<ActualLrp>, applied: &mut Ap
     }
 }
 
-async fn retire(store: &dyn Store, desired: &mut DesiredCache, extra: &ActualLrp) -> Outcome {
+async fn retire(
+    store: &dyn Store,
+    desired: &mut DesiredCache,
+    extra: &ActualLrpSummary,
+) -> Outcome {
     let process_guid = extra.process_guid.as_str();
     let index = extra.index;
     match desired.get(store, process_guid).await {
@@ -252,7 +257,7 @@ async fn retire(store: &dyn Store, desired: &mut DesiredCache, extra: &ActualLrp
     }
     // The instance may change (claimed, started, crashed) before it is
     // deleted, but its index is still unwanted: retire what is there then.
-    let retired = modify(store, extra.clone(), |_| {
+    let retired = modify_actual_lrp(store, process_guid, index, |_| {
         Ok::<_, Infallible>(Change::Delete)
     })
     .await;
@@ -286,17 +291,18 @@ fn skipped_or_failed(
 }
 
 /// Applies `event` to the stored instance while `still_applies` holds for it.
-/// Clears the record's evacuating instance if it is still the one decided
-/// on (same instance guid), with CAS.
-async fn release_lost_evacuee(store: &dyn Store, decided: &ActualLrp) -> Outcome {
-    let Some(lost) = decided.evacuating_instance.clone() else {
+/// Clears the record's evacuating instance if it is still on the vanished
+/// cell decided on, with CAS. (Any evacuating instance of that cell is
+/// lost, so whether it is the very one the snapshot saw does not matter.)
+async fn release_lost_evacuee(store: &dyn Store, decided: &ActualLrpSummary) -> Outcome {
+    let Some(lost_cell) = decided.evacuating_cell_id.as_deref() else {
         return Outcome::Skipped;
     };
-    let released = modify(store, decided.clone(), |current| {
+    let released = modify_actual_lrp(store, &decided.process_guid, decided.index, |current| {
         let same = current
             .evacuating_instance
             .as_ref()
-            .is_some_and(|e| e.instance_guid == lost.instance_guid);
+            .is_some_and(|e| e.cell_id == lost_cell);
         if !same {
             return Ok::<_, Infallible>(Change::Keep);
         }
@@ -306,7 +312,7 @@ async fn release_lost_evacuee(store: &dyn Store, decided: &ActualLrp) -> Outcome
     .await;
     match released {
         Ok(Modified::Updated(_)) => {
-            tracing::info!(process_guid = %decided.process_guid, index = decided.index, cell_id = %lost.cell_id, "forgot the evacuating instance of a vanished cell");
+            tracing::info!(process_guid = %decided.process_guid, index = decided.index, cell_id = %lost_cell, "forgot the evacuating instance of a vanished cell");
             Outcome::Done
         }
         Ok(_) => Outcome::Skipped,
@@ -318,7 +324,7 @@ async fn release_lost_evacuee(store: &dyn Store, decided: &ActualLrp) -> Outcome
 
 async fn transition(
     store: &dyn Store,
-    decided: &ActualLrp,
+    decided: &ActualLrpSummary,
     event: ActualLrpEvent,
     now: i64,
     still_applies: impl Fn(&ActualLrp) -> bool + Sync,
@@ -326,7 +332,7 @@ async fn transition(
     let process_guid = decided.process_guid.as_str();
     let index = decided.index;
     let cell_id = decided.cell_id.as_str();
-    let changed = modify(store, decided.clone(), |current| {
+    let changed = modify_actual_lrp(store, process_guid, index, |current| {
         if !still_applies(current) || current.apply(event, now).is_err() {
             return Ok::<_, Infallible>(Change::Keep);
         }

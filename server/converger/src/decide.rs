@@ -15,21 +15,26 @@
 //!   and only PENDING tasks (never claimed) are kicked to the auctioneer.
 //! - Each actual LRP and each task lands in at most one bucket.
 
-use std::collections::{BTreeMap, HashSet};
+use std::cmp::Ordering;
+use std::collections::HashSet;
 use std::time::Duration;
 
+use lattice_bbs::{ActualLrpSummary, DesiredLrpSummary};
 use lattice_models::crash::{CrashDecision, CrashPolicy};
-use lattice_models::{ActualLrp, ActualLrpState, CellPresence, DesiredLrp, Task, TaskState};
+use lattice_models::{ActualLrpState, CellPresence, Task, TaskState};
 
 /// Failure reason of a task whose cell's presence expired while it was
 /// claimed or running. The task is not run again: its outcome is unknown.
 pub const CELL_DISAPPEARED_REASON: &str = "cell disappeared before completion";
 
-/// The state the converger looks at, read from the store in one pass.
+/// The state the converger looks at, read from the store in one pass. LRPs
+/// are summaries (the columns decisions read), so that a pass over a
+/// million instances decodes no record; [`crate::apply`] reads the whole
+/// record of each instance it acts on.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Snapshot {
-    pub desired: Vec<DesiredLrp>,
-    pub actual: Vec<ActualLrp>,
+    pub desired: Vec<DesiredLrpSummary>,
+    pub actual: Vec<ActualLrpSummary>,
     pub tasks: Vec<Task>,
     /// Cells whose presence has not expired.
     pub cells: Vec<CellPresence>,
@@ -91,21 +96,21 @@ pub struct Convergence {
     /// Indices below `instances` with no actual LRP: create them UNCLAIMED.
     pub start_missing: Vec<MissingInstance>,
     /// Instances at or above `instances`, or of no desired LRP: delete them.
-    pub retire_extra: Vec<ActualLrp>,
+    pub retire_extra: Vec<ActualLrpSummary>,
     /// CRASHED instances the crash policy restarts now.
-    pub restart_crashed: Vec<ActualLrp>,
+    pub restart_crashed: Vec<ActualLrpSummary>,
     /// CRASHED instances that crashed too often; they are left alone.
-    pub gave_up: Vec<ActualLrp>,
+    pub gave_up: Vec<ActualLrpSummary>,
     /// Earliest time a CRASHED instance that waits becomes restartable, so
     /// the runner can look again then instead of at its next tick.
     pub next_restart_at: Option<i64>,
     /// CLAIMED/RUNNING instances on a vanished cell: back to UNCLAIMED.
-    pub unclaim_lost: Vec<ActualLrp>,
+    pub unclaim_lost: Vec<ActualLrpSummary>,
     /// UNCLAIMED for longer than `unclaimed_timeout`: ask the auctioneer again.
-    pub reauction_stuck: Vec<ActualLrp>,
+    pub reauction_stuck: Vec<ActualLrpSummary>,
     /// Records whose evacuating instance's cell vanished (it died while it
     /// drained): forget that instance, so routers stop sending to it.
-    pub release_lost_evacuees: Vec<ActualLrp>,
+    pub release_lost_evacuees: Vec<ActualLrpSummary>,
     /// CLAIMED/RUNNING tasks on a vanished cell: complete them failed.
     pub fail_lost_tasks: Vec<LostTask>,
     /// PENDING for longer than `pending_kick_after`: ask the auctioneer again.
@@ -138,6 +143,13 @@ pub fn converge(snapshot: &Snapshot, now_nanos: i64, policy: &Policy) -> Converg
     out
 }
 
+/// Walks the desired LRPs and their instances side by side, both sorted by
+/// process guid (as the store lists them; sorted here otherwise), so a
+/// pass over a million instances hashes nothing and looks nothing up.
+///
+/// # Assumptions
+/// Process guids of desired LRPs, and `(process_guid, index)` of actual
+/// LRPs, are unique (they are the store's keys).
 fn converge_lrps(
     snapshot: &Snapshot,
     live: &HashSet<&str>,
@@ -145,59 +157,98 @@ fn converge_lrps(
     policy: &Policy,
     out: &mut Convergence,
 ) {
-    let desired: BTreeMap<&str, &DesiredLrp> = snapshot
-        .desired
-        .iter()
-        .map(|d| (d.process_guid.as_str(), d))
-        .collect();
-    let mut present: HashSet<(&str, i64)> = HashSet::new();
-    for actual in &snapshot.actual {
-        present.insert((actual.process_guid.as_str(), actual.index));
-        if actual
-            .evacuating_instance
-            .as_ref()
-            .is_some_and(|e| !live.contains(e.cell_id.as_str()))
-        {
-            out.release_lost_evacuees.push(actual.clone());
+    let desired = sorted(&snapshot.desired, |a, b| {
+        a.process_guid.cmp(&b.process_guid)
+    });
+    let actual = sorted(&snapshot.actual, |a, b| {
+        (a.process_guid.as_str(), a.index).cmp(&(b.process_guid.as_str(), b.index))
+    });
+    let mut desired = desired.into_iter().peekable();
+    for instances in actual.chunk_by(|a, b| a.process_guid == b.process_guid) {
+        let process_guid = instances[0].process_guid.as_str();
+        // Desired LRPs that sort before this one have no instance at all.
+        while let Some(lrp) = desired.next_if(|d| d.process_guid.as_str() < process_guid) {
+            start_missing(lrp, &[], out);
         }
-        let wanted = desired
-            .get(actual.process_guid.as_str())
-            .is_some_and(|d| (0..d.instances).contains(&actual.index));
-        if !wanted {
-            out.retire_extra.push(actual.clone());
-            continue;
+        let lrp = desired.next_if(|d| d.process_guid == process_guid);
+        for actual in instances {
+            converge_instance(actual, lrp, live, now, policy, out);
         }
-        match actual.state {
-            ActualLrpState::Unclaimed => {
-                if older_than(actual.since, now, policy.unclaimed_timeout) {
-                    out.reauction_stuck.push(actual.clone());
-                }
+        if let Some(lrp) = lrp {
+            start_missing(lrp, instances, out);
+        }
+    }
+    for lrp in desired {
+        start_missing(lrp, &[], out);
+    }
+}
+
+/// `items` in the order of `compare`: borrowed as they are when already
+/// sorted (the store's lists are), sorted otherwise.
+fn sorted<T>(items: &[T], compare: impl Fn(&T, &T) -> Ordering) -> Vec<&T> {
+    let mut refs: Vec<&T> = items.iter().collect();
+    if !refs.is_sorted_by(|a, b| compare(a, b).is_le()) {
+        refs.sort_by(|a, b| compare(a, b));
+    }
+    refs
+}
+
+/// The decisions about one instance; `desired` is its desired LRP, if any.
+fn converge_instance(
+    actual: &ActualLrpSummary,
+    desired: Option<&DesiredLrpSummary>,
+    live: &HashSet<&str>,
+    now: i64,
+    policy: &Policy,
+    out: &mut Convergence,
+) {
+    if actual
+        .evacuating_cell_id
+        .as_ref()
+        .is_some_and(|cell_id| !live.contains(cell_id.as_str()))
+    {
+        out.release_lost_evacuees.push(actual.clone());
+    }
+    let wanted = desired.is_some_and(|d| (0..d.instances).contains(&actual.index));
+    if !wanted {
+        out.retire_extra.push(actual.clone());
+        return;
+    }
+    match actual.state {
+        ActualLrpState::Unclaimed => {
+            if older_than(actual.since, now, policy.unclaimed_timeout) {
+                out.reauction_stuck.push(actual.clone());
             }
-            ActualLrpState::Claimed | ActualLrpState::Running => {
-                if !live.contains(actual.cell_id.as_str()) {
-                    out.unclaim_lost.push(actual.clone());
-                }
+        }
+        ActualLrpState::Claimed | ActualLrpState::Running => {
+            if !live.contains(actual.cell_id.as_str()) {
+                out.unclaim_lost.push(actual.clone());
             }
-            ActualLrpState::Crashed => {
-                match policy.crash.decision(actual.crash_count, actual.since, now) {
-                    CrashDecision::RestartNow => out.restart_crashed.push(actual.clone()),
-                    CrashDecision::GiveUp => out.gave_up.push(actual.clone()),
-                    CrashDecision::WaitUntil(at) => {
-                        out.next_restart_at = Some(out.next_restart_at.map_or(at, |t| t.min(at)));
-                    }
+        }
+        ActualLrpState::Crashed => {
+            match policy.crash.decision(actual.crash_count, actual.since, now) {
+                CrashDecision::RestartNow => out.restart_crashed.push(actual.clone()),
+                CrashDecision::GiveUp => out.gave_up.push(actual.clone()),
+                CrashDecision::WaitUntil(at) => {
+                    out.next_restart_at = Some(out.next_restart_at.map_or(at, |t| t.min(at)));
                 }
             }
         }
     }
-    for lrp in desired.values() {
-        for index in 0..lrp.instances.max(0) {
-            if !present.contains(&(lrp.process_guid.as_str(), index)) {
-                out.start_missing.push(MissingInstance {
-                    process_guid: lrp.process_guid.clone(),
-                    domain: lrp.domain.clone(),
-                    index,
-                });
-            }
+}
+
+/// Starts every index of `lrp` below its instance count that `instances`
+/// (its actual LRPs, sorted by index) lacks.
+fn start_missing(lrp: &DesiredLrpSummary, instances: &[&ActualLrpSummary], out: &mut Convergence) {
+    let mut present = instances.iter().map(|a| a.index).peekable();
+    for index in 0..lrp.instances.max(0) {
+        while present.next_if(|&i| i < index).is_some() {}
+        if present.peek() != Some(&index) {
+            out.start_missing.push(MissingInstance {
+                process_guid: lrp.process_guid.clone(),
+                domain: lrp.domain.clone(),
+                index,
+            });
         }
     }
 }

@@ -26,9 +26,7 @@ use std::collections::HashSet;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
-use lattice_bbs::{
-    ActualLrpFilter, DesiredLrpFilter, EventReceiver, SharedStore, StoreError, TaskFilter,
-};
+use lattice_bbs::{EventReceiver, SharedStore, StoreError, TaskFilter};
 use lattice_models::{ActualLrpState, Event, TaskState};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::{Instant, MissedTickBehavior};
@@ -333,7 +331,7 @@ impl Converger {
         crate::metrics::record_snapshot(&snapshot);
         let now = now();
         let convergence = decide::converge(&snapshot, now, &self.config.policy);
-        self.log_gave_up(&convergence);
+        self.log_gave_up(&convergence).await;
         let applied =
             apply::apply(self.store.as_ref(), &convergence, now, &self.config.policy).await;
         let report = Report {
@@ -349,28 +347,44 @@ impl Converger {
         gather(&self.store).await
     }
 
-    fn log_gave_up(&self, convergence: &Convergence) {
+    /// Logs each instance newly given up once, with its crash reason (read
+    /// from its record: the snapshot holds summaries).
+    async fn log_gave_up(&self, convergence: &Convergence) {
         let current: HashSet<(String, i64, i64)> = convergence
             .gave_up
             .iter()
             .map(|l| (l.process_guid.clone(), l.index, l.since))
             .collect();
-        // A poisoned set only means a pass panicked mid-update; the set is
-        // still a valid set, at worst one line is logged twice.
-        let mut reported = self.gave_up.lock().unwrap_or_else(|e| e.into_inner());
-        for lrp in &convergence.gave_up {
-            if !reported.contains(&(lrp.process_guid.clone(), lrp.index, lrp.since)) {
-                tracing::warn!(
-                    process_guid = %lrp.process_guid,
-                    index = lrp.index,
-                    cell_id = %lrp.cell_id,
-                    crash_count = lrp.crash_count,
-                    crash_reason = %lrp.crash_reason,
-                    "instance crashed too often; no longer restarting it"
-                );
-            }
+        let new: Vec<_> = {
+            // A poisoned set only means a pass panicked mid-update; the set
+            // is still a valid set, at worst one line is logged twice.
+            let mut reported = self.gave_up.lock().unwrap_or_else(|e| e.into_inner());
+            let new = convergence
+                .gave_up
+                .iter()
+                .filter(|l| !reported.contains(&(l.process_guid.clone(), l.index, l.since)))
+                .collect();
+            *reported = current;
+            new
+        };
+        for lrp in new {
+            let crash_reason = match self
+                .store
+                .get_actual_lrp(&lrp.process_guid, lrp.index)
+                .await
+            {
+                Ok(record) => record.crash_reason,
+                Err(err) => format!("(unreadable: {err})"),
+            };
+            tracing::warn!(
+                process_guid = %lrp.process_guid,
+                index = lrp.index,
+                cell_id = %lrp.cell_id,
+                crash_count = lrp.crash_count,
+                crash_reason = %crash_reason,
+                "instance crashed too often; no longer restarting it"
+            );
         }
-        *reported = current;
     }
 }
 
@@ -454,7 +468,10 @@ fn now() -> i64 {
 }
 
 /// Reads everything the decisions need (the "gather" half of a pass; the
-/// convergence bench times it with [`decide::converge`]).
+/// convergence bench times it with [`decide::converge`]): LRPs as
+/// summaries, which read a few columns and decode no record, so that a
+/// pass over 1,000,000 instances stays within a second or two; tasks and
+/// cells whole (they are few, and their decisions read more of them).
 ///
 /// The order matters: cells are read last. A cell registers before it
 /// claims anything, so every cell named by a claim read earlier is either in
@@ -465,11 +482,14 @@ fn now() -> i64 {
 /// # Errors
 /// The first [`StoreError`] of the reads.
 pub async fn gather(store: &SharedStore) -> Result<Snapshot, StoreError> {
-    let desired = store
-        .list_desired_lrps(&DesiredLrpFilter::default())
-        .await?;
-    let actual = store.list_actual_lrps(&ActualLrpFilter::default()).await?;
-    let tasks = store.list_tasks(&TaskFilter::default()).await?;
+    // The three reads are independent: run them at once (each on a
+    // connection of its own), then the cells.
+    let every_task = TaskFilter::default();
+    let (desired, actual, tasks) = tokio::try_join!(
+        store.list_desired_lrp_summaries(),
+        store.list_actual_lrp_summaries(),
+        store.list_tasks(&every_task),
+    )?;
     let cells = store.list_cells().await?;
     Ok(Snapshot {
         desired,

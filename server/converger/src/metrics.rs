@@ -79,10 +79,13 @@ mod tests {
         running.state = TaskState::Running;
         let snapshot = Snapshot {
             desired: vec![
-                suite::desired_lrp("web", "d", 3),
-                suite::desired_lrp("api", "d", 2),
+                (&suite::desired_lrp("web", "d", 3)).into(),
+                (&suite::desired_lrp("api", "d", 2)).into(),
             ],
-            actual: vec![suite::actual_lrp("web", "d", 0), crashed],
+            actual: vec![
+                (&suite::actual_lrp("web", "d", 0)).into(),
+                (&crashed).into(),
+            ],
             tasks: vec![suite::task("t1", "d", 1), running],
             cells: Vec::new(),
         };

@@ -16,6 +16,12 @@
 //! The app answers `Connection: close`, so every request is a new
 //! connection from each proxy to the app, as with many small apps.
 //!
+//! Then the same with a backend that keeps connections alive (an nginx
+//! on loopback answering a fixed 2-byte body, one worker): `keep-alive
+//! backend` itself, `router keep-alive`, and nginx (`keepalive 64` to its
+//! upstream, HTTP/1.1) and haproxy (`http-reuse always`) in front of it,
+//! so each proxy may reuse its backend connections.
+//!
 //! Run: `cargo bench -p lattice --bench routing` (needs Docker, and `wrk`,
 //! `nginx` and `haproxy` on PATH: `apt-get install wrk nginx-light
 //! haproxy`; a missing one is skipped with a note). Builds the static
@@ -39,6 +45,7 @@ use tokio_util::sync::CancellationToken;
 const APP_IMAGE: &str = "lattice/lattice-app:latest";
 const DIRECT_HOST: &str = "direct.bench";
 const HOST_HOST: &str = "host.bench";
+const KEEP_ALIVE_HOST: &str = "keepalive.bench";
 const PATH: &str = "/index";
 
 /// What `wrk` measured for one target.
@@ -114,11 +121,21 @@ async fn main() -> anyhow::Result<()> {
     wait_for_answer(&published).await?;
     wait_for_answer(&container).await?;
 
-    let shutdown = CancellationToken::new();
-    let router = start_router(&container, &published, shutdown.clone()).await?;
     let scratch = tempfile::tempdir()?;
-    let nginx = start_nginx(scratch.path(), &published)?;
-    let haproxy = start_haproxy(scratch.path(), &published)?;
+    let keep_alive = start_keep_alive_backend(scratch.path())?;
+    let keep_alive_backend = keep_alive
+        .as_ref()
+        .map(|(_, port)| format!("127.0.0.1:{port}"));
+    let shutdown = CancellationToken::new();
+    let router = start_router(
+        &container,
+        &published,
+        keep_alive_backend.as_deref(),
+        shutdown.clone(),
+    )
+    .await?;
+    let nginx = start_nginx(scratch.path(), &published, keep_alive_backend.as_deref())?;
+    let haproxy = start_haproxy(scratch.path(), &published, keep_alive_backend.as_deref())?;
 
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
@@ -148,10 +165,55 @@ async fn main() -> anyhow::Result<()> {
             seconds,
         )?);
     }
-    print_rows(&rows);
+    print_rows(
+        &rows,
+        "router direct",
+        &["container", "host port", "nginx", "haproxy"],
+    );
 
-    for (mut child, _) in [nginx, haproxy].into_iter().flatten() {
-        let _ = child.kill();
+    if let Some(backend) = &keep_alive_backend {
+        println!("with a keep-alive backend (nginx on loopback, fixed answer):");
+        let mut rows = vec![
+            wrk("keep-alive backend", backend, "app.bench", seconds)?,
+            wrk("router keep-alive", &router, KEEP_ALIVE_HOST, seconds)?,
+        ];
+        if let Some((_, port)) = &nginx {
+            rows.push(wrk(
+                "nginx keep-alive",
+                &format!("127.0.0.1:{}", port + 1),
+                "app.bench",
+                seconds,
+            )?);
+        }
+        if let Some((_, port)) = &haproxy {
+            rows.push(wrk(
+                "haproxy keep-alive",
+                &format!("127.0.0.1:{}", port + 1),
+                "app.bench",
+                seconds,
+            )?);
+        }
+        print_rows(
+            &rows,
+            "router keep-alive",
+            &[
+                "keep-alive backend",
+                "nginx keep-alive",
+                "haproxy keep-alive",
+            ],
+        );
+    }
+
+    for (mut child, _) in [nginx, haproxy, keep_alive].into_iter().flatten() {
+        // SIGTERM, not SIGKILL: nginx's master stops its workers on the
+        // way out; killed outright, it leaves them running.
+        let stopped = Command::new("kill")
+            .arg(child.id().to_string())
+            .status()
+            .is_ok_and(|status| status.success());
+        if !stopped {
+            let _ = child.kill();
+        }
         let _ = child.wait();
     }
     shutdown.cancel();
@@ -159,25 +221,28 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_rows(rows: &[Row]) {
+/// The rows, then `routed` against each of `anchors`.
+fn print_rows(rows: &[Row], routed: &str, anchors: &[&str]) {
     println!(
-        "{:<14} {:>12} {:>9} {:>7}",
+        "{:<20} {:>12} {:>9} {:>7}",
         "target", "requests/s", "p99 ms", "errors"
     );
     for row in rows {
         println!(
-            "{:<14} {:>12.0} {:>9.2} {:>7}",
+            "{:<20} {:>12.0} {:>9.2} {:>7}",
             row.name, row.requests_per_second, row.p99_ms, row.errors
         );
     }
     let find = |name: &str| rows.iter().find(|r| r.name == name);
-    let Some(routed) = find("router direct") else {
+    let Some(routed_row) = find(routed) else {
         return;
     };
-    for other in ["container", "host port", "nginx", "haproxy"] {
+    let routed = routed_row;
+    for &other in anchors {
         if let Some(other_row) = find(other) {
             println!(
-                "router direct / {other}: {:.2}x requests/s, p99 {:.2} vs {:.2} ms",
+                "{} / {other}: {:.2}x requests/s, p99 {:.2} vs {:.2} ms",
+                routed.name,
                 routed.requests_per_second / other_row.requests_per_second,
                 routed.p99_ms,
                 other_row.p99_ms
@@ -209,10 +274,12 @@ async fn wait_for_answer(address: &str) -> anyhow::Result<()> {
 }
 
 /// Our HTTP router with one route to the container's address (falling
-/// back to the published port) and one to the published port only.
+/// back to the published port), one to the published port only, and one
+/// to the keep-alive backend if there is one.
 async fn start_router(
     container: &str,
     published: &str,
+    keep_alive_backend: Option<&str>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<SocketAddr> {
     let endpoint = |address: &str, fallback: Option<&str>| Endpoint {
@@ -223,15 +290,19 @@ async fn start_router(
         index: 0,
         instance_guid: "bench-0".into(),
     };
+    let mut http: std::collections::HashMap<String, Vec<Endpoint>> = [
+        (
+            DIRECT_HOST.to_string(),
+            vec![endpoint(container, Some(published))],
+        ),
+        (HOST_HOST.to_string(), vec![endpoint(published, None)]),
+    ]
+    .into();
+    if let Some(backend) = keep_alive_backend {
+        http.insert(KEEP_ALIVE_HOST.to_string(), vec![endpoint(backend, None)]);
+    }
     let table = TableHandle::new(RoutingTable {
-        http: [
-            (
-                DIRECT_HOST.to_string(),
-                vec![endpoint(container, Some(published))],
-            ),
-            (HOST_HOST.to_string(), vec![endpoint(published, None)]),
-        ]
-        .into(),
+        http,
         tcp: Default::default(),
     });
     let listener = TcpListener::bind("127.0.0.1:0").await?;
@@ -251,18 +322,84 @@ fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
+/// A free port whose next port is free too (checked, not reserved).
+fn free_port_pair() -> anyhow::Result<u16> {
+    for _ in 0..100 {
+        let port = free_port()?;
+        if port < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+            return Ok(port);
+        }
+    }
+    anyhow::bail!("no two adjacent free ports")
+}
+
+/// An nginx with one worker that answers every request with a fixed body
+/// and keeps connections alive: the keep-alive backend.
+fn start_keep_alive_backend(dir: &Path) -> anyhow::Result<Option<(Child, u16)>> {
+    let Some(nginx) = which("nginx") else {
+        println!(
+            "keep-alive backend skipped: nginx is not installed (apt-get install nginx-light)"
+        );
+        return Ok(None);
+    };
+    let port = free_port()?;
+    let servers = format!(
+        "server {{\n\
+           listen 127.0.0.1:{port};\n\
+           keepalive_requests 1000000;\n\
+           location / {{ default_type text/plain; return 200 \"0\\n\"; }}\n\
+         }}\n"
+    );
+    let child = run_nginx(&nginx, &dir.join("backend"), 1, &servers)?;
+    wait_for_port(port)?;
+    Ok(Some((child, port)))
+}
+
 /// nginx in the foreground with two workers (one per core, like the
-/// router's two threads) proxying to `published`.
-fn start_nginx(dir: &Path, published: &str) -> anyhow::Result<Option<(Child, u16)>> {
+/// router's two threads) proxying to `published` on a free port and, on
+/// the port after it, to the keep-alive backend with pooled connections.
+fn start_nginx(
+    dir: &Path,
+    published: &str,
+    keep_alive_backend: Option<&str>,
+) -> anyhow::Result<Option<(Child, u16)>> {
     let Some(nginx) = which("nginx") else {
         println!("nginx skipped: not installed (apt-get install nginx-light)");
         return Ok(None);
     };
-    let port = free_port()?;
-    let prefix = dir.join("nginx");
+    let port = free_port_pair()?;
+    let mut servers = format!(
+        "upstream app {{ server {published}; }}\n\
+         server {{\n\
+           listen 127.0.0.1:{port};\n\
+           location / {{ proxy_pass http://app; proxy_set_header Host $host; }}\n\
+         }}\n"
+    );
+    if let Some(backend) = keep_alive_backend {
+        servers.push_str(&format!(
+            "upstream keepalive {{ server {backend}; keepalive 64; }}\n\
+             server {{\n\
+               listen 127.0.0.1:{};\n\
+               keepalive_requests 1000000;\n\
+               location / {{\n\
+                 proxy_pass http://keepalive; proxy_set_header Host $host;\n\
+                 proxy_http_version 1.1; proxy_set_header Connection \"\";\n\
+               }}\n\
+             }}\n",
+            port + 1
+        ));
+    }
+    let child = run_nginx(&nginx, &dir.join("nginx"), 2, &servers)?;
+    wait_for_port(port)?;
+    Ok(Some((child, port)))
+}
+
+/// Runs nginx in the foreground with `workers` workers, its files under
+/// `prefix`, serving `servers` (upstream and server blocks).
+fn run_nginx(nginx: &Path, prefix: &Path, workers: usize, servers: &str) -> anyhow::Result<Child> {
     std::fs::create_dir_all(prefix.join("logs"))?;
     let config = format!(
-        "worker_processes 2;\n\
+        "worker_processes {workers};\n\
          error_log {prefix}/logs/error.log;\n\
          pid {prefix}/nginx.pid;\n\
          events {{ worker_connections 4096; }}\n\
@@ -273,42 +410,48 @@ fn start_nginx(dir: &Path, published: &str) -> anyhow::Result<Option<(Child, u16
            fastcgi_temp_path {prefix};\n\
            uwsgi_temp_path {prefix};\n\
            scgi_temp_path {prefix};\n\
-           upstream app {{ server {published}; }}\n\
-           server {{\n\
-             listen 127.0.0.1:{port};\n\
-             location / {{ proxy_pass http://app; proxy_set_header Host $host; }}\n\
-           }}\n\
+           {servers}\
          }}\n",
         prefix = prefix.display()
     );
     let config_path = prefix.join("nginx.conf");
     std::fs::write(&config_path, config)?;
-    let child = Command::new(nginx)
+    Command::new(nginx)
         .arg("-p")
-        .arg(&prefix)
+        .arg(prefix)
         .arg("-c")
         .arg(&config_path)
         .args(["-g", "daemon off; master_process on;"])
         .stdout(Stdio::null())
         .spawn()
-        .context("cannot start nginx")?;
-    wait_for_port(port)?;
-    Ok(Some((child, port)))
+        .context("cannot start nginx")
 }
 
-/// haproxy in the foreground with two threads proxying to `published`.
-fn start_haproxy(dir: &Path, published: &str) -> anyhow::Result<Option<(Child, u16)>> {
+/// haproxy in the foreground with two threads proxying to `published` on
+/// a free port and, on the port after it, to the keep-alive backend.
+fn start_haproxy(
+    dir: &Path,
+    published: &str,
+    keep_alive_backend: Option<&str>,
+) -> anyhow::Result<Option<(Child, u16)>> {
     let Some(haproxy) = which("haproxy") else {
         println!("haproxy skipped: not installed (apt-get install haproxy)");
         return Ok(None);
     };
-    let port = free_port()?;
-    let config = format!(
+    let port = free_port_pair()?;
+    let mut config = format!(
         "global\n  nbthread 2\n  maxconn 4096\n\
          defaults\n  mode http\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n\
          frontend web\n  bind 127.0.0.1:{port}\n  default_backend app\n\
          backend app\n  server app {published}\n"
     );
+    if let Some(backend) = keep_alive_backend {
+        config.push_str(&format!(
+            "frontend keepalive\n  bind 127.0.0.1:{}\n  default_backend keepalive\n\
+             backend keepalive\n  http-reuse always\n  server keepalive {backend}\n",
+            port + 1
+        ));
+    }
     let config_path = dir.join("haproxy.cfg");
     std::fs::write(&config_path, config)?;
     let child = Command::new(haproxy)

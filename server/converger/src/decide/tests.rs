@@ -4,7 +4,10 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use lattice_bbs::suite;
-use lattice_models::{ActualLrp, ActualLrpEvent, ActualLrpState, Task, TaskState};
+use lattice_bbs::{ActualLrpSummary, DesiredLrpSummary};
+use lattice_models::{
+    ActualLrp, ActualLrpEvent, ActualLrpState, CellPresence, DesiredLrp, Task, TaskState,
+};
 use proptest::prelude::*;
 
 use super::*;
@@ -44,7 +47,15 @@ fn snapshot_with_cells(cells: &[&str]) -> Snapshot {
     }
 }
 
-fn keys(lrps: &[ActualLrp]) -> Vec<(String, i64)> {
+fn summaries(lrps: Vec<ActualLrp>) -> Vec<ActualLrpSummary> {
+    lrps.iter().map(ActualLrpSummary::from).collect()
+}
+
+fn desired_summary(guid: &str, domain: &str, instances: i64) -> DesiredLrpSummary {
+    (&suite::desired_lrp(guid, domain, instances)).into()
+}
+
+fn keys(lrps: &[ActualLrpSummary]) -> Vec<(String, i64)> {
     lrps.iter()
         .map(|l| (l.process_guid.clone(), l.index))
         .collect()
@@ -55,7 +66,7 @@ fn keys(lrps: &[ActualLrp]) -> Vec<(String, i64)> {
 #[test]
 fn forgets_evacuating_instances_of_vanished_cells_only() {
     let mut snap = snapshot_with_cells(&["cell-1", "cell-draining"]);
-    snap.desired = vec![suite::desired_lrp("web", "apps", 2)];
+    snap.desired = vec![desired_summary("web", "apps", 2)];
     let mut draining = actual("web", 0, ActualLrpState::Running, "cell-draining", NOW);
     draining.instance_guid = "old-0".into();
     let mut moving = actual("web", 0, ActualLrpState::Unclaimed, "", NOW);
@@ -64,7 +75,7 @@ fn forgets_evacuating_instances_of_vanished_cells_only() {
     died.instance_guid = "old-1".into();
     let mut replaced = actual("web", 1, ActualLrpState::Running, "cell-1", NOW);
     replaced.evacuating_instance = Some(died.as_evacuating());
-    snap.actual = vec![moving, replaced];
+    snap.actual = summaries(vec![moving, replaced]);
     let out = converge(&snap, NOW, &Policy::default());
     assert_eq!(keys(&out.release_lost_evacuees), [("web".to_string(), 1)]);
     assert!(
@@ -76,8 +87,14 @@ fn forgets_evacuating_instances_of_vanished_cells_only() {
 #[test]
 fn starts_every_missing_index() {
     let mut snap = snapshot_with_cells(&["cell-1"]);
-    snap.desired = vec![suite::desired_lrp("web", "apps", 3)];
-    snap.actual = vec![actual("web", 1, ActualLrpState::Running, "cell-1", NOW)];
+    snap.desired = vec![desired_summary("web", "apps", 3)];
+    snap.actual = summaries(vec![actual(
+        "web",
+        1,
+        ActualLrpState::Running,
+        "cell-1",
+        NOW,
+    )]);
     let out = converge(&snap, NOW, &Policy::default());
     let indices: Vec<i64> = out.start_missing.iter().map(|m| m.index).collect();
     assert_eq!(indices, vec![0, 2]);
@@ -91,17 +108,17 @@ fn starts_every_missing_index() {
 #[test]
 fn retires_indices_at_or_above_instances_and_orphans() {
     let mut snap = snapshot_with_cells(&["cell-1"]);
-    snap.desired = vec![suite::desired_lrp("web", "apps", 2)];
-    snap.actual = vec![
+    snap.desired = vec![desired_summary("web", "apps", 2)];
+    snap.actual = summaries(vec![
         actual("web", 0, ActualLrpState::Running, "cell-1", NOW),
         actual("web", 1, ActualLrpState::Running, "cell-1", NOW),
         actual("web", 2, ActualLrpState::Running, "cell-1", NOW),
         actual("gone", 0, ActualLrpState::Unclaimed, "", NOW),
-    ];
+    ]);
     let out = converge(&snap, NOW, &Policy::default());
     assert_eq!(
         keys(&out.retire_extra),
-        vec![("web".to_string(), 2), ("gone".to_string(), 0)]
+        vec![("gone".to_string(), 0), ("web".to_string(), 2)]
     );
     assert!(out.start_missing.is_empty());
 }
@@ -109,12 +126,12 @@ fn retires_indices_at_or_above_instances_and_orphans() {
 #[test]
 fn unclaims_instances_of_vanished_cells() {
     let mut snap = snapshot_with_cells(&["alive"]);
-    snap.desired = vec![suite::desired_lrp("web", "apps", 3)];
-    snap.actual = vec![
+    snap.desired = vec![desired_summary("web", "apps", 3)];
+    snap.actual = summaries(vec![
         actual("web", 0, ActualLrpState::Running, "alive", NOW),
         actual("web", 1, ActualLrpState::Running, "dead", NOW),
         actual("web", 2, ActualLrpState::Claimed, "dead", NOW),
-    ];
+    ]);
     let out = converge(&snap, NOW, &Policy::default());
     assert_eq!(
         keys(&out.unclaim_lost),
@@ -127,11 +144,11 @@ fn reauctions_instances_unclaimed_too_long() {
     let policy = Policy::default();
     let timeout = nanos(policy.unclaimed_timeout);
     let mut snap = snapshot_with_cells(&[]);
-    snap.desired = vec![suite::desired_lrp("web", "apps", 2)];
-    snap.actual = vec![
+    snap.desired = vec![desired_summary("web", "apps", 2)];
+    snap.actual = summaries(vec![
         actual("web", 0, ActualLrpState::Unclaimed, "", NOW - timeout),
         actual("web", 1, ActualLrpState::Unclaimed, "", NOW - timeout + 1),
-    ];
+    ]);
     let out = converge(&snap, NOW, &policy);
     assert_eq!(keys(&out.reauction_stuck), vec![("web".to_string(), 0)]);
     assert!(out.wants_auction());
@@ -191,8 +208,8 @@ fn two_hundredth_crash_gives_up() {
     assert_eq!(policy.crash.decision(200, 0, NOW), CrashDecision::GiveUp);
     assert_eq!(policy.crash.decision(201, 0, NOW), CrashDecision::GiveUp);
     let mut snap = snapshot_with_cells(&["cell-1"]);
-    snap.desired = vec![suite::desired_lrp("web", "apps", 1)];
-    snap.actual = vec![crashed(200, 0)];
+    snap.desired = vec![desired_summary("web", "apps", 1)];
+    snap.actual = summaries(vec![crashed(200, 0)]);
     let out = converge(&snap, NOW, &policy);
     assert_eq!(keys(&out.gave_up), vec![("web".to_string(), 0)]);
     assert!(out.restart_crashed.is_empty());
@@ -206,14 +223,14 @@ fn two_hundredth_crash_gives_up() {
 fn crashed_instances_restart_when_due_and_say_when_next() {
     let policy = Policy::default();
     let mut snap = snapshot_with_cells(&["cell-1"]);
-    snap.desired = vec![suite::desired_lrp("web", "apps", 3)];
+    snap.desired = vec![desired_summary("web", "apps", 3)];
     let mut due = crashed(4, NOW - 30 * SEC);
     due.index = 0;
     let mut waiting = crashed(5, NOW - 10 * SEC);
     waiting.index = 1;
     let mut later = crashed(9, NOW);
     later.index = 2;
-    snap.actual = vec![due, waiting, later];
+    snap.actual = summaries(vec![due, waiting, later]);
     let out = converge(&snap, NOW, &policy);
     assert_eq!(keys(&out.restart_crashed), vec![("web".to_string(), 0)]);
     assert_eq!(out.next_restart_at, Some(NOW + 50 * SEC));
@@ -351,7 +368,27 @@ fn timestamp() -> impl Strategy<Value = i64> {
     (0..600 * SEC).prop_map(|age| NOW - age)
 }
 
-fn snapshot() -> impl Strategy<Value = Snapshot> {
+/// What the store holds: whole records, which a [`Snapshot`] summarises.
+#[derive(Debug, Clone)]
+struct World {
+    desired: Vec<DesiredLrp>,
+    actual: Vec<ActualLrp>,
+    tasks: Vec<Task>,
+    cells: Vec<CellPresence>,
+}
+
+impl World {
+    fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            desired: self.desired.iter().map(Into::into).collect(),
+            actual: self.actual.iter().map(Into::into).collect(),
+            tasks: self.tasks.clone(),
+            cells: self.cells.clone(),
+        }
+    }
+}
+
+fn world() -> impl Strategy<Value = World> {
     let desired = prop::collection::btree_map(prop::sample::select(GUIDS.to_vec()), 0..5i64, 0..4);
     let actuals = prop::collection::btree_map(
         (prop::sample::select(GUIDS.to_vec()), 0..MAX_INDEX),
@@ -373,7 +410,7 @@ fn snapshot() -> impl Strategy<Value = Snapshot> {
         0..8,
     );
     let live = prop::sample::subsequence(CELLS.to_vec(), 0..=CELLS.len());
-    (desired, actuals, tasks, live).prop_map(|(desired, actuals, tasks, live)| Snapshot {
+    (desired, actuals, tasks, live).prop_map(|(desired, actuals, tasks, live)| World {
         desired: desired
             .into_iter()
             .map(|(guid, n)| suite::desired_lrp(guid, "apps", n))
@@ -421,8 +458,8 @@ fn policy() -> Policy {
 }
 
 /// What the store would hold after `apply` performed every action.
-fn apply_to_snapshot(snapshot: &Snapshot, out: &Convergence, now: i64) -> Snapshot {
-    let mut next = snapshot.clone();
+fn apply_to_world(world: &World, out: &Convergence, now: i64) -> World {
+    let mut next = world.clone();
     let retired: HashSet<(String, i64)> = keys(&out.retire_extra).into_iter().collect();
     next.actual
         .retain(|a| !retired.contains(&(a.process_guid.clone(), a.index)));
@@ -469,7 +506,8 @@ fn apply_to_snapshot(snapshot: &Snapshot, out: &Convergence, now: i64) -> Snapsh
 
 proptest! {
     #[test]
-    fn never_more_starts_than_instances(snap in snapshot()) {
+    fn never_more_starts_than_instances(world in world()) {
+        let snap = world.snapshot();
         let out = converge(&snap, NOW, &policy());
         for desired in &snap.desired {
             let starts = out.start_missing.iter().filter(|m| m.process_guid == desired.process_guid).count();
@@ -483,7 +521,8 @@ proptest! {
     }
 
     #[test]
-    fn never_retires_a_wanted_index(snap in snapshot()) {
+    fn never_retires_a_wanted_index(world in world()) {
+        let snap = world.snapshot();
         let out = converge(&snap, NOW, &policy());
         for retired in &out.retire_extra {
             let wanted = snap.desired.iter().any(|d| d.process_guid == retired.process_guid && retired.index < d.instances);
@@ -492,7 +531,8 @@ proptest! {
     }
 
     #[test]
-    fn never_starts_and_retires_one_index(snap in snapshot()) {
+    fn never_starts_and_retires_one_index(world in world()) {
+        let snap = world.snapshot();
         let out = converge(&snap, NOW, &policy());
         let retired: HashSet<(String, i64)> = keys(&out.retire_extra).into_iter().collect();
         for m in &out.start_missing {
@@ -507,7 +547,8 @@ proptest! {
     }
 
     #[test]
-    fn lost_tasks_never_run_again(snap in snapshot()) {
+    fn lost_tasks_never_run_again(world in world()) {
+        let snap = world.snapshot();
         let out = converge(&snap, NOW, &policy());
         let kicked: HashSet<&String> = out.kick_pending.iter().collect();
         for lost in &out.fail_lost_tasks {
@@ -527,11 +568,11 @@ proptest! {
     }
 
     #[test]
-    fn converging_after_applying_is_a_fixed_point(snap in snapshot()) {
+    fn converging_after_applying_is_a_fixed_point(world in world()) {
         let policy = policy();
-        let out = converge(&snap, NOW, &policy);
-        let next = apply_to_snapshot(&snap, &out, NOW);
-        let again = converge(&next, NOW, &policy);
+        let out = converge(&world.snapshot(), NOW, &policy);
+        let next = apply_to_world(&world, &out, NOW);
+        let again = converge(&next.snapshot(), NOW, &policy);
         prop_assert!(again.start_missing.is_empty(), "{:?}", again.start_missing);
         prop_assert!(again.retire_extra.is_empty(), "{:?}", again.retire_extra);
         prop_assert!(again.unclaim_lost.is_empty(), "{:?}", again.unclaim_lost);
