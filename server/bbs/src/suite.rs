@@ -722,6 +722,23 @@ pub async fn actual_lrp_filters_and_order(store: SharedStore) {
 /// The summaries convergence reads say what the records say, in list
 /// order, after creates, updates and deletes.
 pub async fn summaries_match_the_records(store: SharedStore) {
+    write_records_for_summaries(&store).await;
+    summaries_say_what_the_records_say(&store).await;
+}
+
+/// SQL that turns a store back into one from before migration 0003 (the
+/// summary columns): the same on SQLite and PostgreSQL.
+pub const UNDO_SUMMARY_COLUMNS: [&str; 5] = [
+    "ALTER TABLE desired_lrps DROP COLUMN instances",
+    "ALTER TABLE actual_lrps DROP COLUMN since",
+    "ALTER TABLE actual_lrps DROP COLUMN crash_count",
+    "ALTER TABLE actual_lrps DROP COLUMN evacuating_cell_id",
+    "DELETE FROM _sqlx_migrations WHERE version = 3",
+];
+
+/// The records [`summaries_say_what_the_records_say`] checks: created,
+/// updated (scaled, crashed, evacuating) and deleted.
+pub async fn write_records_for_summaries(store: &SharedStore) {
     for (guid, instances) in [("web", 3), ("api", 1), ("gone", 2)] {
         store
             .create_desired_lrp(desired_lrp(guid, "d", instances))
@@ -755,7 +772,11 @@ pub async fn summaries_match_the_records(store: SharedStore) {
     draining.instance_guid = "old".to_string();
     moving.evacuating_instance = Some(draining.as_evacuating());
     store.update_actual_lrp(moving).await.expect("update");
+}
 
+/// After [`write_records_for_summaries`]: the summaries convergence reads
+/// say what the records say, in list order.
+pub async fn summaries_say_what_the_records_say(store: &SharedStore) {
     let desired = store
         .list_desired_lrps(&DesiredLrpFilter::default())
         .await

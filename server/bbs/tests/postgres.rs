@@ -665,3 +665,29 @@ async fn open_store_picks_postgres_for_postgres_urls() {
         "both wrote to PostgreSQL"
     );
 }
+
+/// A database written before migration 0003 (no summary columns) gets them
+/// filled from its records when a brain connects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_from_before_the_summary_columns_gets_them_from_its_records() {
+    let pg = TestPostgres::start();
+    let store = connect(&pg).await;
+    let shared: lattice_bbs::SharedStore = store.clone();
+    suite::write_records_for_summaries(&shared).await;
+    drop(shared);
+    store.close().await;
+    drop(store);
+    let mut old = sqlx::PgConnection::connect(pg.url())
+        .await
+        .expect("the test database accepts a connection");
+    for statement in suite::UNDO_SUMMARY_COLUMNS {
+        sqlx::query(statement)
+            .execute(&mut old)
+            .await
+            .unwrap_or_else(|err| panic!("{statement}: {err}"));
+    }
+    old.close().await.expect("the connection closes");
+
+    let store: lattice_bbs::SharedStore = connect(&pg).await;
+    suite::summaries_say_what_the_records_say(&store).await;
+}

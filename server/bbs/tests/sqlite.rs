@@ -207,47 +207,16 @@ async fn the_in_memory_store_keeps_its_records() {
 /// first convergence pass sees its instances as they are.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_from_before_the_summary_columns_gets_them_from_its_records() {
-    use lattice_bbs::{ActualLrpFilter, DesiredLrpFilter};
-    use lattice_models::ActualLrpEvent;
-
-    let dir = tempfile::tempdir().expect("a temporary directory can be made");
-    let path = dir.path().join("store.db");
-    {
-        let store = SqliteStore::open(&path).await.expect("a new store opens");
-        store
-            .create_desired_lrp(suite::desired_lrp("web", "d", 3))
-            .await
-            .expect("create desired");
-        for index in [0, 1] {
-            store
-                .create_actual_lrp(suite::actual_lrp("web", "d", index))
-                .await
-                .expect("create actual");
-        }
-        let mut crashed = store.get_actual_lrp("web", 0).await.expect("exists");
-        crashed.apply(ActualLrpEvent::Claim, 10).expect("can claim");
-        crashed.cell_id = "cell-1".to_string();
-        crashed.apply(ActualLrpEvent::Crash, 20).expect("can crash");
-        crashed.crash_count = 3;
-        store.update_actual_lrp(crashed).await.expect("update");
-        let mut moving = store.get_actual_lrp("web", 1).await.expect("exists");
-        let mut draining = moving.clone();
-        draining.cell_id = "cell-draining".to_string();
-        moving.evacuating_instance = Some(draining.as_evacuating());
-        store.update_actual_lrp(moving).await.expect("update");
-    }
+    let (dir, store) = file_store().await;
+    suite::write_records_for_summaries(&store).await;
+    drop(store);
     // Make the file what a store before 0003 wrote: no columns, no record
     // of the migration.
+    let path = dir.path().join("store.db");
     let old = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
         .await
         .expect("the file opens");
-    for statement in [
-        "ALTER TABLE desired_lrps DROP COLUMN instances",
-        "ALTER TABLE actual_lrps DROP COLUMN since",
-        "ALTER TABLE actual_lrps DROP COLUMN crash_count",
-        "ALTER TABLE actual_lrps DROP COLUMN evacuating_cell_id",
-        "DELETE FROM _sqlx_migrations WHERE version = 3",
-    ] {
+    for statement in suite::UNDO_SUMMARY_COLUMNS {
         sqlx::query(statement)
             .execute(&old)
             .await
@@ -255,26 +224,6 @@ async fn a_store_from_before_the_summary_columns_gets_them_from_its_records() {
     }
     old.close().await;
 
-    let store = SqliteStore::open(&path).await.expect("the old file opens");
-    let desired = store
-        .list_desired_lrps(&DesiredLrpFilter::default())
-        .await
-        .expect("list");
-    let summaries = store.list_desired_lrp_summaries().await.expect("summaries");
-    assert_eq!(
-        summaries,
-        desired.iter().map(Into::into).collect::<Vec<_>>()
-    );
-    assert_eq!(summaries[0].instances, 3);
-    let actual = store
-        .list_actual_lrps(&ActualLrpFilter::default())
-        .await
-        .expect("list");
-    let summaries = store.list_actual_lrp_summaries().await.expect("summaries");
-    assert_eq!(summaries, actual.iter().map(Into::into).collect::<Vec<_>>());
-    assert_eq!((summaries[0].since, summaries[0].crash_count), (20, 3));
-    assert_eq!(
-        summaries[1].evacuating_cell_id.as_deref(),
-        Some("cell-draining")
-    );
+    let store: SharedStore = Arc::new(SqliteStore::open(&path).await.expect("the old file opens"));
+    suite::summaries_say_what_the_records_say(&store).await;
 }
