@@ -12,7 +12,11 @@
 //! - `nginx`, `haproxy` (Debian's packages): proxying the published port,
 //!   the way they can without knowing the container's address.
 //!
-//! Each row is `wrk -t2 -c32 -d10s --latency` with the route's `Host`.
+//! Each row is `wrk -t2 -c32 -d10s --latency` with the route's `Host`,
+//! after one unmeasured second against the container. `container` and
+//! `router direct`, the pair goal 4 compares, run alternately
+//! `ROUTING_BENCH_ROUNDS` times (3); each round is printed and the median
+//! one is the row.
 //! The app answers `Connection: close`, so every request is a new
 //! connection from each proxy to the app, as with many small apps.
 //!
@@ -49,6 +53,7 @@ const KEEP_ALIVE_HOST: &str = "keepalive.bench";
 const PATH: &str = "/index";
 
 /// What `wrk` measured for one target.
+#[derive(Clone)]
 struct Row {
     name: &'static str,
     requests_per_second: f64,
@@ -66,6 +71,11 @@ async fn main() -> anyhow::Result<()> {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(10);
+    let rounds: usize = std::env::var("ROUTING_BENCH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3)
+        .max(1);
     let owner = lattice_testkit::docker::OwnerGuard::new("bench-routing");
     let lifecycles = lattice_testkit::lifecycles::build_static();
     let garden = DockerGarden::connect(DockerGardenConfig::new(&lifecycles)).await?;
@@ -139,14 +149,33 @@ async fn main() -> anyhow::Result<()> {
 
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
-        "routing bench: wrk -t2 -c32 -d{seconds}s --latency, GET {PATH} of one lattice-app instance (Connection: close); load before: {}",
+        "routing bench: wrk -t2 -c32 -d{seconds}s --latency, GET {PATH} of one lattice-app instance (Connection: close), {rounds} alternated rounds of container and router direct; load before: {}",
         load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
     );
     let router = router.to_string();
+    // The app's first second is slower than the rest (and varies): not
+    // measured.
+    wrk("warm-up", &container, "app.bench", 1)?;
+    // The pair the goal compares, alternated, so a slow moment of the
+    // machine does not land on one side only; the median round is shown.
+    let mut direct_rounds = Vec::new();
+    let mut routed_rounds = Vec::new();
+    for round in 1..=rounds {
+        let direct = wrk("container", &container, "app.bench", seconds)?;
+        let routed = wrk("router direct", &router, DIRECT_HOST, seconds)?;
+        println!(
+            "round {round}: container {:.0} req/s, router direct {:.0} req/s ({:.2}x)",
+            direct.requests_per_second,
+            routed.requests_per_second,
+            routed.requests_per_second / direct.requests_per_second
+        );
+        direct_rounds.push(direct);
+        routed_rounds.push(routed);
+    }
     let mut rows = vec![
-        wrk("container", &container, "app.bench", seconds)?,
+        median(direct_rounds),
         wrk("host port", &published, "app.bench", seconds)?,
-        wrk("router direct", &router, DIRECT_HOST, seconds)?,
+        median(routed_rounds),
         wrk("router host", &router, HOST_HOST, seconds)?,
     ];
     if let Some((_, port)) = &nginx {
@@ -219,6 +248,12 @@ async fn main() -> anyhow::Result<()> {
     shutdown.cancel();
     garden.destroy(&handle).await?;
     Ok(())
+}
+
+/// The round with the median rate (the upper one of an even count).
+fn median(mut rounds: Vec<Row>) -> Row {
+    rounds.sort_by(|a, b| a.requests_per_second.total_cmp(&b.requests_per_second));
+    rounds.swap_remove(rounds.len() / 2)
 }
 
 /// The rows, then `routed` against each of `anchors`.

@@ -15,6 +15,7 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::time::Instant;
 
 use crate::access_log::{AccessLog, AccessRecord};
+use crate::backend::{Backends, Live};
 
 /// Holds the client's request body until the first backend connection reads
 /// from it.
@@ -137,7 +138,15 @@ impl PendingLog {
 }
 
 enum Content {
-    Backend(Incoming),
+    /// The backend's body, and the connection it arrives on: polling the
+    /// body drives the connection.
+    Backend {
+        body: Incoming,
+        live: Option<Live>,
+        backends: Arc<Backends>,
+        /// The body gave its last frame.
+        ended: bool,
+    },
     Local(Option<Bytes>),
 }
 
@@ -149,9 +158,14 @@ pub(crate) struct ResponseBody {
 }
 
 impl ResponseBody {
-    pub fn backend(body: Incoming, log: PendingLog) -> Self {
+    pub fn backend(body: Incoming, live: Live, backends: Arc<Backends>, log: PendingLog) -> Self {
         Self {
-            content: Content::Backend(body),
+            content: Content::Backend {
+                body,
+                live: Some(live),
+                backends,
+                ended: false,
+            },
             sent: 0,
             log: Some(log),
         }
@@ -169,6 +183,19 @@ impl ResponseBody {
 
 impl Drop for ResponseBody {
     fn drop(&mut self) {
+        if let Content::Backend {
+            body,
+            live,
+            backends,
+            ended,
+        } = &mut self.content
+        {
+            // Read to its end: the connection may serve another request.
+            // Otherwise dropping it closes it, mid-answer.
+            if let (true, Some(live)) = (*ended || body.is_end_stream(), live.take()) {
+                live.finish(backends);
+            }
+        }
         if let Some(log) = self.log.take() {
             log.emit(self.sent);
         }
@@ -185,7 +212,16 @@ impl Body for ResponseBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = &mut *self;
         let frame = match &mut this.content {
-            Content::Backend(body) => std::task::ready!(Pin::new(body).poll_frame(cx)),
+            Content::Backend {
+                body, live, ended, ..
+            } => {
+                if let Some(live) = live {
+                    live.poll_connection(cx);
+                }
+                let frame = std::task::ready!(Pin::new(body).poll_frame(cx));
+                *ended |= frame.is_none();
+                frame
+            }
             Content::Local(text) => text.take().map(|text| Ok(Frame::data(text))),
         };
         if let Some(data) = frame.as_ref().and_then(|f| f.as_ref().ok()?.data_ref()) {
@@ -196,14 +232,14 @@ impl Body for ResponseBody {
 
     fn is_end_stream(&self) -> bool {
         match &self.content {
-            Content::Backend(body) => body.is_end_stream(),
+            Content::Backend { body, .. } => body.is_end_stream(),
             Content::Local(text) => text.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.content {
-            Content::Backend(body) => body.size_hint(),
+            Content::Backend { body, .. } => body.size_hint(),
             Content::Local(text) => {
                 SizeHint::with_exact(text.as_ref().map_or(0, |t| t.len() as u64))
             }

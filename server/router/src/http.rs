@@ -42,16 +42,15 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::upgrade::OnUpgrade;
 use hyper::{Request, Response, StatusCode, Uri, Version};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client as LegacyClient;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::access_log::{AccessLog, AccessRecord};
-use crate::body::{BodySlot, PendingLog, RequestBody, ResponseBody};
+use crate::backend::{Backends, Live};
+use crate::body::{BodySlot, PendingLog, ResponseBody};
 use crate::emitter::error_chain;
 use crate::table::{RoutingTable, TableHandle};
 
@@ -115,8 +114,8 @@ pub struct HttpRouter {
 struct Proxy {
     table: TableHandle,
     round_robin: RoundRobin,
-    /// Pools keep-alive connections per backend address.
-    client: LegacyClient<HttpConnector, RequestBody>,
+    /// Connects to backends and keeps their keep-alive connections.
+    backends: Arc<Backends>,
     access_log: Arc<dyn AccessLog>,
     /// Every client connection and every upgraded tunnel, so shutdown can
     /// wait for them.
@@ -131,19 +130,15 @@ impl HttpRouter {
         access_log: Arc<dyn AccessLog>,
         config: HttpRouterConfig,
     ) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(config.connect_timeout));
-        connector.set_nodelay(true);
-        let client = LegacyClient::builder(TokioExecutor::new())
-            .pool_idle_timeout(config.backend_idle_timeout)
-            .pool_max_idle_per_host(config.max_idle_per_backend)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(connector);
+        let backends = Backends::new(
+            config.connect_timeout,
+            config.backend_idle_timeout,
+            config.max_idle_per_backend,
+        );
         let proxy = Proxy {
             table,
             round_robin: RoundRobin::default(),
-            client,
+            backends: Arc::new(backends),
             access_log,
             tasks: TaskTracker::new(),
             hard_stop: CancellationToken::new(),
@@ -167,6 +162,19 @@ impl HttpRouter {
     ) -> std::io::Result<()> {
         let address = listener.local_addr()?;
         tracing::info!(%address, "http router listening");
+        let pruner = tokio::spawn({
+            let backends = self.proxy.backends.clone();
+            let shutdown = shutdown.clone();
+            async move {
+                let mut every = tokio::time::interval(backends.idle_timeout() / 2);
+                loop {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = every.tick() => backends.prune(),
+                    }
+                }
+            }
+        });
         let mut builder = http1::Builder::new();
         builder
             .timer(TokioTimer::new())
@@ -225,6 +233,8 @@ impl HttpRouter {
 
         drop(listener);
         self.drain().await;
+        let _ = pruner.await;
+        self.proxy.backends.clear();
         tracing::info!(%address, "http router stopped");
         Ok(())
     }
@@ -320,7 +330,16 @@ impl Proxy {
             headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             headers.insert(header::UPGRADE, protocol.clone());
         }
-        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        // Backends get the origin form; the client's `Host` (or the
+        // authority of an absolute-form target) says which app it meant.
+        if !headers.contains_key(header::HOST) {
+            if let Some(authority) = parts.uri.authority() {
+                if let Ok(value) = HeaderValue::from_str(authority.as_str()) {
+                    headers.insert(header::HOST, value);
+                }
+            }
+        }
+        let path = origin_form(&parts.uri);
         let body = BodySlot::new(body);
 
         let first = self.round_robin.next(route, &table);
@@ -336,26 +355,21 @@ impl Proxy {
             for (position, address) in addresses.enumerate() {
                 let has_fallback = position == 0 && endpoint.fallback.is_some();
                 record.backend = address.clone();
-                let uri: Uri = match format!("http://{address}{path}").parse() {
-                    Ok(uri) => uri,
-                    Err(e) => {
-                        // The table builds addresses from the store; one that is
-                        // not a valid authority is a bad record, not the client's.
-                        tracing::warn!(backend = %address, error = %e, "skipping a backend with an invalid address");
-                        continue;
-                    }
+                let request = || {
+                    let mut outgoing = Request::new(body.body());
+                    *outgoing.method_mut() = parts.method.clone();
+                    *outgoing.uri_mut() = path.clone();
+                    *outgoing.version_mut() = Version::HTTP_11;
+                    *outgoing.headers_mut() = headers.clone();
+                    outgoing
                 };
-                let mut outgoing = Request::new(body.body());
-                *outgoing.method_mut() = parts.method.clone();
-                *outgoing.uri_mut() = uri;
-                *outgoing.version_mut() = Version::HTTP_11;
-                *outgoing.headers_mut() = headers.clone();
                 // Set only when the container address refused the connection.
                 let mut try_host_address = false;
-                match self.client.request(outgoing).await {
-                    Ok(response) => {
+                match self.backends.exchange(address, request).await {
+                    Ok((response, live)) => {
                         return self.proxied(
                             response,
+                            live,
                             client_upgrade.map(|(_, on)| on),
                             record,
                             clock,
@@ -453,6 +467,7 @@ impl Proxy {
     fn proxied(
         &self,
         mut response: Response<Incoming>,
+        live: Live,
         client_upgrade: Option<OnUpgrade>,
         mut record: AccessRecord,
         clock: Instant,
@@ -472,20 +487,30 @@ impl Proxy {
                 );
             };
             let backend_upgrade = hyper::upgrade::on(&mut response);
+            live.spawn_for_upgrade();
             self.spawn_tunnel(client_upgrade, backend_upgrade, record.backend.clone());
+            let (mut parts, _) = response.into_parts();
+            let upgrade = parts.headers.get(header::UPGRADE).cloned();
+            strip_hop_by_hop(&mut parts.headers);
+            if let Some(upgrade) = upgrade {
+                parts
+                    .headers
+                    .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                parts.headers.insert(header::UPGRADE, upgrade);
+            }
+            let body = ResponseBody::local(Bytes::new(), self.pending_log(record, clock));
+            return Response::from_parts(parts, body);
         }
         let (mut parts, body) = response.into_parts();
-        let upgrade = parts.headers.get(header::UPGRADE).cloned();
         strip_hop_by_hop(&mut parts.headers);
-        if let (true, Some(upgrade)) = (switching, upgrade) {
-            parts
-                .headers
-                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-            parts.headers.insert(header::UPGRADE, upgrade);
-        }
         Response::from_parts(
             parts,
-            ResponseBody::backend(body, self.pending_log(record, clock)),
+            ResponseBody::backend(
+                body,
+                live,
+                self.backends.clone(),
+                self.pending_log(record, clock),
+            ),
         )
     }
 
@@ -667,6 +692,12 @@ fn version_name(version: Version) -> &'static str {
         Version::HTTP_2 => "HTTP/2.0",
         _ => "HTTP/?",
     }
+}
+
+/// The request target to send a backend: path and query, `/` if empty.
+fn origin_form(uri: &Uri) -> Uri {
+    uri.path_and_query()
+        .map_or_else(|| Uri::from_static("/"), |path| Uri::from(path.clone()))
 }
 
 fn unix_millis(time: SystemTime) -> u64 {

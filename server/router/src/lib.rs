@@ -26,9 +26,11 @@
 //! - [`http`]: [`HttpRouter`], the reverse proxy by `Host` header.
 //! - [`tcp`]: [`TcpRouter`], raw TCP by external port.
 //! - [`access_log`]: the [`AccessLog`] sink of per-request lines (`RTR`).
+//! - `backend`: the proxy's backend connections, driven in the client's task.
 //! - `body`: the streaming request and response bodies of the proxy.
 
 pub mod access_log;
+mod backend;
 mod body;
 pub mod emitter;
 pub mod http;

@@ -649,3 +649,103 @@ async fn tcp_route_carries_an_echo_and_closes_with_the_route() {
         .expect("the tcp router stops")
         .expect("tcp router task");
 }
+
+/// How the counting backend treats a connection after each answer.
+#[derive(Clone, Copy)]
+enum AfterAnswer {
+    KeepAlive,
+    /// Answers `Connection: close` and closes.
+    Close,
+    /// Offers keep-alive, then closes the connection once idle for 50 ms.
+    CloseWhenIdle,
+}
+
+/// A raw HTTP/1.1 backend that answers every request with the number of
+/// the connection it came on (`conn 1`, `conn 2`, ...).
+async fn counting_backend(after: AfterAnswer) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(async move {
+        let mut connections = 0;
+        while let Ok((mut stream, _)) = listener.accept().await {
+            connections += 1;
+            let number = connections;
+            tokio::spawn(async move {
+                let mut buffer = Vec::new();
+                loop {
+                    let wait = match after {
+                        AfterAnswer::CloseWhenIdle if !buffer.is_empty() => {
+                            Duration::from_millis(50)
+                        }
+                        _ => PATIENCE,
+                    };
+                    // Read one request head (these requests have no body).
+                    buffer.clear();
+                    let mut chunk = [0u8; 1024];
+                    while !buffer.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match tokio::time::timeout(wait, stream.read(&mut chunk)).await {
+                            Ok(Ok(n)) if n > 0 => buffer.extend_from_slice(&chunk[..n]),
+                            _ => return,
+                        }
+                    }
+                    let body = format!("conn {number}");
+                    let close = matches!(after, AfterAnswer::Close);
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n{}\r\n{body}",
+                        body.len(),
+                        if close { "Connection: close\r\n" } else { "" }
+                    );
+                    if stream.write_all(answer.as_bytes()).await.is_err() || close {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    address
+}
+
+async fn routed_to(after: AfterAnswer) -> (Router, reqwest::Client, String) {
+    let backend = counting_backend(after).await;
+    let router = Router::start(http_table(&[("web.example", vec![endpoint(backend, 0)])])).await;
+    let client = router.client();
+    let url = router.url("web.example", "/");
+    (router, client, url)
+}
+
+#[tokio::test]
+async fn keep_alive_backend_connections_are_reused() {
+    let (_router, client, url) = routed_to(AfterAnswer::KeepAlive).await;
+    for _ in 0..5 {
+        assert_eq!(
+            get_text(&client, &url).await,
+            (StatusCode::OK, "conn 1".to_string())
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_backend_that_closes_gets_a_new_connection_per_request() {
+    let (_router, client, url) = routed_to(AfterAnswer::Close).await;
+    for number in 1..=3 {
+        assert_eq!(
+            get_text(&client, &url).await,
+            (StatusCode::OK, format!("conn {number}"))
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_kept_connection_the_backend_closed_is_not_used() {
+    let (_router, client, url) = routed_to(AfterAnswer::CloseWhenIdle).await;
+    assert_eq!(
+        get_text(&client, &url).await,
+        (StatusCode::OK, "conn 1".to_string())
+    );
+    // The backend closes its side while the router keeps the connection.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        get_text(&client, &url).await,
+        (StatusCode::OK, "conn 2".to_string())
+    );
+}
