@@ -12,11 +12,11 @@
 //! - `nginx`, `haproxy` (Debian's packages): proxying the published port,
 //!   the way they can without knowing the container's address.
 //!
-//! Each row is `wrk -t2 -c32 -d10s --latency` with the route's `Host`,
-//! after one unmeasured second against the container. `container` and
-//! `router direct`, the pair goal 4 compares, run alternately
-//! `ROUTING_BENCH_ROUNDS` times (3); each round is printed and the median
-//! one is the row.
+//! Each row is `wrk -t2 -c32 -d5s --latency` with the route's `Host`,
+//! after one unmeasured second against the container. `container` and `router direct`, the pair goal 4
+//! compares, run alternately `ROUTING_BENCH_ROUNDS` times (3); each round
+//! is printed and the median one is the row.
+//!
 //! The app answers `Connection: close`, so every request is a new
 //! connection from each proxy to the app, as with many small apps.
 //!
@@ -30,6 +30,9 @@
 //! `nginx` and `haproxy` on PATH: `apt-get install wrk nginx-light
 //! haproxy`; a missing one is skipped with a note). Builds the static
 //! lifecycles on first use. `ROUTING_BENCH_SECONDS` changes the duration.
+//! Run it with `sysctl -w net.ipv4.tcp_tw_reuse=1` (and set it back to
+//! `2` after): see [`tcp_time_wait_reuse`]; without it the bench says so
+//! and its later rows are not comparable.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -70,7 +73,7 @@ async fn main() -> anyhow::Result<()> {
     let seconds: u64 = std::env::var("ROUTING_BENCH_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(10);
+        .unwrap_or(5);
     let rounds: usize = std::env::var("ROUTING_BENCH_ROUNDS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -147,6 +150,11 @@ async fn main() -> anyhow::Result<()> {
     let nginx = start_nginx(scratch.path(), &published, keep_alive_backend.as_deref())?;
     let haproxy = start_haproxy(scratch.path(), &published, keep_alive_backend.as_deref())?;
 
+    if !tcp_time_wait_reuse() {
+        println!(
+            "note: net.ipv4.tcp_tw_reuse is not 1: after the first rows the ephemeral ports to the container run out (TIME_WAIT) and every row falls below 1k requests/s; `sysctl -w net.ipv4.tcp_tw_reuse=1` for the run gives comparable rows"
+        );
+    }
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
         "routing bench: wrk -t2 -c32 -d{seconds}s --latency, GET {PATH} of one lattice-app instance (Connection: close), {rounds} alternated rounds of container and router direct; load before: {}",
@@ -539,6 +547,19 @@ fn wrk(name: &'static str, address: &str, host: &str, seconds: u64) -> anyhow::R
         p99_ms,
         errors,
     })
+}
+
+/// Whether the kernel may reuse a TIME_WAIT port for a new outgoing
+/// connection to another machine (`net.ipv4.tcp_tw_reuse = 1`).
+///
+/// Every request to the app is a new connection to one address and port,
+/// and the clients (`wrk`, the proxies) close first, so each leaves a port
+/// in TIME_WAIT for 60 s. With the default (`2`: loopback only) some 28,000
+/// ephemeral ports run out after a few seconds at 20k requests/s, and
+/// from then on every target, the container itself included, falls to
+/// under 1k requests/s: such a row measures the port range, not the proxy.
+fn tcp_time_wait_reuse() -> bool {
+    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_tw_reuse").is_ok_and(|v| v.trim() == "1")
 }
 
 /// `1.23ms`, `456.00us`, `1.02s` as milliseconds.
