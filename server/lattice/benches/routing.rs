@@ -46,7 +46,6 @@ use futures::StreamExt;
 use lattice_garden::docker::{DockerGarden, DockerGardenConfig};
 use lattice_garden::{ContainerSpec, Garden, ProcessSpec};
 use lattice_router::{Endpoint, HttpRouter, HttpRouterConfig, RoutingTable, TableHandle};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 const APP_IMAGE: &str = "lattice/lattice-app:latest";
@@ -348,14 +347,18 @@ async fn start_router(
         http,
         tcp: Default::default(),
     });
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    // As `lattice up` and `lattice router` run it: one shard per core.
+    let listener = lattice_router::bind_shared("127.0.0.1:0".parse()?)?;
     let address = listener.local_addr()?;
-    let router = HttpRouter::new(
+    let shards = std::thread::available_parallelism().map_or(1, usize::from);
+    tokio::spawn(HttpRouter::serve_sharded(
         table,
         Arc::new(lattice_router::TracingAccessLog),
         HttpRouterConfig::default(),
-    );
-    tokio::spawn(router.serve(listener, shutdown));
+        listener,
+        shards,
+        shutdown,
+    ));
     Ok(address)
 }
 

@@ -546,7 +546,7 @@ impl RouterRole {
     /// # Errors
     /// A port in use.
     pub async fn prepare(config: RouterRoleConfig) -> anyhow::Result<RouterRole> {
-        let listener = TcpListener::bind(config.listen).await.with_context(|| {
+        let listener = lattice_router::bind_shared(config.listen).with_context(|| {
             format!(
                 "cannot listen for the router on {} (try --listen)",
                 config.listen

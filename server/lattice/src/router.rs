@@ -34,7 +34,8 @@ impl AccessLog for SinkAccessLog {
     }
 }
 
-/// Runs the emitter, the HTTP router on `listener` and the TCP router until
+/// Runs the emitter, the HTTP router on `listener` (from
+/// [`lattice_router::bind_shared`]; one shard per core) and the TCP router until
 /// `shutdown`, following the first of the receptors at `receptor_urls` that
 /// works (the brains of one cluster); access lines go to `access_log`.
 pub fn spawn(
@@ -60,14 +61,18 @@ pub fn spawn(
             .with_fallbacks(clients)
             .run(table.clone(), shutdown.clone()),
     );
-    let http = HttpRouter::new(
+    let access_log: Arc<dyn AccessLog> = Arc::new(SinkAccessLog(access_log));
+    let shards = std::thread::available_parallelism().map_or(1, usize::from);
+    let http = HttpRouter::serve_sharded(
         table.clone(),
-        Arc::new(SinkAccessLog(access_log)),
+        access_log,
         HttpRouterConfig::default(),
+        listener,
+        shards,
+        shutdown.clone(),
     );
-    let http_shutdown = shutdown.clone();
     tracker.spawn(async move {
-        if let Err(err) = http.serve(listener, http_shutdown).await {
+        if let Err(err) = http.await {
             tracing::error!(error = %err, "http router failed");
         }
     });

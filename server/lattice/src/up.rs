@@ -110,7 +110,7 @@ impl Up {
             )
         })?;
         let router_listener = match config.router_listen {
-            Some(address) => Some(TcpListener::bind(address).await.with_context(|| {
+            Some(address) => Some(lattice_router::bind_shared(address).with_context(|| {
                 format!("cannot listen for the router on {address} (try --router-listen)")
             })?),
             None => None,

@@ -39,6 +39,6 @@ pub mod tcp;
 
 pub use access_log::{AccessLog, TracingAccessLog};
 pub use emitter::{EmitterConfig, EmitterError, RouteEmitter};
-pub use http::{HttpRouter, HttpRouterConfig};
+pub use http::{bind_shared, HttpRouter, HttpRouterConfig};
 pub use table::{routing_table, Endpoint, RoutingTable, TableHandle};
 pub use tcp::{TcpRouter, TcpRouterConfig};

@@ -749,3 +749,43 @@ async fn a_kept_connection_the_backend_closed_is_not_used() {
         (StatusCode::OK, "conn 2".to_string())
     );
 }
+
+#[tokio::test]
+async fn a_sharded_router_serves_on_every_shard_and_owns_its_port() {
+    let backend = counting_backend(AfterAnswer::Close).await;
+    let listener =
+        lattice_router::bind_shared("127.0.0.1:0".parse().expect("an address")).expect("bind");
+    let address = listener.local_addr().expect("router address");
+    let (sender, _access) = mpsc::unbounded_channel();
+    let shutdown = CancellationToken::new();
+    let served = tokio::spawn(HttpRouter::serve_sharded(
+        TableHandle::new(http_table(&[("web.example", vec![endpoint(backend, 0)])])),
+        Arc::new(RecordingLog(sender)),
+        HttpRouterConfig::default(),
+        listener,
+        2,
+        shutdown.clone(),
+    ));
+    // A second cluster on the same port is refused, as with a plain bind.
+    let again = lattice_router::bind_shared(address).expect_err("the port is taken");
+    assert_eq!(again.kind(), std::io::ErrorKind::AddrInUse);
+
+    // A new connection each time: the kernel spreads them over the shards.
+    for _ in 0..20 {
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .resolve("web.example", address)
+            .build()
+            .expect("client");
+        let (status, body) =
+            get_text(&client, &format!("http://web.example:{}/", address.port())).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.starts_with("conn "), "{body}");
+    }
+    shutdown.cancel();
+    tokio::time::timeout(PATIENCE, served)
+        .await
+        .expect("every shard stops at shutdown")
+        .expect("the router task")
+        .expect("the router serves until shutdown");
+}
