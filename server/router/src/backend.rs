@@ -4,8 +4,9 @@
 //! is written, the answer read and its body streamed by the same task that
 //! parsed the client's request, with no connection task or channel between
 //! them. Many small apps answer `Connection: close`, so every request is a
-//! fresh backend connection; handing each one to a task of its own (as a
-//! general-purpose client does) cost about a third of the router's rate.
+//! fresh backend connection; a general-purpose client hands each one to a
+//! task of its own, which adds a spawn, a channel and a wake-up per request
+//! (8% of the routed rate in the routing bench, docs/performance.md).
 //!
 //! # Guarantees
 //! - A connection is kept for reuse only when its answer allowed it

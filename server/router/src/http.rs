@@ -166,7 +166,9 @@ impl HttpRouter {
             let backends = self.proxy.backends.clone();
             let shutdown = shutdown.clone();
             async move {
-                let mut every = tokio::time::interval(backends.idle_timeout() / 2);
+                // `interval` refuses a zero period.
+                let period = (backends.idle_timeout() / 2).max(Duration::from_millis(100));
+                let mut every = tokio::time::interval(period);
                 loop {
                     tokio::select! {
                         _ = shutdown.cancelled() => break,
