@@ -17,11 +17,19 @@
 //! - A kept connection that turns out closed when taken is skipped; a
 //!   request that a reused connection never started to send is sent again on
 //!   a new connection (the backend cannot have seen it).
+//! - After a whole answer on a connection that may not be reused, the
+//!   router closes only once the backend has (or after
+//!   [`BACKEND_CLOSE_WAIT`]): the side that closes first keeps its port in
+//!   TIME_WAIT for a minute, and a router closing first would run out of
+//!   ports to a busy `Connection: close` app at about 470 requests/s
+//!   (28,000 ephemeral ports / 60 s) unless `net.ipv4.tcp_tw_reuse` is 1.
 
 use std::collections::HashMap;
 use std::future::{poll_fn, Future};
+use std::io;
 use std::pin::Pin;
-use std::sync::{Mutex, PoisonError};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -30,6 +38,7 @@ use hyper::client::conn::http1;
 use hyper::header::{self, HeaderMap};
 use hyper::{Request, Response, Version};
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -38,6 +47,10 @@ use crate::body::RequestBody;
 /// A backend connection, as the future that drives it. Built with upgrades
 /// on, so a `101` hands its socket over however it is polled.
 type Connection = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>;
+
+/// How long the router waits for a backend to close a connection it said it
+/// would close (`Connection: close`, HTTP/1.0) before closing it itself.
+pub(crate) const BACKEND_CLOSE_WAIT: Duration = Duration::from_secs(1);
 
 /// Why an exchange with a backend failed.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +89,7 @@ pub(crate) struct Backends {
 struct Idle {
     sender: http1::SendRequest<RequestBody>,
     connection: Connection,
+    ending: Ending,
     since: Instant,
 }
 
@@ -86,6 +100,7 @@ pub(crate) struct Live {
     sender: http1::SendRequest<RequestBody>,
     /// `None` once it ended (or was handed to an upgrade).
     connection: Option<Connection>,
+    ending: Ending,
     reusable: bool,
 }
 
@@ -118,27 +133,27 @@ impl Backends {
         address: &str,
         mut request: impl FnMut() -> Request<RequestBody>,
     ) -> Result<(Response<Incoming>, Live), ExchangeError> {
-        while let Some((mut sender, connection)) = self.take_idle(address).await {
+        while let Some((mut sender, connection, ending)) = self.take_idle(address).await {
             let (answer, connection) = sender
                 .try_send_request(request())
                 .await_with(connection)
                 .await;
             match answer {
-                Ok(response) => return Ok(live(address, sender, connection, response)),
+                Ok(response) => return Ok(live(address, sender, connection, ending, response)),
                 // Not sent at all: the backend closed the kept connection.
                 Err(error) if error.message().is_some() => continue,
                 Err(error) => return Err(error.into_error().into()),
             }
         }
-        let (mut sender, connection) = self.connect(address).await?;
+        let (mut sender, connection, ending) = self.connect(address).await?;
         let (answer, connection) = sender.send_request(request()).await_with(connection).await;
-        Ok(live(address, sender, connection, answer?))
+        Ok(live(address, sender, connection, ending, answer?))
     }
 
     async fn connect(
         &self,
         address: &str,
-    ) -> Result<(http1::SendRequest<RequestBody>, Connection), ExchangeError> {
+    ) -> Result<(http1::SendRequest<RequestBody>, Connection, Ending), ExchangeError> {
         let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(address))
             .await
             .map_err(|_| ExchangeError::ConnectTimeout {
@@ -152,8 +167,13 @@ impl Backends {
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(backend = %address, error = %e, "cannot set TCP_NODELAY on a backend connection");
         }
+        let ending = Ending::default();
+        let stream = BackendStream {
+            stream: Some(stream),
+            ending: ending.clone(),
+        };
         let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
-        Ok((sender, Box::pin(connection.with_upgrades())))
+        Ok((sender, Box::pin(connection.with_upgrades()), ending))
     }
 
     /// The most recently kept connection to `address` that is still open
@@ -161,7 +181,7 @@ impl Backends {
     async fn take_idle(
         &self,
         address: &str,
-    ) -> Option<(http1::SendRequest<RequestBody>, Connection)> {
+    ) -> Option<(http1::SendRequest<RequestBody>, Connection, Ending)> {
         loop {
             let idle = {
                 let mut pool = lock(&self.idle);
@@ -178,6 +198,7 @@ impl Backends {
             let Idle {
                 mut sender,
                 mut connection,
+                ending,
                 ..
             } = idle;
             // Polling the connection lets it notice a close (and finish the
@@ -190,7 +211,7 @@ impl Backends {
             })
             .await;
             if ready {
-                return Some((sender, connection));
+                return Some((sender, connection, ending));
             }
         }
     }
@@ -200,9 +221,12 @@ impl Backends {
             address,
             sender,
             connection: Some(connection),
+            ending,
             reusable: true,
         } = live
         else {
+            // The whole answer was read and the backend is to close: let it.
+            live.ending.set(Ending::ANSWERED);
             return;
         };
         let mut pool = lock(&self.idle);
@@ -211,6 +235,7 @@ impl Backends {
             kept.push(Idle {
                 sender,
                 connection,
+                ending,
                 since: Instant::now(),
             });
         }
@@ -248,6 +273,7 @@ impl Live {
     /// Gives the connection to an upgrade: it runs in a task of its own
     /// until it hands its socket over.
     pub fn spawn_for_upgrade(mut self) {
+        self.ending.set(Ending::TUNNEL);
         if let Some(connection) = self.connection.take() {
             let address = std::mem::take(&mut self.address);
             tokio::spawn(async move {
@@ -269,6 +295,7 @@ fn live(
     address: &str,
     sender: http1::SendRequest<RequestBody>,
     connection: Option<Connection>,
+    ending: Ending,
     response: Response<Incoming>,
 ) -> (Response<Incoming>, Live) {
     let reusable = response.version() == Version::HTTP_11
@@ -278,6 +305,7 @@ fn live(
         address: address.to_string(),
         sender,
         connection,
+        ending,
         reusable,
     };
     (response, live)
@@ -335,4 +363,140 @@ impl<F: Future> Future for AwaitingAnswer<F> {
         let answer = std::task::ready!(this.answer.as_mut().poll(cx));
         Poll::Ready((answer, this.connection.take()))
     }
+}
+
+/// What the exchanges on a backend socket have come to, shared by the socket
+/// (inside hyper's connection) and the router's handle on it.
+#[derive(Clone)]
+struct Ending(Arc<AtomicU8>);
+
+impl Default for Ending {
+    fn default() -> Self {
+        Self(Arc::new(AtomicU8::new(Self::OPEN)))
+    }
+}
+
+impl Ending {
+    /// Exchanging, or kept idle: dropped, the socket closes at once.
+    const OPEN: u8 = 0;
+    /// A whole answer came and the connection is not to be reused: the
+    /// backend closes it, and the router after it.
+    const ANSWERED: u8 = 1;
+    /// Handed to an upgrade: a plain byte stream, whose shutdown is the
+    /// half-close the peers asked for.
+    const TUNNEL: u8 = 2;
+
+    fn set(&self, state: u8) {
+        self.0.store(state, Ordering::Relaxed);
+    }
+
+    fn get(&self) -> u8 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A backend socket that never closes first after a finished exchange.
+struct BackendStream {
+    /// `None` only while it is dropped.
+    stream: Option<TcpStream>,
+    ending: Ending,
+}
+
+impl BackendStream {
+    fn stream(&mut self) -> Pin<&mut TcpStream> {
+        Pin::new(
+            self.stream
+                .as_mut()
+                .expect("a backend socket is taken only on drop"),
+        )
+    }
+}
+
+impl AsyncRead for BackendStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.stream().poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for BackendStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.stream().poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.stream().poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream
+            .as_ref()
+            .is_some_and(TcpStream::is_write_vectored)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.stream().poll_flush(cx)
+    }
+
+    /// hyper shuts an HTTP/1 connection down only once its last exchange is
+    /// complete and it may not be reused; sending the FIN then would make
+    /// the router the side that closes first. A tunnel's shutdown is real.
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.ending.get() == Ending::TUNNEL {
+            return self.stream().poll_shutdown(cx);
+        }
+        self.ending.set(Ending::ANSWERED);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Drop for BackendStream {
+    fn drop(&mut self) {
+        let Some(stream) = self.stream.take() else {
+            return;
+        };
+        if self.ending.get() != Ending::ANSWERED {
+            return;
+        }
+        // Usually the backend's FIN came with its answer: closing now is
+        // closing second.
+        match stream.try_read(&mut [0u8; 1]) {
+            Ok(0) => return,
+            Err(e) if e.kind() != io::ErrorKind::WouldBlock => return,
+            _ => {}
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(close_after_backend(stream));
+        }
+    }
+}
+
+/// Waits (at most [`BACKEND_CLOSE_WAIT`]) for the backend to close, reading
+/// and dropping anything it still sends, then closes.
+async fn close_after_backend(stream: TcpStream) {
+    let mut discard = [0u8; 512];
+    let closed = async {
+        loop {
+            if stream.readable().await.is_err() {
+                return;
+            }
+            match stream.try_read(&mut discard) {
+                Ok(0) => return,
+                Err(e) if e.kind() != io::ErrorKind::WouldBlock => return,
+                _ => {}
+            }
+        }
+    };
+    let _ = tokio::time::timeout(BACKEND_CLOSE_WAIT, closed).await;
 }

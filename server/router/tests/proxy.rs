@@ -789,3 +789,117 @@ async fn a_sharded_router_serves_on_every_shard_and_owns_its_port() {
         .expect("the router task")
         .expect("the router serves until shutdown");
 }
+
+/// The state of the TCP socket from `local` to `remote` in this network
+/// namespace (`/proc/net/tcp`), if there is one: 1 established, 6
+/// TIME_WAIT, 8 CLOSE_WAIT, 9 LAST_ACK.
+fn tcp_state(local: SocketAddr, remote: SocketAddr) -> Option<u8> {
+    let hex = |address: SocketAddr| match address {
+        SocketAddr::V4(v4) => format!(
+            "{:08X}:{:04X}",
+            u32::from_le_bytes(v4.ip().octets()),
+            v4.port()
+        ),
+        SocketAddr::V6(_) => unreachable!("the test sockets are IPv4"),
+    };
+    let (local, remote) = (hex(local), hex(remote));
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        (fields.get(1) == Some(&local.as_str()) && fields.get(2) == Some(&remote.as_str()))
+            .then(|| u8::from_str_radix(fields[3], 16).expect("a hex state"))
+    })
+}
+
+const TIME_WAIT: u8 = 6;
+
+/// The side of a connection that closes first keeps its port in TIME_WAIT
+/// for a minute: a router closing first would run out of ports to one busy
+/// `Connection: close` app. The answer reaches the client at once all the
+/// same.
+#[tokio::test]
+async fn after_a_connection_close_answer_the_backend_closes_first() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let backend = listener.local_addr().expect("address");
+    let (router_side_sender, router_side) = tokio::sync::oneshot::channel();
+    let (close_sender, close) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let (mut stream, peer) = listener.accept().await.expect("accept");
+        let mut head = Vec::new();
+        let mut chunk = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = stream.read(&mut chunk).await.expect("read");
+            assert!(n > 0, "the router closed before its request");
+            head.extend_from_slice(&chunk[..n]);
+        }
+        stream
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nbye")
+            .await
+            .expect("write");
+        let _ = router_side_sender.send(peer);
+        // Held open until the client has its answer.
+        let _ = close.await;
+    });
+    let router = Router::start(http_table(&[("web.example", vec![endpoint(backend, 0)])])).await;
+    let client = router.client();
+    let answer = get_text(&client, &router.url("web.example", "/")).await;
+    assert_eq!(answer, (StatusCode::OK, "bye".to_string()));
+    let router_side = router_side.await.expect("the backend saw the router");
+    close_sender.send(()).expect("the backend waits");
+
+    // Whichever side closed first ends in TIME_WAIT.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        assert_ne!(
+            tcp_state(router_side, backend),
+            Some(TIME_WAIT),
+            "the router closed the backend connection first"
+        );
+        if tcp_state(backend, router_side) == Some(TIME_WAIT) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the backend's side never reached TIME_WAIT (router side {:?}, backend side {:?})",
+            tcp_state(router_side, backend),
+            tcp_state(backend, router_side)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A backend that says it will close and does not is closed by the router
+/// after a while, not kept forever.
+#[tokio::test]
+async fn a_backend_that_never_closes_after_connection_close_is_closed_by_the_router() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let backend = listener.local_addr().expect("address");
+    let (router_side_sender, router_side) = tokio::sync::oneshot::channel();
+    let (closed_sender, closed) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut stream, peer) = listener.accept().await.expect("accept");
+        let mut chunk = [0u8; 1024];
+        let _ = stream.read(&mut chunk).await;
+        stream
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nbye")
+            .await
+            .expect("write");
+        let _ = router_side_sender.send(peer);
+        // Never closes; reports when the router has.
+        let end = stream.read(&mut chunk).await;
+        let _ = closed_sender.send(end.map(|n| n == 0).unwrap_or(true));
+    });
+    let router = Router::start(http_table(&[("web.example", vec![endpoint(backend, 0)])])).await;
+    let client = router.client();
+    let answer = get_text(&client, &router.url("web.example", "/")).await;
+    assert_eq!(answer, (StatusCode::OK, "bye".to_string()));
+    router_side.await.expect("the backend saw the router");
+    let closed = tokio::time::timeout(PATIENCE, closed)
+        .await
+        .expect("the router closes the connection in the end")
+        .expect("the backend reports");
+    assert!(
+        closed,
+        "the router sent more after the answer instead of closing"
+    );
+}
