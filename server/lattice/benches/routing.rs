@@ -10,12 +10,17 @@
 //! - `router host`: our router through the published port (as it must when
 //!   routers cannot reach the container network);
 //! - `nginx`, `haproxy` (Debian's packages): proxying the published port,
-//!   the way they can without knowing the container's address.
+//!   the way they can without knowing the container's address;
+//! - `nginx direct`, `haproxy direct`: the same two proxying the
+//!   container's address, as our router does: what the proxy hop itself
+//!   costs on this machine, whoever makes it.
 //!
 //! Each row is `wrk -t2 -c32 -d5s --latency` with the route's `Host`,
-//! after one unmeasured second against the container. `container` and `router direct`, the pair goal 4
-//! compares, run alternately `ROUTING_BENCH_ROUNDS` times (3); each round
-//! is printed and the median one is the row.
+//! after one unmeasured second against the container. The targets that
+//! reach the container's address (`container`, `router direct`, `nginx
+//! direct`, `haproxy direct`) run in turn `ROUTING_BENCH_ROUNDS` times (3),
+//! so a slow moment of the machine does not land on one of them only;
+//! each round is printed and the median one is each row.
 //!
 //! The app answers `Connection: close`, so every request is a new
 //! connection from each proxy to the app, as with many small apps.
@@ -146,8 +151,18 @@ async fn main() -> anyhow::Result<()> {
         shutdown.clone(),
     )
     .await?;
-    let nginx = start_nginx(scratch.path(), &published, keep_alive_backend.as_deref())?;
-    let haproxy = start_haproxy(scratch.path(), &published, keep_alive_backend.as_deref())?;
+    let nginx = start_nginx(
+        scratch.path(),
+        &published,
+        &container,
+        keep_alive_backend.as_deref(),
+    )?;
+    let haproxy = start_haproxy(
+        scratch.path(),
+        &published,
+        &container,
+        keep_alive_backend.as_deref(),
+    )?;
 
     if !tcp_time_wait_reuse() {
         println!(
@@ -163,28 +178,39 @@ async fn main() -> anyhow::Result<()> {
     // The app's first second is slower than the rest (and varies): not
     // measured.
     wrk("warm-up", &container, "app.bench", 1)?;
-    // The pair the goal compares, alternated, so a slow moment of the
-    // machine does not land on one side only; the median round is shown.
-    let mut direct_rounds = Vec::new();
-    let mut routed_rounds = Vec::new();
-    for round in 1..=rounds {
-        let direct = wrk("container", &container, "app.bench", seconds)?;
-        let routed = wrk("router direct", &router, DIRECT_HOST, seconds)?;
-        println!(
-            "round {round}: container {:.0} req/s, router direct {:.0} req/s ({:.2}x)",
-            direct.requests_per_second,
-            routed.requests_per_second,
-            routed.requests_per_second / direct.requests_per_second
-        );
-        direct_rounds.push(direct);
-        routed_rounds.push(routed);
-    }
-    let mut rows = vec![
-        median(direct_rounds),
-        wrk("host port", &published, "app.bench", seconds)?,
-        median(routed_rounds),
-        wrk("router host", &router, HOST_HOST, seconds)?,
+    // Everything that reaches the container's address, in turn, each
+    // round; the median round of each is its row.
+    let mut direct_targets = vec![
+        ("container", container.clone(), "app.bench"),
+        ("router direct", router.clone(), DIRECT_HOST),
     ];
+    if let Some((_, port)) = &nginx {
+        direct_targets.push((
+            "nginx direct",
+            format!("127.0.0.1:{}", port + 2),
+            "app.bench",
+        ));
+    }
+    if let Some((_, port)) = &haproxy {
+        direct_targets.push((
+            "haproxy direct",
+            format!("127.0.0.1:{}", port + 2),
+            "app.bench",
+        ));
+    }
+    let mut rounds_of: Vec<Vec<Row>> = vec![Vec::new(); direct_targets.len()];
+    for round in 1..=rounds {
+        let mut line = format!("round {round}:");
+        for ((name, address, host), measured) in direct_targets.iter().zip(&mut rounds_of) {
+            let row = wrk(name, address, host, seconds)?;
+            line.push_str(&format!(" {name} {:.0} req/s;", row.requests_per_second));
+            measured.push(row);
+        }
+        println!("{}", line.trim_end_matches(';'));
+    }
+    let mut rows: Vec<Row> = rounds_of.into_iter().map(median).collect();
+    rows.push(wrk("host port", &published, "app.bench", seconds)?);
+    rows.push(wrk("router host", &router, HOST_HOST, seconds)?);
     if let Some((_, port)) = &nginx {
         rows.push(wrk(
             "nginx",
@@ -204,7 +230,14 @@ async fn main() -> anyhow::Result<()> {
     print_rows(
         &rows,
         "router direct",
-        &["container", "host port", "nginx", "haproxy"],
+        &[
+            "container",
+            "nginx direct",
+            "haproxy direct",
+            "host port",
+            "nginx",
+            "haproxy",
+        ],
     );
 
     if let Some(backend) = &keep_alive_backend {
@@ -368,15 +401,19 @@ fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
-/// A free port whose next port is free too (checked, not reserved).
-fn free_port_pair() -> anyhow::Result<u16> {
+/// A free port whose next two ports are free too (checked, not reserved).
+fn free_port_run() -> anyhow::Result<u16> {
     for _ in 0..100 {
         let port = free_port()?;
-        if port < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+        let next_free = |offset: u16| {
+            port.checked_add(offset)
+                .is_some_and(|next| std::net::TcpListener::bind(("127.0.0.1", next)).is_ok())
+        };
+        if next_free(1) && next_free(2) {
             return Ok(port);
         }
     }
-    anyhow::bail!("no two adjacent free ports")
+    anyhow::bail!("no three adjacent free ports")
 }
 
 /// An nginx with one worker that answers every request with a fixed body
@@ -402,24 +439,32 @@ fn start_keep_alive_backend(dir: &Path) -> anyhow::Result<Option<(Child, u16)>> 
 }
 
 /// nginx in the foreground with two workers (one per core, like the
-/// router's two threads) proxying to `published` on a free port and, on
-/// the port after it, to the keep-alive backend with pooled connections.
+/// router's shards) proxying to `published` on a free port, on the port
+/// after it to the keep-alive backend with pooled connections, and on the
+/// next one to the container's address.
 fn start_nginx(
     dir: &Path,
     published: &str,
+    container: &str,
     keep_alive_backend: Option<&str>,
 ) -> anyhow::Result<Option<(Child, u16)>> {
     let Some(nginx) = which("nginx") else {
         println!("nginx skipped: not installed (apt-get install nginx-light)");
         return Ok(None);
     };
-    let port = free_port_pair()?;
+    let port = free_port_run()?;
     let mut servers = format!(
         "upstream app {{ server {published}; }}\n\
          server {{\n\
            listen 127.0.0.1:{port};\n\
            location / {{ proxy_pass http://app; proxy_set_header Host $host; }}\n\
-         }}\n"
+         }}\n\
+         upstream container {{ server {container}; }}\n\
+         server {{\n\
+           listen 127.0.0.1:{direct_port};\n\
+           location / {{ proxy_pass http://container; proxy_set_header Host $host; }}\n\
+         }}\n",
+        direct_port = port + 2
     );
     if let Some(backend) = keep_alive_backend {
         servers.push_str(&format!(
@@ -474,22 +519,27 @@ fn run_nginx(nginx: &Path, prefix: &Path, workers: usize, servers: &str) -> anyh
 }
 
 /// haproxy in the foreground with two threads proxying to `published` on
-/// a free port and, on the port after it, to the keep-alive backend.
+/// a free port, on the port after it to the keep-alive backend, and on the
+/// next one to the container's address.
 fn start_haproxy(
     dir: &Path,
     published: &str,
+    container: &str,
     keep_alive_backend: Option<&str>,
 ) -> anyhow::Result<Option<(Child, u16)>> {
     let Some(haproxy) = which("haproxy") else {
         println!("haproxy skipped: not installed (apt-get install haproxy)");
         return Ok(None);
     };
-    let port = free_port_pair()?;
+    let port = free_port_run()?;
     let mut config = format!(
         "global\n  nbthread 2\n  maxconn 4096\n\
          defaults\n  mode http\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n\
          frontend web\n  bind 127.0.0.1:{port}\n  default_backend app\n\
-         backend app\n  server app {published}\n"
+         backend app\n  server app {published}\n\
+         frontend direct\n  bind 127.0.0.1:{direct_port}\n  default_backend container\n\
+         backend container\n  server container {container}\n",
+        direct_port = port + 2
     );
     if let Some(backend) = keep_alive_backend {
         config.push_str(&format!(
