@@ -53,6 +53,10 @@ use lattice_garden::{ContainerSpec, Garden, ProcessSpec};
 use lattice_router::{Endpoint, HttpRouter, HttpRouterConfig, RoutingTable, TableHandle};
 use tokio_util::sync::CancellationToken;
 
+/// As the `lattice` binary the router ships in.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const APP_IMAGE: &str = "lattice/lattice-app:latest";
 const DIRECT_HOST: &str = "direct.bench";
 const HOST_HOST: &str = "host.bench";

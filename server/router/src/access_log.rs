@@ -2,6 +2,7 @@
 //! Foundry's router (`RTR`) lines, handed to an [`AccessLog`] sink keyed by
 //! the app's log guid so that `ltc logs APP` can show it.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
@@ -78,8 +79,13 @@ impl AccessRecord {
 }
 
 /// Escapes what would break the quoting of a field: a client controls these.
-fn escape(text: &str) -> String {
-    text.replace('\\', "\\\\").replace('"', "\\\"")
+/// Most fields need nothing, and are not copied.
+fn escape(text: &str) -> Cow<'_, str> {
+    if text.contains(['\\', '"']) {
+        Cow::Owned(text.replace('\\', "\\\\").replace('"', "\\\""))
+    } else {
+        Cow::Borrowed(text)
+    }
 }
 
 fn dash_if_empty(text: &str) -> &str {
