@@ -1,10 +1,15 @@
 //! The health check an LRP's monitor runs inside its container.
 //!
-//! `healthcheck --port N [--uri /path] [--timeout 1s|500ms] [--host H]`:
-//! without `--uri`, healthy when a TCP connection to H:N opens; with it,
-//! healthy when an HTTP/1.1 `GET` of the path answers 2xx or 3xx (redirects
-//! are not followed). The whole check (connect and answer) must finish
-//! within the timeout.
+//! `healthcheck --port N [--uri /path] [--timeout 1s|500ms] [--host H]
+//! [--until-ready-interval 20ms]`: without `--uri`, healthy when a TCP
+//! connection to H:N opens; with it, healthy when an HTTP/1.1 `GET` of the
+//! path answers 2xx or 3xx (redirects are not followed). The whole check
+//! (connect and answer) must finish within the timeout.
+//!
+//! With `--until-ready-interval`, an unhealthy target is tried again after
+//! that interval, until it is healthy or the timeout has passed (as Diego's
+//! healthcheck `-until-ready-interval`): the rep's checks of a starting
+//! instance, one process per timeout instead of one per try.
 //!
 //! HTTP is written by hand over a `TcpStream`: the binary goes into every
 //! container, so it stays small and static (no TLS, no HTTP library).
@@ -25,8 +30,7 @@ use std::time::{Duration, Instant};
 
 use crate::args::{flags, UsageError};
 
-pub const USAGE: &str =
-    "usage: healthcheck --port N [--uri /path] [--timeout 1s|500ms] [--host 127.0.0.1]";
+pub const USAGE: &str = "usage: healthcheck --port N [--uri /path] [--timeout 1s|500ms] [--host 127.0.0.1] [--until-ready-interval 20ms]";
 
 /// Default of `--timeout`.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -43,6 +47,8 @@ pub struct HealthcheckArgs {
     /// The path to `GET`, always starting with `/`; a TCP check when `None`.
     pub uri: Option<String>,
     pub timeout: Duration,
+    /// Try again after this long while unhealthy, until the timeout.
+    pub until_ready_interval: Option<Duration>,
 }
 
 impl HealthcheckArgs {
@@ -55,6 +61,7 @@ impl HealthcheckArgs {
         let mut uri = None;
         let mut timeout = DEFAULT_TIMEOUT;
         let mut host = DEFAULT_HOST.to_string();
+        let mut until_ready_interval = None;
         for flag in flags(args)? {
             match flag.name.as_str() {
                 "--help" => return Ok(None),
@@ -69,6 +76,15 @@ impl HealthcheckArgs {
                 "--timeout" => timeout = parse_duration(&flag.value)?,
                 "--host" if !flag.value.is_empty() => host = flag.value,
                 "--host" => return Err(UsageError("--host needs a value".to_string())),
+                "--until-ready-interval" => {
+                    let interval = parse_duration(&flag.value).map_err(|_| {
+                        UsageError(format!(
+                            "--until-ready-interval {:?} is not a duration like 20ms or 1s",
+                            flag.value
+                        ))
+                    })?;
+                    until_ready_interval = Some(interval);
+                }
                 other => return Err(UsageError(format!("unknown flag {other}"))),
             }
         }
@@ -78,6 +94,7 @@ impl HealthcheckArgs {
             port,
             uri,
             timeout,
+            until_ready_interval,
         }))
     }
 
@@ -135,12 +152,31 @@ pub fn format_duration(duration: Duration) -> String {
 #[error("{0}")]
 pub struct Unhealthy(pub String);
 
-/// Probes the target.
+/// Probes the target; with an until-ready interval, again and again until
+/// it is healthy or the timeout has passed.
 ///
 /// # Errors
-/// [`Unhealthy`] naming the target and the reason.
+/// [`Unhealthy`] naming the target and the (last) reason.
 pub fn check(args: &HealthcheckArgs) -> Result<(), Unhealthy> {
     let deadline = Instant::now() + args.timeout;
+    let Some(interval) = args.until_ready_interval else {
+        return check_by(args, deadline);
+    };
+    loop {
+        let unhealthy = match check_by(args, deadline) {
+            Ok(()) => return Ok(()),
+            Err(unhealthy) => unhealthy,
+        };
+        let now = Instant::now();
+        if now + interval >= deadline {
+            return Err(unhealthy);
+        }
+        std::thread::sleep(interval);
+    }
+}
+
+/// One probe, finished by `deadline`.
+fn check_by(args: &HealthcheckArgs, deadline: Instant) -> Result<(), Unhealthy> {
     let target = args.target();
     let stream = connect(args, deadline).map_err(|err| {
         Unhealthy(format!(
@@ -294,6 +330,7 @@ mod tests {
             port,
             uri: uri.map(String::from),
             timeout: Duration::from_secs(2),
+            until_ready_interval: None,
         }
     }
 
@@ -320,6 +357,11 @@ mod tests {
         assert_eq!(parsed.uri.as_deref(), Some("/health"));
         assert_eq!(parsed.timeout, Duration::from_millis(500));
         assert_eq!(parsed.target(), "[::1]:9");
+        assert_eq!(parsed.until_ready_interval, None);
+        let parsed = HealthcheckArgs::parse(os(&["--port", "9", "--until-ready-interval", "20ms"]))
+            .expect("valid")
+            .expect("not help");
+        assert_eq!(parsed.until_ready_interval, Some(Duration::from_millis(20)));
         assert_eq!(HealthcheckArgs::parse(os(&["-h"])), Ok(None));
     }
 
@@ -333,6 +375,8 @@ mod tests {
             &["--port", "1", "--timeout", "1"],
             &["--port", "1", "--host", ""],
             &["--port", "1", "--verbose", "yes"],
+            &["--port", "1", "--until-ready-interval", "20"],
+            &["--port", "1", "--until-ready-interval", ""],
             &["8080"],
         ] {
             assert!(HealthcheckArgs::parse(os(bad)).is_err(), "{bad:?}");
@@ -375,6 +419,45 @@ mod tests {
         assert_eq!(describe(&eagain, timeout), "timed out after 1s");
         let unreachable = io::Error::from_raw_os_error(libc::EHOSTUNREACH);
         assert_eq!(describe(&unreachable, timeout), "no route to host");
+    }
+
+    #[test]
+    fn until_ready_waits_for_a_port_that_opens_later() {
+        let port = {
+            let probe = TcpListener::bind("127.0.0.1:0").expect("loopback is available");
+            probe.local_addr().expect("bound").port()
+        };
+        let (opened_sender, opened) = std::sync::mpsc::channel();
+        let opener = std::thread::spawn(move || {
+            // Refused at first: the check must try again.
+            std::thread::sleep(Duration::from_millis(200));
+            let listener = TcpListener::bind(("127.0.0.1", port)).expect("the port is still free");
+            opened_sender.send(()).expect("the test waits");
+            let _ = listener.accept();
+        });
+        let until_ready = HealthcheckArgs {
+            timeout: Duration::from_secs(30),
+            until_ready_interval: Some(Duration::from_millis(10)),
+            ..args(port, None)
+        };
+        assert_eq!(check(&until_ready), Ok(()));
+        assert!(opened.try_recv().is_ok(), "passed before the port opened");
+        opener.join().expect("the opener ends");
+    }
+
+    #[test]
+    fn until_ready_gives_up_with_the_last_reason_once_the_timeout_passed() {
+        let port = {
+            let probe = TcpListener::bind("127.0.0.1:0").expect("loopback is available");
+            probe.local_addr().expect("bound").port()
+        };
+        let until_ready = HealthcheckArgs {
+            timeout: Duration::from_millis(300),
+            until_ready_interval: Some(Duration::from_millis(20)),
+            ..args(port, None)
+        };
+        let err = check(&until_ready).expect_err("nothing listens");
+        assert!(err.0.contains("connection refused"), "{err}");
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! `healthcheck --port N [--uri /path] [--timeout 1s] [--host H]`: a TCP
-//! (or, with `--uri`, HTTP) probe. Exit codes: 0 healthy, 1 unhealthy (one
+//! `healthcheck --port N [--uri /path] [--timeout 1s] [--host H]
+//! [--until-ready-interval 10ms]`: a TCP (or, with `--uri`, HTTP) probe,
+//! tried again until healthy or timed out with `--until-ready-interval`. Exit codes: 0 healthy, 1 unhealthy (one
 //! line on stderr says why), 2 bad usage. See
 //! [`lattice_lifecycles::healthcheck`].
 

@@ -145,6 +145,10 @@ pub enum Effect {
     StartAction,
     StopAction,
     RunCheck,
+    /// The check of a starting instance: the same check, but it may keep
+    /// trying until it passes (within its own timeout), so a start costs
+    /// one check process rather than one per try.
+    RunStartupCheck,
     StopCheck,
     /// [`Event::Tick`] after this long; replaces any timer set before.
     ScheduleTick(Duration),
@@ -313,7 +317,7 @@ fn starting(
             ),
         ),
         Event::Tick if checking => (this(true), vec![]),
-        Event::Tick if plan.has_monitor => (this(true), vec![Effect::RunCheck]),
+        Event::Tick if plan.has_monitor => (this(true), vec![Effect::RunStartupCheck]),
         Event::Tick => (InstanceState::Marking, vec![Effect::MarkRunning]),
         Event::CheckExited(Exit::Succeeded) => (
             InstanceState::Marking,

@@ -13,8 +13,10 @@ use lattice_bbs::modify::{modify_actual_lrp, Change, ModifyError};
 use lattice_bbs::SharedStore;
 use lattice_executor::{ActionError, ContainerRequest, Limits, RunContext};
 use lattice_garden::{ContainerInfo, OWNER_PROPERTY};
+use lattice_models::action::TimeoutAction;
 use lattice_models::auction::LrpKey;
 use lattice_models::crash::crash_count_after_crash;
+use lattice_models::lifecycle::HEALTHCHECK_PATH;
 use lattice_models::log::{SOURCE_APP, SOURCE_HEALTH};
 use lattice_models::{
     Action, ActualLrp, ActualLrpEvent, ActualLrpState, DesiredLrp, PreferredAddress,
@@ -260,6 +262,13 @@ impl<'a> Shell<'a> {
             }
             Effect::RunCheck => match &self.desired.monitor {
                 Some(monitor) => self.check = Some(self.start(monitor, SOURCE_HEALTH)),
+                None => return Some(Event::CheckExited(Exit::Succeeded)),
+            },
+            Effect::RunStartupCheck => match &self.desired.monitor {
+                Some(monitor) => {
+                    let check = startup_check(monitor);
+                    self.check = Some(self.start(check.as_ref().unwrap_or(monitor), SOURCE_HEALTH));
+                }
                 None => return Some(Event::CheckExited(Exit::Succeeded)),
             },
             Effect::StopSetup => stop(&self.setup),
@@ -647,5 +656,104 @@ async fn update_ours(
             tracing::warn!(process_guid, index, error = %err, "cannot update instance");
         }
         _ => {}
+    }
+}
+
+/// How often our healthcheck tries again inside a starting container:
+/// a refused connect on the container's loopback costs next to nothing.
+const STARTUP_RETRY_INTERVAL: Duration = Duration::from_millis(10);
+
+/// The monitor of a starting instance. When it is our healthcheck, alone or
+/// under a timeout as `ltc create` makes it, the same check told to try
+/// again every [`STARTUP_RETRY_INTERVAL`] until it passes (within its own
+/// timeout): one process per start instead of one engine exec per try,
+/// which is most of the time a busy engine takes to see an instance
+/// healthy. Any other monitor runs as it is (`None`).
+fn startup_check(monitor: &Action) -> Option<Action> {
+    match monitor {
+        Action::Run(run)
+            if run.path == HEALTHCHECK_PATH
+                && !run
+                    .args
+                    .iter()
+                    .any(|arg| arg.starts_with("--until-ready-interval")) =>
+        {
+            let mut run = run.clone();
+            run.args.extend([
+                "--until-ready-interval".to_string(),
+                format!("{}ms", STARTUP_RETRY_INTERVAL.as_millis()),
+            ]);
+            Some(Action::Run(run))
+        }
+        Action::Timeout(timeout) => Some(Action::Timeout(TimeoutAction {
+            action: Box::new(startup_check(&timeout.action)?),
+            ..timeout.clone()
+        })),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lattice_models::action::RunAction;
+
+    fn run(path: &str, args: &[&str]) -> Action {
+        Action::Run(RunAction {
+            path: path.to_string(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            dir: None,
+            env: Vec::new(),
+            user: None,
+            resource_limits: None,
+            log_source: Some("HEALTH".to_string()),
+            suppress_log_output: false,
+        })
+    }
+
+    fn timeout(action: Action) -> Action {
+        Action::Timeout(TimeoutAction {
+            action: Box::new(action),
+            timeout_ns: 1_000_000_000,
+            log_source: None,
+        })
+    }
+
+    #[test]
+    fn our_healthcheck_keeps_trying_while_the_instance_starts() {
+        let check = run(HEALTHCHECK_PATH, &["--port", "8080", "--timeout", "1000ms"]);
+        let until_ready = run(
+            HEALTHCHECK_PATH,
+            &[
+                "--port",
+                "8080",
+                "--timeout",
+                "1000ms",
+                "--until-ready-interval",
+                "10ms",
+            ],
+        );
+        assert_eq!(startup_check(&check), Some(until_ready.clone()));
+        // As `ltc create` makes it: the timeout stays, around the new check.
+        assert_eq!(startup_check(&timeout(check)), Some(timeout(until_ready)));
+    }
+
+    #[test]
+    fn other_monitors_run_as_they_are() {
+        let told_already = run(
+            HEALTHCHECK_PATH,
+            &["--port", "1", "--until-ready-interval", "5ms"],
+        );
+        for monitor in [
+            run("/bin/true", &[]),
+            timeout(run("/usr/bin/curl", &["localhost:8080"])),
+            told_already,
+            Action::Serial(lattice_models::action::SerialAction {
+                actions: vec![run(HEALTHCHECK_PATH, &["--port", "1"])],
+                log_source: None,
+            }),
+        ] {
+            assert_eq!(startup_check(&monitor), None, "{monitor:?}");
+        }
     }
 }

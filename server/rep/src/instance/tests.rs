@@ -168,7 +168,7 @@ fn every_transition_of_the_table() {
             V::Tick,
             2 * SEC,
             starting(true),
-            vec![E::RunCheck],
+            vec![E::RunStartupCheck],
         ),
         (
             "a failed check while starting: check again soon",
@@ -514,7 +514,7 @@ impl Cell {
                     assert!(!self.action, "action started twice");
                     self.action = true;
                 }
-                Effect::RunCheck => {
+                Effect::RunCheck | Effect::RunStartupCheck => {
                     assert!(!self.check, "a check started while one runs");
                     self.check = true;
                 }
