@@ -1,8 +1,8 @@
 //! `healthcheck --port N [--uri /path] [--timeout 1s] [--host H]
 //! [--until-ready-interval 10ms]`: a TCP (or, with `--uri`, HTTP) probe,
-//! tried again until healthy or timed out with `--until-ready-interval`. Exit codes: 0 healthy, 1 unhealthy (one
-//! line on stderr says why), 2 bad usage. See
-//! [`lattice_lifecycles::healthcheck`].
+//! with `--until-ready-interval` tried again until healthy or timed out.
+//! Exit codes: 0 healthy, 1 unhealthy (one line on stderr says why), 2 bad
+//! usage. See [`lattice_lifecycles::healthcheck`].
 
 use std::process::ExitCode;
 
