@@ -696,19 +696,11 @@ fn startup_check(monitor: &Action) -> Option<Action> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lattice_models::action::RunAction;
 
+    /// A run action as a monitor's JSON gives it.
     fn run(path: &str, args: &[&str]) -> Action {
-        Action::Run(RunAction {
-            path: path.to_string(),
-            args: args.iter().map(|a| a.to_string()).collect(),
-            dir: None,
-            env: Vec::new(),
-            user: None,
-            resource_limits: None,
-            log_source: Some("HEALTH".to_string()),
-            suppress_log_output: false,
-        })
+        serde_json::from_value(serde_json::json!({ "run": { "path": path, "args": args } }))
+            .expect("a valid run action")
     }
 
     fn timeout(action: Action) -> Action {
