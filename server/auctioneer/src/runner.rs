@@ -27,9 +27,14 @@ pub const LOCK_NAME: &str = "auctioneer";
 pub struct AuctioneerConfig {
     /// Lock owner id: unique per brain process.
     pub owner: String,
-    /// How long work is gathered before an auction, so that many starts
-    /// (e.g. `ltc scale web 100`) go in one batch.
-    pub batch_window: Duration,
+    /// How long the first new work after a quiet spell waits for the rest
+    /// of its burst (the writes of one convergence pass, several crashes at
+    /// once), so that they go in one auction.
+    pub settle: Duration,
+    /// Rounds start at most this often: under a stream of work (e.g.
+    /// `ltc scale web 500` written one instance at a time) each round
+    /// places what gathered meanwhile, in one batch.
+    pub round_spacing: Duration,
     /// How long a task sent to a cell may stay PENDING before it is
     /// auctioned again (the cell may have died before claiming it).
     pub resend_after: Duration,
@@ -45,7 +50,8 @@ impl AuctioneerConfig {
     pub fn new(owner: impl Into<String>) -> Self {
         Self {
             owner: owner.into(),
-            batch_window: Duration::from_millis(50),
+            settle: Duration::from_millis(10),
+            round_spacing: Duration::from_millis(50),
             resend_after: Duration::from_secs(10),
             lock_ttl: Duration::from_secs(15),
             scan_interval: Duration::from_secs(2),
@@ -63,6 +69,16 @@ pub struct RoundReport {
     pub lrps_failed: usize,
     /// Work a cell refused or could not be reached for; auctioned again.
     pub returned: usize,
+}
+
+/// When a round for work seen at `seen` starts: after the burst settled,
+/// and not sooner than `round_spacing` after the last round began.
+fn next_round_at(seen: Instant, last_round: Option<Instant>, config: &AuctioneerConfig) -> Instant {
+    let settled = seen + config.settle;
+    match last_round {
+        Some(last) => settled.max(last + config.round_spacing),
+        None => settled,
+    }
 }
 
 /// The auctioneer's loop. It is woken by the store's change feed only (new
@@ -97,6 +113,7 @@ impl Auctioneer {
         let mut scan = tokio::time::interval(self.config.scan_interval);
         let mut active = false;
         let mut pending_work = true;
+        let mut last_round: Option<Instant> = None;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -114,11 +131,12 @@ impl Auctioneer {
                 },
             }
             if active && pending_work {
-                // Let more work arrive, so it is placed in one batch.
+                let at = next_round_at(crate::clock::now(), last_round, &self.config);
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(self.config.batch_window) => {}
+                    _ = tokio::time::sleep_until(at) => {}
                 }
+                last_round = Some(crate::clock::now());
                 pending_work = false;
                 if let Err(err) = self.round().await {
                     tracing::warn!(error = %err, "auction round failed; will retry");
@@ -375,5 +393,29 @@ fn wants_auction(event: &Event) -> bool {
             actual_lrp_after, ..
         } => actual_lrp_after.state == ActualLrpState::Unclaimed,
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn work_after_a_quiet_spell_waits_only_for_its_burst() {
+        let config = AuctioneerConfig::new("test");
+        let now = crate::clock::now();
+        assert_eq!(next_round_at(now, None, &config), now + 10 * MS);
+        let long_ago = now - Duration::from_secs(1);
+        assert_eq!(next_round_at(now, Some(long_ago), &config), now + 10 * MS);
+    }
+
+    #[test]
+    fn a_stream_of_work_is_auctioned_at_most_every_round_spacing() {
+        let config = AuctioneerConfig::new("test");
+        let last = crate::clock::now();
+        let now = last + 5 * MS;
+        assert_eq!(next_round_at(now, Some(last), &config), last + 50 * MS);
     }
 }

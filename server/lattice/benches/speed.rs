@@ -5,10 +5,12 @@
 //!   cluster running `lattice up`'s code) until the app's first answer
 //!   through the router, against `docker run -d -p` of the same image until
 //!   its first answer on the published port. Rounds alternate the two.
-//! - `heal`: `docker kill` of instances' containers until their
-//!   replacements are RUNNING: 1 of 3, and 3 of 10 at once. The anchor is
-//!   the engine's own `docker restart` of a killed container of the same
-//!   image until it answers again.
+//! - `heal`: instances killed until their replacements are RUNNING: 1 of
+//!   3, and 3 of 10 at once, two ways: `docker kill` of their containers
+//!   (the engine kills and reports), and `kill -9` of the app's process
+//!   from the host (a crash or an OOM kill; the container stays). The
+//!   anchor is the engine's own `docker kill` + `docker start` of a
+//!   container of the same image until it answers again.
 //! - `cell-loss` (SQLite) and `cell-loss-postgres`: a brain and two
 //!   `lattice cell` processes with default settings; `kill -9` of the cell
 //!   holding half of 8 instances until all 8 are RUNNING on the other. The
@@ -17,7 +19,8 @@
 //!
 //! Run: `cargo bench -p lattice --bench speed -- [SCENARIO...] [--rounds N]`
 //! (all scenarios, 5 rounds by default; needs Docker, busybox-static and,
-//! for PostgreSQL, Debian's postgresql).
+//! for PostgreSQL, Debian's postgresql). `RUST_LOG` (e.g.
+//! `lattice_rep=debug`) adds the in-process cluster's own log on stderr.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -42,6 +45,13 @@ const PATIENCE: Duration = Duration::from_secs(120);
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> anyhow::Result<()> {
+    // The cluster runs in this process: RUST_LOG shows where its time goes.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let mut scenarios = Vec::new();
     let mut rounds = 5;
     let mut args = std::env::args().skip(1);
@@ -316,10 +326,60 @@ async fn kill_container(docker: &bollard::Docker, id: &str) -> anyhow::Result<()
     Ok(())
 }
 
+#[derive(Clone, Copy)]
+enum Kill {
+    /// `docker kill`: the engine kills the container and reports it.
+    Container,
+    /// `kill -9` of the app's process on the host, as a crash or the OOM
+    /// killer would: the container itself stays up.
+    Process,
+}
+
+impl Kill {
+    fn label(self) -> &'static str {
+        match self {
+            Kill::Container => "docker kill",
+            Kill::Process => "app process kill -9",
+        }
+    }
+
+    fn slug(self) -> &'static str {
+        match self {
+            Kill::Container => "container",
+            Kill::Process => "process",
+        }
+    }
+}
+
+/// The host pid of the app's own process (`/bin/httpd`, not the
+/// `lattice-init spawn` that started it) in container `id`.
+async fn app_process(docker: &bollard::Docker, id: &str) -> anyhow::Result<i32> {
+    let options = bollard::query_parameters::TopOptionsBuilder::new()
+        .ps_args("-o pid,args")
+        .build();
+    let top = docker.top_processes(id, Some(options)).await?;
+    top.processes
+        .unwrap_or_default()
+        .iter()
+        .find(|row| {
+            row.get(1)
+                .is_some_and(|args| args.starts_with("/bin/httpd"))
+        })
+        .and_then(|row| row.first()?.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no /bin/httpd process in container {id}"))
+}
+
+fn kill_process(pid: i32) -> anyhow::Result<()> {
+    let pid = rustix::process::Pid::from_raw(pid)
+        .ok_or_else(|| anyhow::anyhow!("no such process: {pid}"))?;
+    rustix::process::kill_process(pid, rustix::process::Signal::KILL)
+        .map_err(|e| anyhow::anyhow!("kill -9 {pid:?}: {e}"))
+}
+
 /// Killed instances until their replacements are RUNNING, with the
 /// engine's restart of a killed container as the anchor.
 async fn heal(rounds: usize) -> anyhow::Result<()> {
-    println!("== heal: `docker kill` of instances' containers until RUNNING again ({rounds} rounds each)");
+    println!("== heal: instances killed until RUNNING again ({rounds} rounds each)");
     let cluster = OneMachine::start().await?;
     let http = reqwest::Client::new();
     let owner = cluster.owner.owner().to_string();
@@ -363,11 +423,16 @@ async fn heal(rounds: usize) -> anyhow::Result<()> {
         &anchor,
     );
 
-    for (instances, killed) in [(3_i64, 1_usize), (10, 3)] {
+    for (instances, killed, how) in [
+        (3_i64, 1_usize, Kill::Container),
+        (10, 3, Kill::Container),
+        (3, 1, Kill::Process),
+        (10, 3, Kill::Process),
+    ] {
         let mut crashed_after = Vec::new();
         let mut running_after = Vec::new();
         for round in 0..rounds {
-            let app = format!("heal-{instances}-{round}");
+            let app = format!("heal-{instances}-{}-{round}", how.slug());
             cluster
                 .client
                 .create_desired_lrp(&web_app(&app, instances).await?)
@@ -393,9 +458,19 @@ async fn heal(rounds: usize) -> anyhow::Result<()> {
                 );
                 ids.extend(found);
             }
+            let mut pids = Vec::new();
+            for id in &ids {
+                pids.push(match how {
+                    Kill::Container => 0,
+                    Kill::Process => app_process(&docker, id).await?,
+                });
+            }
             let started = Instant::now();
-            let kills = ids.iter().map(|id| async {
-                kill_container(&docker, id).await?;
+            let kills = ids.iter().zip(&pids).map(|(id, pid)| async {
+                match how {
+                    Kill::Container => kill_container(&docker, id).await?,
+                    Kill::Process => kill_process(*pid)?,
+                }
                 anyhow::Ok(started.elapsed())
             });
             let killed_after = futures::future::try_join_all(kills).await?;
@@ -435,12 +510,14 @@ async fn heal(rounds: usize) -> anyhow::Result<()> {
             crashed_after.push(first_crash.unwrap_or_default());
             let killed_after: Vec<String> = killed_after.into_iter().map(millis).collect();
             println!(
-                "  {killed} of {instances}, round {round}: the engine answered the kills after {} ms",
+                "  {killed} of {instances}, {}, round {round}: killed after {} ms",
+                how.label(),
                 killed_after.join(", ")
             );
             for (index, changes) in &timeline {
                 println!(
-                    "  {killed} of {instances}, round {round}, index {index}: {}",
+                    "  {killed} of {instances}, {}, round {round}, index {index}: {}",
+                    how.label(),
                     changes.join(", ")
                 );
             }
@@ -448,11 +525,14 @@ async fn heal(rounds: usize) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_secs(3)).await;
         }
         summary(
-            &format!("{killed} of {instances} killed -> first CRASHED"),
+            &format!("{killed} of {instances}, {} -> first CRASHED", how.label()),
             &crashed_after,
         );
         summary(
-            &format!("{killed} of {instances} killed -> all RUNNING again"),
+            &format!(
+                "{killed} of {instances}, {} -> all RUNNING again",
+                how.label()
+            ),
             &running_after,
         );
     }

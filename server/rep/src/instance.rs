@@ -35,6 +35,10 @@ use std::time::Duration;
 pub struct Plan {
     pub has_setup: bool,
     pub has_monitor: bool,
+    /// The monitor, run while starting, keeps trying by itself until the
+    /// instance is healthy (our healthcheck with `--until-ready-interval`):
+    /// it is started with the action instead of a starting interval later.
+    pub startup_check_waits: bool,
     /// How long it may take to pass its first check; `None`: no limit.
     pub start_timeout: Option<Duration>,
     /// Between checks until the first one passes (a user waits for it).
@@ -447,11 +451,15 @@ fn start_action(
             "Starting health monitoring of container".to_string(),
         ));
     }
+    let checking = plan.has_monitor && plan.startup_check_waits;
+    if checking {
+        before.push(Effect::RunStartupCheck);
+    }
     before.push(Effect::ScheduleTick(plan.starting_interval));
     let state = InstanceState::Starting {
         since: now,
         deadline: plan.start_timeout.map(|timeout| now + timeout),
-        checking: false,
+        checking,
     };
     (state, before)
 }

@@ -156,6 +156,10 @@ impl<'a> Shell<'a> {
         let plan = Plan {
             has_setup: desired.setup.is_some(),
             has_monitor: desired.monitor.is_some(),
+            startup_check_waits: desired
+                .monitor
+                .as_ref()
+                .is_some_and(|monitor| startup_check(monitor).is_some()),
             start_timeout: u64::try_from(desired.start_timeout)
                 .ok()
                 .filter(|secs| *secs > 0)
@@ -243,8 +247,10 @@ impl<'a> Shell<'a> {
             Effect::CreateContainer => {
                 let request =
                     container_request(rep, self.desired, index, &self.handle, &self.instance_guid);
+                let began = clock::now();
                 return Some(match rep.executor.create_container(request).await {
                     Ok(info) => {
+                        tracing::debug!(process_guid, index, took = ?began.elapsed(), "container created and started");
                         self.info = Some(info);
                         Event::ContainerCreated
                     }
@@ -316,8 +322,14 @@ impl<'a> Shell<'a> {
                 give_back(&rep.store, process_guid, index, &self.instance_guid).await
             }
             Effect::Destroy => {
-                if let Err(err) = rep.executor.destroy(&self.handle).await {
-                    tracing::warn!(process_guid, index, handle = %self.handle, error = %err, "cannot destroy instance container");
+                let began = clock::now();
+                match rep.executor.destroy(&self.handle).await {
+                    Ok(()) => {
+                        tracing::debug!(process_guid, index, handle = %self.handle, took = ?began.elapsed(), "instance container destroyed")
+                    }
+                    Err(err) => {
+                        tracing::warn!(process_guid, index, handle = %self.handle, error = %err, "cannot destroy instance container")
+                    }
                 }
                 rep.retired(&self.handle);
             }

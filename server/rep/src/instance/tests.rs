@@ -14,6 +14,7 @@ fn plan() -> Plan {
     Plan {
         has_setup: true,
         has_monitor: true,
+        startup_check_waits: false,
         start_timeout: Some(60 * SEC),
         starting_interval: 50 * MS,
         running_interval: 10 * SEC,
@@ -420,6 +421,39 @@ fn without_setup_or_monitor_the_first_tick_marks_it_running() {
     );
 }
 
+#[test]
+fn a_startup_check_that_waits_by_itself_starts_with_the_action() {
+    let plan = Plan {
+        has_setup: false,
+        startup_check_waits: true,
+        ..plan()
+    };
+    let (state, _) = create();
+    let (state, effects) = step(&plan, state, Event::ContainerCreated, SEC);
+    assert_eq!(
+        effects,
+        vec![
+            log("Successfully created container"),
+            Effect::StartAction,
+            log("Starting health monitoring of container"),
+            Effect::RunStartupCheck,
+            Effect::ScheduleTick(50 * MS),
+        ],
+        "no starting interval before the first check"
+    );
+    assert_eq!(state, starting(true));
+    let (state, effects) = step(&plan, state, Event::Tick, SEC + 50 * MS);
+    assert_eq!(effects, vec![], "the check runs: no second one");
+    let (state, effects) = step(&plan, state, Event::CheckExited(Exit::Succeeded), 2 * SEC);
+    assert_eq!(
+        (state, effects),
+        (
+            InstanceState::Marking,
+            vec![log("Container became healthy"), Effect::MarkRunning]
+        )
+    );
+}
+
 // --- A simulated cell --------------------------------------------------------
 
 /// One step the core took.
@@ -661,14 +695,21 @@ impl Cell {
 }
 
 fn any_plan() -> impl Strategy<Value = Plan> {
-    (any::<bool>(), any::<bool>(), prop::option::of(1u64..5)).prop_map(
-        |(has_setup, has_monitor, timeout)| Plan {
-            has_setup,
-            has_monitor,
-            start_timeout: timeout.map(Duration::from_secs),
-            ..plan()
-        },
+    (
+        any::<bool>(),
+        any::<bool>(),
+        any::<bool>(),
+        prop::option::of(1u64..5),
     )
+        .prop_map(
+            |(has_setup, has_monitor, startup_check_waits, timeout)| Plan {
+                has_setup,
+                has_monitor,
+                startup_check_waits,
+                start_timeout: timeout.map(Duration::from_secs),
+                ..plan()
+            },
+        )
 }
 
 fn is_live(state: &InstanceState) -> bool {
