@@ -28,8 +28,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::instance::{self, Effect, Event, Exit, InstanceState, Plan, Probe};
 use crate::{
-    clock, ContainerExit, Rep, WorkKey, INDEX_PROPERTY, INSTANCE_GUID_PROPERTY, LOG_GUID_PROPERTY,
-    PROCESS_GUID_PROPERTY,
+    clock, ContainerExit, Rep, RepConfig, WorkKey, INDEX_PROPERTY, INSTANCE_GUID_PROPERTY,
+    LOG_GUID_PROPERTY, PROCESS_GUID_PROPERTY,
 };
 
 fn now() -> i64 {
@@ -152,23 +152,7 @@ impl<'a> Shell<'a> {
         handle: String,
         cancel: CancellationToken,
     ) -> Shell<'a> {
-        let config = &rep.config;
-        let plan = Plan {
-            has_setup: desired.setup.is_some(),
-            has_monitor: desired.monitor.is_some(),
-            startup_check_waits: desired
-                .monitor
-                .as_ref()
-                .is_some_and(|monitor| startup_check(monitor).is_some()),
-            start_timeout: u64::try_from(desired.start_timeout)
-                .ok()
-                .filter(|secs| *secs > 0)
-                .map(Duration::from_secs),
-            starting_interval: config.starting_monitor_interval,
-            running_interval: config.running_monitor_interval,
-            adopted_probe_interval: config.adopted_check_interval,
-            drain_delay: config.drain_delay,
-        };
+        let plan = plan(&rep.config, desired);
         Shell {
             rep,
             desired,
@@ -555,6 +539,27 @@ fn instance_env(
     env
 }
 
+/// How the instance's lifecycle runs: from its desired LRP and the cell's
+/// settings.
+fn plan(config: &RepConfig, desired: &DesiredLrp) -> Plan {
+    Plan {
+        has_setup: desired.setup.is_some(),
+        has_monitor: desired.monitor.is_some(),
+        startup_check_waits: desired
+            .monitor
+            .as_ref()
+            .is_some_and(|monitor| startup_check(monitor).is_some()),
+        start_timeout: u64::try_from(desired.start_timeout)
+            .ok()
+            .filter(|secs| *secs > 0)
+            .map(Duration::from_secs),
+        starting_interval: config.starting_monitor_interval,
+        running_interval: config.running_monitor_interval,
+        adopted_probe_interval: config.adopted_check_interval,
+        drain_delay: config.drain_delay,
+    }
+}
+
 /// Resolves once the engine has reported the instance's container dead
 /// (see `Rep::on_exit`); never when there is nothing to follow.
 async fn container_died(
@@ -721,6 +726,25 @@ mod tests {
             timeout_ns: 1_000_000_000,
             log_source: None,
         })
+    }
+
+    #[test]
+    fn only_a_check_that_waits_by_itself_starts_with_the_action() {
+        let config = RepConfig::new(
+            "cell",
+            crate::fake::SMALL_CELL,
+            crate::fake::UNSERVED_ADDRESS,
+        );
+        let mut desired = lattice_bbs::suite::desired_lrp("web", "apps", 1);
+        desired.monitor = Some(timeout(run(HEALTHCHECK_PATH, &["--port", "8080"])));
+        assert!(plan(&config, &desired).startup_check_waits);
+        desired.monitor = Some(run("/bin/true", &[]));
+        assert!(
+            !plan(&config, &desired).startup_check_waits,
+            "a monitor that fails at once must wait for the starting interval"
+        );
+        desired.monitor = None;
+        assert!(!plan(&config, &desired).startup_check_waits);
     }
 
     #[test]
