@@ -57,9 +57,12 @@ pub struct ConvergerConfig {
     pub lock_ttl: Duration,
     pub policy: Policy,
     pub callbacks: CallbackConfig,
-    /// After a relevant event, how long to gather more before a pass, so a
-    /// burst of changes costs one pass. A crash the policy restarts at once
-    /// does not wait for it.
+    /// After a relevant event in a quiet spell (an app desired, scaled or
+    /// deleted), how long to gather the rest of its burst before a pass.
+    pub settle: Duration,
+    /// Event-driven passes start at most this often, so a stream of
+    /// changes costs one pass per `debounce`. A crash the policy restarts
+    /// at once waits for neither.
     pub debounce: Duration,
     /// How often the live cells are listed, so that a cell whose presence
     /// expired is acted on at once rather than at the next periodic pass
@@ -81,6 +84,7 @@ impl ConvergerConfig {
             lock_ttl: Duration::from_secs(15),
             policy: Policy::default(),
             callbacks: CallbackConfig::default(),
+            settle: Duration::from_millis(10),
             debounce: Duration::from_millis(75),
             presence_check: Duration::from_millis(250),
         }
@@ -173,6 +177,7 @@ impl Converger {
         let mut live_cells: Option<HashSet<String>> = None;
         let mut active = false;
         let mut next_pass: Option<Instant> = None;
+        let mut last_pass: Option<Instant> = None;
         loop {
             let wake = next_pass;
             tokio::select! {
@@ -193,13 +198,13 @@ impl Converger {
                 event = next_event(&mut events) => match event {
                     Ok(event) => {
                         if active {
-                            self.on_event(&event, &shutdown, &mut next_pass);
+                            self.on_event(&event, &shutdown, &mut next_pass, last_pass);
                         }
                     }
                     // Missed events: a pass finds whatever they were about.
                     Err(RecvError::Lagged(missed)) => {
                         tracing::debug!(missed, "converger fell behind the change feed");
-                        soon(&mut next_pass, self.config.debounce);
+                        soon(&mut next_pass, event_pass_at(clock::now(), last_pass, &self.config));
                     }
                     Err(RecvError::Closed) => {
                         tracing::warn!("change feed closed; converging on the interval only");
@@ -209,6 +214,7 @@ impl Converger {
                 _ = sleep_until(wake) => {
                     next_pass = None;
                     if active {
+                        last_pass = Some(clock::now());
                         next_pass = self.pass(&shutdown).await;
                     }
                 }
@@ -258,6 +264,7 @@ impl Converger {
         event: &Event,
         shutdown: &CancellationToken,
         next_pass: &mut Option<Instant>,
+        last_pass: Option<Instant>,
     ) {
         if let Some(task_guid) = completed_with_callback(event) {
             self.spawn_resolve(task_guid.to_string(), shutdown);
@@ -265,7 +272,10 @@ impl Converger {
         if restarts_at_once(event, &self.config.policy) {
             *next_pass = Some(clock::now());
         } else if wants_pass(event) {
-            soon(next_pass, self.config.debounce);
+            soon(
+                next_pass,
+                event_pass_at(clock::now(), last_pass, &self.config),
+            );
         }
     }
 
@@ -443,9 +453,18 @@ fn completed_with_callback(event: &Event) -> Option<&str> {
     }
 }
 
-/// Schedules a pass within `debounce`, never later than one already due.
-fn soon(next_pass: &mut Option<Instant>, debounce: Duration) {
-    let at = clock::now() + debounce;
+/// When an event-driven pass starts for a change seen at `now`: once its
+/// burst settled, and not sooner than `debounce` after the last pass began.
+fn event_pass_at(now: Instant, last_pass: Option<Instant>, config: &ConvergerConfig) -> Instant {
+    let settled = now + config.settle;
+    match last_pass {
+        Some(last) => settled.max(last + config.debounce),
+        None => settled,
+    }
+}
+
+/// Schedules a pass at `at`, never later than one already due.
+fn soon(next_pass: &mut Option<Instant>, at: Instant) {
     *next_pass = Some(next_pass.map_or(at, |due| due.min(at)));
 }
 
@@ -547,6 +566,36 @@ mod tests {
         assert!(wants_pass(&crash));
         assert!(!wants_pass(&recrash));
         assert!(!wants_pass(&created));
+    }
+
+    #[test]
+    fn a_change_after_a_quiet_spell_waits_only_to_settle() {
+        let config = ConvergerConfig::new("test");
+        let now = clock::now();
+        assert_eq!(event_pass_at(now, None, &config), now + config.settle);
+        let long_ago = now - Duration::from_secs(1);
+        assert_eq!(
+            event_pass_at(now, Some(long_ago), &config),
+            now + config.settle
+        );
+    }
+
+    #[test]
+    fn a_stream_of_changes_is_passed_over_at_most_every_debounce() {
+        let config = ConvergerConfig::new("test");
+        let last = clock::now();
+        let now = last + Duration::from_millis(5);
+        assert_eq!(
+            event_pass_at(now, Some(last), &config),
+            last + config.debounce
+        );
+        let mut next_pass = Some(now + Duration::from_millis(1));
+        soon(&mut next_pass, event_pass_at(now, Some(last), &config));
+        assert_eq!(
+            next_pass,
+            Some(now + Duration::from_millis(1)),
+            "a pass already due sooner stays"
+        );
     }
 
     #[test]

@@ -6,9 +6,11 @@
 //!    LRPs (the client's advice: events are not replayed, so reading after
 //!    subscribing misses nothing).
 //! 2. On every event that can change a route (see [`affects_routes`]),
-//!    schedule a full re-read [`EmitterConfig::debounce`] later; events that
-//!    arrive meanwhile ride along with it. The deadline does not slide, so a
-//!    steady flow of events still refreshes the table at that pace.
+//!    schedule a full re-read: [`EmitterConfig::settle`] later after a quiet
+//!    spell, but never sooner than [`EmitterConfig::debounce`] after the
+//!    last one began; events that arrive meanwhile ride along with it. The
+//!    deadline does not slide, so a steady flow of events still refreshes
+//!    the table at that pace.
 //! 3. Re-read every [`EmitterConfig::resync_interval`] anyway, to heal
 //!    anything the stream may have lost.
 //! 4. When the stream ends or fails, wait (exponential back-off) and start
@@ -41,8 +43,12 @@ use crate::table::{routing_table, TableHandle};
 pub struct EmitterConfig {
     /// Full re-read even without events (heals missed events).
     pub resync_interval: Duration,
-    /// Delay between the first route-changing event and the re-read it
-    /// triggers; later events in that window share the re-read.
+    /// Delay between a route-changing event after a quiet spell and the
+    /// re-read it triggers (an instance just became RUNNING: its route
+    /// should be there at once); the rest of its burst shares the re-read.
+    pub settle: Duration,
+    /// Re-reads driven by events start at most this often; later events
+    /// share the next one.
     pub debounce: Duration,
     /// First wait before reconnecting after a failure; doubles each time.
     pub min_backoff: Duration,
@@ -50,10 +56,23 @@ pub struct EmitterConfig {
     pub max_backoff: Duration,
 }
 
+impl EmitterConfig {
+    /// When a re-read for a change seen at `now` starts: once its burst
+    /// settled, and not sooner than `debounce` after the last re-read.
+    fn sync_at(&self, now: Instant, last_sync: Option<Instant>) -> Instant {
+        let settled = now + self.settle;
+        match last_sync {
+            Some(last) => settled.max(last + self.debounce),
+            None => settled,
+        }
+    }
+}
+
 impl Default for EmitterConfig {
     fn default() -> Self {
         Self {
             resync_interval: Duration::from_secs(30),
+            settle: Duration::from_millis(2),
             debounce: Duration::from_millis(20),
             min_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
@@ -167,12 +186,15 @@ impl RouteEmitter {
 
         let mut resync_at = Instant::now() + self.config.resync_interval;
         let mut pending: Option<Instant> = None;
+        let mut last_sync: Option<Instant> = None;
         loop {
             let due = pending.unwrap_or(resync_at).min(resync_at);
             tokio::select! {
                 _ = sleep_until(due) => {
                     pending = None;
-                    resync_at = Instant::now() + self.config.resync_interval;
+                    let now = Instant::now();
+                    last_sync = Some(now);
+                    resync_at = now + self.config.resync_interval;
                     if let Err(e) = self.sync(receptor, table).await {
                         // Keep following: the next event or resync retries,
                         // and the stream tells us if the receptor is gone.
@@ -183,7 +205,7 @@ impl RouteEmitter {
                     None => return Err(EmitterError::StreamEnded),
                     Some(Ok(event)) => {
                         if pending.is_none() && affects_routes(&event) {
-                            pending = Some(Instant::now() + self.config.debounce);
+                            pending = Some(self.config.sync_at(Instant::now(), last_sync));
                         }
                     }
                     // One event we cannot read (a kind newer than this
@@ -191,7 +213,7 @@ impl RouteEmitter {
                     // but the stream itself is fine.
                     Some(Err(e @ ClientError::Decode { .. })) => {
                         tracing::warn!(error = %error_chain(&e), "route-emitter skipped an event");
-                        pending.get_or_insert(Instant::now() + self.config.debounce);
+                        pending.get_or_insert(self.config.sync_at(Instant::now(), last_sync));
                     }
                     Some(Err(e)) => return Err(EmitterError::Stream(e)),
                 },
@@ -265,6 +287,23 @@ pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
 mod tests {
     use super::*;
     use lattice_models::{ActualLrp, HttpRoute, Routes};
+
+    #[test]
+    fn a_route_change_after_a_quiet_spell_is_read_almost_at_once() {
+        let config = EmitterConfig::default();
+        let now = Instant::now();
+        assert_eq!(config.sync_at(now, None), now + config.settle);
+        let long_ago = now - Duration::from_secs(1);
+        assert_eq!(config.sync_at(now, Some(long_ago)), now + config.settle);
+    }
+
+    #[test]
+    fn a_stream_of_route_changes_is_read_at_most_every_debounce() {
+        let config = EmitterConfig::default();
+        let last = Instant::now();
+        let now = last + Duration::from_millis(1);
+        assert_eq!(config.sync_at(now, Some(last)), last + config.debounce);
+    }
 
     fn running(index: i64) -> ActualLrp {
         let mut lrp = ActualLrp::unclaimed("web", "apps", index, 1);

@@ -73,6 +73,7 @@ fn test_config() -> EmitterConfig {
     EmitterConfig {
         // Long enough that only events drive the changes these tests wait for.
         resync_interval: Duration::from_secs(3600),
+        settle: Duration::from_millis(1),
         debounce: Duration::from_millis(5),
         min_backoff: Duration::from_millis(10),
         max_backoff: Duration::from_millis(100),
