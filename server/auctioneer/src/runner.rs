@@ -14,6 +14,7 @@ use lattice_bbs::modify::{modify_actual_lrp, modify_task, Change};
 use lattice_bbs::{ActualLrpFilter, DesiredLrpFilter, SharedStore, StoreError, TaskFilter};
 use lattice_client::RepClient;
 use lattice_models::auction::{AuctionRequest, CellState, LrpKey};
+use lattice_models::pacing::settle_then_space;
 use lattice_models::{ActualLrpState, Event, TaskState};
 use tokio::time::Instant;
 
@@ -71,16 +72,6 @@ pub struct RoundReport {
     pub returned: usize,
 }
 
-/// When a round for work seen at `seen` starts: after the burst settled,
-/// and not sooner than `round_spacing` after the last round began.
-fn next_round_at(seen: Instant, last_round: Option<Instant>, config: &AuctioneerConfig) -> Instant {
-    let settled = seen + config.settle;
-    match last_round {
-        Some(last) => settled.max(last + config.round_spacing),
-        None => settled,
-    }
-}
-
 /// The auctioneer's loop. It is woken by the store's change feed only (new
 /// tasks, instances that became UNCLAIMED) and by its own scan: a brain
 /// that stands by is never woken by another part of its process.
@@ -131,7 +122,12 @@ impl Auctioneer {
                 },
             }
             if active && pending_work {
-                let at = next_round_at(crate::clock::now(), last_round, &self.config);
+                let at = settle_then_space(
+                    crate::clock::now(),
+                    last_round,
+                    self.config.settle,
+                    self.config.round_spacing,
+                );
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     _ = tokio::time::sleep_until(at) => {}
@@ -393,29 +389,5 @@ fn wants_auction(event: &Event) -> bool {
             actual_lrp_after, ..
         } => actual_lrp_after.state == ActualLrpState::Unclaimed,
         _ => false,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const MS: Duration = Duration::from_millis(1);
-
-    #[test]
-    fn work_after_a_quiet_spell_waits_only_for_its_burst() {
-        let config = AuctioneerConfig::new("test");
-        let now = crate::clock::now();
-        assert_eq!(next_round_at(now, None, &config), now + 10 * MS);
-        let long_ago = now - Duration::from_secs(1);
-        assert_eq!(next_round_at(now, Some(long_ago), &config), now + 10 * MS);
-    }
-
-    #[test]
-    fn a_stream_of_work_is_auctioned_at_most_every_round_spacing() {
-        let config = AuctioneerConfig::new("test");
-        let last = crate::clock::now();
-        let now = last + 5 * MS;
-        assert_eq!(next_round_at(now, Some(last), &config), last + 50 * MS);
     }
 }

@@ -27,6 +27,7 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use lattice_bbs::{EventReceiver, SharedStore, StoreError, TaskFilter};
+use lattice_models::pacing::settle_then_space;
 use lattice_models::{ActualLrpState, Event, TaskState};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::{Instant, MissedTickBehavior};
@@ -453,14 +454,9 @@ fn completed_with_callback(event: &Event) -> Option<&str> {
     }
 }
 
-/// When an event-driven pass starts for a change seen at `now`: once its
-/// burst settled, and not sooner than `debounce` after the last pass began.
+/// When an event-driven pass starts for a change seen at `now`.
 fn event_pass_at(now: Instant, last_pass: Option<Instant>, config: &ConvergerConfig) -> Instant {
-    let settled = now + config.settle;
-    match last_pass {
-        Some(last) => settled.max(last + config.debounce),
-        None => settled,
-    }
+    settle_then_space(now, last_pass, config.settle, config.debounce)
 }
 
 /// Schedules a pass at `at`, never later than one already due.
@@ -566,18 +562,6 @@ mod tests {
         assert!(wants_pass(&crash));
         assert!(!wants_pass(&recrash));
         assert!(!wants_pass(&created));
-    }
-
-    #[test]
-    fn a_change_after_a_quiet_spell_waits_only_to_settle() {
-        let config = ConvergerConfig::new("test");
-        let now = clock::now();
-        assert_eq!(event_pass_at(now, None, &config), now + config.settle);
-        let long_ago = now - Duration::from_secs(1);
-        assert_eq!(
-            event_pass_at(now, Some(long_ago), &config),
-            now + config.settle
-        );
     }
 
     #[test]

@@ -34,6 +34,7 @@ pub mod lifecycle;
 pub mod log;
 pub mod lrp;
 pub mod metrics;
+pub mod pacing;
 pub mod parse;
 pub mod routes;
 pub mod ssh;

@@ -32,6 +32,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use lattice_client::{Client, ClientError, EventStream};
+use lattice_models::pacing::settle_then_space;
 use lattice_models::{ActualLrpState, Event};
 use tokio::time::{sleep, sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
@@ -60,11 +61,7 @@ impl EmitterConfig {
     /// When a re-read for a change seen at `now` starts: once its burst
     /// settled, and not sooner than `debounce` after the last re-read.
     fn sync_at(&self, now: Instant, last_sync: Option<Instant>) -> Instant {
-        let settled = now + self.settle;
-        match last_sync {
-            Some(last) => settled.max(last + self.debounce),
-            None => settled,
-        }
+        settle_then_space(now, last_sync, self.settle, self.debounce)
     }
 }
 
@@ -287,23 +284,6 @@ pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
 mod tests {
     use super::*;
     use lattice_models::{ActualLrp, HttpRoute, Routes};
-
-    #[test]
-    fn a_route_change_after_a_quiet_spell_is_read_almost_at_once() {
-        let config = EmitterConfig::default();
-        let now = Instant::now();
-        assert_eq!(config.sync_at(now, None), now + config.settle);
-        let long_ago = now - Duration::from_secs(1);
-        assert_eq!(config.sync_at(now, Some(long_ago)), now + config.settle);
-    }
-
-    #[test]
-    fn a_stream_of_route_changes_is_read_at_most_every_debounce() {
-        let config = EmitterConfig::default();
-        let last = Instant::now();
-        let now = last + Duration::from_millis(1);
-        assert_eq!(config.sync_at(now, Some(last)), last + config.debounce);
-    }
 
     fn running(index: i64) -> ActualLrp {
         let mut lrp = ActualLrp::unclaimed("web", "apps", index, 1);
