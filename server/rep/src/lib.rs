@@ -27,6 +27,8 @@
 //! - `restart`: what a restarted rep keeps, fails, gives back and destroys.
 //! - [`evacuation`]: handing running instances over when the cell drains
 //!   ([`Rep::evacuate`]).
+//! - `spares`: started, empty containers kept ready per app (opt-in), for
+//!   an instance to start in without waiting for the engine.
 //! - `session`: `ltc ssh` sessions into an instance's container.
 //! - `usage`: sampling what the cell's containers use ([`Rep::container_metrics`]).
 //! - [`http`]: the rep's HTTP interface and the client the auctioneer uses.
@@ -57,6 +59,7 @@ mod instance;
 mod lrps;
 mod restart;
 mod session;
+mod spares;
 mod tasks;
 mod usage;
 
@@ -128,6 +131,10 @@ pub struct RepConfig {
     pub evacuation_route_delay: Duration,
     /// How often the usage of the cell's containers is sampled.
     pub usage_interval: Duration,
+    /// Started, empty containers kept ready per app the cell runs, so that
+    /// its next instance here (a crash started again, a scale-up) skips
+    /// the engine's create and start (see `spares`). 0: none.
+    pub spare_containers: usize,
 }
 
 impl RepConfig {
@@ -152,6 +159,7 @@ impl RepConfig {
             evacuation_timeout: Duration::from_secs(10 * 60),
             evacuation_route_delay: Duration::from_secs(1),
             usage_interval: Duration::from_secs(5),
+            spare_containers: 0,
         }
     }
 }
@@ -198,6 +206,7 @@ pub struct Rep {
     retiring: Mutex<HashMap<String, Resource>>,
     /// The latest usage samples; a std mutex, held only to swap them.
     usage: Mutex<usage::Samples>,
+    spares: spares::Spares,
     tracker: TaskTracker,
     /// Set once the cell drains: it takes no new work from then on.
     evacuating: AtomicBool,
@@ -237,6 +246,7 @@ impl Rep {
         executor: Executor,
         logs: Arc<dyn LogSink>,
     ) -> Arc<Rep> {
+        let spares = spares::Spares::new(config.spare_containers);
         Arc::new(Rep {
             config,
             store,
@@ -245,6 +255,7 @@ impl Rep {
             work: Mutex::new(HashMap::new()),
             retiring: Mutex::new(HashMap::new()),
             usage: Mutex::new(usage::Samples::default()),
+            spares,
             tracker: TaskTracker::new(),
             evacuating: AtomicBool::new(false),
             evacuation: tokio::sync::Mutex::new(()),
@@ -604,6 +615,47 @@ impl Rep {
             .is_some_and(|a| a.instance_guid.as_deref() == Some(instance_guid))
     }
 
+    /// Whether the cell holds an instance of `process_guid`'s app.
+    fn runs_instances_of(&self, process_guid: &str) -> bool {
+        self.work
+            .lock()
+            .expect("rep work map poisoned")
+            .keys()
+            .any(|key| matches!(key, WorkKey::Lrp(key) if key.process_guid == process_guid))
+    }
+
+    /// The instance a container of the cell runs, from its labels: a
+    /// container made as a spare has no index label, its instance guid says
+    /// which instance took it. `None` for a task's container or a spare no
+    /// instance took.
+    fn lrp_of(
+        &self,
+        labels: &std::collections::BTreeMap<String, String>,
+    ) -> Option<(LrpKey, String)> {
+        let process_guid = labels.get(PROCESS_GUID_PROPERTY)?;
+        let instance_guid = labels.get(INSTANCE_GUID_PROPERTY)?;
+        if let Some(index) = labels.get(INDEX_PROPERTY) {
+            let index = index.parse().ok()?;
+            return Some((
+                LrpKey::new(process_guid.clone(), index),
+                instance_guid.clone(),
+            ));
+        }
+        self.work
+            .lock()
+            .expect("rep work map poisoned")
+            .iter()
+            .find_map(|(key, allocation)| match key {
+                WorkKey::Lrp(key)
+                    if key.process_guid == *process_guid
+                        && allocation.instance_guid.as_ref() == Some(instance_guid) =>
+                {
+                    Some((key.clone(), instance_guid.clone()))
+                }
+                _ => None,
+            })
+    }
+
     /// Whether the cell drains (and takes no new work).
     pub fn is_evacuating(&self) -> bool {
         self.evacuating.load(Ordering::SeqCst)
@@ -946,8 +998,25 @@ impl Rep {
                 }
             })
             .buffer_unordered(USAGE_CONCURRENCY)
-            .collect()
+            .collect::<Vec<_>>()
             .await;
+        // A container made as a spare has no index label: the instance that
+        // took it gives it; one no instance took is not work.
+        let readings: Vec<_> = readings
+            .into_iter()
+            .filter_map(|(mut container, usage, at)| {
+                let labels = &container.properties;
+                if labels.contains_key(PROCESS_GUID_PROPERTY)
+                    && !labels.contains_key(INDEX_PROPERTY)
+                {
+                    let (key, _) = self.lrp_of(labels)?;
+                    container
+                        .properties
+                        .insert(INDEX_PROPERTY.to_string(), key.index.to_string());
+                }
+                Some((container, usage, at))
+            })
+            .collect();
         let allocations: HashMap<WorkKey, Resource> = self
             .work
             .lock()
@@ -1011,18 +1080,13 @@ impl Rep {
     /// the one this cell runs now (same instance guid): a container of an
     /// instance already stopped or replaced is none of its business.
     fn on_exit(&self, event: &ContainerEvent, status: Option<i64>) {
-        let property = |key: &str| event.properties.get(key).map(String::as_str);
-        let (Some(process_guid), Some(index), Some(instance_guid)) = (
-            property(PROCESS_GUID_PROPERTY),
-            property(INDEX_PROPERTY).and_then(|i| i.parse::<i64>().ok()),
-            property(INSTANCE_GUID_PROPERTY),
-        ) else {
+        let Some((key, instance_guid)) = self.lrp_of(&event.properties) else {
             return;
         };
-        let key = WorkKey::Lrp(LrpKey::new(process_guid, index));
+        let (process_guid, index) = (key.process_guid.as_str(), key.index);
         let work = self.work.lock().expect("rep work map poisoned");
-        if let Some(allocation) = work.get(&key) {
-            if allocation.instance_guid.as_deref() == Some(instance_guid) {
+        if let Some(allocation) = work.get(&WorkKey::Lrp(key.clone())) {
+            if allocation.instance_guid.as_deref() == Some(instance_guid.as_str()) {
                 tracing::debug!(process_guid, index, instance_guid, ?status, handle = %event.handle, "the engine reports the instance's container died");
                 allocation
                     .exited
@@ -1036,7 +1100,14 @@ impl Rep {
         let property = |key: &str| event.properties.get(key).map(String::as_str);
         let log_guid = property(LOG_GUID_PROPERTY).unwrap_or_default();
         if let Some(process_guid) = property(PROCESS_GUID_PROPERTY) {
-            let index = property(INDEX_PROPERTY).unwrap_or_default();
+            let index = property(INDEX_PROPERTY)
+                .map(str::to_string)
+                .or_else(|| {
+                    self.lrp_of(&event.properties)
+                        .map(|(key, _)| key.index.to_string())
+                })
+                .unwrap_or_default();
+            let index = index.as_str();
             tracing::warn!(cell_id = %self.config.cell_id, process_guid, index, handle = %event.handle, "out of memory: the kernel killed a process of an instance");
             self.cell_log(
                 log_guid,
@@ -1128,8 +1199,10 @@ impl Rep {
         for key in self.running_keys() {
             self.cancel(&key);
         }
+        self.spares.stop();
         self.tracker.close();
         self.tracker.wait().await;
+        self.spares.destroy_all(self).await;
         end_renewal().await;
         if let Err(err) = self.store.remove_cell(&self.config.cell_id).await {
             tracing::warn!(cell_id = %self.config.cell_id, error = %err, "cannot deregister cell");

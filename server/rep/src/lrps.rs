@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::instance::{self, Effect, Event, Exit, InstanceState, Plan, Probe};
 use crate::{
-    clock, ContainerExit, Rep, RepConfig, WorkKey, INDEX_PROPERTY, INSTANCE_GUID_PROPERTY,
+    clock, spares, ContainerExit, Rep, RepConfig, WorkKey, INDEX_PROPERTY, INSTANCE_GUID_PROPERTY,
     LOG_GUID_PROPERTY, PROCESS_GUID_PROPERTY,
 };
 
@@ -40,31 +40,62 @@ fn now() -> i64 {
 /// failure becomes the instance's crash reason.
 pub(crate) async fn run(rep: &Arc<Rep>, process_guid: &str, index: i64, cancel: CancellationToken) {
     let cell_id = rep.config.cell_id.clone();
-    let instance_guid = uuid::Uuid::new_v4().to_string();
+    let spare = rep.spares.take(process_guid);
+    let instance_guid = match &spare {
+        Some(spare) => spare.instance_guid.clone(),
+        None => uuid::Uuid::new_v4().to_string(),
+    };
     let key = LrpKey::new(process_guid, index);
     let work_key = WorkKey::Lrp(key.clone());
     if !claim(&rep.store, process_guid, index, &cell_id, &instance_guid).await {
+        if let Some(spare) = spare {
+            rep.spares.put_back(process_guid, spare);
+        }
         rep.release(&work_key);
         return;
     }
     rep.set_instance_guid(&key, &instance_guid);
+    let handle = container_handle(&instance_guid);
     let desired = match rep.store.get_desired_lrp(process_guid).await {
         Ok(desired) => desired,
         Err(err) => {
             tracing::info!(process_guid, index, error = %err, "desired LRP is gone; giving the instance back");
             give_back(&rep.store, process_guid, index, &instance_guid).await;
             rep.release(&work_key);
+            if spare.is_some() {
+                destroy_stale_spare(rep, &handle).await;
+            }
             return;
         }
+    };
+    // Made for an earlier app of the same guid: its container would be
+    // the old definition's, and its name is the one this instance needs.
+    let spare = match spare {
+        Some(spare) if spare.epoch != desired.modification_tag.epoch => {
+            destroy_stale_spare(rep, &handle).await;
+            None
+        }
+        spare => spare,
     };
     rep.cell_log(
         &desired.log_guid,
         &index.to_string(),
-        format!("Creating container for instance {index} on cell {cell_id}"),
+        if spare.is_some() {
+            format!("Starting instance {index} in a spare container on cell {cell_id}")
+        } else {
+            format!("Creating container for instance {index} on cell {cell_id}")
+        },
     );
-    let handle = container_handle(&instance_guid);
-    let shell = Shell::new(rep, &desired, index, instance_guid, handle, cancel);
+    let mut shell = Shell::new(rep, &desired, index, instance_guid, handle, cancel);
+    shell.spare = spare.is_some();
     shell.supervise(instance::create()).await;
+    spares::instance_ended(rep, process_guid).await;
+}
+
+async fn destroy_stale_spare(rep: &Rep, handle: &str) {
+    if let Err(err) = rep.executor.destroy(handle).await {
+        tracing::warn!(%handle, error = %err, "cannot destroy a spare container");
+    }
 }
 
 /// The container of the instance that runs as `instance_guid`.
@@ -107,7 +138,9 @@ pub(crate) async fn run_adopted(
     shell.left = container.processes.iter().cloned().collect();
     shell.info = Some(container);
     let start = instance::adopt(shell.elapsed());
+    spares::replenish(rep, &desired);
     shell.supervise(start).await;
+    spares::instance_ended(rep, &desired.process_guid).await;
 }
 
 /// A setup, action or health check running in the container.
@@ -129,6 +162,8 @@ struct Shell<'a> {
     plan: Plan,
     /// Where the container is reachable, once created (or adopted).
     info: Option<ContainerInfo>,
+    /// Whether its container is a spare, started already (see `spares`).
+    spare: bool,
     /// For an adopted instance: the processes the previous run left.
     left: HashSet<String>,
     setup: Option<Run>,
@@ -162,6 +197,7 @@ impl<'a> Shell<'a> {
             handle,
             plan,
             info: None,
+            spare: false,
             left: HashSet::new(),
             setup: None,
             action: None,
@@ -229,13 +265,36 @@ impl<'a> Shell<'a> {
         let index = self.index;
         match effect {
             Effect::CreateContainer => {
-                let request =
-                    container_request(rep, self.desired, index, &self.handle, &self.instance_guid);
+                if std::mem::take(&mut self.spare) {
+                    match rep.executor.info(&self.handle).await {
+                        Ok(info) if info.running && info.processes.is_empty() => {
+                            tracing::debug!(process_guid, index, handle = %self.handle, "instance takes a spare container");
+                            self.info = Some(info);
+                            spares::replenish(rep, self.desired);
+                            return Some(Event::ContainerCreated);
+                        }
+                        // Stopped or killed meanwhile: a container of its
+                        // own, under the same name.
+                        _ => destroy_stale_spare(rep, &self.handle).await,
+                    }
+                }
+                let request = container_request(
+                    rep,
+                    self.desired,
+                    Some(index),
+                    &self.handle,
+                    &self.instance_guid,
+                );
                 let began = clock::now();
-                return Some(match rep.executor.create_container(request).await {
+                let created = {
+                    let _creating = rep.spares.creating();
+                    rep.executor.create_container(request).await
+                };
+                return Some(match created {
                     Ok(info) => {
                         tracing::debug!(process_guid, index, took = ?began.elapsed(), "container created and started");
                         self.info = Some(info);
+                        spares::replenish(rep, self.desired);
                         Event::ContainerCreated
                     }
                     Err(err) => Event::CreateFailed(err.to_string()),
@@ -444,13 +503,46 @@ async fn claim(
     }
 }
 
+/// The container of a spare of `desired`'s app, under `instance_guid`:
+/// an instance's, less the index no instance has given it yet.
+pub(crate) fn spare_request(
+    rep: &Rep,
+    desired: &DesiredLrp,
+    instance_guid: &str,
+) -> ContainerRequest {
+    container_request(
+        rep,
+        desired,
+        None,
+        &container_handle(instance_guid),
+        instance_guid,
+    )
+}
+
+/// The container of an instance; `index` is `None` for a spare, whose
+/// labels cannot change once an instance takes it (`Rep::lrp_of` tells).
 fn container_request(
     rep: &Rep,
     desired: &DesiredLrp,
-    index: i64,
+    index: Option<i64>,
     handle: &str,
     instance_guid: &str,
 ) -> ContainerRequest {
+    let mut properties = BTreeMap::from([
+        (OWNER_PROPERTY.to_string(), rep.config.cell_id.clone()),
+        (
+            PROCESS_GUID_PROPERTY.to_string(),
+            desired.process_guid.clone(),
+        ),
+        (
+            INSTANCE_GUID_PROPERTY.to_string(),
+            instance_guid.to_string(),
+        ),
+        (LOG_GUID_PROPERTY.to_string(), desired.log_guid.clone()),
+    ]);
+    if let Some(index) = index {
+        properties.insert(INDEX_PROPERTY.to_string(), index.to_string());
+    }
     ContainerRequest {
         handle: handle.to_string(),
         rootfs: desired.rootfs.clone(),
@@ -470,19 +562,7 @@ fn container_request(
             .iter()
             .filter_map(|p| u16::try_from(*p).ok())
             .collect(),
-        properties: BTreeMap::from([
-            (OWNER_PROPERTY.to_string(), rep.config.cell_id.clone()),
-            (
-                PROCESS_GUID_PROPERTY.to_string(),
-                desired.process_guid.clone(),
-            ),
-            (INDEX_PROPERTY.to_string(), index.to_string()),
-            (
-                INSTANCE_GUID_PROPERTY.to_string(),
-                instance_guid.to_string(),
-            ),
-            (LOG_GUID_PROPERTY.to_string(), desired.log_guid.clone()),
-        ]),
+        properties,
         privileged: desired.privileged,
         bind_mounts: Vec::new(),
     }

@@ -39,13 +39,18 @@ pub(crate) struct RestartPlan {
     pub destroy: Vec<String>,
 }
 
-/// The instance a container was made for, from its labels.
-fn instance_of(container: &ContainerInfo) -> Option<(&str, i64, &str)> {
+/// The instance a container was made for, from its labels: process guid,
+/// instance guid, and the index when it has one (a container made as a
+/// spare has none: the instance that took it is found by its guid).
+fn instance_of(container: &ContainerInfo) -> Option<(&str, &str, Option<i64>)> {
     let label = |key: &str| container.properties.get(key).map(String::as_str);
     let process_guid = label(PROCESS_GUID_PROPERTY)?;
-    let index = label(INDEX_PROPERTY)?.parse().ok()?;
     let instance_guid = label(INSTANCE_GUID_PROPERTY)?;
-    Some((process_guid, index, instance_guid))
+    let index = match label(INDEX_PROPERTY) {
+        Some(index) => Some(index.parse().ok()?),
+        None => None,
+    };
+    Some((process_guid, instance_guid, index))
 }
 
 /// Decides, for the cell `cell_id`, from its tasks, actual LRPs and
@@ -65,17 +70,17 @@ pub(crate) fn plan(
             .collect(),
         ..Default::default()
     };
-    let running: BTreeMap<(&str, i64), &ActualLrp> = lrps
+    let running: BTreeMap<(&str, &str), &ActualLrp> = lrps
         .iter()
         .filter(|l| l.cell_id == cell_id && l.state == ActualLrpState::Running)
-        .map(|l| ((l.process_guid.as_str(), l.index), l))
+        .map(|l| ((l.process_guid.as_str(), l.instance_guid.as_str()), l))
         .collect();
     let mut adopted: HashSet<(String, i64)> = HashSet::new();
     for container in containers {
-        let lrp = instance_of(&container).and_then(|(process_guid, index, instance_guid)| {
+        let lrp = instance_of(&container).and_then(|(process_guid, instance_guid, index)| {
             running
-                .get(&(process_guid, index))
-                .filter(|l| l.instance_guid == instance_guid)
+                .get(&(process_guid, instance_guid))
+                .filter(|l| index.is_none_or(|index| index == l.index))
         });
         let alive = container.running && !container.processes.is_empty();
         match lrp {
@@ -162,6 +167,29 @@ mod tests {
         );
         assert_eq!(handles(&plan.adopt), ["c0"]);
         assert!(plan.destroy.is_empty());
+        assert!(plan.give_back.is_empty());
+    }
+
+    #[test]
+    fn a_container_made_as_a_spare_is_adopted_by_its_instance_guid() {
+        let lrps = [lrp("web", 4, "i-4", ActualLrpState::Running)];
+        let spare = |handle, instance_guid: &str| {
+            let mut container = container(handle, None, true);
+            container
+                .properties
+                .insert(PROCESS_GUID_PROPERTY.to_string(), "web".to_string());
+            container.properties.insert(
+                INSTANCE_GUID_PROPERTY.to_string(),
+                instance_guid.to_string(),
+            );
+            container
+        };
+        let mut untaken = spare("c-spare", "i-spare");
+        untaken.processes.clear();
+        let plan = plan(CELL, &[], &lrps, vec![spare("c4", "i-4"), untaken]);
+        assert_eq!(handles(&plan.adopt), ["c4"]);
+        assert_eq!(plan.adopt[0].lrp.index, 4);
+        assert_eq!(plan.destroy, ["c-spare"]);
         assert!(plan.give_back.is_empty());
     }
 

@@ -1,0 +1,481 @@
+//! Spare containers: started, empty containers of an app that a cell keeps
+//! ready ([`RepConfig::spare_containers`](crate::RepConfig) per app it
+//! runs; `lattice` keeps one unless told otherwise), so that the next instance of the app the cell
+//! wins (a crashed one started again, a scale-up) runs in a container
+//! that is already up instead of waiting for the engine to create and start
+//! one: 400-800 ms of a busy 2-core machine's engine, most of a heal
+//! (docs/performance.md).
+//!
+//! # Guarantees
+//! - A spare is made from the app's desired LRP as its instances'
+//!   containers are, under a fresh instance guid and handle, and nothing
+//!   runs in it before an instance takes it: that instance starts as fresh
+//!   as in a container made for it.
+//! - A spare is made for one definition of the app (its desired LRP's
+//!   epoch); an instance of an app deleted and desired again under the same
+//!   guid never runs in a spare of the old one.
+//! - Spares are made one at a time on the cell, each only once no
+//!   container has been created there for [`QUIET`], so that they seldom
+//!   compete with an instance's start for the engine.
+//! - When the cell has run no instance of an app for [`LINGER`], the app's
+//!   spares are destroyed; all of them when the cell stops. One left by a
+//!   previous run of the cell matches no RUNNING instance and is destroyed
+//!   at restart (`restart`).
+//! - Spares hold none of the cell's capacity: an empty container uses next
+//!   to nothing until an instance, which holds its own, runs in it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use lattice_models::DesiredLrp;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::{clock, lrps, Rep};
+
+/// How long the cell must have created no container before a spare is
+/// made.
+pub(crate) const QUIET: Duration = Duration::from_millis(500);
+
+/// How long an app's spares outlive the cell's last instance of it: a crashed
+/// instance ends (its container destroyed) before or after its replacement
+/// is placed here, and that replacement should find them.
+pub(crate) const LINGER: Duration = Duration::from_secs(2);
+
+/// A spare taken for an instance: its instance guid (its container is
+/// `lrps::container_handle` of it) and the definition it was made for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Spare {
+    pub instance_guid: String,
+    pub epoch: String,
+}
+
+/// The cell's spares, by process guid, and what paces making them.
+pub(crate) struct Spares {
+    per_app: usize,
+    pools: Mutex<HashMap<String, Pool>>,
+    /// Containers being created on the cell, and when the last one ended.
+    creates: Mutex<Creates>,
+    /// Bumped whenever `creates` changes, to wake [`Spares::quiet`].
+    creates_changed: watch::Sender<u64>,
+    /// Held while a spare is made: one at a time on the cell, whatever the
+    /// app.
+    turn: tokio::sync::Mutex<()>,
+    /// Ends the making of spares (the cell stops).
+    stop: CancellationToken,
+}
+
+#[derive(Debug)]
+struct Pool {
+    epoch: String,
+    /// Instance guids of started, empty containers.
+    ready: Vec<String>,
+    /// Whether a task is making spares for it.
+    filling: bool,
+}
+
+#[derive(Debug, Default)]
+struct Creates {
+    in_flight: usize,
+    last_ended: Option<Instant>,
+}
+
+/// Held while a container is being created; see [`Spares::creating`].
+pub(crate) struct Creating<'a>(&'a Spares);
+
+impl Drop for Creating<'_> {
+    fn drop(&mut self) {
+        let mut creates = lock(&self.0.creates);
+        creates.in_flight -= 1;
+        creates.last_ended = Some(clock::now());
+        drop(creates);
+        self.0
+            .creates_changed
+            .send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Spares {
+    pub fn new(per_app: usize) -> Spares {
+        Spares {
+            per_app,
+            pools: Mutex::new(HashMap::new()),
+            creates: Mutex::new(Creates::default()),
+            creates_changed: watch::Sender::new(0),
+            turn: tokio::sync::Mutex::new(()),
+            stop: CancellationToken::new(),
+        }
+    }
+
+    /// A spare of `process_guid`'s app, taken out of the pool.
+    pub fn take(&self, process_guid: &str) -> Option<Spare> {
+        let mut pools = lock(&self.pools);
+        let pool = pools.get_mut(process_guid)?;
+        let instance_guid = pool.ready.pop()?;
+        Some(Spare {
+            instance_guid,
+            epoch: pool.epoch.clone(),
+        })
+    }
+
+    /// Returns a spare whose instance could not be claimed.
+    pub fn put_back(&self, process_guid: &str, spare: Spare) {
+        let mut pools = lock(&self.pools);
+        match pools.get_mut(process_guid) {
+            Some(pool) if pool.epoch == spare.epoch => pool.ready.push(spare.instance_guid),
+            _ => {
+                drop(pools);
+                tracing::debug!(process_guid, instance_guid = %spare.instance_guid, "a spare of an app's earlier definition is not kept");
+            }
+        }
+    }
+
+    /// Marks a container being created until the guard drops.
+    pub fn creating(&self) -> Creating<'_> {
+        lock(&self.creates).in_flight += 1;
+        self.creates_changed.send_modify(|n| *n = n.wrapping_add(1));
+        Creating(self)
+    }
+
+    /// Resolves once no container has been created on the cell for
+    /// [`QUIET`].
+    async fn quiet(&self) {
+        let mut changed = self.creates_changed.subscribe();
+        loop {
+            changed.borrow_and_update();
+            let until = {
+                let creates = lock(&self.creates);
+                if creates.in_flight > 0 {
+                    None
+                } else {
+                    match creates.last_ended {
+                        Some(ended) if clock::now() < ended + QUIET => Some(ended + QUIET),
+                        _ => return,
+                    }
+                }
+            };
+            match until {
+                Some(until) => tokio::select! {
+                    _ = tokio::time::sleep_until(until) => {}
+                    _ = changed.changed() => {}
+                },
+                None => {
+                    if changed.changed().await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ends the making of spares; [`Spares::destroy_all`] removes those
+    /// made.
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+
+    /// Destroys every spare of the cell.
+    pub async fn destroy_all(&self, rep: &Rep) {
+        let ready: Vec<String> = lock(&self.pools)
+            .drain()
+            .flat_map(|(_, pool)| pool.ready)
+            .collect();
+        destroy(rep, ready).await;
+    }
+}
+
+/// An instance of `desired`'s app runs on the cell: makes its spares, in
+/// the background, up to the number configured.
+pub(crate) fn replenish(rep: &Arc<Rep>, desired: &DesiredLrp) {
+    let spares = &rep.spares;
+    if spares.per_app == 0 || spares.stop.is_cancelled() {
+        return;
+    }
+    let epoch = desired.modification_tag.epoch.clone();
+    let (stale, start) = {
+        let mut pools = lock(&spares.pools);
+        let pool = pools
+            .entry(desired.process_guid.clone())
+            .or_insert_with(|| Pool {
+                epoch: epoch.clone(),
+                ready: Vec::new(),
+                filling: false,
+            });
+        let stale = if pool.epoch == epoch {
+            Vec::new()
+        } else {
+            // A task filling for the old definition stops at its next
+            // check and leaves `filling` alone.
+            pool.epoch = epoch;
+            pool.filling = false;
+            std::mem::take(&mut pool.ready)
+        };
+        let start = !pool.filling && pool.ready.len() < spares.per_app;
+        pool.filling |= start;
+        (stale, start)
+    };
+    if stale.is_empty() && !start {
+        return;
+    }
+    let rep = rep.clone();
+    let desired = desired.clone();
+    rep.clone().tracker.spawn(async move {
+        destroy(&rep, stale).await;
+        if start {
+            fill(&rep, &desired).await;
+        }
+    });
+}
+
+/// Makes spares for `desired` while the pool it marked `filling` is short
+/// of them and the cell runs the app; then clears `filling`.
+async fn fill(rep: &Arc<Rep>, desired: &DesiredLrp) {
+    let spares = &rep.spares;
+    let process_guid = desired.process_guid.as_str();
+    let epoch = desired.modification_tag.epoch.as_str();
+    let is_short = || {
+        lock(&spares.pools).get(process_guid).is_some_and(|pool| {
+            pool.filling && pool.epoch == epoch && pool.ready.len() < spares.per_app
+        })
+    };
+    loop {
+        let _turn = tokio::select! {
+            _ = spares.stop.cancelled() => break,
+            turn = async {
+                let turn = spares.turn.lock().await;
+                spares.quiet().await;
+                turn
+            } => turn,
+        };
+        if rep.is_evacuating() || !rep.runs_instances_of(process_guid) || !is_short() {
+            break;
+        }
+        let instance_guid = uuid::Uuid::new_v4().to_string();
+        let request = lrps::spare_request(rep, desired, &instance_guid);
+        let began = clock::now();
+        let created = {
+            let _creating = spares.creating();
+            rep.executor.create_container(request).await
+        };
+        match created {
+            Ok(_) => {
+                let kept = {
+                    let mut pools = lock(&spares.pools);
+                    match pools.get_mut(process_guid) {
+                        Some(pool) if pool.epoch == epoch && !spares.stop.is_cancelled() => {
+                            pool.ready.push(instance_guid.clone());
+                            true
+                        }
+                        _ => false,
+                    }
+                };
+                if kept {
+                    tracing::debug!(process_guid, %instance_guid, took = ?began.elapsed(), "spare container ready");
+                } else {
+                    destroy(rep, vec![instance_guid]).await;
+                }
+            }
+            Err(err) => {
+                tracing::warn!(process_guid, error = %err, "cannot make a spare container");
+                break;
+            }
+        }
+    }
+    if let Some(pool) = lock(&spares.pools).get_mut(process_guid) {
+        if pool.epoch == epoch {
+            pool.filling = false;
+        }
+    }
+    // The app's last instance may have ended while its spare was made.
+    if !rep.runs_instances_of(process_guid) {
+        trim(rep, process_guid).await;
+    }
+}
+
+/// An instance of `process_guid`'s app ended on the cell: its spares go if
+/// none runs here [`LINGER`] later.
+pub(crate) async fn instance_ended(rep: &Arc<Rep>, process_guid: &str) {
+    if rep.spares.per_app == 0 || rep.runs_instances_of(process_guid) {
+        return;
+    }
+    tokio::select! {
+        _ = rep.spares.stop.cancelled() => return,
+        _ = tokio::time::sleep(LINGER) => {}
+    }
+    if !rep.runs_instances_of(process_guid) {
+        trim(rep, process_guid).await;
+    }
+}
+
+/// Destroys the spares of an app the cell no longer runs, unless a task is
+/// still making one (it trims when done).
+async fn trim(rep: &Rep, process_guid: &str) {
+    let ready = {
+        let mut pools = lock(&rep.spares.pools);
+        match pools.get(process_guid) {
+            Some(pool) if !pool.filling => pools.remove(process_guid).map(|pool| pool.ready),
+            _ => None,
+        }
+    };
+    if let Some(ready) = ready {
+        tracing::debug!(
+            process_guid,
+            spares = ready.len(),
+            "the cell runs no instance of the app; destroying its spares"
+        );
+        destroy(rep, ready).await;
+    }
+}
+
+async fn destroy(rep: &Rep, instance_guids: Vec<String>) {
+    let destroys = instance_guids.into_iter().map(|instance_guid| async move {
+        let handle = lrps::container_handle(&instance_guid);
+        if let Err(err) = rep.executor.destroy(&handle).await {
+            tracing::warn!(%handle, error = %err, "cannot destroy a spare container");
+        }
+    });
+    futures::future::join_all(destroys).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use lattice_executor::fake::Script;
+    use lattice_garden::Garden;
+    use lattice_models::auction::{LrpInstance, Resource, Work};
+    use lattice_models::{ActualLrp, ActualLrpState, Event};
+    use tokio_util::sync::CancellationToken;
+
+    use crate::fake::{TestRep, SMALL_CELL, UNSERVED_ADDRESS};
+    use crate::{RepConfig, INDEX_PROPERTY, INSTANCE_GUID_PROPERTY};
+
+    const PATIENCE: Duration = Duration::from_secs(20);
+
+    fn work(index: i64) -> Work {
+        Work {
+            lrps: vec![LrpInstance {
+                process_guid: "web".into(),
+                index,
+                domain: "apps".into(),
+                resource: Resource::for_container(128, 64),
+                rootfs: "docker:///busybox".into(),
+            }],
+            tasks: Vec::new(),
+        }
+    }
+
+    async fn running(events: &mut lattice_bbs::EventReceiver, index: i64) -> ActualLrp {
+        let change = async {
+            loop {
+                if let Ok(Event::ActualLrpChanged {
+                    actual_lrp_after, ..
+                }) = events.recv().await
+                {
+                    if actual_lrp_after.index == index
+                        && actual_lrp_after.state == ActualLrpState::Running
+                    {
+                        return actual_lrp_after;
+                    }
+                }
+            }
+        };
+        tokio::time::timeout(PATIENCE, change)
+            .await
+            .expect("the instance runs")
+    }
+
+    /// Issue 16, goal 2: the cell makes a spare once it is quiet; the next
+    /// instance of the app runs in it without a create of its own; the
+    /// engine's report that its container died still finds the instance
+    /// (the spare's labels have no index); the spares go with the cell.
+    #[tokio::test]
+    async fn the_next_instance_runs_in_the_spare_made_once_the_cell_was_quiet() {
+        let config = RepConfig {
+            spare_containers: 1,
+            ..RepConfig::new("cell-spares", SMALL_CELL, UNSERVED_ADDRESS)
+        };
+        let cell = TestRep::new(config).await;
+        let (rep, garden, store) = (cell.rep(), cell.garden(), &cell.store);
+        garden.script("/bin/httpd", Script::runs_for(Duration::from_secs(3600)));
+        store
+            .create_desired_lrp(lattice_bbs::suite::desired_lrp("web", "apps", 2))
+            .await
+            .expect("desired");
+        for index in 0..2 {
+            store
+                .create_actual_lrp(lattice_bbs::suite::actual_lrp("web", "apps", index))
+                .await
+                .expect("actual");
+        }
+        let mut events = store.subscribe();
+        let shutdown = CancellationToken::new();
+        let serving = tokio::spawn(rep.clone().run(shutdown.clone()));
+        while !garden.has_event_subscribers() {
+            tokio::task::yield_now().await;
+        }
+        assert!(rep.perform(work(0)).is_empty());
+        running(&mut events, 0).await;
+
+        let spare = tokio::time::timeout(PATIENCE, async {
+            loop {
+                if let Some(spec) = garden.created().get(1) {
+                    break spec.clone();
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("a spare is made");
+        assert!(!spare.properties.contains_key(INDEX_PROPERTY));
+        // Ready once the pool has it (made and pushed just after).
+        while rep
+            .spares
+            .take("web")
+            .map(|s| rep.spares.put_back("web", s))
+            .is_none()
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+
+        assert!(rep.perform(work(1)).is_empty());
+        let second = running(&mut events, 1).await;
+        assert_eq!(
+            Some(&second.instance_guid),
+            spare.properties.get(INSTANCE_GUID_PROPERTY),
+            "instance 1 runs in the spare"
+        );
+        assert_eq!(garden.created().len(), 2, "no container made for it");
+
+        garden.exited(&spare.handle, Some(137));
+        let crashed = tokio::time::timeout(PATIENCE, async {
+            loop {
+                if let Ok(Event::ActualLrpChanged {
+                    actual_lrp_after, ..
+                }) = events.recv().await
+                {
+                    if actual_lrp_after.index == 1
+                        && actual_lrp_after.state == ActualLrpState::Crashed
+                    {
+                        return actual_lrp_after;
+                    }
+                }
+            }
+        })
+        .await
+        .expect("instance 1 crashes when its container dies");
+        assert_eq!(crashed.instance_guid, second.instance_guid);
+
+        shutdown.cancel();
+        serving.await.expect("the rep stops");
+        let left = garden.list(&BTreeMap::new()).await.expect("list");
+        assert!(left.is_empty(), "left behind: {left:?}");
+    }
+}
