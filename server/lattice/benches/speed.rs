@@ -17,7 +17,13 @@
 //!   killed cell then starts again and must destroy its stale instances
 //!   (no more containers of the app running than desired).
 //!
-//! Run: `cargo bench -p lattice --bench speed -- [SCENARIO...] [--rounds N]`
+//! `--spare-containers N` runs the one-machine cluster of `create` and
+//! `heal` with `lattice up --spare-containers N` (default 1, as `lattice
+//! up`); `heal` kills only once the app's spares are ready. `cell-loss`
+//! runs its cells with `lattice cell`'s defaults.
+//!
+//! Run: `cargo bench -p lattice --bench speed -- [SCENARIO...] [--rounds N]
+//! [--spare-containers N]`
 //! (all scenarios, 5 rounds by default; needs Docker, busybox-static and,
 //! for PostgreSQL, Debian's postgresql). `RUST_LOG` (e.g.
 //! `lattice_rep=debug`) adds the in-process cluster's own log on stderr.
@@ -54,6 +60,8 @@ async fn main() -> anyhow::Result<()> {
     }
     let mut scenarios = Vec::new();
     let mut rounds = 5;
+    // `lattice up`'s default.
+    let mut spares = 1;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -62,6 +70,12 @@ async fn main() -> anyhow::Result<()> {
                     .next()
                     .and_then(|n| n.parse().ok())
                     .ok_or_else(|| anyhow::anyhow!("--rounds needs a number"))?
+            }
+            "--spare-containers" => {
+                spares = args
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .ok_or_else(|| anyhow::anyhow!("--spare-containers needs a number"))?
             }
             // cargo bench passes --bench.
             "--bench" => {}
@@ -79,8 +93,8 @@ async fn main() -> anyhow::Result<()> {
     lattice_testkit::images::busybox_image().await;
     for scenario in scenarios {
         match scenario.as_str() {
-            "create" => create(rounds).await?,
-            "heal" => heal(rounds).await?,
+            "create" => create(rounds, spares).await?,
+            "heal" => heal(rounds, spares).await?,
             "cell-loss" => cell_loss(rounds, false).await?,
             "cell-loss-postgres" => cell_loss(rounds, true).await?,
             _ => unreachable!("checked above"),
@@ -154,13 +168,16 @@ struct OneMachine {
 }
 
 impl OneMachine {
-    async fn start() -> anyhow::Result<OneMachine> {
+    async fn start(spare_containers: usize) -> anyhow::Result<OneMachine> {
         let owner = OwnerGuard::new("speed-cell");
         let data = tempfile::tempdir()?;
         let mut config = common::up_config(
             data.path(),
             owner.owner(),
-            &common::ClusterOptions::default(),
+            &common::ClusterOptions {
+                spare_containers,
+                ..Default::default()
+            },
         );
         config.converge_interval = Duration::from_secs(10);
         if let Some(cell) = config.cell.as_mut() {
@@ -195,11 +212,11 @@ impl OneMachine {
 
 /// `ltc create` until the first routed answer, against `docker run -d -p`
 /// until the first answer, alternating.
-async fn create(rounds: usize) -> anyhow::Result<()> {
+async fn create(rounds: usize, spares: usize) -> anyhow::Result<()> {
     println!(
         "== create: `ltc create APP {DOCKER_APP_IMAGE}` vs `docker run -d -p` ({rounds} rounds)"
     );
-    let cluster = OneMachine::start().await?;
+    let cluster = OneMachine::start(spares).await?;
     let http = reqwest::Client::new();
     let label = format!(
         "{}={}",
@@ -318,6 +335,48 @@ async fn containers(labels: &[(&str, &str)], all: bool) -> anyhow::Result<Vec<St
         .collect())
 }
 
+/// How many running containers with `labels` run a process: instances'
+/// containers, not the cells' empty spares.
+async fn instance_containers(labels: &[(&str, &str)]) -> anyhow::Result<usize> {
+    let docker = lattice_testkit::docker::connect().await;
+    let mut running = 0;
+    for id in containers(labels, false).await? {
+        match docker.inspect_container(&id, None).await {
+            Ok(inspect) if inspect.exec_ids.as_ref().is_some_and(|ids| !ids.is_empty()) => {
+                running += 1
+            }
+            // Gone meanwhile, or empty.
+            _ => {}
+        }
+    }
+    Ok(running)
+}
+
+/// Waits until `app` has `containers` running: its instances' and its
+/// spares'.
+async fn spares_ready(owner: &str, app: &str, containers_wanted: usize) -> anyhow::Result<()> {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let running = containers(
+            &[
+                (lattice_garden::OWNER_PROPERTY, owner),
+                (lattice_rep::PROCESS_GUID_PROPERTY, app),
+            ],
+            false,
+        )
+        .await?;
+        if running.len() >= containers_wanted {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{app} has {} containers running, not {containers_wanted}",
+            running.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn kill_container(docker: &bollard::Docker, id: &str) -> anyhow::Result<()> {
     let options = bollard::query_parameters::KillContainerOptionsBuilder::default()
         .signal("KILL")
@@ -378,9 +437,9 @@ fn kill_process(pid: i32) -> anyhow::Result<()> {
 
 /// Killed instances until their replacements are RUNNING, with the
 /// engine's restart of a killed container as the anchor.
-async fn heal(rounds: usize) -> anyhow::Result<()> {
-    println!("== heal: instances killed until RUNNING again ({rounds} rounds each)");
-    let cluster = OneMachine::start().await?;
+async fn heal(rounds: usize, spares: usize) -> anyhow::Result<()> {
+    println!("== heal: instances killed until RUNNING again ({rounds} rounds each, {spares} spare containers per app)");
+    let cluster = OneMachine::start(spares).await?;
     let http = reqwest::Client::new();
     let owner = cluster.owner.owner().to_string();
     // Connected once: a kill is timed from its request, not from agreeing
@@ -440,14 +499,16 @@ async fn heal(rounds: usize) -> anyhow::Result<()> {
             let before = all_running(&cluster.client, &app, instances as usize, None).await?;
             let mut events = cluster.client.events().await?;
             let victims: Vec<i64> = (0..killed as i64).collect();
+            spares_ready(&owner, &app, instances as usize + spares).await?;
             let mut ids = Vec::new();
             for index in &victims {
-                let index = index.to_string();
                 let found = containers(
                     &[
                         (lattice_garden::OWNER_PROPERTY, &owner),
-                        (lattice_rep::PROCESS_GUID_PROPERTY, &app),
-                        (lattice_rep::INDEX_PROPERTY, &index),
+                        (
+                            lattice_rep::INSTANCE_GUID_PROPERTY,
+                            &before[index].instance_guid,
+                        ),
                     ],
                     false,
                 )
@@ -466,14 +527,22 @@ async fn heal(rounds: usize) -> anyhow::Result<()> {
                 });
             }
             let started = Instant::now();
-            let kills = ids.iter().zip(&pids).map(|(id, pid)| async {
-                match how {
-                    Kill::Container => kill_container(&docker, id).await?,
-                    Kill::Process => kill_process(*pid)?,
+            // In a task of its own: the engine answers `docker kill` only
+            // after its kill, and the events meanwhile are read as they
+            // come, not all at once when it has answered.
+            let killing = tokio::spawn({
+                let docker = docker.clone();
+                async move {
+                    let kills = ids.iter().zip(&pids).map(|(id, pid)| async {
+                        match how {
+                            Kill::Container => kill_container(&docker, id).await?,
+                            Kill::Process => kill_process(*pid)?,
+                        }
+                        anyhow::Ok(started.elapsed())
+                    });
+                    futures::future::try_join_all(kills).await
                 }
-                anyhow::Ok(started.elapsed())
             });
-            let killed_after = futures::future::try_join_all(kills).await?;
             let mut first_crash = None;
             let mut healed = std::collections::BTreeSet::new();
             // Where the time goes: each victim's state changes, in ms.
@@ -508,7 +577,7 @@ async fn heal(rounds: usize) -> anyhow::Result<()> {
             }
             running_after.push(started.elapsed());
             crashed_after.push(first_crash.unwrap_or_default());
-            let killed_after: Vec<String> = killed_after.into_iter().map(millis).collect();
+            let killed_after: Vec<String> = killing.await??.into_iter().map(millis).collect();
             println!(
                 "  {killed} of {instances}, {}, round {round}: killed after {} ms",
                 how.label(),
@@ -721,13 +790,13 @@ async fn cell_loss(rounds: usize, postgres: bool) -> anyhow::Result<()> {
         // The stale containers still run while the cell is down; once it is
         // back, it must destroy them.
         let app_label = [(lattice_rep::PROCESS_GUID_PROPERTY, app.as_str())];
-        let stale = containers(&app_label, false).await?.len();
+        let stale = instance_containers(&app_label).await?;
         let back = Instant::now();
         cells[0] = Process::spawn(&cell_args(data.path(), &brain_url, &victim))?;
         registered(&client, &victim).await?;
         let deadline = Instant::now() + PATIENCE;
         loop {
-            let running = containers(&app_label, false).await?.len();
+            let running = instance_containers(&app_label).await?;
             if running == INSTANCES {
                 break;
             }

@@ -52,6 +52,7 @@ async fn main() -> anyhow::Result<()> {
             presence_ttl: Duration::from_secs(10),
             advertise_container_network: None,
             evacuation_timeout: lattice::cell::DEFAULT_EVACUATION_TIMEOUT,
+            spare_containers: 0,
         }),
         converge_interval: Duration::from_secs(1),
         policy: Default::default(),

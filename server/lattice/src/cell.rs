@@ -48,6 +48,8 @@ pub struct CellConfig {
     pub advertise_container_network: Option<bool>,
     /// How long a drain waits at most for an instance's replacement.
     pub evacuation_timeout: Duration,
+    /// Spare containers kept ready per app (`lattice_rep::RepConfig::spare_containers`).
+    pub spare_containers: usize,
 }
 
 /// The default of [`CellConfig::evacuation_timeout`]: long enough for a
@@ -182,6 +184,7 @@ impl Cell {
                 presence_ttl: config.presence_ttl,
                 advertise_container_network,
                 evacuation_timeout: config.evacuation_timeout,
+                spare_containers: config.spare_containers,
                 ..RepConfig::new(config.cell_id.clone(), capacity, rep_address)
             },
             store,

@@ -190,6 +190,14 @@ struct CellArgs {
     /// Containers the cell runs at most.
     #[arg(long, default_value_t = 256)]
     cell_containers: i64,
+    /// Started, empty containers the cell keeps ready per app it runs, so
+    /// that the app's next instance here (a crash restarted, a scale-up)
+    /// starts without waiting for Docker to create and start a container
+    /// (a crashed instance RUNNING again in about 0.2 s instead of 0.6 s).
+    /// Each is an idle container (about 17 MB of the engine's processes);
+    /// 0 keeps none.
+    #[arg(long, default_value_t = 1)]
+    spare_containers: usize,
     /// The most one download may bring onto the cell, in MB: a droplet, a
     /// buildpack or a task's file, counting what an archive expands to. A
     /// container's own disk limit wins where it is lower.
@@ -344,6 +352,14 @@ struct UpArgs {
     /// Containers the cell runs at most.
     #[arg(long, default_value_t = 256)]
     cell_containers: i64,
+    /// Started, empty containers the cell keeps ready per app it runs, so
+    /// that the app's next instance here (a crash restarted, a scale-up)
+    /// starts without waiting for Docker to create and start a container
+    /// (a crashed instance RUNNING again in about 0.2 s instead of 0.6 s).
+    /// Each is an idle container (about 17 MB of the engine's processes);
+    /// 0 keeps none.
+    #[arg(long, default_value_t = 1)]
+    spare_containers: usize,
     /// The most one download may bring onto the cell, in MB: a droplet, a
     /// buildpack or a task's file, counting what an archive expands to. A
     /// container's own disk limit wins where it is lower.
@@ -572,6 +588,7 @@ async fn cell(args: CellArgs) -> anyhow::Result<()> {
             memory_mb: args.cell_memory_mb,
             disk_mb: args.cell_disk_mb,
             containers: args.cell_containers,
+            spare_containers: args.spare_containers,
             max_download_bytes: args.max_download_mb << 20,
             cache_dir: data_dir.join("cache"),
             presence_ttl: args.presence_ttl,
@@ -653,6 +670,7 @@ async fn up(args: UpArgs, hub: Arc<LogHub>) -> anyhow::Result<()> {
             memory_mb: args.cell_memory_mb,
             disk_mb: args.cell_disk_mb,
             containers: args.cell_containers,
+            spare_containers: args.spare_containers,
             max_download_bytes: args.max_download_mb << 20,
             cache_dir: data_dir.join("cache"),
             presence_ttl: lattice_rep::DEFAULT_PRESENCE_TTL,

@@ -71,6 +71,7 @@ async fn start_cell(
             presence_ttl: Duration::from_secs(10),
             advertise_container_network: direct,
             evacuation_timeout: Duration::from_secs(60),
+            spare_containers: 0,
         },
         advertise: Some("127.0.0.1".parse().expect("valid address")),
         instance_address: None,

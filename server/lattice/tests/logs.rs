@@ -161,14 +161,7 @@ async fn app_output_reaches_followers_in_order_with_cell_and_router_lines() {
 
     // A crash shows as a CELL line.
     let victim = cluster.client.actual_lrp("chatty", 1).await.unwrap();
-    let docker = lattice_testkit::docker::connect().await;
-    docker
-        .kill_container(
-            &format!("lattice-lrp-{}", victim.instance_guid),
-            None::<bollard::query_parameters::KillContainerOptions>,
-        )
-        .await
-        .expect("docker kill");
+    common::kill_instance_container(&victim.instance_guid).await;
     eventually("a CELL line about the crash", WAIT, || async {
         let filter = LogFilter {
             source: Some("CELL".into()),

@@ -61,6 +61,25 @@ async fn containers_settle(cluster: &Cluster, count: usize) {
     .await;
 }
 
+/// `victim`'s index RUNNING again under another instance guid.
+async fn replacement(cluster: &Cluster, victim: &ActualLrp) -> ActualLrp {
+    eventually(
+        &format!("a replacement for instance {}", victim.index),
+        WAIT,
+        || async {
+            let lrp = cluster
+                .client
+                .actual_lrp(&victim.process_guid, victim.index)
+                .await
+                .ok()?;
+            let fresh =
+                lrp.state == ActualLrpState::Running && lrp.instance_guid != victim.instance_guid;
+            fresh.then_some(lrp)
+        },
+    )
+    .await
+}
+
 async fn answer(lrp: &ActualLrp) -> String {
     let port = lrp.ports[0].host_port;
     reqwest::get(format!("http://{}:{port}/index.html", lrp.address))
@@ -88,25 +107,71 @@ async fn instances_run_and_replace_a_killed_one() {
 
     // Kill instance 1's container behind the cluster's back.
     let victim = lrps.iter().find(|l| l.index == 1).expect("index 1");
-    let docker = lattice_testkit::docker::connect().await;
-    let name = format!("lattice-lrp-{}", victim.instance_guid);
-    docker
-        .kill_container(
-            &name,
-            None::<bollard::query_parameters::KillContainerOptions>,
-        )
-        .await
-        .expect("docker kill");
-    let replaced = eventually("a replacement for instance 1", WAIT, || async {
-        let lrp = cluster.client.actual_lrp("web", 1).await.ok()?;
-        let fresh =
-            lrp.state == ActualLrpState::Running && lrp.instance_guid != victim.instance_guid;
-        fresh.then_some(lrp)
-    })
-    .await;
+    common::kill_instance_container(&victim.instance_guid).await;
+    let replaced = replacement(&cluster, victim).await;
     assert_eq!(replaced.crash_count, 1);
     assert_eq!(answer(&replaced).await.trim(), "1");
     containers_settle(&cluster, 3).await;
+    cluster.stop().await;
+}
+
+/// Issue 16, goal 2, with `--spare-containers 1`: the cell keeps one
+/// started, empty container of the app ready; a killed instance's
+/// replacement runs in it (as instance 1, with its own environment), the
+/// cell makes another, and removing the app removes its spare too.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_instance_restarts_in_the_spare_container_and_removal_leaves_nothing() {
+    let cluster = Cluster::start_with(ClusterOptions {
+        spare_containers: 1,
+        ..Default::default()
+    })
+    .await;
+    cluster
+        .client
+        .create_desired_lrp(&web_app("spared", 2).await)
+        .await
+        .unwrap();
+    let lrps = all_running(&cluster, "spared", 2).await;
+    containers_settle(&cluster, 3).await;
+    let spare = cluster
+        .containers()
+        .await
+        .into_iter()
+        .find(|name| !lrps.iter().any(|l| name.ends_with(&l.instance_guid)))
+        .expect("a container that no instance runs in");
+
+    let docker = lattice_testkit::docker::connect().await;
+    let id_of = |name: String| {
+        let docker = docker.clone();
+        async move {
+            docker
+                .inspect_container(name.trim_start_matches('/'), None)
+                .await
+                .expect("inspect")
+                .id
+        }
+    };
+    let spare_id = id_of(spare.clone()).await;
+
+    let victim = lrps.iter().find(|l| l.index == 1).expect("index 1");
+    common::kill_instance_container(&victim.instance_guid).await;
+    let replaced = replacement(&cluster, victim).await;
+    assert!(
+        spare.ends_with(&replaced.instance_guid),
+        "instance 1 runs in the spare {spare}, not in {}",
+        replaced.instance_guid
+    );
+    assert_eq!(
+        id_of(format!("lattice-lrp-{}", replaced.instance_guid)).await,
+        spare_id,
+        "the spare itself, not a container made anew under its name"
+    );
+    assert_eq!(answer(&replaced).await.trim(), "1");
+    // The killed one goes, a new spare comes.
+    containers_settle(&cluster, 3).await;
+
+    cluster.client.delete_desired_lrp("spared").await.unwrap();
+    containers_settle(&cluster, 0).await;
     cluster.stop().await;
 }
 

@@ -131,14 +131,7 @@ async fn requests_reach_every_instance_and_survive_a_kill() {
     // Kill instance 2 behind the cluster's back; once its replacement is in
     // the table, no request fails.
     let victim = cluster.client.actual_lrp("web", 2).await.unwrap();
-    let docker = lattice_testkit::docker::connect().await;
-    docker
-        .kill_container(
-            &format!("lattice-lrp-{}", victim.instance_guid),
-            None::<bollard::query_parameters::KillContainerOptions>,
-        )
-        .await
-        .expect("docker kill");
+    common::kill_instance_container(&victim.instance_guid).await;
     eventually("a replacement for instance 2", WAIT, || async {
         let lrp = cluster.client.actual_lrp("web", 2).await.ok()?;
         (lrp.state == ActualLrpState::Running && lrp.instance_guid != victim.instance_guid)

@@ -259,14 +259,7 @@ async fn dashboard_flow(browser: &Browser) {
         .actual_lrp("web", 1)
         .await
         .expect("instance 1");
-    lattice_testkit::docker::connect()
-        .await
-        .kill_container(
-            &format!("lattice-lrp-{}", victim.instance_guid),
-            None::<bollard::query_parameters::KillContainerOptions>,
-        )
-        .await
-        .expect("docker kill");
+    common::kill_instance_container(&victim.instance_guid).await;
     let reason = until(
         browser,
         "instance 1's crash count and reason",

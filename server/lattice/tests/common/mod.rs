@@ -38,6 +38,8 @@ pub struct ClusterOptions {
     pub store: String,
     /// The API's basic auth; `None`: open.
     pub credentials: Option<lattice_receptor::Credentials>,
+    /// `--spare-containers`.
+    pub spare_containers: usize,
 }
 
 impl Default for ClusterOptions {
@@ -47,6 +49,7 @@ impl Default for ClusterOptions {
             policy: lattice_converger::Policy::default(),
             store: String::new(),
             credentials: None,
+            spare_containers: 0,
         }
     }
 }
@@ -85,6 +88,7 @@ pub fn up_config(data_dir: &Path, cell_id: &str, options: &ClusterOptions) -> Up
             presence_ttl: Duration::from_secs(10),
             advertise_container_network: None,
             evacuation_timeout: lattice::cell::DEFAULT_EVACUATION_TIMEOUT,
+            spare_containers: options.spare_containers,
         }),
         converge_interval: Duration::from_secs(1),
         policy: options.policy.clone(),
@@ -157,6 +161,19 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
+}
+
+/// `docker kill` of an instance's container, behind the cluster's back.
+#[allow(dead_code)] // Not every test binary kills an instance.
+pub async fn kill_instance_container(instance_guid: &str) {
+    lattice_testkit::docker::connect()
+        .await
+        .kill_container(
+            &format!("lattice-lrp-{instance_guid}"),
+            None::<bollard::query_parameters::KillContainerOptions>,
+        )
+        .await
+        .expect("docker kill");
 }
 
 pub async fn containers_of(owner: &str) -> Vec<String> {
