@@ -393,9 +393,10 @@ mod tests {
     }
 
     /// Issue 16, goal 2: the cell makes a spare once it is quiet; the next
-    /// instance of the app runs in it without a create of its own; the
-    /// engine's report that its container died still finds the instance
-    /// (the spare's labels have no index); the spares go with the cell.
+    /// instance of the app runs in it without a create of its own, and
+    /// another spare is made; the instance's usage and the engine's report
+    /// that its container died still find it (a spare's labels have no
+    /// index), an untaken spare has no usage; the spares go with the cell.
     #[tokio::test]
     async fn the_next_instance_runs_in_the_spare_made_once_the_cell_was_quiet() {
         let config = RepConfig {
@@ -453,6 +454,26 @@ mod tests {
             "instance 1 runs in the spare"
         );
         assert_eq!(garden.created().len(), 2, "no container made for it");
+
+        // The cell makes another spare; usage is sampled for instances only.
+        tokio::time::timeout(PATIENCE, async {
+            while garden.created().len() < 3 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the spare taken is replaced");
+        rep.sample_usage_once().await.expect("sampled");
+        let sampled: Vec<(i64, String)> = rep
+            .container_metrics()
+            .into_iter()
+            .map(|m| (m.index, m.instance_guid))
+            .collect();
+        assert!(
+            sampled.contains(&(1, second.instance_guid.clone())),
+            "instance 1's usage has its index: {sampled:?}"
+        );
+        assert_eq!(sampled.len(), 2, "only instances are sampled: {sampled:?}");
 
         garden.exited(&spare.handle, Some(137));
         let crashed = tokio::time::timeout(PATIENCE, async {
