@@ -18,7 +18,7 @@
 //!   (no more containers of the app running than desired).
 //!
 //! `--spare-containers N` runs the one-machine cluster of `create` and
-//! `heal` with `lattice up --spare-containers N` (default 1, as `lattice
+//! `heal` with `lattice up --spare-containers N` (default 3, as `lattice
 //! up`); `heal` kills only once the app's spares are ready. `cell-loss`
 //! runs its cells with `lattice cell`'s defaults.
 //!
@@ -61,7 +61,7 @@ async fn main() -> anyhow::Result<()> {
     let mut scenarios = Vec::new();
     let mut rounds = 5;
     // `lattice up`'s default.
-    let mut spares = 1;
+    let mut spares = 3;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -499,7 +499,8 @@ async fn heal(rounds: usize, spares: usize) -> anyhow::Result<()> {
             let before = all_running(&cluster.client, &app, instances as usize, None).await?;
             let mut events = cluster.client.events().await?;
             let victims: Vec<i64> = (0..killed as i64).collect();
-            spares_ready(&owner, &app, instances as usize + spares).await?;
+            let wanted = lattice_rep::spare_containers_wanted(spares, instances as usize);
+            spares_ready(&owner, &app, instances as usize + wanted).await?;
             let mut ids = Vec::new();
             for index in &victims {
                 let found = containers(

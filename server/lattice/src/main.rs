@@ -190,13 +190,14 @@ struct CellArgs {
     /// Containers the cell runs at most.
     #[arg(long, default_value_t = 256)]
     cell_containers: i64,
-    /// Started, empty containers the cell keeps ready per app it runs, so
-    /// that the app's next instance here (a crash restarted, a scale-up)
-    /// starts without waiting for Docker to create and start a container
-    /// (a crashed instance RUNNING again in about 0.2 s instead of 0.6 s).
-    /// Each is an idle container (about 17 MB of the engine's processes);
-    /// 0 keeps none.
-    #[arg(long, default_value_t = 1)]
+    /// The most started, empty containers the cell keeps ready per app it
+    /// runs (one per three of the app's instances on the cell, at least
+    /// one), so that the app's next instances here (crashes restarted, a
+    /// scale-up) start without waiting for Docker to create and start
+    /// containers (a crashed instance RUNNING again in about 0.2 s instead
+    /// of 0.6 s). Each is an idle container (about 17 MB of the engine's
+    /// processes); 0 keeps none.
+    #[arg(long, default_value_t = 3)]
     spare_containers: usize,
     /// The most one download may bring onto the cell, in MB: a droplet, a
     /// buildpack or a task's file, counting what an archive expands to. A
@@ -352,13 +353,14 @@ struct UpArgs {
     /// Containers the cell runs at most.
     #[arg(long, default_value_t = 256)]
     cell_containers: i64,
-    /// Started, empty containers the cell keeps ready per app it runs, so
-    /// that the app's next instance here (a crash restarted, a scale-up)
-    /// starts without waiting for Docker to create and start a container
-    /// (a crashed instance RUNNING again in about 0.2 s instead of 0.6 s).
-    /// Each is an idle container (about 17 MB of the engine's processes);
-    /// 0 keeps none.
-    #[arg(long, default_value_t = 1)]
+    /// The most started, empty containers the cell keeps ready per app it
+    /// runs (one per three of the app's instances on the cell, at least
+    /// one), so that the app's next instances here (crashes restarted, a
+    /// scale-up) start without waiting for Docker to create and start
+    /// containers (a crashed instance RUNNING again in about 0.2 s instead
+    /// of 0.6 s). Each is an idle container (about 17 MB of the engine's
+    /// processes); 0 keeps none.
+    #[arg(long, default_value_t = 3)]
     spare_containers: usize,
     /// The most one download may bring onto the cell, in MB: a droplet, a
     /// buildpack or a task's file, counting what an archive expands to. A

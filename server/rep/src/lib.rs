@@ -60,6 +60,8 @@ mod lrps;
 mod restart;
 mod session;
 mod spares;
+
+pub use spares::wanted as spare_containers_wanted;
 mod tasks;
 mod usage;
 
@@ -131,9 +133,10 @@ pub struct RepConfig {
     pub evacuation_route_delay: Duration,
     /// How often the usage of the cell's containers is sampled.
     pub usage_interval: Duration,
-    /// Started, empty containers kept ready per app the cell runs, so that
-    /// its next instance here (a crash started again, a scale-up) skips
-    /// the engine's create and start (see `spares`). 0: none.
+    /// The most started, empty containers kept ready per app the cell
+    /// runs (one per three of its instances here, at least one), so that its next instances here (crashes started
+    /// again, a scale-up) skip the engine's create and start (see
+    /// `spares`). 0: none.
     pub spare_containers: usize,
 }
 
@@ -615,13 +618,14 @@ impl Rep {
             .is_some_and(|a| a.instance_guid.as_deref() == Some(instance_guid))
     }
 
-    /// Whether the cell holds an instance of `process_guid`'s app.
-    fn runs_instances_of(&self, process_guid: &str) -> bool {
+    /// How many instances of `process_guid`'s app the cell holds.
+    fn instances_of(&self, process_guid: &str) -> usize {
         self.work
             .lock()
             .expect("rep work map poisoned")
             .keys()
-            .any(|key| matches!(key, WorkKey::Lrp(key) if key.process_guid == process_guid))
+            .filter(|key| matches!(key, WorkKey::Lrp(key) if key.process_guid == process_guid))
+            .count()
     }
 
     /// The instance a container of the cell runs, from its labels: a

@@ -1,10 +1,11 @@
 //! Spare containers: started, empty containers of an app that a cell keeps
-//! ready ([`RepConfig::spare_containers`](crate::RepConfig) per app it
-//! runs; `lattice` keeps one unless told otherwise), so that the next instance of the app the cell
-//! wins (a crashed one started again, a scale-up) runs in a container
-//! that is already up instead of waiting for the engine to create and start
-//! one: 400-800 ms of a busy 2-core machine's engine, most of a heal
-//! (docs/performance.md).
+//! ready, one per [`INSTANCES_PER_SPARE`] of its instances there (at least
+//! one, at most [`RepConfig::spare_containers`](crate::RepConfig); `lattice`
+//! keeps up to 3 unless told otherwise), so that the next instances of the
+//! app the cell wins (crashed ones started again, a scale-up) run in
+//! containers that are already up instead of waiting for the engine to
+//! create and start them: 400-800 ms each of a busy 2-core machine's
+//! engine, most of a heal (docs/performance.md).
 //!
 //! # Guarantees
 //! - A spare is made from the app's desired LRP as its instances'
@@ -17,8 +18,9 @@
 //! - Spares are made one at a time on the cell, each only once no
 //!   container has been created there for [`QUIET`], so that they seldom
 //!   compete with an instance's start for the engine.
-//! - When the cell has run no instance of an app for [`LINGER`], the app's
-//!   spares are destroyed; all of them when the cell stops. One left by a
+//! - [`LINGER`] after an instance of an app ended on the cell, the app's
+//!   spares beyond those it wants then are destroyed (all of them when the
+//!   cell runs none of its instances); all spares when the cell stops. One left by a
 //!   previous run of the cell matches no RUNNING instance and is destroyed
 //!   at restart (`restart`).
 //! - Spares hold none of the cell's capacity: an empty container uses next
@@ -39,10 +41,21 @@ use crate::{clock, lrps, Rep};
 /// made.
 pub(crate) const QUIET: Duration = Duration::from_millis(500);
 
-/// How long an app's spares outlive the cell's last instance of it: a crashed
-/// instance ends (its container destroyed) before or after its replacement
-/// is placed here, and that replacement should find them.
+/// How long an app's spares outlive the instances that wanted them: a
+/// crashed instance ends (its container destroyed) before or after its
+/// replacement is placed here, and that replacement should find them.
 pub(crate) const LINGER: Duration = Duration::from_secs(2);
+
+/// An app keeps one spare per this many of its instances on the cell (at
+/// least one, at most `RepConfig::spare_containers`): instances that crash
+/// together (a bad request reaching several) each find one.
+pub(crate) const INSTANCES_PER_SPARE: usize = 3;
+
+/// How many spares an app with `instances` on the cell keeps, at most
+/// `most`.
+pub fn wanted(most: usize, instances: usize) -> usize {
+    most.min(instances.div_ceil(INSTANCES_PER_SPARE))
+}
 
 /// A spare taken for an instance: its instance guid (its container is
 /// `lrps::container_handle` of it) and the definition it was made for.
@@ -54,7 +67,7 @@ pub(crate) struct Spare {
 
 /// The cell's spares, by process guid, and what paces making them.
 pub(crate) struct Spares {
-    per_app: usize,
+    most_per_app: usize,
     pools: Mutex<HashMap<String, Pool>>,
     /// Containers being created on the cell, and when the last one ended.
     creates: Mutex<Creates>,
@@ -102,15 +115,20 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Spares {
-    pub fn new(per_app: usize) -> Spares {
+    pub fn new(most_per_app: usize) -> Spares {
         Spares {
-            per_app,
+            most_per_app,
             pools: Mutex::new(HashMap::new()),
             creates: Mutex::new(Creates::default()),
             creates_changed: watch::Sender::new(0),
             turn: tokio::sync::Mutex::new(()),
             stop: CancellationToken::new(),
         }
+    }
+
+    /// How many spares `process_guid`'s app wants on the cell now.
+    fn wanted(&self, rep: &Rep, process_guid: &str) -> usize {
+        wanted(self.most_per_app, rep.instances_of(process_guid))
     }
 
     /// A spare of `process_guid`'s app, taken out of the pool.
@@ -190,14 +208,15 @@ impl Spares {
     }
 }
 
-/// An instance of `desired`'s app runs on the cell: makes its spares, in
-/// the background, up to the number configured.
+/// An instance of `desired`'s app runs on the cell: makes the spares the
+/// app wants, in the background.
 pub(crate) fn replenish(rep: &Arc<Rep>, desired: &DesiredLrp) {
     let spares = &rep.spares;
-    if spares.per_app == 0 || spares.stop.is_cancelled() {
+    if spares.most_per_app == 0 || spares.stop.is_cancelled() {
         return;
     }
     let epoch = desired.modification_tag.epoch.clone();
+    let wanted = spares.wanted(rep, &desired.process_guid);
     let (stale, start) = {
         let mut pools = lock(&spares.pools);
         let pool = pools
@@ -216,7 +235,7 @@ pub(crate) fn replenish(rep: &Arc<Rep>, desired: &DesiredLrp) {
             pool.filling = false;
             std::mem::take(&mut pool.ready)
         };
-        let start = !pool.filling && pool.ready.len() < spares.per_app;
+        let start = !pool.filling && pool.ready.len() < wanted;
         pool.filling |= start;
         (stale, start)
     };
@@ -240,9 +259,10 @@ async fn fill(rep: &Arc<Rep>, desired: &DesiredLrp) {
     let process_guid = desired.process_guid.as_str();
     let epoch = desired.modification_tag.epoch.as_str();
     let is_short = || {
-        lock(&spares.pools).get(process_guid).is_some_and(|pool| {
-            pool.filling && pool.epoch == epoch && pool.ready.len() < spares.per_app
-        })
+        let wanted = spares.wanted(rep, process_guid);
+        lock(&spares.pools)
+            .get(process_guid)
+            .is_some_and(|pool| pool.filling && pool.epoch == epoch && pool.ready.len() < wanted)
     };
     loop {
         let _turn = tokio::select! {
@@ -253,7 +273,7 @@ async fn fill(rep: &Arc<Rep>, desired: &DesiredLrp) {
                 turn
             } => turn,
         };
-        if rep.is_evacuating() || !rep.runs_instances_of(process_guid) || !is_short() {
+        if rep.is_evacuating() || !is_short() {
             break;
         }
         let instance_guid = uuid::Uuid::new_v4().to_string();
@@ -292,34 +312,37 @@ async fn fill(rep: &Arc<Rep>, desired: &DesiredLrp) {
             pool.filling = false;
         }
     }
-    // The app's last instance may have ended while its spare was made.
-    if !rep.runs_instances_of(process_guid) {
-        trim(rep, process_guid).await;
-    }
+    // Instances of the app may have ended while its spare was made.
+    trim(rep, process_guid).await;
 }
 
-/// An instance of `process_guid`'s app ended on the cell: its spares go if
-/// none runs here [`LINGER`] later.
+/// An instance of `process_guid`'s app ended on the cell: [`LINGER`]
+/// later, the spares it no longer wants go.
 pub(crate) async fn instance_ended(rep: &Arc<Rep>, process_guid: &str) {
-    if rep.spares.per_app == 0 || rep.runs_instances_of(process_guid) {
+    if rep.spares.most_per_app == 0 {
         return;
     }
     tokio::select! {
         _ = rep.spares.stop.cancelled() => return,
         _ = tokio::time::sleep(LINGER) => {}
     }
-    if !rep.runs_instances_of(process_guid) {
-        trim(rep, process_guid).await;
-    }
+    trim(rep, process_guid).await;
 }
 
-/// Destroys the spares of an app the cell no longer runs, unless a task is
-/// still making one (it trims when done).
+/// Destroys the spares of an app beyond those it wants now (all of them
+/// when the cell runs none of its instances), unless a task is still
+/// making one (it trims when done).
 async fn trim(rep: &Rep, process_guid: &str) {
+    let wanted = rep.spares.wanted(rep, process_guid);
     let ready = {
         let mut pools = lock(&rep.spares.pools);
-        match pools.get(process_guid) {
-            Some(pool) if !pool.filling => pools.remove(process_guid).map(|pool| pool.ready),
+        match pools.get_mut(process_guid) {
+            Some(pool) if !pool.filling && wanted == 0 => {
+                pools.remove(process_guid).map(|pool| pool.ready)
+            }
+            Some(pool) if !pool.filling && pool.ready.len() > wanted => {
+                Some(pool.ready.split_off(wanted))
+            }
             _ => None,
         }
     };
@@ -327,7 +350,7 @@ async fn trim(rep: &Rep, process_guid: &str) {
         tracing::debug!(
             process_guid,
             spares = ready.len(),
-            "the cell runs no instance of the app; destroying its spares"
+            "the app wants fewer spares on the cell; destroying some"
         );
         destroy(rep, ready).await;
     }
@@ -358,6 +381,27 @@ mod tests {
     use crate::{RepConfig, INDEX_PROPERTY, INSTANCE_GUID_PROPERTY};
 
     const PATIENCE: Duration = Duration::from_secs(20);
+
+    #[test]
+    fn an_app_wants_a_spare_per_three_instances_on_the_cell_within_the_most() {
+        for (most, instances, wanted) in [
+            (3, 0, 0),
+            (3, 1, 1),
+            (3, 3, 1),
+            (3, 4, 2),
+            (3, 7, 3),
+            (3, 10, 3),
+            (1, 10, 1),
+            (0, 10, 0),
+            (5, 15, 5),
+        ] {
+            assert_eq!(
+                super::wanted(most, instances),
+                wanted,
+                "most {most}, {instances} instances"
+            );
+        }
+    }
 
     fn work(index: i64) -> Work {
         Work {
