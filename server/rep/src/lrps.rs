@@ -48,8 +48,8 @@ pub(crate) async fn run(rep: &Arc<Rep>, process_guid: &str, index: i64, cancel: 
     let key = LrpKey::new(process_guid, index);
     let work_key = WorkKey::Lrp(key.clone());
     if !claim(&rep.store, process_guid, index, &cell_id, &instance_guid).await {
-        if let Some(spare) = spare {
-            rep.spares.put_back(process_guid, spare);
+        if let Some(unkept) = spare.and_then(|spare| rep.spares.put_back(process_guid, spare)) {
+            destroy_stale_spare(rep, &container_handle(&unkept.instance_guid)).await;
         }
         rep.release(&work_key);
         return;

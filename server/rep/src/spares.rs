@@ -142,16 +142,26 @@ impl Spares {
         })
     }
 
-    /// Returns a spare whose instance could not be claimed.
-    pub fn put_back(&self, process_guid: &str, spare: Spare) {
+    /// Returns a spare whose instance could not be claimed; gives it back
+    /// when its pool is gone or now for another definition of the app: the
+    /// caller destroys it.
+    #[must_use]
+    pub fn put_back(&self, process_guid: &str, spare: Spare) -> Option<Spare> {
         let mut pools = lock(&self.pools);
         match pools.get_mut(process_guid) {
-            Some(pool) if pool.epoch == spare.epoch => pool.ready.push(spare.instance_guid),
-            _ => {
-                drop(pools);
-                tracing::debug!(process_guid, instance_guid = %spare.instance_guid, "a spare of an app's earlier definition is not kept");
+            Some(pool) if pool.epoch == spare.epoch => {
+                pool.ready.push(spare.instance_guid);
+                None
             }
+            _ => Some(spare),
         }
+    }
+
+    #[cfg(test)]
+    fn ready(&self, process_guid: &str) -> usize {
+        lock(&self.pools)
+            .get(process_guid)
+            .map_or(0, |pool| pool.ready.len())
     }
 
     /// Marks a container being created until the guard drops.
@@ -481,12 +491,7 @@ mod tests {
         .expect("a spare is made");
         assert!(!spare.properties.contains_key(INDEX_PROPERTY));
         // Ready once the pool has it (made and pushed just after).
-        while rep
-            .spares
-            .take("web")
-            .map(|s| rep.spares.put_back("web", s))
-            .is_none()
-        {
+        while rep.spares.ready("web") == 0 {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
 
