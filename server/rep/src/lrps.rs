@@ -49,7 +49,7 @@ pub(crate) async fn run(rep: &Arc<Rep>, process_guid: &str, index: i64, cancel: 
     let work_key = WorkKey::Lrp(key.clone());
     if !claim(&rep.store, process_guid, index, &cell_id, &instance_guid).await {
         if let Some(unkept) = spare.and_then(|spare| rep.spares.put_back(process_guid, spare)) {
-            destroy_stale_spare(rep, &container_handle(&unkept.instance_guid)).await;
+            spares::discard(rep, &unkept.instance_guid).await;
         }
         rep.release(&work_key);
         return;
@@ -63,7 +63,7 @@ pub(crate) async fn run(rep: &Arc<Rep>, process_guid: &str, index: i64, cancel: 
             give_back(&rep.store, process_guid, index, &instance_guid).await;
             rep.release(&work_key);
             if spare.is_some() {
-                destroy_stale_spare(rep, &handle).await;
+                spares::discard(rep, &instance_guid).await;
             }
             return;
         }
@@ -72,7 +72,7 @@ pub(crate) async fn run(rep: &Arc<Rep>, process_guid: &str, index: i64, cancel: 
     // the old definition's, and its name is the one this instance needs.
     let spare = match spare {
         Some(spare) if spare.epoch != desired.modification_tag.epoch => {
-            destroy_stale_spare(rep, &handle).await;
+            spares::discard(rep, &instance_guid).await;
             None
         }
         spare => spare,
@@ -90,12 +90,6 @@ pub(crate) async fn run(rep: &Arc<Rep>, process_guid: &str, index: i64, cancel: 
     shell.spare = spare.is_some();
     shell.supervise(instance::create()).await;
     spares::instance_ended(rep, process_guid).await;
-}
-
-async fn destroy_stale_spare(rep: &Rep, handle: &str) {
-    if let Err(err) = rep.executor.destroy(handle).await {
-        tracing::warn!(%handle, error = %err, "cannot destroy a spare container");
-    }
 }
 
 /// The container of the instance that runs as `instance_guid`.
@@ -275,7 +269,7 @@ impl<'a> Shell<'a> {
                         }
                         // Stopped or killed meanwhile: a container of its
                         // own, under the same name.
-                        _ => destroy_stale_spare(rep, &self.handle).await,
+                        _ => spares::discard(rep, &self.instance_guid).await,
                     }
                 }
                 let request = container_request(

@@ -367,13 +367,19 @@ async fn trim(rep: &Rep, process_guid: &str) {
 }
 
 async fn destroy(rep: &Rep, instance_guids: Vec<String>) {
-    let destroys = instance_guids.into_iter().map(|instance_guid| async move {
-        let handle = lrps::container_handle(&instance_guid);
-        if let Err(err) = rep.executor.destroy(&handle).await {
-            tracing::warn!(%handle, error = %err, "cannot destroy a spare container");
-        }
-    });
+    let destroys = instance_guids
+        .iter()
+        .map(|instance_guid| discard(rep, instance_guid));
     futures::future::join_all(destroys).await;
+}
+
+/// Destroys the spare made under `instance_guid`: stale, dead, or not
+/// kept.
+pub(crate) async fn discard(rep: &Rep, instance_guid: &str) {
+    let handle = lrps::container_handle(instance_guid);
+    if let Err(err) = rep.executor.destroy(&handle).await {
+        tracing::warn!(%handle, error = %err, "cannot destroy a spare container");
+    }
 }
 
 #[cfg(test)]
