@@ -127,6 +127,16 @@ struct State {
     /// When set, reading any image's config fails with this, as an
     /// engine that cannot be asked does.
     image_config_failure: Option<String>,
+    /// How many times each rootfs's image was rebuilt (see
+    /// [`FakeGarden::rebuild_image`]): its id is made from the count.
+    image_builds: HashMap<String, u32>,
+}
+
+impl State {
+    fn image_id(&self, rootfs: &str) -> String {
+        let builds = self.image_builds.get(rootfs).copied().unwrap_or(0);
+        format!("fake:{rootfs}#{builds}")
+    }
 }
 
 /// The fake backend; cheap to clone, clones share their state.
@@ -236,6 +246,16 @@ impl FakeGarden {
         self.lock().image_configs.insert(rootfs.to_string(), config);
     }
 
+    /// The image of `rootfs` is built again under the same name, as
+    /// `docker build -t` does: containers made before keep the old one.
+    pub fn rebuild_image(&self, rootfs: &str) {
+        *self
+            .lock()
+            .image_builds
+            .entry(rootfs.to_string())
+            .or_default() += 1;
+    }
+
     /// Every [`Garden::image_config`] from now on fails with `reason` (a
     /// backend error: the engine could not be asked).
     pub fn fail_image_configs(&self, reason: &str) {
@@ -286,6 +306,7 @@ impl Garden for FakeGarden {
             properties: spec.properties.clone(),
             running: true,
             oom_killed: false,
+            image: state.image_id(&spec.rootfs),
             // Processes outliving their caller (a cell restart) are not faked.
             processes: Vec::new(),
         };
@@ -443,6 +464,11 @@ impl Garden for FakeGarden {
             return Err(GardenError::Backend(reason.clone()));
         }
         Ok(state.image_configs.get(rootfs).cloned().unwrap_or_default())
+    }
+
+    async fn image_id(&self, rootfs: &str) -> GardenResult<Option<String>> {
+        lattice_garden::ImageRef::from_rootfs(rootfs)?;
+        Ok(Some(self.lock().image_id(rootfs)))
     }
 
     async fn machine_capacity(&self) -> GardenResult<(u64, u64)> {

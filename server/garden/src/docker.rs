@@ -453,6 +453,7 @@ impl DockerGarden {
         // The engine lists an exec here from its creation until it exits.
         let mut processes = inspect.exec_ids.unwrap_or_default();
         processes.sort();
+        let image = inspect.image.unwrap_or_default();
         let properties = inspect
             .config
             .and_then(|c| c.labels)
@@ -475,6 +476,7 @@ impl DockerGarden {
                     .filter(|pid| *pid > 0)
                     .and_then(cgroup_oom_kills)
                     .is_some_and(|kills| kills > 0),
+            image,
             processes,
         }
     }
@@ -791,6 +793,15 @@ impl Garden for DockerGarden {
         let image = ImageRef::from_rootfs(rootfs)?;
         let inspect = self.ensure_image(&image).await?;
         Ok(image_config(&inspect))
+    }
+
+    async fn image_id(&self, rootfs: &str) -> GardenResult<Option<String>> {
+        let image = ImageRef::from_rootfs(rootfs)?;
+        match self.docker.inspect_image(&image.reference()).await {
+            Ok(inspect) => Ok(inspect.id),
+            Err(err) if status(&err) == Some(404) => Ok(None),
+            Err(err) => Err(backend("inspect image", err)),
+        }
     }
 
     /// Memory from the engine (`MemTotal`); disk: the size of the file

@@ -144,6 +144,9 @@ pub struct ContainerInfo {
     pub running: bool,
     /// Set when the container was killed for exceeding its memory limit.
     pub oom_killed: bool,
+    /// The engine's id of the image the container was made from (a tag
+    /// rebuilt later names another); empty when the engine does not say.
+    pub image: String,
     /// Ids of the processes started with [`Garden::run`] that still run.
     /// They outlive whoever started them: after a cell restarts, these are
     /// what its previous run left running (how a rep tells a live instance
@@ -336,6 +339,10 @@ pub trait Garden: Send + Sync + 'static {
     /// the image only when it is not present: what the Docker lifecycle's
     /// builder would read, without making a container.
     async fn image_config(&self, rootfs: &str) -> GardenResult<ImageConfig>;
+    /// The engine's id of the image `rootfs` names now, without pulling;
+    /// `None` when the engine does not have it. A container whose
+    /// [`ContainerInfo::image`] differs was made from an older build of it.
+    async fn image_id(&self, rootfs: &str) -> GardenResult<Option<String>>;
     /// Total memory (MB) and disk (MB) the backend's machine offers; the rep's
     /// default capacity.
     async fn machine_capacity(&self) -> GardenResult<(u64, u64)>;

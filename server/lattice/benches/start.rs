@@ -53,6 +53,7 @@ async fn main() -> anyhow::Result<()> {
             advertise_container_network: None,
             evacuation_timeout: lattice::cell::DEFAULT_EVACUATION_TIMEOUT,
             spare_containers: 0,
+            spare_containers_per_cell: lattice_rep::DEFAULT_SPARE_CONTAINERS_PER_CELL,
         }),
         converge_interval: Duration::from_secs(1),
         policy: Default::default(),

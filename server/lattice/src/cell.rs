@@ -50,6 +50,9 @@ pub struct CellConfig {
     pub evacuation_timeout: Duration,
     /// Spare containers kept ready per app (`lattice_rep::RepConfig::spare_containers`).
     pub spare_containers: usize,
+    /// Spare containers kept ready for all apps together
+    /// (`lattice_rep::RepConfig::spare_containers_per_cell`).
+    pub spare_containers_per_cell: usize,
 }
 
 /// The default of [`CellConfig::evacuation_timeout`]: long enough for a
@@ -185,6 +188,7 @@ impl Cell {
                 advertise_container_network,
                 evacuation_timeout: config.evacuation_timeout,
                 spare_containers: config.spare_containers,
+                spare_containers_per_cell: config.spare_containers_per_cell,
                 ..RepConfig::new(config.cell_id.clone(), capacity, rep_address)
             },
             store,

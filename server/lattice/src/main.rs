@@ -199,6 +199,11 @@ struct CellArgs {
     /// processes); 0 keeps none.
     #[arg(long, default_value_t = 3)]
     spare_containers: usize,
+    /// The most spare containers the cell keeps for all its apps together
+    /// (see `--spare-containers`); apps placed once it holds this many go
+    /// without.
+    #[arg(long, default_value_t = lattice_rep::DEFAULT_SPARE_CONTAINERS_PER_CELL)]
+    spare_containers_per_cell: usize,
     /// The most one download may bring onto the cell, in MB: a droplet, a
     /// buildpack or a task's file, counting what an archive expands to. A
     /// container's own disk limit wins where it is lower.
@@ -362,6 +367,11 @@ struct UpArgs {
     /// processes); 0 keeps none.
     #[arg(long, default_value_t = 3)]
     spare_containers: usize,
+    /// The most spare containers the cell keeps for all its apps together
+    /// (see `--spare-containers`); apps placed once it holds this many go
+    /// without.
+    #[arg(long, default_value_t = lattice_rep::DEFAULT_SPARE_CONTAINERS_PER_CELL)]
+    spare_containers_per_cell: usize,
     /// The most one download may bring onto the cell, in MB: a droplet, a
     /// buildpack or a task's file, counting what an archive expands to. A
     /// container's own disk limit wins where it is lower.
@@ -591,6 +601,7 @@ async fn cell(args: CellArgs) -> anyhow::Result<()> {
             disk_mb: args.cell_disk_mb,
             containers: args.cell_containers,
             spare_containers: args.spare_containers,
+            spare_containers_per_cell: args.spare_containers_per_cell,
             max_download_bytes: args.max_download_mb << 20,
             cache_dir: data_dir.join("cache"),
             presence_ttl: args.presence_ttl,
@@ -673,6 +684,7 @@ async fn up(args: UpArgs, hub: Arc<LogHub>) -> anyhow::Result<()> {
             disk_mb: args.cell_disk_mb,
             containers: args.cell_containers,
             spare_containers: args.spare_containers,
+            spare_containers_per_cell: args.spare_containers_per_cell,
             max_download_bytes: args.max_download_mb << 20,
             cache_dir: data_dir.join("cache"),
             presence_ttl: lattice_rep::DEFAULT_PRESENCE_TTL,

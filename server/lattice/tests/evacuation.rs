@@ -72,6 +72,7 @@ async fn start_cell(
             advertise_container_network: direct,
             evacuation_timeout: Duration::from_secs(60),
             spare_containers: 0,
+            spare_containers_per_cell: 0,
         },
         advertise: Some("127.0.0.1".parse().expect("valid address")),
         instance_address: None,

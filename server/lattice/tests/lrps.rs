@@ -17,6 +17,12 @@ const WAIT: Duration = Duration::from_secs(60);
 /// once it serves.
 async fn web_app(guid: &str, instances: i64) -> DesiredLrpCreateRequest {
     let rootfs = lattice_testkit::images::busybox_image().await;
+    app_serving(guid, instances, &rootfs, "echo $INSTANCE_INDEX")
+}
+
+/// An app of busybox httpd on $PORT answering what the shell command `page`
+/// prints, healthy once it serves.
+fn app_serving(guid: &str, instances: i64, rootfs: &str, page: &str) -> DesiredLrpCreateRequest {
     serde_json::from_value(json!({
         "process_guid": guid,
         "domain": "tests",
@@ -26,7 +32,7 @@ async fn web_app(guid: &str, instances: i64) -> DesiredLrpCreateRequest {
         "ports": [8080],
         "start_timeout": 30,
         "action": {"run": {"path": "/bin/sh", "args": ["-c",
-            "echo $INSTANCE_INDEX > /tmp/index.html; exec httpd -f -p $PORT -h /tmp"]}},
+            format!("{page} > /tmp/index.html; exec httpd -f -p $PORT -h /tmp")]}},
         "monitor": {"run": {"path": "/bin/wget", "args": ["-q", "-O", "/dev/null", "http://127.0.0.1:8080/index.html"]}},
     }))
     .expect("valid request")
@@ -173,6 +179,99 @@ async fn a_killed_instance_restarts_in_the_spare_container_and_removal_leaves_no
     cluster.client.delete_desired_lrp("spared").await.unwrap();
     containers_settle(&cluster, 0).await;
     cluster.stop().await;
+}
+
+/// A busybox image under `tag` whose `/build` holds `build`; the engine's
+/// id of it.
+async fn build_image(docker: &bollard::Docker, tag: &str, build: &str) -> String {
+    use lattice_testkit::images;
+    let mut rootfs = images::busybox_rootfs().expect("busybox rootfs");
+    images::add_file(&mut rootfs, "build", 0o644, build.as_bytes()).expect("add /build");
+    let rootfs = rootfs.into_inner().expect("rootfs tar");
+    images::import_rootfs(
+        docker,
+        tag,
+        rootfs,
+        &["ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+    )
+    .await
+    .expect("import");
+    docker
+        .inspect_image(tag)
+        .await
+        .expect("inspect image")
+        .id
+        .expect("image id")
+}
+
+/// An image rebuilt under the same tag (`docker build -t` again) reaches a
+/// killed instance's replacement: the spare made from the old build is not
+/// taken, and the replacement runs the new build in a container of its own.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replacement_runs_an_image_rebuilt_under_the_same_tag_not_the_older_spare() {
+    let docker = lattice_testkit::docker::connect().await;
+    // Our own tag: other tests run beside this one on the same engine.
+    let repository = format!("lattice-test/rebuilt-{}", uuid::Uuid::new_v4().simple());
+    let tag = format!("{repository}:v1");
+    let first = build_image(&docker, &tag, "first").await;
+    let cluster = Cluster::start_with(ClusterOptions {
+        spare_containers: 1,
+        ..Default::default()
+    })
+    .await;
+    let rootfs = format!("docker:///{repository}#v1");
+    cluster
+        .client
+        .create_desired_lrp(&app_serving("rebuilt", 2, &rootfs, "cat /build"))
+        .await
+        .unwrap();
+    let lrps = all_running(&cluster, "rebuilt", 2).await;
+    containers_settle(&cluster, 3).await;
+    let spare = cluster
+        .containers()
+        .await
+        .into_iter()
+        .find(|name| !lrps.iter().any(|l| name.ends_with(&l.instance_guid)))
+        .expect("a container that no instance runs in");
+    let container_id = |name: String| {
+        let docker = docker.clone();
+        async move {
+            docker
+                .inspect_container(name.trim_start_matches('/'), None)
+                .await
+                .expect("inspect")
+                .id
+        }
+    };
+    let spare_id = container_id(spare.clone()).await;
+
+    let second = build_image(&docker, &tag, "second").await;
+    assert_ne!(first, second, "the rebuild made another image");
+    let victim = lrps.iter().find(|l| l.index == 1).expect("index 1");
+    common::kill_instance_container(&victim.instance_guid).await;
+    let replaced = replacement(&cluster, victim).await;
+    assert_eq!(answer(&replaced).await.trim(), "second");
+    assert_ne!(
+        container_id(format!("lattice-lrp-{}", replaced.instance_guid)).await,
+        spare_id,
+        "not the spare made from the first build"
+    );
+    let untouched = lrps.iter().find(|l| l.index == 0).expect("index 0");
+    assert_eq!(answer(untouched).await.trim(), "first");
+    containers_settle(&cluster, 3).await;
+
+    cluster.client.delete_desired_lrp("rebuilt").await.unwrap();
+    containers_settle(&cluster, 0).await;
+    cluster.stop().await;
+    for image in [first, second] {
+        let options = bollard::query_parameters::RemoveImageOptionsBuilder::default()
+            .force(true)
+            .build();
+        docker
+            .remove_image(&image, Some(options), None)
+            .await
+            .expect("remove the test's image");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -138,7 +138,14 @@ pub struct RepConfig {
     /// again, a scale-up) skip the engine's create and start (see
     /// `spares`). 0: none.
     pub spare_containers: usize,
+    /// The most spare containers the cell keeps for all its apps together
+    /// (each is an idle container: a few of the engine's processes); apps
+    /// placed later go without once the cell holds this many.
+    pub spare_containers_per_cell: usize,
 }
+
+/// The default of [`RepConfig::spare_containers_per_cell`].
+pub const DEFAULT_SPARE_CONTAINERS_PER_CELL: usize = 12;
 
 impl RepConfig {
     /// Defaults for everything but identity and capacity.
@@ -163,6 +170,7 @@ impl RepConfig {
             evacuation_route_delay: Duration::from_secs(1),
             usage_interval: Duration::from_secs(5),
             spare_containers: 0,
+            spare_containers_per_cell: DEFAULT_SPARE_CONTAINERS_PER_CELL,
         }
     }
 }
@@ -249,7 +257,7 @@ impl Rep {
         executor: Executor,
         logs: Arc<dyn LogSink>,
     ) -> Arc<Rep> {
-        let spares = spares::Spares::new(config.spare_containers);
+        let spares = spares::Spares::new(config.spare_containers, config.spare_containers_per_cell);
         Arc::new(Rep {
             config,
             store,

@@ -260,15 +260,22 @@ impl<'a> Shell<'a> {
         match effect {
             Effect::CreateContainer => {
                 if std::mem::take(&mut self.spare) {
-                    match rep.executor.info(&self.handle).await {
-                        Ok(info) if info.running && info.processes.is_empty() => {
+                    let (info, image) = tokio::join!(
+                        rep.executor.info(&self.handle),
+                        rep.executor.garden().image_id(&self.desired.rootfs)
+                    );
+                    match (info, image) {
+                        (Ok(info), Ok(Some(image)))
+                            if info.running && info.processes.is_empty() && info.image == image =>
+                        {
                             tracing::debug!(process_guid, index, handle = %self.handle, "instance takes a spare container");
                             self.info = Some(info);
                             spares::replenish(rep, self.desired);
                             return Some(Event::ContainerCreated);
                         }
-                        // Stopped or killed meanwhile: a container of its
-                        // own, under the same name.
+                        // Stopped or killed meanwhile, or made from an
+                        // image since rebuilt under the same name: a
+                        // container of its own, under the same name.
                         _ => spares::discard(rep, &self.instance_guid).await,
                     }
                 }

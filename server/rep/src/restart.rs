@@ -141,6 +141,7 @@ mod tests {
             properties,
             running: true,
             oom_killed: false,
+            image: String::new(),
             processes: if alive {
                 vec!["exec-1".into()]
             } else {

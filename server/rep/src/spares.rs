@@ -12,9 +12,14 @@
 //!   containers are, under a fresh instance guid and handle, and nothing
 //!   runs in it before an instance takes it: that instance starts as fresh
 //!   as in a container made for it.
+//! - An instance takes a spare only while the engine's id of the app's
+//!   image is the one the spare was made from: an image rebuilt under the
+//!   same name reaches it in a fresh container (`lrps`).
 //! - A spare is made for one definition of the app (its desired LRP's
 //!   epoch); an instance of an app deleted and desired again under the same
 //!   guid never runs in a spare of the old one.
+//! - The cell keeps at most [`RepConfig::spare_containers_per_cell`](crate::RepConfig)
+//!   spares in all; apps that want one beyond that go without.
 //! - Spares are made one at a time on the cell, each only once no
 //!   container has been created there for [`QUIET`], so that they seldom
 //!   compete with an instance's start for the engine.
@@ -68,6 +73,7 @@ pub(crate) struct Spare {
 /// The cell's spares, by process guid, and what paces making them.
 pub(crate) struct Spares {
     most_per_app: usize,
+    most_per_cell: usize,
     pools: Mutex<HashMap<String, Pool>>,
     /// Containers being created on the cell, and when the last one ended.
     creates: Mutex<Creates>,
@@ -115,9 +121,10 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Spares {
-    pub fn new(most_per_app: usize) -> Spares {
+    pub fn new(most_per_app: usize, most_per_cell: usize) -> Spares {
         Spares {
             most_per_app,
+            most_per_cell,
             pools: Mutex::new(HashMap::new()),
             creates: Mutex::new(Creates::default()),
             creates_changed: watch::Sender::new(0),
@@ -129,6 +136,15 @@ impl Spares {
     /// How many spares `process_guid`'s app wants on the cell now.
     fn wanted(&self, rep: &Rep, process_guid: &str) -> usize {
         wanted(self.most_per_app, rep.instances_of(process_guid))
+    }
+
+    /// Whether the cell holds [`Spares::most_per_cell`] spares already.
+    fn cell_is_full(&self) -> bool {
+        let held: usize = lock(&self.pools)
+            .values()
+            .map(|pool| pool.ready.len())
+            .sum();
+        held >= self.most_per_cell
     }
 
     /// A spare of `process_guid`'s app, taken out of the pool.
@@ -286,6 +302,14 @@ async fn fill(rep: &Arc<Rep>, desired: &DesiredLrp) {
         if rep.is_evacuating() || !is_short() {
             break;
         }
+        if spares.cell_is_full() {
+            tracing::debug!(
+                process_guid,
+                most = spares.most_per_cell,
+                "the cell holds its most spare containers; none for this app"
+            );
+            break;
+        }
         let instance_guid = uuid::Uuid::new_v4().to_string();
         let request = lrps::spare_request(rep, desired, &instance_guid);
         let began = clock::now();
@@ -393,6 +417,7 @@ mod tests {
     use lattice_models::{ActualLrp, ActualLrpState, Event};
     use tokio_util::sync::CancellationToken;
 
+    use super::QUIET;
     use crate::fake::{TestRep, SMALL_CELL, UNSERVED_ADDRESS};
     use crate::{RepConfig, INDEX_PROPERTY, INSTANCE_GUID_PROPERTY};
 
@@ -420,9 +445,13 @@ mod tests {
     }
 
     fn work(index: i64) -> Work {
+        work_of("web", index)
+    }
+
+    fn work_of(process_guid: &str, index: i64) -> Work {
         Work {
             lrps: vec![LrpInstance {
-                process_guid: "web".into(),
+                process_guid: process_guid.into(),
                 index,
                 domain: "apps".into(),
                 resource: Resource::for_container(128, 64),
@@ -433,13 +462,22 @@ mod tests {
     }
 
     async fn running(events: &mut lattice_bbs::EventReceiver, index: i64) -> ActualLrp {
+        running_of(events, "web", index).await
+    }
+
+    async fn running_of(
+        events: &mut lattice_bbs::EventReceiver,
+        process_guid: &str,
+        index: i64,
+    ) -> ActualLrp {
         let change = async {
             loop {
                 if let Ok(Event::ActualLrpChanged {
                     actual_lrp_after, ..
                 }) = events.recv().await
                 {
-                    if actual_lrp_after.index == index
+                    if actual_lrp_after.process_guid == process_guid
+                        && actual_lrp_after.index == index
                         && actual_lrp_after.state == ActualLrpState::Running
                     {
                         return actual_lrp_after;
@@ -452,13 +490,17 @@ mod tests {
             .expect("the instance runs")
     }
 
-    /// Issue 16, goal 2: the cell makes a spare once it is quiet; the next
-    /// instance of the app runs in it without a create of its own, and
-    /// another spare is made; the instance's usage and the engine's report
-    /// that its container died still find it (a spare's labels have no
-    /// index), an untaken spare has no usage; the spares go with the cell.
-    #[tokio::test]
-    async fn the_next_instance_runs_in_the_spare_made_once_the_cell_was_quiet() {
+    /// A running cell with an app of two instances: instance 0 runs and the
+    /// app's one spare is ready.
+    struct SpareReady {
+        cell: TestRep,
+        events: lattice_bbs::EventReceiver,
+        shutdown: CancellationToken,
+        serving: tokio::task::JoinHandle<()>,
+        spare: lattice_garden::ContainerSpec,
+    }
+
+    async fn spare_ready() -> SpareReady {
         let config = RepConfig {
             spare_containers: 1,
             ..RepConfig::new("cell-spares", SMALL_CELL, UNSERVED_ADDRESS)
@@ -500,6 +542,40 @@ mod tests {
         while rep.spares.ready("web") == 0 {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        SpareReady {
+            cell,
+            events,
+            shutdown,
+            serving,
+            spare,
+        }
+    }
+
+    async fn created_count(garden: &lattice_executor::fake::FakeGarden, count: usize) {
+        tokio::time::timeout(PATIENCE, async {
+            while garden.created().len() < count {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{count} containers made: {:?}", garden.created()));
+    }
+
+    /// Issue 16, goal 2: the cell makes a spare once it is quiet; the next
+    /// instance of the app runs in it without a create of its own, and
+    /// another spare is made; the instance's usage and the engine's report
+    /// that its container died still find it (a spare's labels have no
+    /// index), an untaken spare has no usage; the spares go with the cell.
+    #[tokio::test]
+    async fn the_next_instance_runs_in_the_spare_made_once_the_cell_was_quiet() {
+        let SpareReady {
+            cell,
+            mut events,
+            shutdown,
+            serving,
+            spare,
+        } = spare_ready().await;
+        let (rep, garden) = (cell.rep(), cell.garden());
 
         assert!(rep.perform(work(1)).is_empty());
         let second = running(&mut events, 1).await;
@@ -511,13 +587,7 @@ mod tests {
         assert_eq!(garden.created().len(), 2, "no container made for it");
 
         // The cell makes another spare; usage is sampled for instances only.
-        tokio::time::timeout(PATIENCE, async {
-            while garden.created().len() < 3 {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
-        .await
-        .expect("the spare taken is replaced");
+        created_count(garden, 3).await;
         rep.sample_usage_once().await.expect("sampled");
         let sampled: Vec<(i64, String)> = rep
             .container_metrics()
@@ -553,5 +623,101 @@ mod tests {
         serving.await.expect("the rep stops");
         let left = garden.list(&BTreeMap::new()).await.expect("list");
         assert!(left.is_empty(), "left behind: {left:?}");
+    }
+
+    /// An image rebuilt under the same name (`docker build -t` again)
+    /// reaches the next instance: a spare made from the old build is not
+    /// taken, the instance gets a fresh container, and the next spare is
+    /// made from the new build.
+    #[tokio::test]
+    async fn a_spare_made_from_an_image_since_rebuilt_is_not_taken() {
+        let SpareReady {
+            cell,
+            mut events,
+            shutdown,
+            serving,
+            spare,
+        } = spare_ready().await;
+        let (rep, garden) = (cell.rep(), cell.garden());
+        garden.rebuild_image(&spare.rootfs);
+        let rebuilt = garden.image_id(&spare.rootfs).await.expect("image id");
+
+        assert!(rep.perform(work(1)).is_empty());
+        let second = running(&mut events, 1).await;
+        let made = garden.created();
+        let own = made.get(2).expect("a container of its own");
+        assert_eq!(own.handle, spare.handle, "under the claimed instance guid");
+        assert_eq!(
+            own.properties.get(INDEX_PROPERTY).map(String::as_str),
+            Some("1")
+        );
+        assert_eq!(
+            Some(&second.instance_guid),
+            own.properties.get(INSTANCE_GUID_PROPERTY)
+        );
+        let info = garden.info(&own.handle).await.expect("info");
+        assert_eq!(Some(info.image), rebuilt, "the instance runs the new build");
+
+        created_count(garden, 4).await;
+        let next_spare = &garden.created()[3];
+        assert!(!next_spare.properties.contains_key(INDEX_PROPERTY));
+        let info = garden.info(&next_spare.handle).await.expect("info");
+        assert_eq!(
+            Some(info.image),
+            rebuilt,
+            "the next spare has the new build"
+        );
+
+        shutdown.cancel();
+        serving.await.expect("the rep stops");
+        let left = garden.list(&BTreeMap::new()).await.expect("list");
+        assert!(left.is_empty(), "left behind: {left:?}");
+    }
+
+    /// With room for one spare on the cell, an app placed after the cell
+    /// made one for another gets none.
+    #[tokio::test]
+    async fn an_app_placed_once_the_cell_holds_its_most_spares_goes_without() {
+        let config = RepConfig {
+            spare_containers: 1,
+            spare_containers_per_cell: 1,
+            ..RepConfig::new("cell-spares", SMALL_CELL, UNSERVED_ADDRESS)
+        };
+        let cell = TestRep::new(config).await;
+        let (rep, garden, store) = (cell.rep(), cell.garden(), &cell.store);
+        garden.script("/bin/httpd", Script::runs_for(Duration::from_secs(3600)));
+        for app in ["web", "api"] {
+            store
+                .create_desired_lrp(lattice_bbs::suite::desired_lrp(app, "apps", 1))
+                .await
+                .expect("desired");
+            store
+                .create_actual_lrp(lattice_bbs::suite::actual_lrp(app, "apps", 0))
+                .await
+                .expect("actual");
+        }
+        let mut events = store.subscribe();
+        let shutdown = CancellationToken::new();
+        let serving = tokio::spawn(rep.clone().run(shutdown.clone()));
+        while !garden.has_event_subscribers() {
+            tokio::task::yield_now().await;
+        }
+        assert!(rep.perform(work_of("web", 0)).is_empty());
+        running_of(&mut events, "web", 0).await;
+        created_count(garden, 2).await;
+        while rep.spares.ready("web") == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+
+        assert!(rep.perform(work_of("api", 0)).is_empty());
+        running_of(&mut events, "api", 0).await;
+        // A spare would come once the cell was quiet for QUIET.
+        tokio::time::sleep(QUIET * 3).await;
+        assert_eq!(garden.created().len(), 3, "{:?}", garden.created());
+        assert_eq!(rep.spares.ready("api"), 0);
+        assert_eq!(rep.spares.ready("web"), 1);
+
+        shutdown.cancel();
+        serving.await.expect("the rep stops");
     }
 }

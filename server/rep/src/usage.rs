@@ -169,6 +169,7 @@ mod tests {
                 .collect(),
             running: true,
             oom_killed: false,
+            image: String::new(),
             processes: Vec::new(),
         }
     }

@@ -89,6 +89,7 @@ pub fn up_config(data_dir: &Path, cell_id: &str, options: &ClusterOptions) -> Up
             advertise_container_network: None,
             evacuation_timeout: lattice::cell::DEFAULT_EVACUATION_TIMEOUT,
             spare_containers: options.spare_containers,
+            spare_containers_per_cell: lattice_rep::DEFAULT_SPARE_CONTAINERS_PER_CELL,
         }),
         converge_interval: Duration::from_secs(1),
         policy: options.policy.clone(),
