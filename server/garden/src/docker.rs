@@ -230,16 +230,17 @@ impl DockerGarden {
         // The image is rebuilt whenever the program changes (an upgrade of
         // lattice), and only then.
         let digest = format!("{:x}", <sha2::Sha256 as sha2::Digest>::digest(&bytes));
-        match self.docker.inspect_image(tag).await {
+        let replaced = match self.docker.inspect_image(tag).await {
             Ok(inspect) => {
                 let labels = inspect.config.and_then(|c| c.labels).unwrap_or_default();
                 if labels.get(PROGRAM_DIGEST_LABEL) == Some(&digest) {
                     return Ok(());
                 }
+                inspect.id
             }
-            Err(err) if status(&err) == Some(404) => {}
+            Err(err) if status(&err) == Some(404) => None,
             Err(err) => return Err(backend("inspect image", err)),
-        }
+        };
         let name = program
             .file_name()
             .and_then(|n| n.to_str())
@@ -264,6 +265,25 @@ impl DockerGarden {
             .await
             .map_err(|err| backend("import image", err))?;
         tracing::info!(image = tag, "built local image");
+        // The build it replaced, now untagged, would stay on the engine
+        // after every upgrade; the engine keeps it while a container uses it.
+        if let Some(old) = replaced {
+            match self
+                .docker
+                .remove_image(
+                    &old,
+                    None::<bollard::query_parameters::RemoveImageOptions>,
+                    None,
+                )
+                .await
+            {
+                Ok(_) => tracing::debug!(image = tag, %old, "removed the build it replaced"),
+                Err(err) if matches!(status(&err), Some(404 | 409)) => {}
+                Err(err) => {
+                    tracing::warn!(image = tag, %old, error = %err, "cannot remove the build it replaced")
+                }
+            }
+        }
         Ok(())
     }
 

@@ -844,3 +844,63 @@ async fn usage_reads_memory_disk_and_cpu_time() {
         "{gone:?}"
     );
 }
+
+/// A program's image (the sample app's, the cell lock's) is made again
+/// when the program changes (an upgrade of lattice), and the build it
+/// replaced does not stay on the engine.
+#[tokio::test]
+async fn a_changed_program_gets_a_new_image_and_the_old_build_goes() {
+    let garden = garden().await;
+    let docker = lattice_testkit::docker::connect().await;
+    // Our own tag: other tests run beside this one on the same engine.
+    let tag = format!(
+        "lattice-test/program-{}:latest",
+        uuid::Uuid::new_v4().simple()
+    );
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let program = dir.path().join("app");
+    let image_id = |docker: bollard::Docker, tag: String| async move {
+        docker
+            .inspect_image(&tag)
+            .await
+            .expect("the image exists")
+            .id
+            .expect("an image id")
+    };
+
+    std::fs::write(&program, b"first build").expect("write the program");
+    garden
+        .ensure_program_image(&tag, &program, &[])
+        .await
+        .expect("image made");
+    let first = image_id(docker.clone(), tag.clone()).await;
+    garden
+        .ensure_program_image(&tag, &program, &[])
+        .await
+        .expect("image kept");
+    assert_eq!(
+        image_id(docker.clone(), tag.clone()).await,
+        first,
+        "the same program keeps its image"
+    );
+
+    std::fs::write(&program, b"second build").expect("write the program");
+    garden
+        .ensure_program_image(&tag, &program, &[])
+        .await
+        .expect("image made again");
+    let second = image_id(docker.clone(), tag.clone()).await;
+    assert_ne!(second, first, "a changed program gets a new image");
+    assert!(
+        docker.inspect_image(&first).await.is_err(),
+        "the first build is still on the engine"
+    );
+
+    let options = bollard::query_parameters::RemoveImageOptionsBuilder::default()
+        .force(true)
+        .build();
+    docker
+        .remove_image(&tag, Some(options), None)
+        .await
+        .expect("remove the test's image");
+}
