@@ -272,8 +272,11 @@ impl HttpRouter {
             let router = HttpRouter::new(table.clone(), access_log.clone(), config.clone());
             let shutdown = shutdown.clone();
             let (done, finished) = tokio::sync::oneshot::channel();
+            // Sockets and timers only: with `enable_all`, every park of the
+            // shard also reaped orphaned child processes it never has.
             let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
+                .enable_io()
+                .enable_time()
                 .build()?;
             std::thread::Builder::new()
                 .name(format!("http-router-{shard}"))
