@@ -86,6 +86,28 @@ async fn replacement(cluster: &Cluster, victim: &ActualLrp) -> ActualLrp {
     .await
 }
 
+/// The name of the cluster's container that none of `lrps` runs in: the
+/// app's spare.
+async fn spare_container(cluster: &Cluster, lrps: &[ActualLrp]) -> String {
+    cluster
+        .containers()
+        .await
+        .into_iter()
+        .find(|name| !lrps.iter().any(|l| name.ends_with(&l.instance_guid)))
+        .expect("a container that no instance runs in")
+}
+
+/// The engine's id of the container named `name`: a container made anew
+/// under the same name has another.
+async fn container_id(name: &str) -> Option<String> {
+    lattice_testkit::docker::connect()
+        .await
+        .inspect_container(name.trim_start_matches('/'), None)
+        .await
+        .expect("inspect")
+        .id
+}
+
 async fn answer(lrp: &ActualLrp) -> String {
     let port = lrp.ports[0].host_port;
     reqwest::get(format!("http://{}:{port}/index.html", lrp.address))
@@ -139,25 +161,8 @@ async fn a_killed_instance_restarts_in_the_spare_container_and_removal_leaves_no
         .unwrap();
     let lrps = all_running(&cluster, "spared", 2).await;
     containers_settle(&cluster, 3).await;
-    let spare = cluster
-        .containers()
-        .await
-        .into_iter()
-        .find(|name| !lrps.iter().any(|l| name.ends_with(&l.instance_guid)))
-        .expect("a container that no instance runs in");
-
-    let docker = lattice_testkit::docker::connect().await;
-    let id_of = |name: String| {
-        let docker = docker.clone();
-        async move {
-            docker
-                .inspect_container(name.trim_start_matches('/'), None)
-                .await
-                .expect("inspect")
-                .id
-        }
-    };
-    let spare_id = id_of(spare.clone()).await;
+    let spare = spare_container(&cluster, &lrps).await;
+    let spare_id = container_id(&spare).await;
 
     let victim = lrps.iter().find(|l| l.index == 1).expect("index 1");
     common::kill_instance_container(&victim.instance_guid).await;
@@ -168,7 +173,7 @@ async fn a_killed_instance_restarts_in_the_spare_container_and_removal_leaves_no
         replaced.instance_guid
     );
     assert_eq!(
-        id_of(format!("lattice-lrp-{}", replaced.instance_guid)).await,
+        container_id(&format!("lattice-lrp-{}", replaced.instance_guid)).await,
         spare_id,
         "the spare itself, not a container made anew under its name"
     );
@@ -227,23 +232,8 @@ async fn a_replacement_runs_an_image_rebuilt_under_the_same_tag_not_the_older_sp
         .unwrap();
     let lrps = all_running(&cluster, "rebuilt", 2).await;
     containers_settle(&cluster, 3).await;
-    let spare = cluster
-        .containers()
-        .await
-        .into_iter()
-        .find(|name| !lrps.iter().any(|l| name.ends_with(&l.instance_guid)))
-        .expect("a container that no instance runs in");
-    let container_id = |name: String| {
-        let docker = docker.clone();
-        async move {
-            docker
-                .inspect_container(name.trim_start_matches('/'), None)
-                .await
-                .expect("inspect")
-                .id
-        }
-    };
-    let spare_id = container_id(spare.clone()).await;
+    let spare = spare_container(&cluster, &lrps).await;
+    let spare_id = container_id(&spare).await;
 
     let second = build_image(&docker, &tag, "second").await;
     assert_ne!(first, second, "the rebuild made another image");
@@ -252,7 +242,7 @@ async fn a_replacement_runs_an_image_rebuilt_under_the_same_tag_not_the_older_sp
     let replaced = replacement(&cluster, victim).await;
     assert_eq!(answer(&replaced).await.trim(), "second");
     assert_ne!(
-        container_id(format!("lattice-lrp-{}", replaced.instance_guid)).await,
+        container_id(&format!("lattice-lrp-{}", replaced.instance_guid)).await,
         spare_id,
         "not the spare made from the first build"
     );

@@ -551,6 +551,18 @@ mod tests {
         }
     }
 
+    /// Stops the rep and checks that no container of it is left.
+    async fn stops_leaving_nothing(
+        shutdown: CancellationToken,
+        serving: tokio::task::JoinHandle<()>,
+        garden: &lattice_executor::fake::FakeGarden,
+    ) {
+        shutdown.cancel();
+        serving.await.expect("the rep stops");
+        let left = garden.list(&BTreeMap::new()).await.expect("list");
+        assert!(left.is_empty(), "left behind: {left:?}");
+    }
+
     async fn created_count(garden: &lattice_executor::fake::FakeGarden, count: usize) {
         tokio::time::timeout(PATIENCE, async {
             while garden.created().len() < count {
@@ -619,10 +631,7 @@ mod tests {
         .expect("instance 1 crashes when its container dies");
         assert_eq!(crashed.instance_guid, second.instance_guid);
 
-        shutdown.cancel();
-        serving.await.expect("the rep stops");
-        let left = garden.list(&BTreeMap::new()).await.expect("list");
-        assert!(left.is_empty(), "left behind: {left:?}");
+        stops_leaving_nothing(shutdown, serving, garden).await;
     }
 
     /// An image rebuilt under the same name (`docker build -t` again)
@@ -668,10 +677,7 @@ mod tests {
             "the next spare has the new build"
         );
 
-        shutdown.cancel();
-        serving.await.expect("the rep stops");
-        let left = garden.list(&BTreeMap::new()).await.expect("list");
-        assert!(left.is_empty(), "left behind: {left:?}");
+        stops_leaving_nothing(shutdown, serving, garden).await;
     }
 
     /// With room for one spare on the cell, an app placed after the cell
@@ -717,7 +723,6 @@ mod tests {
         assert_eq!(rep.spares.ready("api"), 0);
         assert_eq!(rep.spares.ready("web"), 1);
 
-        shutdown.cancel();
-        serving.await.expect("the rep stops");
+        stops_leaving_nothing(shutdown, serving, garden).await;
     }
 }
