@@ -273,9 +273,13 @@ impl<'a> Shell<'a> {
                             spares::replenish(rep, self.desired);
                             return Some(Event::ContainerCreated);
                         }
-                        // Stopped or killed meanwhile, or made from an
-                        // image since rebuilt under the same name: a
-                        // container of its own, under the same name.
+                        (Ok(info), Ok(Some(image))) if info.image != image => {
+                            tracing::debug!(process_guid, index, handle = %self.handle, "the app's image was rebuilt since its spares were made; they go");
+                            spares::drop_pool(rep, process_guid);
+                            spares::discard(rep, &self.instance_guid).await;
+                        }
+                        // Stopped or killed meanwhile: a container of its
+                        // own, under the same name.
                         _ => spares::discard(rep, &self.instance_guid).await,
                     }
                 }

@@ -14,7 +14,8 @@
 //!   as in a container made for it.
 //! - An instance takes a spare only while the engine's id of the app's
 //!   image is the one the spare was made from: an image rebuilt under the
-//!   same name reaches it in a fresh container (`lrps`).
+//!   same name reaches it in a fresh container (`lrps`), and the app's
+//!   other spares go at once, to be made again from the new build.
 //! - A spare is made for one definition of the app (its desired LRP's
 //!   epoch); an instance of an app deleted and desired again under the same
 //!   guid never runs in a spare of the old one.
@@ -397,6 +398,25 @@ async fn destroy(rep: &Rep, instance_guids: Vec<String>) {
     futures::future::join_all(destroys).await;
 }
 
+/// Destroys every ready spare of `process_guid`'s app, in the background:
+/// one was found made from an image since rebuilt under the same name, and
+/// the others most likely were too; the app's next instances would each
+/// find theirs stale. The instance's own start replenishes the pool with
+/// the new build.
+pub(crate) fn drop_pool(rep: &Arc<Rep>, process_guid: &str) {
+    let ready = lock(&rep.spares.pools)
+        .get_mut(process_guid)
+        .map(|pool| std::mem::take(&mut pool.ready))
+        .unwrap_or_default();
+    if ready.is_empty() {
+        return;
+    }
+    let rep = rep.clone();
+    rep.clone()
+        .tracker
+        .spawn(async move { destroy(&rep, ready).await });
+}
+
 /// Destroys the spare made under `instance_guid`: stale, dead, or not
 /// kept.
 pub(crate) async fn discard(rep: &Rep, instance_guid: &str) {
@@ -722,6 +742,86 @@ mod tests {
         assert_eq!(garden.created().len(), 3, "{:?}", garden.created());
         assert_eq!(rep.spares.ready("api"), 0);
         assert_eq!(rep.spares.ready("web"), 1);
+
+        stops_leaving_nothing(shutdown, serving, garden).await;
+    }
+
+    /// Once an instance finds its spare made from an image since rebuilt,
+    /// the app's other spares (of the old build too) go at once and the
+    /// pool is made again from the new build.
+    #[tokio::test]
+    async fn a_rebuilt_image_renews_all_the_apps_spares() {
+        let config = RepConfig {
+            spare_containers: 3,
+            ..RepConfig::new("cell-spares", SMALL_CELL, UNSERVED_ADDRESS)
+        };
+        let cell = TestRep::new(config).await;
+        let (rep, garden, store) = (cell.rep(), cell.garden(), &cell.store);
+        garden.script("/bin/httpd", Script::runs_for(Duration::from_secs(3600)));
+        store
+            .create_desired_lrp(lattice_bbs::suite::desired_lrp("web", "apps", 5))
+            .await
+            .expect("desired");
+        for index in 0..5 {
+            store
+                .create_actual_lrp(lattice_bbs::suite::actual_lrp("web", "apps", index))
+                .await
+                .expect("actual");
+        }
+        let mut events = store.subscribe();
+        let shutdown = CancellationToken::new();
+        let serving = tokio::spawn(rep.clone().run(shutdown.clone()));
+        while !garden.has_event_subscribers() {
+            tokio::task::yield_now().await;
+        }
+        // Four instances on the cell want two spares.
+        for index in 0..4 {
+            assert!(rep.perform(work(index)).is_empty());
+            running(&mut events, index).await;
+        }
+        let spares = |garden: &lattice_executor::fake::FakeGarden| {
+            let garden = garden.clone();
+            async move {
+                let all = garden.list(&BTreeMap::new()).await.expect("list");
+                all.into_iter()
+                    .filter(|c| !c.properties.contains_key(INDEX_PROPERTY))
+                    .collect::<Vec<_>>()
+            }
+        };
+        tokio::time::timeout(PATIENCE, async {
+            while rep.spares.ready("web") < 2 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("two spares are made");
+        let old: Vec<String> = spares(garden).await.into_iter().map(|c| c.handle).collect();
+        assert_eq!(old.len(), 2, "{old:?}");
+
+        let rootfs = &garden.created()[0].rootfs;
+        garden.rebuild_image(rootfs);
+        let rebuilt = garden.image_id(rootfs).await.expect("image id");
+        assert!(rep.perform(work(4)).is_empty());
+        running(&mut events, 4).await;
+
+        let renewed = tokio::time::timeout(PATIENCE, async {
+            loop {
+                let now = spares(garden).await;
+                if now.len() == 2
+                    && rep.spares.ready("web") == 2
+                    && now.iter().all(|c| Some(&c.image) == rebuilt.as_ref())
+                {
+                    break now;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("two spares of the new build, and no other");
+        assert!(
+            renewed.iter().all(|c| !old.contains(&c.handle)),
+            "an old spare is left: {renewed:?} (old {old:?})"
+        );
 
         stops_leaving_nothing(shutdown, serving, garden).await;
     }
