@@ -97,12 +97,18 @@ libraries_of() {
 }
 
 # docker_build TAG CONTEXT: builds quietly, printing the builder's output
-# only when it fails.
+# only when it fails. The build TAG named before is removed once untagged
+# (each new lattice binary would leave one behind); the engine keeps it
+# while a container uses it.
 docker_build() {
-    local output
+    local output previous
+    previous=$(docker image inspect -f '{{.Id}}' "$1" 2>/dev/null || true)
     if ! output=$(docker build -t "$1" "$2" 2>&1); then
         printf '%s\n' "$output" >&2
         die "building image $1 failed (see above)"
+    fi
+    if [ -n "$previous" ] && [ "$previous" != "$(docker image inspect -f '{{.Id}}' "$1")" ]; then
+        docker image rm "$previous" >/dev/null 2>&1 || true
     fi
 }
 
