@@ -510,6 +510,51 @@ mod tests {
             .expect("the instance runs")
     }
 
+    /// A running rep on the fake Garden, following the store's events.
+    struct RunningCell {
+        cell: TestRep,
+        events: lattice_bbs::EventReceiver,
+        shutdown: CancellationToken,
+        serving: tokio::task::JoinHandle<()>,
+    }
+
+    /// Starts a cell keeping `spares` per app (`per_cell` in all) with
+    /// `apps` desired (process guid, instances), every instance unclaimed.
+    async fn running_cell(spares: usize, per_cell: usize, apps: &[(&str, i64)]) -> RunningCell {
+        let config = RepConfig {
+            spare_containers: spares,
+            spare_containers_per_cell: per_cell,
+            ..RepConfig::new("cell-spares", SMALL_CELL, UNSERVED_ADDRESS)
+        };
+        let cell = TestRep::new(config).await;
+        let (rep, garden, store) = (cell.rep(), cell.garden(), &cell.store);
+        garden.script("/bin/httpd", Script::runs_for(Duration::from_secs(3600)));
+        for &(app, instances) in apps {
+            store
+                .create_desired_lrp(lattice_bbs::suite::desired_lrp(app, "apps", instances))
+                .await
+                .expect("desired");
+            for index in 0..instances {
+                store
+                    .create_actual_lrp(lattice_bbs::suite::actual_lrp(app, "apps", index))
+                    .await
+                    .expect("actual");
+            }
+        }
+        let events = store.subscribe();
+        let shutdown = CancellationToken::new();
+        let serving = tokio::spawn(rep.clone().run(shutdown.clone()));
+        while !garden.has_event_subscribers() {
+            tokio::task::yield_now().await;
+        }
+        RunningCell {
+            cell,
+            events,
+            shutdown,
+            serving,
+        }
+    }
+
     /// A running cell with an app of two instances: instance 0 runs and the
     /// app's one spare is ready.
     struct SpareReady {
@@ -521,29 +566,13 @@ mod tests {
     }
 
     async fn spare_ready() -> SpareReady {
-        let config = RepConfig {
-            spare_containers: 1,
-            ..RepConfig::new("cell-spares", SMALL_CELL, UNSERVED_ADDRESS)
-        };
-        let cell = TestRep::new(config).await;
-        let (rep, garden, store) = (cell.rep(), cell.garden(), &cell.store);
-        garden.script("/bin/httpd", Script::runs_for(Duration::from_secs(3600)));
-        store
-            .create_desired_lrp(lattice_bbs::suite::desired_lrp("web", "apps", 2))
-            .await
-            .expect("desired");
-        for index in 0..2 {
-            store
-                .create_actual_lrp(lattice_bbs::suite::actual_lrp("web", "apps", index))
-                .await
-                .expect("actual");
-        }
-        let mut events = store.subscribe();
-        let shutdown = CancellationToken::new();
-        let serving = tokio::spawn(rep.clone().run(shutdown.clone()));
-        while !garden.has_event_subscribers() {
-            tokio::task::yield_now().await;
-        }
+        let RunningCell {
+            cell,
+            mut events,
+            shutdown,
+            serving,
+        } = running_cell(1, usize::MAX, &[("web", 2)]).await;
+        let (rep, garden) = (cell.rep(), cell.garden());
         assert!(rep.perform(work(0)).is_empty());
         running(&mut events, 0).await;
 
@@ -704,30 +733,13 @@ mod tests {
     /// made one for another gets none.
     #[tokio::test]
     async fn an_app_placed_once_the_cell_holds_its_most_spares_goes_without() {
-        let config = RepConfig {
-            spare_containers: 1,
-            spare_containers_per_cell: 1,
-            ..RepConfig::new("cell-spares", SMALL_CELL, UNSERVED_ADDRESS)
-        };
-        let cell = TestRep::new(config).await;
-        let (rep, garden, store) = (cell.rep(), cell.garden(), &cell.store);
-        garden.script("/bin/httpd", Script::runs_for(Duration::from_secs(3600)));
-        for app in ["web", "api"] {
-            store
-                .create_desired_lrp(lattice_bbs::suite::desired_lrp(app, "apps", 1))
-                .await
-                .expect("desired");
-            store
-                .create_actual_lrp(lattice_bbs::suite::actual_lrp(app, "apps", 0))
-                .await
-                .expect("actual");
-        }
-        let mut events = store.subscribe();
-        let shutdown = CancellationToken::new();
-        let serving = tokio::spawn(rep.clone().run(shutdown.clone()));
-        while !garden.has_event_subscribers() {
-            tokio::task::yield_now().await;
-        }
+        let RunningCell {
+            cell,
+            mut events,
+            shutdown,
+            serving,
+        } = running_cell(1, 1, &[("web", 1), ("api", 1)]).await;
+        let (rep, garden) = (cell.rep(), cell.garden());
         assert!(rep.perform(work_of("web", 0)).is_empty());
         running_of(&mut events, "web", 0).await;
         created_count(garden, 2).await;
@@ -751,29 +763,13 @@ mod tests {
     /// pool is made again from the new build.
     #[tokio::test]
     async fn a_rebuilt_image_renews_all_the_apps_spares() {
-        let config = RepConfig {
-            spare_containers: 3,
-            ..RepConfig::new("cell-spares", SMALL_CELL, UNSERVED_ADDRESS)
-        };
-        let cell = TestRep::new(config).await;
-        let (rep, garden, store) = (cell.rep(), cell.garden(), &cell.store);
-        garden.script("/bin/httpd", Script::runs_for(Duration::from_secs(3600)));
-        store
-            .create_desired_lrp(lattice_bbs::suite::desired_lrp("web", "apps", 5))
-            .await
-            .expect("desired");
-        for index in 0..5 {
-            store
-                .create_actual_lrp(lattice_bbs::suite::actual_lrp("web", "apps", index))
-                .await
-                .expect("actual");
-        }
-        let mut events = store.subscribe();
-        let shutdown = CancellationToken::new();
-        let serving = tokio::spawn(rep.clone().run(shutdown.clone()));
-        while !garden.has_event_subscribers() {
-            tokio::task::yield_now().await;
-        }
+        let RunningCell {
+            cell,
+            mut events,
+            shutdown,
+            serving,
+        } = running_cell(3, usize::MAX, &[("web", 5)]).await;
+        let (rep, garden) = (cell.rep(), cell.garden());
         // Four instances on the cell want two spares.
         for index in 0..4 {
             assert!(rep.perform(work(index)).is_empty());
