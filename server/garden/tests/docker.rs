@@ -896,11 +896,5 @@ async fn a_changed_program_gets_a_new_image_and_the_old_build_goes() {
         "the first build is still on the engine"
     );
 
-    let options = bollard::query_parameters::RemoveImageOptionsBuilder::default()
-        .force(true)
-        .build();
-    docker
-        .remove_image(&tag, Some(options), None)
-        .await
-        .expect("remove the test's image");
+    images::remove_image(&docker, &tag).await;
 }

@@ -254,13 +254,7 @@ async fn a_replacement_runs_an_image_rebuilt_under_the_same_tag_not_the_older_sp
     containers_settle(&cluster, 0).await;
     cluster.stop().await;
     for image in [first, second] {
-        let options = bollard::query_parameters::RemoveImageOptionsBuilder::default()
-            .force(true)
-            .build();
-        docker
-            .remove_image(&image, Some(options), None)
-            .await
-            .expect("remove the test's image");
+        lattice_testkit::images::remove_image(&docker, &image).await;
     }
 }
 

@@ -260,27 +260,12 @@ impl<'a> Shell<'a> {
         match effect {
             Effect::CreateContainer => {
                 if std::mem::take(&mut self.spare) {
-                    let (info, image) = tokio::join!(
-                        rep.executor.info(&self.handle),
-                        rep.executor.garden().image_id(&self.desired.rootfs)
-                    );
-                    match (info, image) {
-                        (Ok(info), Ok(Some(image)))
-                            if info.running && info.processes.is_empty() && info.image == image =>
-                        {
-                            tracing::debug!(process_guid, index, handle = %self.handle, "instance takes a spare container");
-                            self.info = Some(info);
-                            spares::replenish(rep, self.desired);
-                            return Some(Event::ContainerCreated);
-                        }
-                        (Ok(info), Ok(Some(image))) if info.image != image => {
-                            tracing::debug!(process_guid, index, handle = %self.handle, "the app's image was rebuilt since its spares were made; they go");
-                            spares::drop_pool(rep, process_guid);
-                            spares::discard(rep, &self.instance_guid).await;
-                        }
-                        // Stopped or killed meanwhile: a container of its
-                        // own, under the same name.
-                        _ => spares::discard(rep, &self.instance_guid).await,
+                    if let Some(info) = spares::claim(rep, self.desired, &self.instance_guid).await
+                    {
+                        tracing::debug!(process_guid, index, handle = %self.handle, "instance takes a spare container");
+                        self.info = Some(info);
+                        spares::replenish(rep, self.desired);
+                        return Some(Event::ContainerCreated);
                     }
                 }
                 let request = container_request(

@@ -36,6 +36,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use lattice_garden::ContainerInfo;
 use lattice_models::DesiredLrp;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -398,12 +399,44 @@ async fn destroy(rep: &Rep, instance_guids: Vec<String>) {
     futures::future::join_all(destroys).await;
 }
 
+/// The spare an instance claimed under `instance_guid`, if it can still
+/// run it: started, nothing run in it yet, and made from the build of the
+/// app's image the engine has now (both asked at once). Otherwise it is
+/// destroyed (with the app's other spares when the image was rebuilt) and
+/// `None` says to make a container as usual, under the same name.
+pub(crate) async fn claim(
+    rep: &Arc<Rep>,
+    desired: &DesiredLrp,
+    instance_guid: &str,
+) -> Option<ContainerInfo> {
+    let handle = lrps::container_handle(instance_guid);
+    let (info, image) = tokio::join!(
+        rep.executor.info(&handle),
+        rep.executor.garden().image_id(&desired.rootfs)
+    );
+    match (info, image) {
+        (Ok(info), Ok(Some(image)))
+            if info.running && info.processes.is_empty() && info.image == image =>
+        {
+            return Some(info);
+        }
+        (Ok(info), Ok(Some(image))) if info.image != image => {
+            tracing::debug!(process_guid = %desired.process_guid, "the app's image was rebuilt since its spares were made; they go");
+            drop_pool(rep, &desired.process_guid);
+        }
+        // Stopped or killed meanwhile, or the engine could not say.
+        _ => {}
+    }
+    discard(rep, instance_guid).await;
+    None
+}
+
 /// Destroys every ready spare of `process_guid`'s app, in the background:
 /// one was found made from an image since rebuilt under the same name, and
 /// the others most likely were too; the app's next instances would each
 /// find theirs stale. The instance's own start replenishes the pool with
 /// the new build.
-pub(crate) fn drop_pool(rep: &Arc<Rep>, process_guid: &str) {
+fn drop_pool(rep: &Arc<Rep>, process_guid: &str) {
     let ready = lock(&rep.spares.pools)
         .get_mut(process_guid)
         .map(|pool| std::mem::take(&mut pool.ready))

@@ -285,6 +285,21 @@ pub async fn ensure_image(
     import_rootfs(docker, tag, rootfs()?, changes).await
 }
 
+/// Removes the image `reference` (a tag or an id) a test made, even while
+/// other tags name it.
+///
+/// # Panics
+/// When the engine refuses: the test would leave its image behind.
+pub async fn remove_image(docker: &Docker, reference: &str) {
+    let options = bollard::query_parameters::RemoveImageOptionsBuilder::default()
+        .force(true)
+        .build();
+    docker
+        .remove_image(reference, Some(options), None)
+        .await
+        .unwrap_or_else(|err| panic!("cannot remove the test's image {reference}: {err}"));
+}
+
 /// Whether the engine holds an image of that reference. Any failure to
 /// inspect counts as absent, so the caller tries to make it.
 pub async fn image_exists(docker: &Docker, reference: &str) -> bool {
